@@ -1,0 +1,396 @@
+#include "server/engine/adapters/adapter_store.h"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <cctype>
+#include <system_error>
+#include <utility>
+
+#include "server/engine/adapters/durable_file.h"
+
+namespace statetune::engine {
+namespace fs = std::filesystem;
+
+namespace {
+
+constexpr const char* kIndexFile = "index.json";
+constexpr const char* kVersionSuffix = ".safetensors";
+// Staged uploads and atomic-write leftovers; a crash can leave them behind, restart removes them.
+constexpr const char* kStagedSuffix = ".upload";
+constexpr const char* kTmpSuffix = ".tmp";
+
+bool ends_with(const std::string& s, const std::string& suffix) {
+  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+// "12" -> 12; anything but a positive decimal without leading zeros -> 0.
+int64_t parse_version_number(const std::string& s) {
+  if (s.empty() || s.size() > 18 || s[0] == '0') return 0;
+  int64_t v = 0;
+  for (char c : s) {
+    if (c < '0' || c > '9') return 0;
+    v = v * 10 + (c - '0');
+  }
+  return v;
+}
+
+bool is_valid_name(const std::string& value) {
+  if (value.empty() || value.size() > 64 || value[0] == '.') return false;
+  return std::all_of(value.begin(), value.end(), [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '-';
+  });
+}
+
+}  // namespace
+
+AdapterStore::AdapterStore(fs::path root, ModelFingerprint base)
+    : root_(std::move(root)), base_(std::move(base)) {
+  fs::create_directories(root_);
+  reload();
+}
+
+void AdapterStore::validate_name(const std::string& what, const std::string& value) {
+  if (!is_valid_name(value)) {
+    throw std::invalid_argument(what + " name '" + value +
+                                "' is invalid: use 1-64 characters from A-Z a-z 0-9 . _ - and do "
+                                "not start with '.'");
+  }
+}
+
+std::string AdapterStore::pool_key(const std::string& tenant, const std::string& name,
+                                   const std::string& version) {
+  return tenant + "/" + name + "@" + version;
+}
+
+fs::path AdapterStore::adapter_dir(const std::string& tenant, const std::string& name) const {
+  return root_ / tenant / name;
+}
+
+void AdapterStore::report(const fs::path& path, const std::string& message) {
+  spdlog::error("adapter store: skipping {}: {}", path.string(), message);
+  problems_.push_back({path, message});
+}
+
+// ---------------------------------------------------------------------------------------------
+// Restart: rebuild the in-memory index from the folders.
+
+void AdapterStore::reload() {
+  std::lock_guard<std::mutex> lock(mu_);
+  tenants_.clear();
+  problems_.clear();
+  for (const auto& tenant_dir : fs::directory_iterator(root_)) {
+    const std::string tenant = tenant_dir.path().filename().string();
+    if (!tenant_dir.is_directory() || !is_valid_name(tenant)) {
+      report(tenant_dir.path(), "not a tenant folder (invalid name or not a folder)");
+      continue;
+    }
+    for (const auto& adapter_entry : fs::directory_iterator(tenant_dir.path())) {
+      const std::string name = adapter_entry.path().filename().string();
+      if (!adapter_entry.is_directory() || !is_valid_name(name)) {
+        report(adapter_entry.path(), "not an adapter folder (invalid name or not a folder)");
+        continue;
+      }
+      reload_adapter(tenant, name, adapter_entry.path());
+    }
+  }
+  int64_t count = 0;
+  for (const auto& [tenant, adapters] : tenants_) {
+    for (const auto& [name, entry] : adapters) count += entry.current > 0 ? 1 : 0;
+  }
+  spdlog::info("adapter store {}: {} tenants, {} adapters, {} problems", root_.string(),
+               tenants_.size(), count, problems_.size());
+}
+
+void AdapterStore::reload_adapter(const std::string& tenant, const std::string& name,
+                                  const fs::path& dir) {
+  Entry entry;
+  int64_t indexed_current = 0;
+  bool index_ok = false;
+  const fs::path index_path = dir / kIndexFile;
+  if (fs::exists(index_path)) {
+    try {
+      const auto j = nlohmann::json::parse(read_file(index_path));
+      if (j.contains("current") && !j.at("current").is_null()) {
+        indexed_current = parse_version_number(j.at("current").get<std::string>());
+        if (indexed_current == 0) throw std::runtime_error("'current' is not a version number");
+      }
+      entry.next_version = std::max<int64_t>(1, j.value("next_version", int64_t{1}));
+      index_ok = true;
+    } catch (const std::exception& e) {
+      report(index_path, std::string("unreadable index, using the newest valid version: ") + e.what());
+    }
+  }
+
+  for (const auto& file : fs::directory_iterator(dir)) {
+    const std::string filename = file.path().filename().string();
+    if (filename == kIndexFile) continue;
+    if (ends_with(filename, kStagedSuffix) || ends_with(filename, kTmpSuffix)) {
+      std::error_code ec;
+      fs::remove(file.path(), ec);  // an upload or write interrupted by a crash; never current
+      continue;
+    }
+    const int64_t number =
+        ends_with(filename, kVersionSuffix)
+            ? parse_version_number(filename.substr(0, filename.size() - std::string(kVersionSuffix).size()))
+            : 0;
+    if (number == 0) {
+      report(file.path(), "unexpected file in an adapter folder (want <version>.safetensors)");
+      continue;
+    }
+    entry.next_version = std::max(entry.next_version, number + 1);
+    try {
+      const Adapter adapter = load_adapter(file.path());
+      check_compatible(adapter, base_);
+      Version v;
+      v.path = file.path();
+      v.size_bytes = static_cast<int64_t>(fs::file_size(file.path()));
+      v.created_unix = adapter.created_unix;
+      v.methods = adapter.methods;
+      v.extra_metadata = adapter.extra_metadata;
+      entry.versions.emplace(number, std::move(v));
+    } catch (const std::exception& e) {
+      report(file.path(), e.what());
+    }
+  }
+
+  if (index_ok) {
+    entry.next_version = std::max(entry.next_version, indexed_current + 1);
+    if (indexed_current > 0) {
+      if (entry.versions.count(indexed_current) > 0) {
+        entry.current = indexed_current;
+      } else {
+        // Serving an older version in its place would silently change results; leave it unset so
+        // the tenant sees the adapter as missing and re-uploads.
+        report(dir, "current version " + std::to_string(indexed_current) +
+                        " is missing or invalid; the adapter has no current version");
+      }
+    }
+  } else if (!entry.versions.empty()) {
+    entry.current = entry.versions.rbegin()->first;
+  }
+  tenants_[tenant][name] = std::move(entry);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Writes.
+
+void AdapterStore::write_index_locked(const std::string& tenant, const std::string& name,
+                                      const Entry& entry) {
+  nlohmann::json j;
+  j["current"] = entry.current > 0 ? nlohmann::json(std::to_string(entry.current)) : nlohmann::json();
+  j["next_version"] = entry.next_version;
+  replace_file_atomically(adapter_dir(tenant, name) / kIndexFile, j.dump(2) + "\n");
+}
+
+int64_t AdapterStore::reserve_version(const std::string& tenant, const std::string& name) {
+  validate_name("tenant", tenant);
+  validate_name("adapter", name);
+  std::lock_guard<std::mutex> lock(mu_);
+  const fs::path dir = adapter_dir(tenant, name);
+  const bool new_tenant = !fs::exists(dir.parent_path());
+  fs::create_directories(dir);
+  if (new_tenant) fsync_directory(root_);
+  fsync_directory(dir.parent_path());
+  Entry& entry = tenants_[tenant][name];
+  return entry.next_version++;
+}
+
+std::string AdapterStore::commit_staged(const std::string& tenant, const std::string& name,
+                                        int64_t number, const fs::path& staged) {
+  const std::string version = std::to_string(number);
+  Adapter adapter;
+  try {
+    adapter = load_adapter(staged);
+    check_compatible(adapter, base_);
+  } catch (const std::exception& e) {
+    std::error_code ec;
+    fs::remove(staged, ec);
+    std::lock_guard<std::mutex> lock(mu_);
+    const Entry& entry = tenants_[tenant][name];
+    throw std::invalid_argument("adapter upload " + tenant + "/" + name + " rejected: " + e.what() +
+                                (entry.current > 0
+                                     ? " (version " + std::to_string(entry.current) + " stays current)"
+                                     : std::string()));
+  }
+  const fs::path final_path = adapter_dir(tenant, name) / (version + kVersionSuffix);
+  rename_durably(staged, final_path);
+
+  Version v;
+  v.path = final_path;
+  v.size_bytes = static_cast<int64_t>(fs::file_size(final_path));
+  v.created_unix = adapter.created_unix;
+  v.methods = adapter.methods;
+  v.extra_metadata = adapter.extra_metadata;
+
+  std::lock_guard<std::mutex> lock(mu_);
+  Entry& entry = tenants_[tenant][name];
+  entry.versions[number] = std::move(v);
+  // Two uploads can race: the higher number wins whatever order they finish in.
+  if (number > entry.current) entry.current = number;
+  write_index_locked(tenant, name, entry);
+  spdlog::info("adapter store: {}/{} version {} stored ({} bytes, methods {})", tenant, name, version,
+               entry.versions[number].size_bytes, join_methods(adapter.methods));
+  return version;
+}
+
+std::string AdapterStore::put(const std::string& tenant, const std::string& name,
+                              const std::string& file_bytes) {
+  const int64_t number = reserve_version(tenant, name);
+  const fs::path staged =
+      adapter_dir(tenant, name) / (std::to_string(number) + kVersionSuffix + kStagedSuffix);
+  write_file_synced(staged, file_bytes);
+  return commit_staged(tenant, name, number, staged);
+}
+
+std::string AdapterStore::put(const std::string& tenant, const std::string& name,
+                              const Adapter& adapter, at::ScalarType disk_dtype) {
+  const int64_t number = reserve_version(tenant, name);
+  const fs::path staged =
+      adapter_dir(tenant, name) / (std::to_string(number) + kVersionSuffix + kStagedSuffix);
+  Adapter named = adapter;  // shallow: tensors are shared, only the metadata strings change
+  named.name = name;
+  named.version = std::to_string(number);
+  try {
+    save_adapter(named, staged, disk_dtype);
+  } catch (const std::runtime_error& e) {
+    std::error_code ec;
+    fs::remove(staged, ec);
+    throw std::invalid_argument("adapter " + tenant + "/" + name + " not stored: " + e.what());
+  }
+  return commit_staged(tenant, name, number, staged);
+}
+
+bool AdapterStore::remove(const std::string& tenant, const std::string& name) {
+  validate_name("tenant", tenant);
+  validate_name("adapter", name);
+  std::lock_guard<std::mutex> lock(mu_);
+  auto t = tenants_.find(tenant);
+  if (t == tenants_.end()) return false;
+  auto a = t->second.find(name);
+  if (a == t->second.end() || a->second.versions.empty()) return false;
+  Entry& entry = a->second;
+  // Index first: once it says "no current version" a crash mid-delete cannot resurrect the adapter.
+  entry.current = 0;
+  write_index_locked(tenant, name, entry);
+  for (const auto& [number, v] : entry.versions) {
+    std::error_code ec;
+    fs::remove(v.path, ec);
+    if (ec) spdlog::error("adapter store: cannot delete {}: {}", v.path.string(), ec.message());
+  }
+  entry.versions.clear();
+  fsync_directory(adapter_dir(tenant, name));
+  spdlog::info("adapter store: {}/{} removed (next version {})", tenant, name, entry.next_version);
+  return true;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reads.
+
+StoredAdapterInfo AdapterStore::info_locked(const std::string& tenant, const std::string& name,
+                                            const Entry& entry, int64_t number) const {
+  const Version& v = entry.versions.at(number);
+  StoredAdapterInfo info;
+  info.tenant = tenant;
+  info.name = name;
+  info.version = std::to_string(number);
+  info.path = v.path;
+  info.size_bytes = v.size_bytes;
+  info.created_unix = v.created_unix;
+  info.methods = v.methods;
+  info.extra_metadata = v.extra_metadata;
+  info.current = number == entry.current;
+  return info;
+}
+
+std::optional<StoredAdapterInfo> AdapterStore::get(const std::string& tenant, const std::string& name,
+                                                   const std::optional<std::string>& version) const {
+  validate_name("tenant", tenant);
+  validate_name("adapter", name);
+  int64_t number = 0;
+  if (version) {
+    number = parse_version_number(*version);
+    if (number == 0) {
+      throw std::invalid_argument("adapter version '" + *version +
+                                  "' is invalid: versions are positive integers (1, 2, ...)");
+    }
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  auto t = tenants_.find(tenant);
+  if (t == tenants_.end()) return std::nullopt;
+  auto a = t->second.find(name);
+  if (a == t->second.end()) return std::nullopt;
+  if (!version) number = a->second.current;
+  if (number == 0 || a->second.versions.count(number) == 0) return std::nullopt;
+  return info_locked(tenant, name, a->second, number);
+}
+
+std::vector<StoredAdapterInfo> AdapterStore::list(const std::string& tenant) const {
+  validate_name("tenant", tenant);
+  std::vector<StoredAdapterInfo> out;
+  std::lock_guard<std::mutex> lock(mu_);
+  auto t = tenants_.find(tenant);
+  if (t == tenants_.end()) return out;
+  for (const auto& [name, entry] : t->second) {
+    if (entry.current > 0) out.push_back(info_locked(tenant, name, entry, entry.current));
+  }
+  return out;
+}
+
+std::vector<StoredAdapterInfo> AdapterStore::versions(const std::string& tenant,
+                                                      const std::string& name) const {
+  validate_name("tenant", tenant);
+  validate_name("adapter", name);
+  std::vector<StoredAdapterInfo> out;
+  std::lock_guard<std::mutex> lock(mu_);
+  auto t = tenants_.find(tenant);
+  if (t == tenants_.end()) return out;
+  auto a = t->second.find(name);
+  if (a == t->second.end()) return out;
+  for (const auto& [number, v] : a->second.versions) {
+    out.push_back(info_locked(tenant, name, a->second, number));
+  }
+  return out;
+}
+
+Adapter AdapterStore::load(const std::string& tenant, const std::string& name,
+                           const std::string& version) const {
+  const auto info = get(tenant, name, version);
+  if (!info) {
+    throw AdapterNotFound("adapter " + tenant + "/" + name + " version " + version +
+                          " does not exist");
+  }
+  // The file is immutable once committed; reading it outside the lock is safe. A concurrent
+  // remove() makes this fail with "cannot open", which is the truth at that moment.
+  Adapter adapter = load_adapter(info->path);
+  check_compatible(adapter, base_);
+  adapter.name = name;
+  adapter.version = info->version;
+  return adapter;
+}
+
+int64_t AdapterStore::tenant_bytes(const std::string& tenant) const {
+  validate_name("tenant", tenant);
+  std::lock_guard<std::mutex> lock(mu_);
+  int64_t bytes = 0;
+  auto t = tenants_.find(tenant);
+  if (t == tenants_.end()) return 0;
+  for (const auto& [name, entry] : t->second) {
+    for (const auto& [number, v] : entry.versions) bytes += v.size_bytes;
+  }
+  return bytes;
+}
+
+std::vector<std::string> AdapterStore::tenants() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::vector<std::string> out;
+  for (const auto& [tenant, adapters] : tenants_) out.push_back(tenant);
+  return out;
+}
+
+std::vector<AdapterStoreProblem> AdapterStore::problems() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return problems_;
+}
+
+}  // namespace statetune::engine

@@ -1,0 +1,133 @@
+// The on-disk adapter store: every tenant's adapters, versioned, for one base model.
+//
+// Layout (one folder per tenant, one per adapter):
+//   <root>/<tenant>/<name>/<version>.safetensors   immutable once written; versions are 1, 2, 3, ...
+//   <root>/<tenant>/<name>/index.json              {"current": "3" | null, "next_version": 4}
+// Every write is crash-safe: a file is written to a temporary name, fsynced, renamed into place and
+// the folder fsynced, and index.json (the pointer to the current version) is replaced the same way
+// only after the new version file validated against the base model. So a bad or interrupted upload
+// leaves the previous version current. Versions never repeat for a name, even after remove(), so a
+// cache key "tenant/name@version" always means one content.
+//
+// Thread-safe: metadata lives in memory behind one mutex; file reads and the validation of uploads
+// run outside it.
+#pragma once
+
+#include <ATen/ATen.h>
+#include <nlohmann/json.hpp>
+
+#include <cstdint>
+#include <filesystem>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "server/engine/adapters/adapter.h"
+#include "server/engine/model/model_config.h"
+
+namespace statetune::engine {
+
+// No such tenant/adapter/version (the serving layer answers NOT_FOUND). Invalid names and rejected
+// uploads throw std::invalid_argument (INVALID_ARGUMENT); I/O failures std::runtime_error.
+class AdapterNotFound : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+struct StoredAdapterInfo {
+  std::string tenant, name, version;
+  std::filesystem::path path;
+  int64_t size_bytes = 0;
+  int64_t created_unix = 0;
+  std::vector<std::string> methods;
+  nlohmann::json extra_metadata = nlohmann::json::object();
+  bool current = false;
+};
+
+// A file the store found on disk but could not use (corrupt, for another base, unreadable index).
+struct AdapterStoreProblem {
+  std::filesystem::path path;
+  std::string message;
+};
+
+class AdapterStore {
+ public:
+  // Creates `root` if needed and loads every tenant's adapters from it, validating each version file
+  // against `base`. Files that fail are logged and listed in problems(), never fatal.
+  AdapterStore(std::filesystem::path root, ModelFingerprint base);
+
+  // Tenant and adapter names: [A-Za-z0-9._-]{1,64}, not starting with '.' (so no "." / ".." and no
+  // hidden files). Throws std::invalid_argument naming `what` and the rule.
+  static void validate_name(const std::string& what, const std::string& value);
+  // The pool key for one stored version: "tenant/name@version".
+  static std::string pool_key(const std::string& tenant, const std::string& name,
+                              const std::string& version);
+
+  // Stores an uploaded adapter file as the next version and makes it current, after validating it
+  // (format, shapes, finite values, same base model). Returns the new version. On a rejected file
+  // throws std::invalid_argument and the previous version stays current.
+  std::string put(const std::string& tenant, const std::string& name, const std::string& file_bytes);
+  // Same for an in-memory adapter (e.g. the trainer's result); its name/version are set to the stored
+  // ones. disk_dtype: at::kFloat or at::kBFloat16.
+  std::string put(const std::string& tenant, const std::string& name, const Adapter& adapter,
+                  at::ScalarType disk_dtype = at::kFloat);
+
+  // The current version (no `version`) or a given one; nullopt when absent.
+  std::optional<StoredAdapterInfo> get(const std::string& tenant, const std::string& name,
+                                       const std::optional<std::string>& version = std::nullopt) const;
+  // The current version of every adapter of `tenant`, by name.
+  std::vector<StoredAdapterInfo> list(const std::string& tenant) const;
+  // Every stored version of one adapter, oldest first.
+  std::vector<StoredAdapterInfo> versions(const std::string& tenant, const std::string& name) const;
+  // Deletes every version of the adapter; the name can be reused and continues the version count.
+  // Returns false if it had no versions.
+  bool remove(const std::string& tenant, const std::string& name);
+  // Reads one version from disk (validated, compatible with the base). Throws AdapterNotFound.
+  Adapter load(const std::string& tenant, const std::string& name, const std::string& version) const;
+
+  // Bytes of all version files of `tenant` (for quotas).
+  int64_t tenant_bytes(const std::string& tenant) const;
+  std::vector<std::string> tenants() const;
+  std::vector<AdapterStoreProblem> problems() const;
+  const std::filesystem::path& root() const { return root_; }
+  const ModelFingerprint& base() const { return base_; }
+
+ private:
+  struct Version {
+    std::filesystem::path path;
+    int64_t size_bytes = 0;
+    int64_t created_unix = 0;
+    std::vector<std::string> methods;
+    nlohmann::json extra_metadata;
+  };
+  struct Entry {
+    int64_t current = 0;       // 0 = none
+    int64_t next_version = 1;  // reserved numbers never come back
+    std::map<int64_t, Version> versions;
+  };
+
+  void reload();
+  void reload_adapter(const std::string& tenant, const std::string& name,
+                      const std::filesystem::path& dir);
+  std::filesystem::path adapter_dir(const std::string& tenant, const std::string& name) const;
+  // Validates the file at `staged` and moves it into place as version `number`; throws
+  // std::invalid_argument (and deletes `staged`) when it is rejected.
+  std::string commit_staged(const std::string& tenant, const std::string& name, int64_t number,
+                            const std::filesystem::path& staged);
+  int64_t reserve_version(const std::string& tenant, const std::string& name);
+  void write_index_locked(const std::string& tenant, const std::string& name, const Entry& entry);
+  StoredAdapterInfo info_locked(const std::string& tenant, const std::string& name,
+                                const Entry& entry, int64_t number) const;
+  void report(const std::filesystem::path& path, const std::string& message);
+
+  std::filesystem::path root_;
+  ModelFingerprint base_;
+  mutable std::mutex mu_;
+  std::map<std::string, std::map<std::string, Entry>> tenants_;
+  std::vector<AdapterStoreProblem> problems_;
+};
+
+}  // namespace statetune::engine

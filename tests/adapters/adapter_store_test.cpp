@@ -1,0 +1,243 @@
+#include "server/engine/adapters/adapter_store.h"
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <fstream>
+#include <set>
+#include <thread>
+
+#include "server/engine/adapters/durable_file.h"
+#include "tests/adapters/test_fixtures.h"
+
+namespace statetune::engine {
+namespace {
+
+namespace fs = std::filesystem;
+using testing::constant_adapter;
+using testing::fresh_dir;
+using testing::tiny_config;
+using testing::tiny_fingerprint;
+
+// The bytes of a valid adapter file, as a client would upload them.
+std::string file_bytes(const Adapter& a, const fs::path& scratch) {
+  const fs::path p = scratch / "upload-src.safetensors";
+  save_adapter(a, p);
+  std::string bytes = read_file(p);
+  fs::remove(p);
+  return bytes;
+}
+
+std::set<std::string> files_in(const fs::path& dir) {
+  std::set<std::string> out;
+  for (const auto& e : fs::directory_iterator(dir)) out.insert(e.path().filename().string());
+  return out;
+}
+
+float first_value(const Adapter& a) { return a.state_offset.flatten()[0].item<float>(); }
+
+TEST(AdapterStore, VersionsAreMonotonicAndTheLatestIsCurrent) {
+  const auto root = fresh_dir("store-versions");
+  AdapterStore store(root / "store", tiny_fingerprint());
+  EXPECT_EQ(store.put("acme", "sst2", constant_adapter(1)), "1");
+  EXPECT_EQ(store.put("acme", "sst2", file_bytes(constant_adapter(2), root)), "2");
+
+  const auto cur = store.get("acme", "sst2");
+  ASSERT_TRUE(cur.has_value());
+  EXPECT_EQ(cur->version, "2");
+  EXPECT_TRUE(cur->current);
+  EXPECT_EQ(cur->methods, (std::vector<std::string>{kStateOffset, kOutputOffset, kInitialState}));
+  EXPECT_GT(cur->size_bytes, 3 * 8 * 4 * 4);
+  const auto v1 = store.get("acme", "sst2", std::string("1"));
+  ASSERT_TRUE(v1.has_value());
+  EXPECT_FALSE(v1->current);
+  EXPECT_FALSE(store.get("acme", "sst2", std::string("3")).has_value());
+  EXPECT_THROW(store.get("acme", "sst2", std::string("01")), std::invalid_argument);
+
+  const Adapter loaded = store.load("acme", "sst2", "1");
+  EXPECT_EQ(first_value(loaded), 1.0f);
+  EXPECT_EQ(loaded.name, "sst2");
+  EXPECT_EQ(loaded.version, "1");
+  EXPECT_EQ(first_value(store.load("acme", "sst2", "2")), 2.0f);
+  EXPECT_THROW(store.load("acme", "sst2", "9"), AdapterNotFound);
+
+  ASSERT_EQ(store.versions("acme", "sst2").size(), 2u);
+  EXPECT_EQ(AdapterStore::pool_key("acme", "sst2", "2"), "acme/sst2@2");
+}
+
+TEST(AdapterStore, WritesLeaveOnlyVersionFilesAndAnIndex) {
+  const auto root = fresh_dir("store-files");
+  AdapterStore store(root, tiny_fingerprint());
+  store.put("acme", "a", constant_adapter(1));
+  store.put("acme", "a", constant_adapter(2), at::kBFloat16);
+  const fs::path dir = root / "acme" / "a";
+  EXPECT_EQ(files_in(dir), (std::set<std::string>{"1.safetensors", "2.safetensors", "index.json"}));
+  const auto index = nlohmann::json::parse(read_file(dir / "index.json"));
+  EXPECT_EQ(index.at("current"), "2");
+  EXPECT_EQ(index.at("next_version"), 3);
+  EXPECT_EQ(first_value(store.load("acme", "a", "2")), 2.0f);  // 2 is exact in bf16
+}
+
+TEST(AdapterStore, RejectedUploadKeepsThePreviousVersionCurrent) {
+  const auto root = fresh_dir("store-bad-upload");
+  AdapterStore store(root, tiny_fingerprint());
+  store.put("acme", "a", constant_adapter(1));
+
+  std::string good = file_bytes(constant_adapter(5), root);
+  EXPECT_THROW(store.put("acme", "a", good.substr(0, good.size() / 2)), std::invalid_argument);
+  EXPECT_THROW(store.put("acme", "a", std::string("not a safetensors file")), std::invalid_argument);
+  Adapter other_base = constant_adapter(3);
+  other_base.base.weights_sha256 = std::string(64, 'f');
+  try {
+    store.put("acme", "a", file_bytes(other_base, root));
+    FAIL() << "an adapter for another base was accepted";
+  } catch (const std::invalid_argument& e) {
+    const std::string msg = e.what();
+    EXPECT_NE(msg.find("different base model"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("version 1 stays current"), std::string::npos) << msg;
+  }
+  EXPECT_EQ(store.get("acme", "a")->version, "1");
+  EXPECT_EQ(files_in(root / "acme" / "a"), (std::set<std::string>{"1.safetensors", "index.json"}));
+  // Reserved numbers are not reused, so a cache key never names two contents.
+  const std::string next = store.put("acme", "a", good);
+  EXPECT_GT(std::stoi(next), 1);
+  EXPECT_EQ(store.get("acme", "a")->version, next);
+}
+
+TEST(AdapterStore, ReloadsEverythingOnRestart) {
+  const auto root = fresh_dir("store-restart");
+  {
+    AdapterStore store(root, tiny_fingerprint());
+    store.put("acme", "a", constant_adapter(1));
+    store.put("acme", "a", constant_adapter(2));
+    store.put("acme", "b", constant_adapter(3, {kOutputOffset}));
+    store.put("globex", "a", constant_adapter(4));
+    store.remove("globex", "a");
+  }
+  AdapterStore store(root, tiny_fingerprint());
+  EXPECT_TRUE(store.problems().empty());
+  const auto listed = store.list("acme");
+  ASSERT_EQ(listed.size(), 2u);
+  EXPECT_EQ(listed[0].name, "a");
+  EXPECT_EQ(listed[0].version, "2");
+  EXPECT_EQ(listed[1].name, "b");
+  EXPECT_EQ(listed[1].methods, std::vector<std::string>{kOutputOffset});
+  EXPECT_EQ(first_value(store.load("acme", "a", "2")), 2.0f);
+  EXPECT_TRUE(store.list("globex").empty());
+  EXPECT_EQ(store.put("acme", "a", constant_adapter(5)), "3");
+  EXPECT_EQ(store.put("globex", "a", constant_adapter(6)), "2");  // continues after the removed 1
+}
+
+TEST(AdapterStore, CorruptFilesOnDiskAreReportedNotFatal) {
+  const auto root = fresh_dir("store-corrupt");
+  {
+    AdapterStore store(root, tiny_fingerprint());
+    store.put("acme", "a", constant_adapter(1));
+    store.put("acme", "a", constant_adapter(2));
+    store.put("acme", "b", constant_adapter(3));
+    store.put("acme", "c", constant_adapter(4));
+  }
+  // a: an old version corrupt -> a still works. b: the current version corrupt -> b has none.
+  // c: unreadable index -> falls back to the newest valid version.
+  write_file_synced(root / "acme" / "a" / "1.safetensors", "garbage");
+  const std::string b2 = read_file(root / "acme" / "b" / "1.safetensors");
+  write_file_synced(root / "acme" / "b" / "1.safetensors", b2.substr(0, b2.size() - 10));
+  write_file_synced(root / "acme" / "c" / "index.json", "{ not json");
+  write_file_synced(root / "acme" / "c" / "7.safetensors.upload", "interrupted upload");
+
+  AdapterStore store(root, tiny_fingerprint());
+  EXPECT_EQ(store.problems().size(), 4u);
+  ASSERT_TRUE(store.get("acme", "a").has_value());
+  EXPECT_EQ(store.get("acme", "a")->version, "2");
+  EXPECT_FALSE(store.get("acme", "a", std::string("1")).has_value());
+  EXPECT_FALSE(store.get("acme", "b").has_value());
+  ASSERT_TRUE(store.get("acme", "c").has_value());
+  EXPECT_EQ(store.get("acme", "c")->version, "1");
+  EXPECT_FALSE(fs::exists(root / "acme" / "c" / "7.safetensors.upload"));
+  // A corrupt version number is still never reused.
+  EXPECT_EQ(store.put("acme", "b", constant_adapter(5)), "2");
+}
+
+TEST(AdapterStore, RestartWithAnotherBaseSkipsIncompatibleAdapters) {
+  const auto root = fresh_dir("store-other-base");
+  {
+    AdapterStore store(root, tiny_fingerprint());
+    store.put("acme", "a", constant_adapter(1));
+  }
+  AdapterStore store(root, tiny_fingerprint(std::string(64, 'c')));
+  EXPECT_FALSE(store.get("acme", "a").has_value());
+  ASSERT_EQ(store.problems().size(), 2u);  // the version file, then "current version is invalid"
+  EXPECT_NE(store.problems()[0].message.find("different base model"), std::string::npos)
+      << store.problems()[0].message;
+}
+
+TEST(AdapterStore, NamesAreValidatedAgainstPathTraversal) {
+  const auto root = fresh_dir("store-names");
+  AdapterStore store(root / "store", tiny_fingerprint());
+  const Adapter a = constant_adapter(1);
+  const std::vector<std::string> bad_names = {"",       ".",           "..",    "../x",
+                                             "a/b",    "a\\b",        ".hidden", "sp ace",
+                                             "\xc3\xa9", std::string(65, 'x'), std::string("nul\0byte", 8)};
+  for (const std::string& bad : bad_names) {
+    EXPECT_THROW(store.put(bad, "ok", a), std::invalid_argument) << bad;
+    EXPECT_THROW(store.put("ok", bad, a), std::invalid_argument) << bad;
+    EXPECT_THROW(store.get("ok", bad), std::invalid_argument) << bad;
+    EXPECT_THROW(store.list(bad), std::invalid_argument) << bad;
+    EXPECT_THROW(store.remove(bad, "ok"), std::invalid_argument) << bad;
+  }
+  EXPECT_FALSE(fs::exists(root / "x"));
+  EXPECT_TRUE(store.tenants().empty());
+  EXPECT_EQ(store.put("Tenant-1", std::string("v1.2_final-") + std::string(53, 'z'), a), "1");
+}
+
+TEST(AdapterStore, TenantsAreIsolated) {
+  const auto root = fresh_dir("store-tenants");
+  AdapterStore store(root, tiny_fingerprint());
+  store.put("acme", "shared-name", constant_adapter(1));
+  store.put("globex", "shared-name", constant_adapter(2));
+  store.put("globex", "only-globex", constant_adapter(3, {kOutputOffset}));
+
+  EXPECT_EQ(store.list("acme").size(), 1u);
+  EXPECT_EQ(store.list("globex").size(), 2u);
+  EXPECT_EQ(first_value(store.load("acme", "shared-name", "1")), 1.0f);
+  EXPECT_EQ(first_value(store.load("globex", "shared-name", "1")), 2.0f);
+  EXPECT_THROW(store.load("acme", "only-globex", "1"), AdapterNotFound);
+  EXPECT_FALSE(store.get("acme", "only-globex").has_value());
+
+  const int64_t acme = store.tenant_bytes("acme");
+  const int64_t globex = store.tenant_bytes("globex");
+  EXPECT_EQ(acme, static_cast<int64_t>(fs::file_size(root / "acme" / "shared-name" / "1.safetensors")));
+  EXPECT_GT(globex, acme);
+  EXPECT_EQ(store.tenant_bytes("nobody"), 0);
+
+  EXPECT_TRUE(store.remove("globex", "shared-name"));
+  EXPECT_FALSE(store.remove("globex", "shared-name"));
+  EXPECT_TRUE(store.get("acme", "shared-name").has_value());
+  EXPECT_LT(store.tenant_bytes("globex"), globex);
+}
+
+TEST(AdapterStore, ConcurrentPutsGetDistinctVersions) {
+  const auto root = fresh_dir("store-concurrent");
+  AdapterStore store(root, tiny_fingerprint());
+  std::vector<std::thread> threads;
+  std::mutex mu;
+  std::set<std::string> versions;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < 3; ++i) {
+        const std::string v = store.put("acme", "a", constant_adapter(static_cast<float>(t)));
+        std::lock_guard<std::mutex> lock(mu);
+        versions.insert(v);
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(versions.size(), 12u);
+  EXPECT_EQ(store.get("acme", "a")->version, "12");
+  AdapterStore reopened(root, tiny_fingerprint());
+  EXPECT_EQ(reopened.versions("acme", "a").size(), 12u);
+  EXPECT_EQ(reopened.get("acme", "a")->version, "12");
+}
+
+}  // namespace
+}  // namespace statetune::engine
