@@ -96,6 +96,12 @@ TEST(AdapterStore, RejectedUploadKeepsThePreviousVersionCurrent) {
     EXPECT_NE(msg.find("different base model"), std::string::npos) << msg;
     EXPECT_NE(msg.find("version 1 stays current"), std::string::npos) << msg;
   }
+  try {
+    store.put("acme", "a", std::string((size_t{17} << 20), 'x'));
+    FAIL() << "an oversized upload was accepted";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("larger than any adapter"), std::string::npos) << e.what();
+  }
   EXPECT_EQ(store.get("acme", "a")->version, "1");
   EXPECT_EQ(files_in(root / "acme" / "a"), (std::set<std::string>{"1.safetensors", "index.json"}));
   // Reserved numbers are not reused, so a cache key never names two contents.

@@ -19,6 +19,8 @@ constexpr const char* kVersionSuffix = ".safetensors";
 // Staged uploads and atomic-write leftovers; a crash can leave them behind, restart removes them.
 constexpr const char* kStagedSuffix = ".upload";
 constexpr const char* kTmpSuffix = ".tmp";
+// Header room allowed beyond the tensors (metadata such as eval results is small; this is generous).
+constexpr int64_t kMaxAdapterHeaderBytes = int64_t{16} << 20;
 
 bool ends_with(const std::string& s, const std::string& suffix) {
   return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
@@ -236,6 +238,16 @@ std::string AdapterStore::commit_staged(const std::string& tenant, const std::st
 
 std::string AdapterStore::put(const std::string& tenant, const std::string& name,
                               const std::string& file_bytes) {
+  // Refuse oversized uploads before they touch the disk: a valid file holds at most every method in
+  // fp32 plus its header.
+  const int64_t all_methods_fp32 = static_cast<int64_t>(sizeof(float)) * base_.n_layer *
+                                   base_.d_inner * (2 * base_.d_state + 1);
+  const int64_t limit = all_methods_fp32 + kMaxAdapterHeaderBytes;
+  if (static_cast<int64_t>(file_bytes.size()) > limit) {
+    throw std::invalid_argument("adapter upload " + tenant + "/" + name + " rejected: " +
+                                std::to_string(file_bytes.size()) + " bytes is larger than any adapter " +
+                                "for this base model can be (" + std::to_string(limit) + " bytes)");
+  }
   const int64_t number = reserve_version(tenant, name);
   const fs::path staged =
       adapter_dir(tenant, name) / (std::to_string(number) + kVersionSuffix + kStagedSuffix);
