@@ -70,7 +70,9 @@ fs::path AdapterStore::adapter_dir(const std::string& tenant, const std::string&
 }
 
 void AdapterStore::report(const fs::path& path, const std::string& message) {
-  spdlog::error("adapter store: skipping {}: {}", path.string(), message);
+  // Loader errors already start with the file's path; do not print it twice.
+  const bool names_path = message.rfind(path.string(), 0) == 0;
+  spdlog::error("adapter store: skipping {}", names_path ? message : path.string() + ": " + message);
   problems_.push_back({path, message});
 }
 
