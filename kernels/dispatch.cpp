@@ -1,0 +1,85 @@
+// The device dispatch of the kernel interface: CPU tensors go to the fast CPU backend, CUDA tensors to
+// the CUDA kernels when they were compiled in.
+#include <ATen/ATen.h>
+
+#include "kernels/ssm_kernels.h"
+
+#ifdef STATETUNE_WITH_CUDA
+#include "kernels/cuda/cuda_backend.h"
+#endif
+
+namespace statetune::kernels {
+namespace {
+
+[[noreturn]] void unsupported(const char* what, const at::Tensor& x) {
+  TORCH_CHECK(false, "statetune kernels: ", what, " has no backend for tensors on ", x.device(),
+#ifdef STATETUNE_WITH_CUDA
+              " (built with CPU and CUDA kernels)"
+#else
+              " (built without the CUDA kernels: configure with a CUDA LibTorch and nvcc)"
+#endif
+  );
+}
+
+}  // namespace
+
+void causal_conv1d_prefill(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias,
+                           const at::Tensor& lengths, LayerCache& cache, bool resume,
+                           at::Tensor& out) {
+  if (x.device().is_cpu()) return cpu::causal_conv1d_prefill(x, weight, bias, lengths, cache, resume, out);
+#ifdef STATETUNE_WITH_CUDA
+  if (x.device().is_cuda())
+    return cuda::causal_conv1d_prefill(x, weight, bias, lengths, cache, resume, out);
+#endif
+  unsupported("causal_conv1d_prefill", x);
+}
+
+void causal_conv1d_step(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias,
+                        LayerCache& cache, at::Tensor& out) {
+  if (x.device().is_cpu()) return cpu::causal_conv1d_step(x, weight, bias, cache, out);
+#ifdef STATETUNE_WITH_CUDA
+  if (x.device().is_cuda()) return cuda::causal_conv1d_step(x, weight, bias, cache, out);
+#endif
+  unsupported("causal_conv1d_step", x);
+}
+
+void selective_scan_prefill(const at::Tensor& x, const at::Tensor& delta_in,
+                            const at::Tensor& delta_bias, const at::Tensor& A, const at::Tensor& Bm,
+                            const at::Tensor& Cm, const at::Tensor& Dskip, const at::Tensor& z,
+                            const at::Tensor& lengths, const LayerAdapters& adapters,
+                            LayerCache& cache, bool resume, at::Tensor& out) {
+  if (x.device().is_cpu())
+    return cpu::selective_scan_prefill(x, delta_in, delta_bias, A, Bm, Cm, Dskip, z, lengths,
+                                       adapters, cache, resume, out);
+#ifdef STATETUNE_WITH_CUDA
+  if (x.device().is_cuda())
+    return cuda::selective_scan_prefill(x, delta_in, delta_bias, A, Bm, Cm, Dskip, z, lengths,
+                                        adapters, cache, resume, out);
+#endif
+  unsupported("selective_scan_prefill", x);
+}
+
+void selective_scan_step(const at::Tensor& x, const at::Tensor& delta_in,
+                         const at::Tensor& delta_bias, const at::Tensor& A, const at::Tensor& Bm,
+                         const at::Tensor& Cm, const at::Tensor& Dskip, const at::Tensor& z,
+                         const LayerAdapters& adapters, LayerCache& cache, at::Tensor& out) {
+  if (x.device().is_cpu())
+    return cpu::selective_scan_step(x, delta_in, delta_bias, A, Bm, Cm, Dskip, z, adapters, cache,
+                                    out);
+#ifdef STATETUNE_WITH_CUDA
+  if (x.device().is_cuda())
+    return cuda::selective_scan_step(x, delta_in, delta_bias, A, Bm, Cm, Dskip, z, adapters, cache,
+                                     out);
+#endif
+  unsupported("selective_scan_step", x);
+}
+
+bool cuda_kernels_available() {
+#ifdef STATETUNE_WITH_CUDA
+  return at::hasCUDA();
+#else
+  return false;
+#endif
+}
+
+}  // namespace statetune::kernels
