@@ -1,0 +1,28 @@
+// The CUDA backend of the kernel interface in kernels/ssm_kernels.h: the same four functions as
+// ref:: and cpu::, for tensors on a CUDA device. Built only against a CUDA LibTorch
+// (STATETUNE_TORCH_HAS_CUDA); the kernels themselves live in kernels/cuda/ssm_cuda.cuh.
+// Work is enqueued on the current CUDA stream of x's device; nothing here synchronises.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include "kernels/ssm_kernels.h"
+
+namespace statetune::kernels::cuda {
+
+void causal_conv1d_prefill(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias,
+                           const at::Tensor& lengths, LayerCache& cache, bool resume,
+                           at::Tensor& out);
+void causal_conv1d_step(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias,
+                        LayerCache& cache, at::Tensor& out);
+void selective_scan_prefill(const at::Tensor& x, const at::Tensor& delta_in,
+                            const at::Tensor& delta_bias, const at::Tensor& A, const at::Tensor& Bm,
+                            const at::Tensor& Cm, const at::Tensor& Dskip, const at::Tensor& z,
+                            const at::Tensor& lengths, const LayerAdapters& adapters,
+                            LayerCache& cache, bool resume, at::Tensor& out);
+void selective_scan_step(const at::Tensor& x, const at::Tensor& delta_in,
+                         const at::Tensor& delta_bias, const at::Tensor& A, const at::Tensor& Bm,
+                         const at::Tensor& Cm, const at::Tensor& Dskip, const at::Tensor& z,
+                         const LayerAdapters& adapters, LayerCache& cache, at::Tensor& out);
+
+}  // namespace statetune::kernels::cuda
