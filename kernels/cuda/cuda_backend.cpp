@@ -1,0 +1,341 @@
+// at::Tensor glue for the CUDA kernels: checks shapes, dtypes and devices, brings inputs into the
+// layouts the kernels accept (copying only when a tensor's innermost layout does not fit), and
+// launches on the current CUDA stream of x's device. Cache tensors are written in place, so they
+// are checked, never copied.
+#include "kernels/cuda/cuda_backend.h"
+
+#include <cstdint>
+#include <vector>
+
+#include <ATen/ATen.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+
+#include "kernels/cuda/ssm_cuda.cuh"
+
+namespace statetune::kernels::cuda {
+namespace {
+
+namespace raw = statetune::kernels::cuda_raw;
+
+raw::DType act_dtype(const at::Tensor& x) {
+  TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kBFloat16,
+              "statetune cuda kernels: activations must be float32 or bfloat16, got ",
+              x.scalar_type());
+  return x.scalar_type() == at::kBFloat16 ? raw::DType::kBFloat16 : raw::DType::kFloat32;
+}
+
+// Whether the last `inner` dims are laid out as in a contiguous tensor (size-1 dims ignored).
+bool inner_contiguous(const at::Tensor& t, int inner) {
+  int64_t expected = 1;
+  for (int i = 0; i < inner; ++i) {
+    const int64_t dim = t.dim() - 1 - i;
+    if (t.size(dim) != 1 && t.stride(dim) != expected) return false;
+    expected *= t.size(dim);
+  }
+  return true;
+}
+
+// An activation on x's device in x's dtype with a unit innermost stride (views of a fused
+// projection output pass through untouched).
+at::Tensor activation(const at::Tensor& t, const at::Tensor& x, const char* name,
+                      at::IntArrayRef sizes) {
+  TORCH_CHECK(t.defined(), "statetune cuda kernels: ", name, " is required");
+  TORCH_CHECK(t.sizes() == sizes, "statetune cuda kernels: ", name, " has shape ", t.sizes(),
+              ", expected ", sizes);
+  TORCH_CHECK(t.device() == x.device(), "statetune cuda kernels: ", name, " is on ", t.device(),
+              ", x on ", x.device());
+  at::Tensor r = t.scalar_type() == x.scalar_type() ? t : t.to(x.scalar_type());
+  if (!inner_contiguous(r, 1)) r = r.contiguous();
+  return r;
+}
+
+// An fp32 parameter on x's device, fully contiguous (small: A, Dskip, delta_bias, conv weight).
+at::Tensor param_f32(const at::Tensor& t, const at::Tensor& x, const char* name,
+                     at::IntArrayRef sizes) {
+  TORCH_CHECK(t.sizes() == sizes, "statetune cuda kernels: ", name, " has shape ", t.sizes(),
+              ", expected ", sizes);
+  TORCH_CHECK(t.device() == x.device(), "statetune cuda kernels: ", name, " is on ", t.device(),
+              ", x on ", x.device());
+  return t.to(at::kFloat).contiguous();
+}
+
+// A pool view [S, inner...] fp32; contiguous inside a slot, any slot stride.
+raw::SlotTensor slot_tensor(const at::Tensor& t, const at::Tensor& x, const char* name,
+                            at::IntArrayRef inner_sizes, at::Tensor& keep) {
+  raw::SlotTensor s;
+  if (!t.defined()) return s;
+  TORCH_CHECK(t.dim() == static_cast<int64_t>(inner_sizes.size()) + 1 &&
+                  t.sizes().slice(1) == inner_sizes,
+              "statetune cuda kernels: adapter ", name, " has shape ", t.sizes(),
+              ", expected [S, ", inner_sizes, "]");
+  TORCH_CHECK(t.device() == x.device(), "statetune cuda kernels: adapter ", name, " is on ",
+              t.device(), ", x on ", x.device());
+  keep = t.scalar_type() == at::kFloat ? t : t.to(at::kFloat);
+  if (!inner_contiguous(keep, static_cast<int>(inner_sizes.size()))) keep = keep.contiguous();
+  s.ptr = keep.data_ptr<float>();
+  s.slot_stride = keep.size(0) > 1 ? keep.stride(0) : 0;
+  return s;
+}
+
+// Cache tensors are updated in place: they must already be fp32 on x's device, contiguous in a row.
+float* cache_tensor(at::Tensor& t, const at::Tensor& x, const char* name,
+                    at::IntArrayRef inner_sizes, int64_t* row_stride) {
+  TORCH_CHECK(t.defined(), "statetune cuda kernels: cache ", name, " is required");
+  TORCH_CHECK(t.dim() == static_cast<int64_t>(inner_sizes.size()) + 1 &&
+                  t.sizes().slice(1) == inner_sizes,
+              "statetune cuda kernels: cache ", name, " has shape ", t.sizes(), ", expected [C, ",
+              inner_sizes, "]");
+  TORCH_CHECK(t.scalar_type() == at::kFloat, "statetune cuda kernels: cache ", name,
+              " must be float32");
+  TORCH_CHECK(t.device() == x.device(), "statetune cuda kernels: cache ", name, " is on ",
+              t.device(), ", x on ", x.device());
+  TORCH_CHECK(inner_contiguous(t, static_cast<int>(inner_sizes.size())),
+              "statetune cuda kernels: cache ", name, " must be contiguous inside a row");
+  *row_stride = t.stride(0);
+  return t.data_ptr<float>();
+}
+
+at::Tensor index_on_device(const at::Tensor& t, const at::Tensor& x, at::ScalarType type,
+                           int64_t batch, const char* name) {
+  TORCH_CHECK(t.dim() == 1 && t.size(0) == batch, "statetune cuda kernels: ", name,
+              " must be [B]");
+  return t.to(x.device(), type).contiguous();
+}
+
+at::Tensor lengths_on_device(const at::Tensor& lengths, const at::Tensor& x, int64_t batch,
+                             int64_t seqlen) {
+  TORCH_CHECK(lengths.dim() == 1 && lengths.size(0) == batch,
+              "statetune cuda kernels: lengths must be [B]");
+  if (lengths.device().is_cpu() && batch > 0) {  // cheap to validate before it goes to the device
+    const at::Tensor l = lengths.to(at::kLong);
+    TORCH_CHECK(l.min().item<int64_t>() >= 0 && l.max().item<int64_t>() <= seqlen,
+                "statetune cuda kernels: lengths must lie in [0, L]");
+  }
+  return lengths.to(x.device(), at::kLong).contiguous();
+}
+
+// `out` is re-allocated only when its shape, dtype or device does not fit, so callers can reuse it.
+void prepare_out(at::Tensor& out, at::IntArrayRef sizes, const at::Tensor& x) {
+  if (!out.defined() || out.sizes() != sizes || out.scalar_type() != x.scalar_type() ||
+      out.device() != x.device()) {
+    out = at::empty(sizes, x.options());
+  }
+}
+
+// The tensor the kernel writes: `out` itself when its innermost stride is 1, else a temporary
+// that finish_out copies back.
+at::Tensor writable_out(const at::Tensor& out) {
+  return inner_contiguous(out, 1) ? out : at::empty(out.sizes(), out.options());
+}
+
+void finish_out(at::Tensor& out, const at::Tensor& written) {
+  if (!written.is_same(out)) out.copy_(written);
+}
+
+cudaStream_t stream_of(const at::Tensor& x) {
+  return c10::cuda::getCurrentCUDAStream(x.device().index()).stream();
+}
+
+void check_x(const at::Tensor& x, int64_t dims, const char* what) {
+  TORCH_CHECK(x.defined() && x.is_cuda(), "statetune cuda kernels: ", what,
+              " needs x on a CUDA device");
+  TORCH_CHECK(x.dim() == dims, "statetune cuda kernels: ", what, ": x must have ", dims,
+              " dims, got ", x.sizes());
+}
+
+struct ScanInputs {
+  at::Tensor x, delta, z, Bm, Cm, A, Dskip, delta_bias, slots, rows;
+  at::Tensor so, oo, is;  // adapter tensors kept alive when converted
+  raw::ScanParams p;
+};
+
+// What prefill and step share; `lead` is {B, L} for prefill, {B} for the step.
+void fill_scan(ScanInputs& in, const at::Tensor& x, const at::Tensor& delta_in,
+               const at::Tensor& delta_bias, const at::Tensor& A, const at::Tensor& Bm,
+               const at::Tensor& Cm, const at::Tensor& Dskip, const at::Tensor& z,
+               const LayerAdapters& adapters, LayerCache& cache, at::IntArrayRef lead) {
+  const int64_t batch = x.size(0);
+  const int64_t D = x.size(-1);
+  TORCH_CHECK(A.dim() == 2 && A.size(0) == D, "statetune cuda kernels: A must be [D, N]");
+  const int64_t N = A.size(1);
+  TORCH_CHECK(N >= 1 && N <= raw::kMaxDState, "statetune cuda kernels: d_state ", N,
+              " is outside [1, ", raw::kMaxDState, "]");
+  TORCH_CHECK(batch <= 65535, "statetune cuda kernels: batch ", batch, " is too large");
+  std::vector<int64_t> act(lead.begin(), lead.end()), bc(lead.begin(), lead.end());
+  act.push_back(D);
+  bc.push_back(N);
+  in.x = activation(x, x, "x", act);
+  in.delta = activation(delta_in, x, "delta", act);
+  in.z = activation(z, x, "z", act);
+  in.Bm = activation(Bm, x, "B", bc);
+  in.Cm = activation(Cm, x, "C", bc);
+  in.A = param_f32(A, x, "A", {D, N});
+  if (Dskip.defined()) in.Dskip = param_f32(Dskip, x, "D", {D});
+  if (delta_bias.defined()) in.delta_bias = param_f32(delta_bias, x, "delta_bias", {D});
+  if (adapters.slots.defined()) in.slots = index_on_device(adapters.slots, x, at::kInt, batch, "slots");
+  TORCH_CHECK(cache.rows.defined(), "statetune cuda kernels: cache.rows is required");
+  in.rows = index_on_device(cache.rows, x, at::kLong, batch, "rows");
+
+  raw::ScanParams& p = in.p;
+  p.dtype = act_dtype(x);
+  p.batch = static_cast<int>(batch);
+  p.dim = static_cast<int>(D);
+  p.dstate = static_cast<int>(N);
+  const bool prefill = lead.size() == 2;
+  auto act_view = [prefill](const at::Tensor& t) {
+    raw::ActTensor a;
+    a.ptr = t.data_ptr();
+    a.batch_stride = t.stride(0);
+    a.time_stride = prefill ? t.stride(1) : 0;
+    return a;
+  };
+  p.x = act_view(in.x);
+  p.delta = act_view(in.delta);
+  p.z = act_view(in.z);
+  p.Bm = act_view(in.Bm);
+  p.Cm = act_view(in.Cm);
+  p.A = in.A.data_ptr<float>();
+  p.Dskip = in.Dskip.defined() ? in.Dskip.data_ptr<float>() : nullptr;
+  p.delta_bias = in.delta_bias.defined() ? in.delta_bias.data_ptr<float>() : nullptr;
+  p.slots = in.slots.defined() ? in.slots.data_ptr<int32_t>() : nullptr;
+  p.rows = in.rows.data_ptr<int64_t>();
+  p.state_offset = slot_tensor(adapters.state_offset, x, "state_offset", {D, N}, in.so);
+  p.output_offset = slot_tensor(adapters.output_offset, x, "output_offset", {D}, in.oo);
+  p.ssm_state = cache_tensor(cache.ssm_state, x, "ssm_state", {D, N}, &p.ssm_state_row_stride);
+}
+
+struct ConvInputs {
+  at::Tensor x, weight, bias, rows;
+  raw::ConvParams p;
+};
+
+void fill_conv(ConvInputs& in, const at::Tensor& x, const at::Tensor& weight,
+               const at::Tensor& bias, LayerCache& cache, bool prefill) {
+  const int64_t batch = x.size(0);
+  const int64_t D = x.size(-1);
+  TORCH_CHECK(weight.dim() == 2 && weight.size(0) == D,
+              "statetune cuda kernels: conv weight must be [D, K]");
+  const int64_t K = weight.size(1);
+  TORCH_CHECK(K >= 1 && K <= raw::kMaxConvWidth, "statetune cuda kernels: conv width ", K,
+              " is outside [1, ", raw::kMaxConvWidth, "]");
+  TORCH_CHECK(batch <= 65535, "statetune cuda kernels: batch ", batch, " is too large");
+  TORCH_CHECK(weight.device() == x.device(), "statetune cuda kernels: conv weight is on ",
+              weight.device(), ", x on ", x.device());
+  raw::ConvParams& p = in.p;
+  p.dtype = act_dtype(x);
+  in.x = inner_contiguous(x, 1) ? x : x.contiguous();
+  // The weight/bias stay in their dtype when it is fp32 or x's dtype (no per-call conversion).
+  auto keep_dtype = [&x](const at::Tensor& t) {
+    return t.scalar_type() == at::kFloat || t.scalar_type() == x.scalar_type() ? t.contiguous()
+                                                                               : t.to(at::kFloat).contiguous();
+  };
+  in.weight = keep_dtype(weight);
+  p.weight = in.weight.data_ptr();
+  p.weight_dtype = in.weight.scalar_type() == at::kBFloat16 ? raw::DType::kBFloat16 : raw::DType::kFloat32;
+  if (bias.defined()) {
+    TORCH_CHECK(bias.dim() == 1 && bias.size(0) == D, "statetune cuda kernels: conv bias must be [D]");
+    TORCH_CHECK(bias.device() == x.device(), "statetune cuda kernels: conv bias is on ",
+                bias.device(), ", x on ", x.device());
+    in.bias = keep_dtype(bias);
+    p.bias = in.bias.data_ptr();
+    p.bias_dtype = in.bias.scalar_type() == at::kBFloat16 ? raw::DType::kBFloat16 : raw::DType::kFloat32;
+  }
+  TORCH_CHECK(cache.rows.defined(), "statetune cuda kernels: cache.rows is required");
+  in.rows = index_on_device(cache.rows, x, at::kLong, batch, "rows");
+  p.rows = in.rows.data_ptr<int64_t>();
+  p.conv_state = cache_tensor(cache.conv_state, x, "conv_state", {D, K - 1}, &p.conv_state_row_stride);
+  p.batch = static_cast<int>(batch);
+  p.dim = static_cast<int>(D);
+  p.width = static_cast<int>(K);
+  p.x.ptr = in.x.data_ptr();
+  p.x.batch_stride = in.x.stride(0);
+  p.x.time_stride = prefill ? in.x.stride(1) : 0;
+}
+
+}  // namespace
+
+void causal_conv1d_prefill(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias,
+                           const at::Tensor& lengths, LayerCache& cache, bool resume,
+                           at::Tensor& out) {
+  check_x(x, 3, "causal_conv1d_prefill");
+  act_dtype(x);
+  const c10::cuda::CUDAGuard guard(x.device());
+  const int64_t B = x.size(0), L = x.size(1), D = x.size(2);
+  TORCH_CHECK(L <= INT32_MAX, "statetune cuda kernels: sequence too long");
+  ConvInputs in;
+  fill_conv(in, x, weight, bias, cache, /*prefill=*/true);
+  const at::Tensor len = lengths_on_device(lengths, x, B, L);
+  prepare_out(out, {B, L, D}, x);
+  at::Tensor o = writable_out(out);
+  in.p.seqlen = static_cast<int>(L);
+  in.p.lengths = len.data_ptr<int64_t>();
+  in.p.resume = resume;
+  in.p.out.ptr = o.data_ptr();
+  in.p.out.batch_stride = o.stride(0);
+  in.p.out.time_stride = o.stride(1);
+  C10_CUDA_CHECK(raw::causal_conv1d_prefill(in.p, stream_of(x)));
+  finish_out(out, o);
+}
+
+void causal_conv1d_step(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias,
+                        LayerCache& cache, at::Tensor& out) {
+  check_x(x, 2, "causal_conv1d_step");
+  act_dtype(x);
+  const c10::cuda::CUDAGuard guard(x.device());
+  ConvInputs in;
+  fill_conv(in, x, weight, bias, cache, /*prefill=*/false);
+  prepare_out(out, {x.size(0), x.size(1)}, x);
+  at::Tensor o = writable_out(out);
+  in.p.out.ptr = o.data_ptr();
+  in.p.out.batch_stride = o.stride(0);
+  C10_CUDA_CHECK(raw::causal_conv1d_step(in.p, stream_of(x)));
+  finish_out(out, o);
+}
+
+void selective_scan_prefill(const at::Tensor& x, const at::Tensor& delta_in,
+                            const at::Tensor& delta_bias, const at::Tensor& A, const at::Tensor& Bm,
+                            const at::Tensor& Cm, const at::Tensor& Dskip, const at::Tensor& z,
+                            const at::Tensor& lengths, const LayerAdapters& adapters,
+                            LayerCache& cache, bool resume, at::Tensor& out) {
+  check_x(x, 3, "selective_scan_prefill");
+  act_dtype(x);
+  const c10::cuda::CUDAGuard guard(x.device());
+  const int64_t B = x.size(0), L = x.size(1), D = x.size(2);
+  TORCH_CHECK(L <= INT32_MAX, "statetune cuda kernels: sequence too long");
+  ScanInputs in;
+  fill_scan(in, x, delta_in, delta_bias, A, Bm, Cm, Dskip, z, adapters, cache, {B, L});
+  const int64_t N = in.p.dstate;
+  if (!resume) in.p.initial_state = slot_tensor(adapters.initial_state, x, "initial_state", {D, N}, in.is);
+  const at::Tensor len = lengths_on_device(lengths, x, B, L);
+  prepare_out(out, {B, L, D}, x);
+  at::Tensor o = writable_out(out);
+  in.p.seqlen = static_cast<int>(L);
+  in.p.lengths = len.data_ptr<int64_t>();
+  in.p.resume = resume;
+  in.p.out.ptr = o.data_ptr();
+  in.p.out.batch_stride = o.stride(0);
+  in.p.out.time_stride = o.stride(1);
+  C10_CUDA_CHECK(raw::selective_scan_prefill(in.p, stream_of(x)));
+  finish_out(out, o);
+}
+
+void selective_scan_step(const at::Tensor& x, const at::Tensor& delta_in,
+                         const at::Tensor& delta_bias, const at::Tensor& A, const at::Tensor& Bm,
+                         const at::Tensor& Cm, const at::Tensor& Dskip, const at::Tensor& z,
+                         const LayerAdapters& adapters, LayerCache& cache, at::Tensor& out) {
+  check_x(x, 2, "selective_scan_step");
+  act_dtype(x);
+  const c10::cuda::CUDAGuard guard(x.device());
+  ScanInputs in;
+  fill_scan(in, x, delta_in, delta_bias, A, Bm, Cm, Dskip, z, adapters, cache, {x.size(0)});
+  prepare_out(out, {x.size(0), x.size(1)}, x);
+  at::Tensor o = writable_out(out);
+  in.p.out.ptr = o.data_ptr();
+  in.p.out.batch_stride = o.stride(0);
+  C10_CUDA_CHECK(raw::selective_scan_step(in.p, stream_of(x)));
+  finish_out(out, o);
+}
+
+}  // namespace statetune::kernels::cuda
