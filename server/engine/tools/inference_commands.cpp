@@ -12,6 +12,7 @@
 #include "server/engine/adapters/adapter.h"
 #include "server/engine/adapters/adapter_pool.h"
 #include "server/engine/model/mamba_model.h"
+#include "server/engine/text/streaming_decoder.h"
 #include "server/engine/text/tokenizer.h"
 #include "server/engine/tools/commands.h"
 
@@ -55,9 +56,7 @@ std::unique_ptr<engine::MambaModel> load_model(const std::string& dir, at::Scala
   return engine::MambaModel::load(dir, options);
 }
 
-std::vector<int64_t> to_ids(const std::vector<int64_t>& v) { return v; }
-template <typename T>
-std::vector<int64_t> to_ids(const std::vector<T>& v) {
+std::vector<int64_t> to_ids(const std::vector<int32_t>& v) {
   return std::vector<int64_t>(v.begin(), v.end());
 }
 
@@ -92,7 +91,7 @@ int run_logits(CliArgs& args) {
   } else {
     const fs::path tok_path =
         tokenizer_flag.empty() ? default_tokenizer_path(model_dir) : fs::path(tokenizer_flag);
-    const auto tokenizer = engine::Tokenizer::from_file(tok_path);
+    const auto tokenizer = engine::Tokenizer::from_file(tok_path.string());
     ids = to_ids(tokenizer.encode(prompt));
     if (ids.empty()) throw UsageError("--prompt encodes to no tokens");
   }
@@ -145,7 +144,7 @@ int run_generate(CliArgs& args) {
 
   const fs::path tok_path =
       tokenizer_flag.empty() ? default_tokenizer_path(model_dir) : fs::path(tokenizer_flag);
-  const auto tokenizer = engine::Tokenizer::from_file(tok_path);
+  const auto tokenizer = engine::Tokenizer::from_file(tok_path.string());
   auto model = load_model(model_dir, dtype);
   const engine::MambaConfig& config = model->config();
   std::vector<int64_t> ids = to_ids(tokenizer.encode(prompt));
@@ -155,7 +154,7 @@ int run_generate(CliArgs& args) {
   bind_adapter(adapter_file, *model, adapter);
 
   // The lm_head is padded past the tokenizer's vocabulary; those rows are not tokens.
-  const int64_t usable_vocab = std::min<int64_t>(config.vocab_size, tokenizer.vocab_size());
+  const int64_t usable_vocab = std::min<int64_t>(config.vocab_size, static_cast<int64_t>(tokenizer.vocab_size()));
 
   const int64_t len = static_cast<int64_t>(ids.size());
   const at::Tensor tokens = at::tensor(ids, at::TensorOptions().dtype(at::kLong)).view({1, len});
@@ -173,7 +172,7 @@ int run_generate(CliArgs& args) {
   while (true) {
     const int64_t next = logits.narrow(-1, 0, usable_vocab).argmax(-1).item<int64_t>();
     if (next == config.eos_token_id) break;
-    const std::string piece = decoder.push(next);
+    const std::string piece = decoder.push(static_cast<int32_t>(next));
     if (!piece.empty()) {
       std::fwrite(piece.data(), 1, piece.size(), stdout);
       std::fflush(stdout);
@@ -182,7 +181,7 @@ int run_generate(CliArgs& args) {
     logits = model->decode(at::full({1}, next, at::TensorOptions().dtype(at::kLong)), rows,
                            adapter.slots, adapter.view, cache);
   }
-  const std::string rest = decoder.finish();
+  const std::string rest = decoder.flush();
   std::fwrite(rest.data(), 1, rest.size(), stdout);
   std::fputc('\n', stdout);
   std::fflush(stdout);
