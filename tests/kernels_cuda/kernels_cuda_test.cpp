@@ -1,0 +1,539 @@
+// The raw CUDA kernels (kernels/cuda/ssm_cuda.cuh) against the LibTorch reference
+// (statetune::kernels::ref, CPU): random shapes, strided activation views, pool views with a slot
+// stride, cache views with a row stride, mixed slots, right padding, every adapter combination,
+// fp32 and bf16; and prefill == prefix prefill + decode steps == prefix prefill + resumed prefill.
+// Device memory is managed here with cudaMalloc, so the test needs no CUDA LibTorch. Without a
+// device every GPU test skips (the kernels are still compiled and linked).
+#include <ATen/ATen.h>
+#include <cuda_runtime_api.h>
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <memory>
+#include <random>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "kernels/cuda/ssm_cuda.cuh"
+#include "kernels/ssm_kernels.h"
+
+namespace statetune::kernels {
+namespace {
+
+namespace raw = cuda_raw;
+
+bool HaveDevice() {
+  int n = 0;
+  if (cudaGetDeviceCount(&n) != cudaSuccess) {
+    cudaGetLastError();
+    return false;
+  }
+  return n > 0;
+}
+
+class KernelsCuda : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!HaveDevice()) {
+      GTEST_SKIP() << "no CUDA device (cudaGetDeviceCount reports none): the CUDA kernels are "
+                      "compiled and linked but not run";
+    }
+  }
+};
+
+// A device copy of a contiguous CPU tensor. Views of `base()` map to device pointers with the
+// same strides, so the kernels see exactly the layout the reference sees.
+class Mirror {
+ public:
+  explicit Mirror(at::Tensor base) : base_(std::move(base)) {
+    EXPECT_TRUE(base_.is_contiguous());
+    bytes_ = static_cast<size_t>(base_.numel()) * base_.element_size();
+    EXPECT_EQ(cudaMalloc(&dev_, std::max<size_t>(bytes_, 16)), cudaSuccess);
+    upload();
+  }
+  ~Mirror() { cudaFree(dev_); }
+  Mirror(const Mirror&) = delete;
+  Mirror& operator=(const Mirror&) = delete;
+
+  void upload() {
+    if (bytes_ > 0) {
+      EXPECT_EQ(cudaMemcpy(dev_, base_.data_ptr(), bytes_, cudaMemcpyHostToDevice), cudaSuccess);
+    }
+  }
+  const at::Tensor& base() const { return base_; }
+  template <typename T = void>
+  T* ptr(const at::Tensor& view) const {
+    if (view.numel() == 0) return static_cast<T*>(dev_);
+    const char* host0 = static_cast<const char*>(base_.data_ptr());
+    const char* v = static_cast<const char*>(view.data_ptr());
+    return reinterpret_cast<T*>(static_cast<char*>(dev_) + (v - host0));
+  }
+  at::Tensor fetch() const {
+    at::Tensor h = at::empty_like(base_);
+    if (bytes_ > 0) {
+      EXPECT_EQ(cudaMemcpy(h.data_ptr(), dev_, bytes_, cudaMemcpyDeviceToHost), cudaSuccess);
+    }
+    return h;
+  }
+
+ private:
+  at::Tensor base_;
+  void* dev_ = nullptr;
+  size_t bytes_ = 0;
+};
+
+// The view of `view` (a view of a.base()) inside another tensor with a.base()'s shape.
+at::Tensor same_view(const at::Tensor& other_base, const at::Tensor& base, const at::Tensor& view) {
+  const int64_t offset = view.storage_offset() - base.storage_offset();
+  return other_base.as_strided(view.sizes(), view.strides(), other_base.storage_offset() + offset);
+}
+
+// |a - e| <= rtol * (|e| + mean|e|) + 1e-6 elementwise; mean|e| absorbs cancellation near zero.
+void ExpectClose(const at::Tensor& actual, const at::Tensor& expected, double rtol,
+                 const std::string& what) {
+  ASSERT_EQ(actual.sizes(), expected.sizes()) << what;
+  const at::Tensor a = actual.to(at::kDouble).contiguous();
+  const at::Tensor e = expected.to(at::kDouble).contiguous();
+  ASSERT_FALSE(a.isnan().any().item<bool>()) << what << ": NaN in the CUDA result";
+  const double scale = e.numel() > 0 ? e.abs().mean().item<double>() : 0.0;
+  const at::Tensor err = (a - e).abs();
+  const at::Tensor tol = (e.abs() + scale) * rtol + 1e-6;
+  const at::Tensor bad = err.gt(tol);
+  const int64_t n_bad = bad.sum().item<int64_t>();
+  if (n_bad > 0) {
+    const int64_t i = (err - tol).flatten().argmax().item<int64_t>();
+    ADD_FAILURE() << what << ": " << n_bad << " of " << e.numel() << " elements off; worst at flat "
+                  << i << ": got " << a.flatten()[i].item<double>() << ", expected "
+                  << e.flatten()[i].item<double>() << " (mean|e| " << scale << ")";
+  }
+}
+
+struct Shape {
+  int64_t B, L, D, N, K, C;
+};
+
+constexpr int64_t kSlots = 3;
+constexpr int64_t kLayers = 2;
+constexpr int64_t kLayer = 1;  // the views read layer 1 of [S|C, layers, ...] pools
+constexpr int64_t kDtRank = 3;
+
+Shape RandomShape(std::mt19937& rng) {
+  const int64_t Bs[] = {1, 2, 3, 4};
+  const int64_t Ls[] = {1, 5, 33, 70};
+  const int64_t Ds[] = {8, 37, 160, 300};
+  const int64_t Ns[] = {1, 5, 16, 20, 64};
+  const int64_t Ks[] = {2, 3, 4, 6};
+  auto pick = [&rng](const auto& v) { return v[rng() % std::size(v)]; };
+  Shape s{pick(Bs), pick(Ls), pick(Ds), pick(Ns), pick(Ks), 0};
+  s.C = s.B + 2;
+  return s;
+}
+
+std::string Describe(const Shape& s, bool bf16, int adapters, bool resume) {
+  std::ostringstream o;
+  o << "B=" << s.B << " L=" << s.L << " D=" << s.D << " N=" << s.N << " K=" << s.K
+    << (bf16 ? " bf16" : " fp32") << " adapters=" << adapters << " resume=" << resume;
+  return o.str();
+}
+
+at::Tensor RandomLengths(std::mt19937& rng, int64_t B, int64_t L, bool full) {
+  at::Tensor len = at::empty({B}, at::kLong);
+  for (int64_t b = 0; b < B; ++b) {
+    len[b] = full || b == 0 ? L : static_cast<int64_t>(rng() % (L + 1));
+  }
+  return len;
+}
+
+at::Tensor RandomRows(int64_t B, int64_t C) { return at::randperm(C, at::kLong).narrow(0, 0, B).contiguous(); }
+
+at::Tensor RandomSlots(std::mt19937& rng, int64_t B) {
+  at::Tensor s = at::empty({B}, at::kInt);
+  for (int64_t b = 0; b < B; ++b) s[b] = static_cast<int32_t>(rng() % kSlots);
+  return s;
+}
+
+enum AdapterBits { kStateOffset = 1, kOutputOffset = 2, kInitialState = 4 };
+
+// Everything one scan call reads, on the host (views as the engine would pass them) and mirrored.
+struct ScanData {
+  Shape s;
+  bool bf16;
+  at::ScalarType act;
+  std::unique_ptr<Mirror> xdz, bc, A, Dskip, dbias, so, oo, is, cache, rows, slots, lengths, out;
+  at::Tensor x, delta, z, Bm, Cm;  // views of xdz / bc
+  at::Tensor so_v, oo_v, is_v, cache_v, out_v;
+
+  ScanData(const Shape& shape, bool use_bf16, int adapters, std::mt19937& rng, bool step,
+           bool full_lengths)
+      : s(shape), bf16(use_bf16), act(use_bf16 ? at::kBFloat16 : at::kFloat) {
+    const int64_t B = s.B, L = s.L, D = s.D, N = s.N;
+    std::vector<int64_t> lead = step ? std::vector<int64_t>{B} : std::vector<int64_t>{B, L};
+    auto with = [&lead](std::initializer_list<int64_t> tail) {
+      std::vector<int64_t> v = lead;
+      v.insert(v.end(), tail);
+      return v;
+    };
+    // x, delta, z as slices of one fused tensor (strided views); delta ~ typical dt_proj output.
+    at::Tensor xdz_f = at::randn(with({3 * D}));
+    xdz_f.narrow(-1, D, D).mul_(0.5).sub_(1.0);
+    xdz = std::make_unique<Mirror>(xdz_f.to(act).contiguous());
+    x = xdz->base().narrow(-1, 0, D);
+    delta = xdz->base().narrow(-1, D, D);
+    z = xdz->base().narrow(-1, 2 * D, D);
+    bc = std::make_unique<Mirror>(at::randn(with({kDtRank + 2 * N})).to(act).contiguous());
+    Bm = bc->base().narrow(-1, kDtRank, N);
+    Cm = bc->base().narrow(-1, kDtRank + N, N);
+    A = std::make_unique<Mirror>(-at::exp(at::rand({D, N}) * 2.5 - 1.0));
+    Dskip = std::make_unique<Mirror>(at::randn({D}));
+    dbias = std::make_unique<Mirror>(at::randn({D}) * 0.5 - 1.5);
+    auto pool = [](std::initializer_list<int64_t> inner, double scale) {
+      std::vector<int64_t> sz{kSlots, kLayers};
+      sz.insert(sz.end(), inner);
+      at::Tensor p = at::randn(sz) * scale;
+      p[0].zero_();  // slot 0 = the zero adapter
+      return std::make_unique<Mirror>(p);
+    };
+    if (adapters & kStateOffset) {
+      so = pool({D, N}, 0.3);
+      so_v = so->base().select(1, kLayer);
+    }
+    if (adapters & kOutputOffset) {
+      oo = pool({D}, 0.5);
+      oo_v = oo->base().select(1, kLayer);
+    }
+    if (adapters & kInitialState) {
+      is = pool({D, N}, 0.5);
+      is_v = is->base().select(1, kLayer);
+    }
+    cache = std::make_unique<Mirror>(at::randn({s.C, kLayers, D, N}));
+    cache_v = cache->base().select(1, kLayer);
+    rows = std::make_unique<Mirror>(RandomRows(B, s.C));
+    slots = std::make_unique<Mirror>(RandomSlots(rng, B));
+    lengths = std::make_unique<Mirror>(RandomLengths(rng, B, L, full_lengths));
+    // Output inside a wider buffer (strided), pre-filled so unwritten padding would show.
+    out = std::make_unique<Mirror>(at::full(with({D + 3}), 7.0).to(act).contiguous());
+    out_v = out->base().narrow(-1, 1, D);
+  }
+
+  LayerAdapters HostAdapters() const {
+    LayerAdapters a;
+    a.slots = slots->base();
+    a.state_offset = so_v;
+    a.output_offset = oo_v;
+    a.initial_state = is_v;
+    return a;
+  }
+
+  static raw::ActTensor Act(const Mirror& m, const at::Tensor& v, bool step) {
+    raw::ActTensor a;
+    a.ptr = m.ptr(v);
+    a.batch_stride = v.stride(0);
+    a.time_stride = step ? 0 : v.stride(1);
+    return a;
+  }
+
+  // The views of time step t0 (step) or of time steps [t0, t0 + count) (prefill; count < 0: to
+  // the end) of data built as [B, L, ...]; data built for a step ([B, ...]) is used as is.
+  at::Tensor Window(const at::Tensor& v, bool step, int64_t t0, int64_t count) const {
+    if (v.dim() == 2) return v;
+    return step ? v.select(1, t0) : v.narrow(1, t0, count < 0 ? s.L - t0 : count);
+  }
+
+  raw::ScanParams Params(bool step, bool resume, int64_t t0 = 0, int64_t count = -1) const {
+    auto win = [&](const at::Tensor& v) { return Window(v, step, t0, count); };
+    raw::ScanParams p;
+    p.dtype = bf16 ? raw::DType::kBFloat16 : raw::DType::kFloat32;
+    p.batch = static_cast<int>(s.B);
+    p.seqlen = static_cast<int>(step ? 1 : (count < 0 ? s.L - t0 : count));
+    p.dim = static_cast<int>(s.D);
+    p.dstate = static_cast<int>(s.N);
+    p.x = Act(*xdz, win(x), step);
+    p.delta = Act(*xdz, win(delta), step);
+    p.z = Act(*xdz, win(z), step);
+    p.Bm = Act(*bc, win(Bm), step);
+    p.Cm = Act(*bc, win(Cm), step);
+    const at::Tensor o = win(out_v);
+    p.out.ptr = out->ptr(o);
+    p.out.batch_stride = o.stride(0);
+    p.out.time_stride = step ? 0 : o.stride(1);
+    p.A = A->ptr<float>(A->base());
+    p.Dskip = Dskip->ptr<float>(Dskip->base());
+    p.delta_bias = dbias->ptr<float>(dbias->base());
+    p.lengths = lengths->ptr<int64_t>(lengths->base());
+    p.slots = slots->ptr<int32_t>(slots->base());
+    if (so) p.state_offset = {so->ptr<float>(so_v), so_v.stride(0)};
+    if (oo) p.output_offset = {oo->ptr<float>(oo_v), oo_v.stride(0)};
+    if (is) p.initial_state = {is->ptr<float>(is_v), is_v.stride(0)};
+    p.ssm_state = cache->ptr<float>(cache_v);
+    p.ssm_state_row_stride = cache_v.stride(0);
+    p.rows = rows->ptr<int64_t>(rows->base());
+    p.resume = resume;
+    return p;
+  }
+};
+
+void Sync(const std::string& what) {
+  const cudaError_t e = cudaDeviceSynchronize();
+  ASSERT_EQ(e, cudaSuccess) << what << ": " << cudaGetErrorString(e);
+}
+
+void RunScanCase(uint32_t seed, bool bf16, int adapters, bool resume, bool step) {
+  std::mt19937 rng(seed);
+  at::manual_seed(seed);
+  const Shape s = RandomShape(rng);
+  ScanData d(s, bf16, adapters, rng, step, /*full_lengths=*/false);
+  const std::string what =
+      std::string(step ? "scan step " : "scan prefill ") + Describe(s, bf16, adapters, resume);
+
+  // Reference on a copy of the cache (it writes in place).
+  LayerCache ref_cache;
+  const at::Tensor ref_cache_base = d.cache->base().clone();
+  ref_cache.ssm_state = same_view(ref_cache_base, d.cache->base(), d.cache_v);
+  ref_cache.rows = d.rows->base();
+  at::Tensor ref_out;
+  if (step) {
+    ref::selective_scan_step(d.x, d.delta, d.dbias->base(), d.A->base(), d.Bm, d.Cm,
+                             d.Dskip->base(), d.z, d.HostAdapters(), ref_cache, ref_out);
+  } else {
+    ref::selective_scan_prefill(d.x, d.delta, d.dbias->base(), d.A->base(), d.Bm, d.Cm,
+                                d.Dskip->base(), d.z, d.lengths->base(), d.HostAdapters(),
+                                ref_cache, resume, ref_out);
+  }
+
+  const raw::ScanParams p = d.Params(step, resume);
+  const cudaError_t e =
+      step ? raw::selective_scan_step(p, nullptr) : raw::selective_scan_prefill(p, nullptr);
+  ASSERT_EQ(e, cudaSuccess) << what << ": " << cudaGetErrorString(e);
+  Sync(what);
+
+  const double rtol = bf16 ? 1e-2 : 1e-4;
+  const at::Tensor out = same_view(d.out->fetch(), d.out->base(), d.out_v);
+  ExpectClose(out, ref_out, rtol, what + " out");
+  ExpectClose(d.cache->fetch(), ref_cache_base, rtol, what + " ssm_state (all rows, all layers)");
+  // The bytes around the strided output are not touched.
+  const at::Tensor out_all = d.out->fetch();
+  EXPECT_TRUE(out_all.narrow(-1, 0, 1).to(at::kFloat).eq(7.0).all().item<bool>()) << what;
+  EXPECT_TRUE(out_all.narrow(-1, s.D + 1, 2).to(at::kFloat).eq(7.0).all().item<bool>()) << what;
+}
+
+TEST_F(KernelsCuda, ScanPrefillMatchesReference) {
+  uint32_t seed = 100;
+  for (bool bf16 : {false, true})
+    for (int adapters = 0; adapters < 8; ++adapters)
+      for (bool resume : {false, true}) RunScanCase(seed++, bf16, adapters, resume, false);
+}
+
+TEST_F(KernelsCuda, ScanStepMatchesReference) {
+  uint32_t seed = 200;
+  for (bool bf16 : {false, true})
+    for (int adapters = 0; adapters < 8; ++adapters) RunScanCase(seed++, bf16, adapters, true, true);
+}
+
+TEST_F(KernelsCuda, ScanPrefillCoversEveryStateSize) {
+  // RandomShape picks N at random; make sure each register-array size (8, 16, 32, 64) and the
+  // padding inside it is exercised at least once with all adapters on.
+  for (uint32_t seed = 300; seed < 340; ++seed) RunScanCase(seed, false, 7, seed % 2 == 0, false);
+}
+
+// ---------------------------------------------------------------------------------------------
+struct ConvData {
+  Shape s;
+  bool bf16;
+  at::ScalarType act;
+  std::unique_ptr<Mirror> xz, weight, bias, cache, rows, lengths, out;
+  at::Tensor x, cache_v, out_v;
+
+  ConvData(const Shape& shape, bool use_bf16, bool weight_in_act_dtype, bool with_bias,
+           std::mt19937& rng, bool step, bool full_lengths)
+      : s(shape), bf16(use_bf16), act(use_bf16 ? at::kBFloat16 : at::kFloat) {
+    const int64_t B = s.B, L = s.L, D = s.D, K = s.K;
+    std::vector<int64_t> lead = step ? std::vector<int64_t>{B} : std::vector<int64_t>{B, L};
+    std::vector<int64_t> xz_size = lead, out_size = lead;
+    xz_size.push_back(2 * D);
+    out_size.push_back(D + 3);
+    xz = std::make_unique<Mirror>(at::randn(xz_size).to(act).contiguous());
+    x = xz->base().narrow(-1, 0, D);
+    at::Tensor w = at::randn({D, K}) * 0.5;
+    weight = std::make_unique<Mirror>(weight_in_act_dtype ? w.to(act).contiguous() : w);
+    if (with_bias) bias = std::make_unique<Mirror>(at::randn({D}) * 0.2);
+    cache = std::make_unique<Mirror>(at::randn({s.C, kLayers, D, K - 1}));
+    cache_v = cache->base().select(1, kLayer);
+    rows = std::make_unique<Mirror>(RandomRows(B, s.C));
+    lengths = std::make_unique<Mirror>(RandomLengths(rng, B, L, full_lengths));
+    out = std::make_unique<Mirror>(at::full(out_size, 7.0).to(act).contiguous());
+    out_v = out->base().narrow(-1, 1, D);
+  }
+
+  at::Tensor Window(const at::Tensor& v, bool step, int64_t t0, int64_t count) const {
+    if (v.dim() == 2) return v;
+    return step ? v.select(1, t0) : v.narrow(1, t0, count < 0 ? s.L - t0 : count);
+  }
+
+  raw::ConvParams Params(bool step, bool resume, int64_t t0 = 0, int64_t count = -1) const {
+    raw::ConvParams p;
+    p.dtype = bf16 ? raw::DType::kBFloat16 : raw::DType::kFloat32;
+    p.batch = static_cast<int>(s.B);
+    p.seqlen = static_cast<int>(step ? 1 : (count < 0 ? s.L - t0 : count));
+    p.dim = static_cast<int>(s.D);
+    p.width = static_cast<int>(s.K);
+    const at::Tensor xw = Window(x, step, t0, count);
+    p.x.ptr = xz->ptr(xw);
+    p.x.batch_stride = xw.stride(0);
+    p.x.time_stride = step ? 0 : xw.stride(1);
+    const at::Tensor o = Window(out_v, step, t0, count);
+    p.out.ptr = out->ptr(o);
+    p.out.batch_stride = o.stride(0);
+    p.out.time_stride = step ? 0 : o.stride(1);
+    p.weight = weight->ptr(weight->base());
+    p.weight_dtype = weight->base().scalar_type() == at::kBFloat16 ? raw::DType::kBFloat16
+                                                                  : raw::DType::kFloat32;
+    if (bias) p.bias = bias->ptr(bias->base());
+    p.lengths = lengths->ptr<int64_t>(lengths->base());
+    p.conv_state = cache->ptr<float>(cache_v);
+    p.conv_state_row_stride = cache_v.stride(0);
+    p.rows = rows->ptr<int64_t>(rows->base());
+    p.resume = resume;
+    return p;
+  }
+};
+
+void RunConvCase(uint32_t seed, bool bf16, bool resume, bool step) {
+  std::mt19937 rng(seed);
+  at::manual_seed(seed);
+  const Shape s = RandomShape(rng);
+  const bool weight_in_act = bf16 && (seed % 2 == 0);
+  const bool with_bias = seed % 3 != 0;
+  ConvData d(s, bf16, weight_in_act, with_bias, rng, step, /*full_lengths=*/false);
+  std::ostringstream w;
+  w << (step ? "conv step " : "conv prefill ") << Describe(s, bf16, 0, resume)
+    << " bias=" << with_bias << " weight_bf16=" << weight_in_act;
+  const std::string what = w.str();
+
+  LayerCache ref_cache;
+  const at::Tensor ref_cache_base = d.cache->base().clone();
+  ref_cache.conv_state = same_view(ref_cache_base, d.cache->base(), d.cache_v);
+  ref_cache.rows = d.rows->base();
+  const at::Tensor bias = d.bias ? d.bias->base() : at::Tensor();
+  at::Tensor ref_out;
+  if (step) {
+    ref::causal_conv1d_step(d.x, d.weight->base(), bias, ref_cache, ref_out);
+  } else {
+    ref::causal_conv1d_prefill(d.x, d.weight->base(), bias, d.lengths->base(), ref_cache, resume,
+                               ref_out);
+  }
+
+  const raw::ConvParams p = d.Params(step, resume);
+  const cudaError_t e =
+      step ? raw::causal_conv1d_step(p, nullptr) : raw::causal_conv1d_prefill(p, nullptr);
+  ASSERT_EQ(e, cudaSuccess) << what << ": " << cudaGetErrorString(e);
+  Sync(what);
+
+  const double rtol = bf16 ? 1e-2 : 1e-4;
+  ExpectClose(same_view(d.out->fetch(), d.out->base(), d.out_v), ref_out, rtol, what + " out");
+  // The state holds inputs (exact copies), so it must match exactly.
+  ExpectClose(d.cache->fetch(), ref_cache_base, 0.0, what + " conv_state (all rows, all layers)");
+  const at::Tensor out_all = d.out->fetch();
+  EXPECT_TRUE(out_all.narrow(-1, 0, 1).to(at::kFloat).eq(7.0).all().item<bool>()) << what;
+}
+
+TEST_F(KernelsCuda, ConvPrefillMatchesReference) {
+  uint32_t seed = 400;
+  for (bool bf16 : {false, true})
+    for (bool resume : {false, true})
+      for (int rep = 0; rep < 6; ++rep) RunConvCase(seed++, bf16, resume, false);
+}
+
+TEST_F(KernelsCuda, ConvStepMatchesReference) {
+  uint32_t seed = 500;
+  for (bool bf16 : {false, true})
+    for (int rep = 0; rep < 6; ++rep) RunConvCase(seed++, bf16, true, true);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Prefill over L tokens (full rows) == prefill over a prefix P, then (a) L-P decode steps, or
+// (b) a prefill of the remaining L-P tokens resuming from the cache.
+template <typename Data, typename Prefill, typename Step>
+void RunChain(const Data& d, int64_t P, double rtol, const std::string& what, Prefill prefill,
+              Step step) {
+  const int64_t L = d.s.L;
+  auto run = [&what](cudaError_t e) {
+    ASSERT_EQ(e, cudaSuccess) << what << ": " << cudaGetErrorString(e);
+  };
+  // Full prompt.
+  run(prefill(d.Params(false, false)));
+  Sync(what);
+  const at::Tensor out_full = d.out->fetch();
+  const at::Tensor cache_full = d.cache->fetch();
+  // (a) prefix, then steps.
+  d.cache->upload();
+  d.out->upload();
+  run(prefill(d.Params(false, false, 0, P)));
+  for (int64_t t = P; t < L; ++t) run(step(d.Params(true, false, t)));
+  Sync(what);
+  ExpectClose(d.out->fetch(), out_full, rtol, what + " prefix + steps: out");
+  ExpectClose(d.cache->fetch(), cache_full, rtol, what + " prefix + steps: state");
+  // (b) prefix, then the rest as a resumed prefill.
+  d.cache->upload();
+  d.out->upload();
+  run(prefill(d.Params(false, false, 0, P)));
+  run(prefill(d.Params(false, true, P, L - P)));
+  Sync(what);
+  ExpectClose(d.out->fetch(), out_full, rtol, what + " prefix + resumed prefill: out");
+  ExpectClose(d.cache->fetch(), cache_full, rtol, what + " prefix + resumed prefill: state");
+}
+
+TEST_F(KernelsCuda, PrefillEqualsPrefixThenStepsOrResume) {
+  for (uint32_t seed = 600; seed < 616; ++seed) {
+    const bool bf16 = seed % 2 == 1;
+    std::mt19937 rng(seed);
+    at::manual_seed(seed);
+    Shape s = RandomShape(rng);
+    s.L = std::max<int64_t>(s.L, 6);
+    const int64_t P = 1 + static_cast<int64_t>(rng() % (s.L - 1));  // 1 .. L-1
+    const double rtol = bf16 ? 1e-2 : 1e-4;
+    const std::string what = Describe(s, bf16, 7, false) + " P=" + std::to_string(P);
+
+    const ScanData sd(s, bf16, kStateOffset | kOutputOffset | kInitialState, rng, false, true);
+    RunChain(sd, P, rtol, "scan " + what,
+             [](const raw::ScanParams& p) { return raw::selective_scan_prefill(p, nullptr); },
+             [](const raw::ScanParams& p) { return raw::selective_scan_step(p, nullptr); });
+    const ConvData cd(s, bf16, bf16, true, rng, false, true);
+    RunChain(cd, P, rtol, "conv " + what,
+             [](const raw::ConvParams& p) { return raw::causal_conv1d_prefill(p, nullptr); },
+             [](const raw::ConvParams& p) { return raw::causal_conv1d_step(p, nullptr); });
+  }
+}
+
+// Runs without a device: the launchers reject sizes the kernels do not support before touching it.
+TEST(KernelsCudaParams, RejectsUnsupportedSizes) {
+  raw::ScanParams sp;
+  sp.batch = 1;
+  sp.seqlen = 4;
+  sp.dim = 8;
+  sp.dstate = raw::kMaxDState + 1;
+  float dummy[1];
+  sp.A = dummy;
+  sp.ssm_state = dummy;
+  EXPECT_EQ(raw::selective_scan_prefill(sp, nullptr), cudaErrorInvalidValue);
+  EXPECT_EQ(raw::selective_scan_step(sp, nullptr), cudaErrorInvalidValue);
+  sp.dstate = 0;
+  EXPECT_EQ(raw::selective_scan_prefill(sp, nullptr), cudaErrorInvalidValue);
+  raw::ConvParams cp;
+  cp.batch = 1;
+  cp.seqlen = 4;
+  cp.dim = 8;
+  cp.width = raw::kMaxConvWidth + 1;
+  cp.weight = dummy;
+  cp.conv_state = dummy;
+  EXPECT_EQ(raw::causal_conv1d_prefill(cp, nullptr), cudaErrorInvalidValue);
+  EXPECT_EQ(raw::causal_conv1d_step(cp, nullptr), cudaErrorInvalidValue);
+  cp.width = 4;
+  cp.conv_state = nullptr;
+  EXPECT_EQ(raw::causal_conv1d_prefill(cp, nullptr), cudaErrorInvalidValue);
+}
+
+}  // namespace
+}  // namespace statetune::kernels
