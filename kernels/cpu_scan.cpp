@@ -1,24 +1,334 @@
-// The CPU selective scan. Temporary: forwards to the reference until the vectorised kernel lands.
+// The CPU selective scan: threads over (batch row x chunk of channels), each task runs its rows
+// sequentially over time with the states of its channels in a small local buffer (L1-resident),
+// vectorised over d_state. The state offset is folded into the read-out loop so an adapter costs
+// one add per (d, n) on top of the base model's FMAs.
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 
+#include "kernels/cpu_common.h"
 #include "kernels/ssm_kernels.h"
 
 namespace statetune::kernels::cpu {
+namespace {
+
+using namespace detail;
+
+// Adapter tensors of one layer as raw pointers plus slot strides.
+struct AdapterPtrs {
+  const int32_t* slots = nullptr;
+  const float* so = nullptr;
+  const float* oo = nullptr;
+  const float* h0 = nullptr;
+  int64_t so_s = 0, oo_s = 0, h0_s = 0;
+  at::Tensor keep_slots, keep_so, keep_oo, keep_h0;
+
+  AdapterPtrs(const LayerAdapters& a, int64_t B, int64_t D, int64_t N) {
+    auto slot_view = [&](const at::Tensor& t, at::Tensor& keep, int64_t inner, const char* what,
+                         int64_t& stride) -> const float* {
+      if (!t.defined()) return nullptr;
+      TORCH_CHECK(t.scalar_type() == at::kFloat && t.device().is_cpu(), what, " must be CPU fp32");
+      TORCH_CHECK(t.numel() / std::max<int64_t>(t.size(0), 1) == inner, what, " has the wrong shape");
+      // Contiguous inside a slot is the contract; a view that is not gets copied (still correct).
+      at::Tensor s0 = t.size(0) > 0 ? t[0] : t;
+      keep = s0.is_contiguous() ? t : t.contiguous();
+      stride = keep.stride(0);
+      return keep.data_ptr<float>();
+    };
+    so = slot_view(a.state_offset, keep_so, D * N, "state_offset", so_s);
+    oo = slot_view(a.output_offset, keep_oo, D, "output_offset", oo_s);
+    h0 = slot_view(a.initial_state, keep_h0, D * N, "initial_state", h0_s);
+    if (a.slots.defined()) {
+      TORCH_CHECK(a.slots.dim() == 1 && a.slots.size(0) == B, "adapters.slots must be [B]");
+      keep_slots = a.slots.to(at::kInt).contiguous();
+      slots = keep_slots.data_ptr<int32_t>();
+      for (const at::Tensor* t : {&keep_so, &keep_oo, &keep_h0}) {
+        if (!t->defined()) continue;
+        for (int64_t b = 0; b < B; ++b)
+          TORCH_CHECK(slots[b] >= 0 && slots[b] < t->size(0), "adapter slot ", slots[b],
+                      " out of range [0, ", t->size(0), ")");
+      }
+    }
+  }
+  int64_t slot(int64_t b) const { return slots ? slots[b] : 0; }
+};
+
+// One (d) row of the recurrence over d_state, returning C . (h + H'):
+//   h[n] = exp(dt*A[n]) h[n] + dBx*Bv[n];  y = sum_n C[n] (h[n] + so[n])
+// NT > 0 fixes N at compile time (N = 16 is every Mamba-1 checkpoint); SO says whether there is a
+// state offset.
+template <int NT, bool SO>
+inline float update_row(int64_t N_, float* __restrict h, const float* __restrict a,
+                        const float* __restrict bv, const float* __restrict cv,
+                        const float* __restrict so, float dt, float dbx) {
+  const int64_t N = NT > 0 ? NT : N_;
+  const v8f vdt = splat8(dt), vdbx = splat8(dbx);
+  v8f acc = splat8(0.0f);
+  int64_t n = 0;
+  for (; n + 8 <= N; n += 8) {
+    const v8f e = exp8(vdt * load8(a + n));
+    const v8f hn = e * load8(h + n) + vdbx * load8(bv + n);
+    store8(h + n, hn);
+    if constexpr (SO) {
+      acc += load8(cv + n) * (hn + load8(so + n));
+    } else {
+      acc += load8(cv + n) * hn;
+    }
+  }
+  float y = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+  for (; n < N; ++n) {
+    const float hn = exp1(dt * a[n]) * h[n] + dbx * bv[n];
+    h[n] = hn;
+    y += cv[n] * (SO ? hn + so[n] : hn);
+  }
+  return y;
+}
+
+// Per-thread scratch, grown once and reused, so that steady-state calls do not allocate.
+struct Scratch {
+  std::vector<float> h, bv, cv, dt, xv, gate, y;
+  void ensure(int64_t chunk, int64_t N) {
+    if (static_cast<int64_t>(h.size()) < chunk * N) h.resize(chunk * N);
+    for (auto* v : {&bv, &cv})
+      if (static_cast<int64_t>(v->size()) < N) v->resize(N);
+    for (auto* v : {&dt, &xv, &gate, &y})
+      if (static_cast<int64_t>(v->size()) < chunk) v->resize(chunk);
+  }
+};
+Scratch& scratch() {
+  thread_local Scratch s;
+  return s;
+}
+
+struct ScanArgs {
+  int64_t B, L, D, N;
+  const float *A, *dskip, *dbias;
+  const int64_t* rows;
+  float* ssm;
+  int64_t ssm_rs;
+};
+
+// Time steps [0, len) of one row for channels [d0, d1), the state in `h` ([d1-d0, N]).
+template <typename T, int NT, bool SO>
+void scan_chunk(const ScanArgs& g, const Act<T>& x, const Act<T>& dl, const Act<T>& bm,
+                const Act<T>& cm, const Act<T>& z, int64_t b, int64_t d0, int64_t d1, int64_t len,
+                const float* so, const float* oo, float* h, Scratch& s, T* out, int64_t out_st) {
+  const int64_t N = NT > 0 ? NT : g.N, nd = d1 - d0;
+  for (int64_t t = 0; t < len; ++t) {
+    const T* bt = bm.at(b, t);
+    const T* ct = cm.at(b, t);
+    for (int64_t n = 0; n < N; ++n) s.bv[n] = to_f(bt[n]), s.cv[n] = to_f(ct[n]);
+    const T* xt = x.at(b, t) + d0;
+    const T* dtt = dl.at(b, t) + d0;
+    const T* zt = z.at(b, t) + d0;
+    for (int64_t i = 0; i < nd; ++i) {
+      s.xv[i] = to_f(xt[i]);
+      s.dt[i] = softplus(to_f(dtt[i]) + (g.dbias ? g.dbias[d0 + i] : 0.0f));
+      s.gate[i] = to_f(zt[i]);
+    }
+    silu_inplace(s.gate.data(), nd);
+    T* ot = out + b * g.L * g.D + t * out_st + d0;
+    for (int64_t i = 0; i < nd; ++i) {
+      const int64_t d = d0 + i;
+      const float dt = s.dt[i], xv = s.xv[i];
+      float y = update_row<NT, SO>(N, h + i * N, g.A + d * N, s.bv.data(), s.cv.data(),
+                                   SO ? so + d * N : nullptr, dt, dt * xv);
+      if (g.dskip) y += g.dskip[d] * xv;
+      if (oo) y += oo[d];
+      ot[i] = from_f<T>(y * s.gate[i]);
+    }
+  }
+  for (int64_t t = len; t < g.L; ++t) {
+    T* ot = out + b * g.L * g.D + t * out_st + d0;
+    for (int64_t i = 0; i < nd; ++i) ot[i] = from_f<T>(0.0f);
+  }
+}
+
+template <typename T, int NT>
+void scan_prefill_impl(const ScanArgs& g, const Act<T>& x, const Act<T>& dl, const Act<T>& bm,
+                       const Act<T>& cm, const Act<T>& z, const int64_t* lengths,
+                       const AdapterPtrs& ad, bool resume, T* out) {
+  const int64_t nchunk = (g.D + kChunk - 1) / kChunk;
+  at::parallel_for(0, g.B * nchunk, 1, [&](int64_t begin, int64_t end) {
+    Scratch& s = scratch();
+    s.ensure(kChunk, g.N);
+    for (int64_t w = begin; w < end; ++w) {
+      const int64_t b = w / nchunk, d0 = (w % nchunk) * kChunk, d1 = std::min(g.D, d0 + kChunk);
+      const int64_t slot = ad.slot(b), nd = d1 - d0;
+      float* row = g.ssm + g.rows[b] * g.ssm_rs + d0 * g.N;
+      float* h = s.h.data();
+      if (resume) {
+        std::copy(row, row + nd * g.N, h);
+      } else if (ad.h0) {
+        const float* h0 = ad.h0 + slot * ad.h0_s + d0 * g.N;
+        std::copy(h0, h0 + nd * g.N, h);
+      } else {
+        std::fill(h, h + nd * g.N, 0.0f);
+      }
+      const float* so = ad.so ? ad.so + slot * ad.so_s : nullptr;
+      const float* oo = ad.oo ? ad.oo + slot * ad.oo_s : nullptr;
+      if (so) {
+        scan_chunk<T, NT, true>(g, x, dl, bm, cm, z, b, d0, d1, lengths[b], so, oo, h, s, out, g.D);
+      } else {
+        scan_chunk<T, NT, false>(g, x, dl, bm, cm, z, b, d0, d1, lengths[b], so, oo, h, s, out, g.D);
+      }
+      std::copy(h, h + nd * g.N, row);
+    }
+  });
+}
+
+// One token per row, the state updated in place in its cache row.
+template <typename T, int NT, bool SO>
+void step_chunk(const ScanArgs& g, const Act<T>& x, const Act<T>& dl, const Act<T>& bm,
+                const Act<T>& cm, const Act<T>& z, int64_t b, int64_t d0, int64_t d1,
+                const float* so, const float* oo, Scratch& s, T* out) {
+  const int64_t N = NT > 0 ? NT : g.N, nd = d1 - d0;
+  const T* bt = bm.at(b, 0);
+  const T* ct = cm.at(b, 0);
+  for (int64_t n = 0; n < N; ++n) s.bv[n] = to_f(bt[n]), s.cv[n] = to_f(ct[n]);
+  const T* xt = x.at(b, 0) + d0;
+  const T* dtt = dl.at(b, 0) + d0;
+  const T* zt = z.at(b, 0) + d0;
+  for (int64_t i = 0; i < nd; ++i) {
+    s.xv[i] = to_f(xt[i]);
+    s.dt[i] = softplus(to_f(dtt[i]) + (g.dbias ? g.dbias[d0 + i] : 0.0f));
+    s.gate[i] = to_f(zt[i]);
+  }
+  silu_inplace(s.gate.data(), nd);
+  float* h = g.ssm + g.rows[b] * g.ssm_rs;
+  T* ot = out + b * g.D + d0;
+  for (int64_t i = 0; i < nd; ++i) {
+    const int64_t d = d0 + i;
+    const float dt = s.dt[i], xv = s.xv[i];
+    float y = update_row<NT, SO>(N, h + d * N, g.A + d * N, s.bv.data(), s.cv.data(),
+                                 SO ? so + d * N : nullptr, dt, dt * xv);
+    if (g.dskip) y += g.dskip[d] * xv;
+    if (oo) y += oo[d];
+    ot[i] = from_f<T>(y * s.gate[i]);
+  }
+}
+
+template <typename T, int NT>
+void scan_step_impl(const ScanArgs& g, const Act<T>& x, const Act<T>& dl, const Act<T>& bm,
+                    const Act<T>& cm, const Act<T>& z, const AdapterPtrs& ad, T* out) {
+  const int64_t nchunk = (g.D + kChunk - 1) / kChunk;
+  at::parallel_for(0, g.B * nchunk, 1, [&](int64_t begin, int64_t end) {
+    Scratch& s = scratch();
+    s.ensure(kChunk, g.N);
+    for (int64_t w = begin; w < end; ++w) {
+      const int64_t b = w / nchunk, d0 = (w % nchunk) * kChunk, d1 = std::min(g.D, d0 + kChunk);
+      const int64_t slot = ad.slot(b);
+      const float* so = ad.so ? ad.so + slot * ad.so_s : nullptr;
+      const float* oo = ad.oo ? ad.oo + slot * ad.oo_s : nullptr;
+      if (so) {
+        step_chunk<T, NT, true>(g, x, dl, bm, cm, z, b, d0, d1, so, oo, s, out);
+      } else {
+        step_chunk<T, NT, false>(g, x, dl, bm, cm, z, b, d0, d1, so, oo, s, out);
+      }
+    }
+  });
+}
+
+// Shared checks and pointer set-up of prefill and step.
+struct Prepared {
+  ScanArgs g;
+  at::Tensor A, dskip, dbias, rows_keep;
+};
+
+Prepared prepare(const at::Tensor& x, const at::Tensor& delta_in, const at::Tensor& delta_bias,
+                 const at::Tensor& A, const at::Tensor& Bm, const at::Tensor& Cm,
+                 const at::Tensor& Dskip, const at::Tensor& z, LayerCache& cache, int64_t B,
+                 int64_t L, int64_t D) {
+  TORCH_CHECK(x.device().is_cpu(), "cpu scan: tensors must be on the CPU");
+  const auto dt = x.scalar_type();
+  TORCH_CHECK(dt == at::kFloat || dt == at::kBFloat16, "cpu scan: activations must be fp32 or bf16");
+  for (const at::Tensor* t : {&delta_in, &Bm, &Cm, &z})
+    TORCH_CHECK(t->scalar_type() == dt && t->device().is_cpu(),
+                "cpu scan: all activations must share x's dtype and device");
+  TORCH_CHECK(A.dim() == 2 && A.size(0) == D, "A must be [D, N]");
+  const int64_t N = A.size(1);
+  TORCH_CHECK(delta_in.sizes() == x.sizes() && z.sizes() == x.sizes(), "delta/z must match x");
+  TORCH_CHECK(Bm.size(0) == B && Bm.size(-1) == N && Cm.sizes() == Bm.sizes(), "Bm/Cm must be [B, (L,) N]");
+  if (x.dim() == 3) TORCH_CHECK(Bm.dim() == 3 && Bm.size(1) == L, "Bm/Cm must be [B, L, N]");
+  Prepared p;
+  p.A = f32c(A);
+  p.dskip = f32c(Dskip);
+  p.dbias = f32c(delta_bias);
+  p.g.B = B, p.g.L = L, p.g.D = D, p.g.N = N;
+  p.g.A = p.A.data_ptr<float>();
+  p.g.dskip = p.dskip.defined() ? p.dskip.data_ptr<float>() : nullptr;
+  p.g.dbias = p.dbias.defined() ? p.dbias.data_ptr<float>() : nullptr;
+  p.g.rows = rows_of(cache, B, p.rows_keep);
+  p.g.ssm_rs = cache_row_stride(cache.ssm_state, D, N, "cache.ssm_state");
+  check_rows(p.g.rows, B, cache.ssm_state.size(0));
+  p.g.ssm = cache.ssm_state.data_ptr<float>();
+  return p;
+}
+
+template <typename T>
+void prefill_typed(const Prepared& p, const at::Tensor& x, const at::Tensor& delta_in,
+                   const at::Tensor& Bm, const at::Tensor& Cm, const at::Tensor& z,
+                   const int64_t* lengths, const AdapterPtrs& ad, bool resume, at::Tensor& out) {
+  at::Tensor k1, k2, k3, k4, k5;
+  const auto ax = act_of<T>(x, k1), adl = act_of<T>(delta_in, k2), abm = act_of<T>(Bm, k3),
+             acm = act_of<T>(Cm, k4), az = act_of<T>(z, k5);
+  T* o = out.data_ptr<T>();
+  if (p.g.N == 16) {
+    scan_prefill_impl<T, 16>(p.g, ax, adl, abm, acm, az, lengths, ad, resume, o);
+  } else {
+    scan_prefill_impl<T, 0>(p.g, ax, adl, abm, acm, az, lengths, ad, resume, o);
+  }
+}
+
+template <typename T>
+void step_typed(const Prepared& p, const at::Tensor& x, const at::Tensor& delta_in,
+                const at::Tensor& Bm, const at::Tensor& Cm, const at::Tensor& z,
+                const AdapterPtrs& ad, at::Tensor& out) {
+  at::Tensor k1, k2, k3, k4, k5;
+  const auto ax = act_of<T>(x, k1), adl = act_of<T>(delta_in, k2), abm = act_of<T>(Bm, k3),
+             acm = act_of<T>(Cm, k4), az = act_of<T>(z, k5);
+  T* o = out.data_ptr<T>();
+  if (p.g.N == 16) {
+    scan_step_impl<T, 16>(p.g, ax, adl, abm, acm, az, ad, o);
+  } else {
+    scan_step_impl<T, 0>(p.g, ax, adl, abm, acm, az, ad, o);
+  }
+}
+
+}  // namespace
 
 void selective_scan_prefill(const at::Tensor& x, const at::Tensor& delta_in,
                             const at::Tensor& delta_bias, const at::Tensor& A, const at::Tensor& Bm,
                             const at::Tensor& Cm, const at::Tensor& Dskip, const at::Tensor& z,
                             const at::Tensor& lengths, const LayerAdapters& adapters,
                             LayerCache& cache, bool resume, at::Tensor& out) {
-  ref::selective_scan_prefill(x, delta_in, delta_bias, A, Bm, Cm, Dskip, z, lengths, adapters,
-                              cache, resume, out);
+  TORCH_CHECK(x.dim() == 3, "scan prefill: x must be [B, L, D]");
+  const int64_t B = x.size(0), L = x.size(1), D = x.size(2);
+  Prepared p = prepare(x, delta_in, delta_bias, A, Bm, Cm, Dskip, z, cache, B, L, D);
+  at::Tensor len_keep;
+  const int64_t* len = lengths_of(lengths, B, L, len_keep);
+  const AdapterPtrs ad(adapters, B, D, p.g.N);
+  prepare_out(out, {B, L, D}, x);
+  if (x.scalar_type() == at::kFloat) {
+    prefill_typed<float>(p, x, delta_in, Bm, Cm, z, len, ad, resume, out);
+  } else {
+    prefill_typed<c10::BFloat16>(p, x, delta_in, Bm, Cm, z, len, ad, resume, out);
+  }
 }
 
 void selective_scan_step(const at::Tensor& x, const at::Tensor& delta_in,
                          const at::Tensor& delta_bias, const at::Tensor& A, const at::Tensor& Bm,
                          const at::Tensor& Cm, const at::Tensor& Dskip, const at::Tensor& z,
                          const LayerAdapters& adapters, LayerCache& cache, at::Tensor& out) {
-  ref::selective_scan_step(x, delta_in, delta_bias, A, Bm, Cm, Dskip, z, adapters, cache, out);
+  TORCH_CHECK(x.dim() == 2, "scan step: x must be [B, D]");
+  const int64_t B = x.size(0), D = x.size(1);
+  Prepared p = prepare(x, delta_in, delta_bias, A, Bm, Cm, Dskip, z, cache, B, 1, D);
+  const AdapterPtrs ad(adapters, B, D, p.g.N);
+  prepare_out(out, {B, D}, x);
+  if (x.scalar_type() == at::kFloat) {
+    step_typed<float>(p, x, delta_in, Bm, Cm, z, ad, out);
+  } else {
+    step_typed<c10::BFloat16>(p, x, delta_in, Bm, Cm, z, ad, out);
+  }
 }
 
 }  // namespace statetune::kernels::cpu
