@@ -56,8 +56,11 @@ class MambaModel {
                      bool resume = false, bool all_positions = false);
 
   // One token per row. tokens: [B] int64; rows, slots as above. Returns fp32 logits [B, V].
+  // logits_out: optional caller-owned buffer the logits are written into (resized only when its
+  // shape or dtype differs), so a decode loop allocates nothing; the returned tensor is then *logits_out.
   at::Tensor decode(const at::Tensor& tokens, const at::Tensor& rows, const at::Tensor& slots,
-                    const AdapterPoolView& adapters, StateCache& cache);
+                    const AdapterPoolView& adapters, StateCache& cache,
+                    at::Tensor* logits_out = nullptr);
 
   ~MambaModel();
 

@@ -26,6 +26,9 @@ struct MambaConfig {
   int64_t bos_token_id = 0;
   int64_t eos_token_id = 0;
   int64_t pad_token_id = 0;
+  // vocab_size as config.json states it, before padding; the loader accepts an embedding of either
+  // size (some checkpoints store the unpadded one).
+  int64_t unpadded_vocab_size = 50280;
 
   // Accepts HF MambaConfig (hidden_size, num_hidden_layers, state_size, conv_kernel, time_step_rank,
   // intermediate_size, use_bias, use_conv_bias, layer_norm_epsilon, tie_word_embeddings) and the

@@ -1,0 +1,445 @@
+#include "server/engine/model/mamba_model.h"
+
+#include <ATen/Parallel.h>
+
+#include <cmath>
+#include <fstream>
+#include <map>
+#include <regex>
+#include <stdexcept>
+#include <vector>
+
+#include "kernels/ssm_kernels.h"
+#include "server/engine/util/safetensors.h"
+
+namespace statetune::engine {
+namespace {
+
+using safetensors::shape_string;
+
+// A workspace tensor of the given shape and options, reusing its storage when it is big enough
+// (resize_ only reallocates when growing), so the decode loop allocates nothing once warm.
+at::Tensor& fit(at::Tensor& t, at::IntArrayRef sizes, const at::TensorOptions& options) {
+  if (!t.defined() || t.scalar_type() != options.dtype().toScalarType() ||
+      t.device() != options.device()) {
+    t = at::empty(sizes, options);
+  } else if (t.sizes() != sizes) {
+    t.resize_(sizes);
+  }
+  return t;
+}
+
+// out[r] = x[r] * rsqrt(mean(x[r]^2) + eps) * weight, in fp32; out in its own dtype (float or bf16).
+template <typename Out>
+void rmsnorm_rows(const float* x, const float* w, Out* out, int64_t rows, int64_t M, double eps) {
+  at::parallel_for(0, rows, 16, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      const float* xr = x + r * M;
+      Out* o = out + r * M;
+      float ss = 0.f;
+      for (int64_t i = 0; i < M; ++i) ss += xr[i] * xr[i];
+      const float scale = 1.f / std::sqrt(ss / static_cast<float>(M) + static_cast<float>(eps));
+      for (int64_t i = 0; i < M; ++i) o[i] = static_cast<Out>(xr[i] * scale * w[i]);
+    }
+  });
+}
+
+// x: [T, M] fp32 contiguous; weight [M] fp32; out: [T, M] float or bf16 (fit by the caller).
+void rmsnorm(const at::Tensor& x, const at::Tensor& weight, double eps, at::Tensor& out) {
+  const int64_t T = x.size(0), M = x.size(1);
+  if (!x.device().is_cpu()) {
+    // Other devices: the same formula in ATen ops (one fused kernel would be better there).
+    at::Tensor var = x.pow(2).mean(-1, /*keepdim=*/true);
+    out.copy_(x * at::rsqrt(var + eps) * weight);
+    return;
+  }
+  if (out.scalar_type() == at::kFloat) {
+    rmsnorm_rows(x.data_ptr<float>(), weight.data_ptr<float>(), out.data_ptr<float>(), T, M, eps);
+  } else if (out.scalar_type() == at::kBFloat16) {
+    rmsnorm_rows(x.data_ptr<float>(), weight.data_ptr<float>(), out.data_ptr<at::BFloat16>(), T, M, eps);
+  } else {
+    TORCH_CHECK(false, "rmsnorm: unsupported output dtype ", out.scalar_type());
+  }
+}
+
+// out = a @ w^T (+ bias); w is [out_features, in_features].
+void linear_out(at::Tensor& out, const at::Tensor& a, const at::Tensor& w, const at::Tensor& bias) {
+  if (bias.defined()) {
+    at::addmm_out(out, bias, a, w.t());
+  } else {
+    at::mm_out(out, a, w.t());
+  }
+}
+
+}  // namespace
+
+struct LayerWeights {
+  at::Tensor norm;            // [M] fp32
+  at::Tensor in_x, in_z;      // [D, M] compute dtype (the two halves of in_proj)
+  at::Tensor in_x_b, in_z_b;  // [D] compute dtype, or undefined
+  at::Tensor conv_w, conv_b;  // [D, K] fp32, [D] fp32 or undefined
+  at::Tensor x_dt, x_B, x_C;  // [R, D], [N, D], [N, D] compute dtype (the three parts of x_proj)
+  at::Tensor dt_w;            // [D, R] compute dtype
+  at::Tensor dt_b;            // [D] fp32 (the scan's delta_bias)
+  at::Tensor A;               // [D, N] fp32 = -exp(A_log)
+  at::Tensor Dskip;           // [D] fp32
+  at::Tensor out_w, out_b;    // [M, D] compute dtype, [M] or undefined
+};
+
+struct MambaModel::Weights {
+  at::Tensor embedding;  // [V, M] compute dtype
+  at::Tensor lm_head;    // [V, M] compute dtype (the embedding itself when tied)
+  at::Tensor norm_f;     // [M] fp32
+  std::vector<LayerWeights> layers;
+};
+
+struct MambaModel::Workspace {
+  at::Tensor hidden;       // [T, M] fp32: the residual stream
+  at::Tensor normed;       // [T, M] compute
+  at::Tensor emb;          // [T, M] compute (bf16 embedding lookups)
+  at::Tensor x, z, xc;     // [T, D] compute (xc: after conv + silu)
+  at::Tensor dt, Bm, Cm;   // [T, R], [T, N], [T, N]
+  at::Tensor delta;        // [T, D]
+  at::Tensor y;            // [T, D] scan output
+  at::Tensor o;            // [T, M] out_proj (bf16 path)
+  at::Tensor last;         // [B, M] fp32 hidden at each row's last position
+  at::Tensor last_normed;  // [B, M] compute
+  at::Tensor logits_c;     // [B, V] compute dtype (bf16 path)
+  at::Tensor last_index;   // [B] int64
+};
+
+MambaModel::~MambaModel() = default;
+
+// ---------------------------------------------------------------------------------------------
+StateCache::StateCache(const MambaConfig& config, int64_t capacity, at::Device device) {
+  if (capacity <= 0) throw std::invalid_argument("StateCache: capacity must be positive");
+  const auto opts = at::TensorOptions().dtype(at::kFloat).device(device);
+  conv = at::zeros({config.n_layer, capacity, config.d_inner, config.d_conv - 1}, opts);
+  ssm = at::zeros({config.n_layer, capacity, config.d_inner, config.d_state}, opts);
+}
+
+int64_t StateCache::bytes_per_sequence(const MambaConfig& c) {
+  return c.n_layer * c.d_inner * ((c.d_conv - 1) + c.d_state) * static_cast<int64_t>(sizeof(float));
+}
+
+// ---------------------------------------------------------------------------------------------
+std::unique_ptr<MambaModel> MambaModel::load(const std::filesystem::path& dir, const LoadOptions& options) {
+  if (options.dtype != at::kFloat && options.dtype != at::kBFloat16) {
+    throw std::invalid_argument(std::string("MambaModel: compute dtype must be float or bfloat16, not ") +
+                                c10::toString(options.dtype));
+  }
+  const auto config_path = dir / "config.json";
+  nlohmann::json cj;
+  {
+    std::ifstream in(config_path);
+    if (!in) throw std::runtime_error(config_path.string() + ": cannot open");
+    try {
+      cj = nlohmann::json::parse(in);
+    } catch (const nlohmann::json::exception& e) {
+      throw std::runtime_error(config_path.string() + ": not JSON: " + e.what());
+    }
+  }
+  std::unique_ptr<MambaModel> model(new MambaModel());
+  try {
+    model->config_ = MambaConfig::from_json(cj);
+  } catch (const std::runtime_error& e) {
+    throw std::runtime_error(config_path.string() + ": " + e.what());
+  }
+  model->options_ = options;
+  MambaConfig& c = model->config_;
+  const safetensors::Checkpoint ckpt = safetensors::Checkpoint::open(dir);
+  const int64_t M = c.d_model, D = c.d_inner, N = c.d_state, R = c.dt_rank, K = c.d_conv;
+
+  std::string prefix_emb;
+  if (ckpt.contains("backbone.embeddings.weight")) {
+    prefix_emb = "backbone.embeddings.weight";
+  } else if (ckpt.contains("backbone.embedding.weight")) {
+    prefix_emb = "backbone.embedding.weight";
+  } else {
+    throw std::runtime_error(ckpt.description() +
+                             ": tensor backbone.embeddings.weight (Hugging Face naming) or "
+                             "backbone.embedding.weight (mamba_ssm naming) is missing");
+  }
+  // The embedding may hold the padded vocabulary (usual) or the unpadded one.
+  {
+    const auto& info = ckpt.info(prefix_emb);
+    if (info.shape.size() == 2 && info.shape[1] == M && info.shape[0] != c.vocab_size &&
+        info.shape[0] == c.unpadded_vocab_size) {
+      c.vocab_size = c.unpadded_vocab_size;
+    }
+  }
+  // Layers beyond n_layer mean config.json and the weights disagree.
+  {
+    static const std::regex kLayer(R"(^backbone\.layers\.(\d+)\.)");
+    for (const auto& name : ckpt.names()) {
+      std::smatch m;
+      if (std::regex_search(name, m, kLayer) && std::stoll(m[1].str()) >= c.n_layer) {
+        throw std::runtime_error(ckpt.description() + ": tensor " + name + " belongs to a layer beyond the " +
+                                 std::to_string(c.n_layer) + " that config.json declares");
+      }
+    }
+  }
+
+  const at::TensorOptions compute = at::TensorOptions().dtype(options.dtype).device(options.device);
+  const at::TensorOptions fp32 = at::TensorOptions().dtype(at::kFloat).device(options.device);
+  auto get = [&](const std::string& name, std::vector<int64_t> shape, const at::TensorOptions& to) {
+    const safetensors::File& file = ckpt.file_of(name);  // throws "...: tensor <name> is missing"
+    const auto& info = file.info(name);
+    if (info.shape != shape) {
+      throw std::runtime_error(file.source() + ": tensor " + name + " has shape " + shape_string(info.shape) +
+                               ", expected " + shape_string(shape) + " for the config (d_model " +
+                               std::to_string(M) + ", d_inner " + std::to_string(D) + ", d_state " +
+                               std::to_string(N) + ", dt_rank " + std::to_string(R) + ", d_conv " +
+                               std::to_string(K) + ", vocab " + std::to_string(c.vocab_size) + ")");
+    }
+    if (info.dtype != "F32" && info.dtype != "F16" && info.dtype != "BF16" && info.dtype != "F64") {
+      throw std::runtime_error(file.source() + ": tensor " + name + " has dtype " + info.dtype +
+                               "; model weights must be F32, F16 or BF16");
+    }
+    return file.tensor(name, to.dtype().toScalarType()).to(to.device());
+  };
+
+  auto w = std::make_unique<Weights>();
+  w->embedding = get(prefix_emb, {c.vocab_size, M}, compute);
+  w->norm_f = get("backbone.norm_f.weight", {M}, fp32);
+  if (c.tie_embeddings) {
+    w->lm_head = w->embedding;
+  } else {
+    w->lm_head = get("lm_head.weight", {c.vocab_size, M}, compute);
+  }
+  w->layers.resize(static_cast<size_t>(c.n_layer));
+  for (int64_t i = 0; i < c.n_layer; ++i) {
+    LayerWeights& l = w->layers[static_cast<size_t>(i)];
+    const std::string p = "backbone.layers." + std::to_string(i) + ".";
+    l.norm = get(p + "norm.weight", {M}, fp32);
+    const at::Tensor in_w = get(p + "mixer.in_proj.weight", {2 * D, M}, compute);
+    l.in_x = in_w.narrow(0, 0, D);
+    l.in_z = in_w.narrow(0, D, D);
+    if (c.proj_bias) {
+      const at::Tensor in_b = get(p + "mixer.in_proj.bias", {2 * D}, compute);
+      l.in_x_b = in_b.narrow(0, 0, D);
+      l.in_z_b = in_b.narrow(0, D, D);
+    }
+    l.conv_w = get(p + "mixer.conv1d.weight", {D, 1, K}, fp32).reshape({D, K}).contiguous();
+    if (c.conv_bias) l.conv_b = get(p + "mixer.conv1d.bias", {D}, fp32);
+    const at::Tensor xp = get(p + "mixer.x_proj.weight", {R + 2 * N, D}, compute);
+    l.x_dt = xp.narrow(0, 0, R);
+    l.x_B = xp.narrow(0, R, N);
+    l.x_C = xp.narrow(0, R + N, N);
+    l.dt_w = get(p + "mixer.dt_proj.weight", {D, R}, compute);
+    l.dt_b = get(p + "mixer.dt_proj.bias", {D}, fp32);
+    l.A = get(p + "mixer.A_log", {D, N}, fp32).exp().neg().contiguous();
+    l.Dskip = get(p + "mixer.D", {D}, fp32);
+    l.out_w = get(p + "mixer.out_proj.weight", {M, D}, compute);
+    if (c.proj_bias) l.out_b = get(p + "mixer.out_proj.bias", {M}, compute);
+  }
+  model->weights_ = std::move(w);
+  model->workspace_ = std::make_unique<Workspace>();
+  // Hashed under the Hugging Face names, so both spellings of one model share a fingerprint.
+  std::map<std::string, std::string> rename;
+  if (prefix_emb != "backbone.embeddings.weight") rename[prefix_emb] = "backbone.embeddings.weight";
+  model->fingerprint_ = ModelFingerprint::of(c, ckpt.weights_sha256(rename));
+  return model;
+}
+
+// ---------------------------------------------------------------------------------------------
+namespace {
+
+void check_rows(const at::Tensor& rows, int64_t B, const StateCache& cache, const char* what) {
+  if (!rows.defined() || rows.dim() != 1 || rows.size(0) != B || rows.scalar_type() != at::kLong) {
+    throw std::invalid_argument(std::string(what) + ": rows must be [B] int64");
+  }
+  if (rows.device().is_cpu()) {
+    const at::Tensor rc = rows.contiguous();
+    const int64_t* r = rc.data_ptr<int64_t>();
+    for (int64_t b = 0; b < B; ++b) {
+      if (r[b] < 0 || r[b] >= cache.capacity()) {
+        throw std::invalid_argument(std::string(what) + ": cache row " + std::to_string(r[b]) +
+                                    " outside [0, " + std::to_string(cache.capacity()) + ")");
+      }
+    }
+  }
+}
+
+at::Tensor slots_for(const at::Tensor& slots, int64_t B, at::Device device, const char* what) {
+  if (!slots.defined()) return slots;
+  if (slots.dim() != 1 || slots.size(0) != B) {
+    throw std::invalid_argument(std::string(what) + ": slots must be [B] int32");
+  }
+  if (slots.scalar_type() == at::kInt && slots.device() == device) return slots;
+  return slots.to(device, at::kInt);
+}
+
+}  // namespace
+
+at::Tensor MambaModel::prefill(const at::Tensor& tokens, const at::Tensor& lengths, const at::Tensor& rows,
+                               const at::Tensor& slots, const AdapterPoolView& adapters, StateCache& cache,
+                               bool resume, bool all_positions) {
+  const MambaConfig& c = config_;
+  const Weights& W = *weights_;
+  Workspace& ws = *workspace_;
+  if (!tokens.defined() || tokens.dim() != 2 || tokens.scalar_type() != at::kLong) {
+    throw std::invalid_argument("prefill: tokens must be [B, L] int64");
+  }
+  const int64_t B = tokens.size(0), L = tokens.size(1), T = B * L;
+  const int64_t M = c.d_model, D = c.d_inner, N = c.d_state, R = c.dt_rank, V = c.vocab_size;
+  if (B == 0 || L == 0) throw std::invalid_argument("prefill: empty batch");
+  if (!lengths.defined() || lengths.dim() != 1 || lengths.size(0) != B ||
+      lengths.scalar_type() != at::kLong || !lengths.device().is_cpu()) {
+    throw std::invalid_argument("prefill: lengths must be [B] int64 on the CPU");
+  }
+  const at::Tensor len = lengths.contiguous();
+  for (int64_t b = 0; b < B; ++b) {
+    const int64_t l = len.data_ptr<int64_t>()[b];
+    if (l < 1 || l > L) {
+      throw std::invalid_argument("prefill: lengths[" + std::to_string(b) + "] = " + std::to_string(l) +
+                                  " outside [1, " + std::to_string(L) + "]");
+    }
+  }
+  check_rows(rows, B, cache, "prefill");
+  {
+    const auto mm = at::aminmax(tokens);
+    const int64_t lo = std::get<0>(mm).item<int64_t>(), hi = std::get<1>(mm).item<int64_t>();
+    if (lo < 0 || hi >= V) {
+      throw std::invalid_argument("prefill: token ids must lie in [0, " + std::to_string(V) + "), got " +
+                                  std::to_string(lo < 0 ? lo : hi));
+    }
+  }
+  const at::Device dev = options_.device;
+  const at::TensorOptions compute = at::TensorOptions().dtype(options_.dtype).device(dev);
+  const at::TensorOptions fp32 = at::TensorOptions().dtype(at::kFloat).device(dev);
+  const bool bf16 = options_.dtype != at::kFloat;
+  const at::Tensor tok = tokens.to(dev).reshape({T});
+  const at::Tensor rows_dev = rows.to(dev);
+  const at::Tensor slot_dev = slots_for(slots, B, dev, "prefill");
+
+  at::Tensor& hidden = fit(ws.hidden, {T, M}, fp32);
+  if (bf16) {
+    at::index_select_out(fit(ws.emb, {T, M}, compute), W.embedding, 0, tok);
+    hidden.copy_(ws.emb);
+  } else {
+    at::index_select_out(hidden, W.embedding, 0, tok);
+  }
+  for (int64_t i = 0; i < c.n_layer; ++i) {
+    const LayerWeights& l = W.layers[static_cast<size_t>(i)];
+    rmsnorm(hidden, l.norm, c.norm_eps, fit(ws.normed, {T, M}, compute));
+    linear_out(fit(ws.x, {T, D}, compute), ws.normed, l.in_x, l.in_x_b);
+    linear_out(fit(ws.z, {T, D}, compute), ws.normed, l.in_z, l.in_z_b);
+    kernels::LayerCache lc{cache.conv.select(0, i), cache.ssm.select(0, i), rows_dev};
+    at::Tensor xc = fit(ws.xc, {B, L, D}, compute);
+    kernels::causal_conv1d_prefill(ws.x.view({B, L, D}), l.conv_w, l.conv_b, len, lc, resume, xc);
+    const at::Tensor xc2 = xc.reshape({T, D});
+    at::mm_out(fit(ws.dt, {T, R}, compute), xc2, l.x_dt.t());
+    at::mm_out(fit(ws.Bm, {T, N}, compute), xc2, l.x_B.t());
+    at::mm_out(fit(ws.Cm, {T, N}, compute), xc2, l.x_C.t());
+    at::mm_out(fit(ws.delta, {T, D}, compute), ws.dt, l.dt_w.t());
+    at::Tensor y = fit(ws.y, {B, L, D}, compute);
+    kernels::selective_scan_prefill(xc, ws.delta.view({B, L, D}), l.dt_b, l.A, ws.Bm.view({B, L, N}),
+                                    ws.Cm.view({B, L, N}), l.Dskip, ws.z.view({B, L, D}), len,
+                                    adapters.layer(i, slot_dev), lc, resume, y);
+    const at::Tensor y2 = y.reshape({T, D});
+    if (bf16) {
+      linear_out(fit(ws.o, {T, M}, compute), y2, l.out_w, l.out_b);
+      hidden.add_(ws.o);
+    } else {
+      hidden.addmm_(y2, l.out_w.t());
+      if (l.out_b.defined()) hidden.add_(l.out_b);
+    }
+  }
+
+  if (all_positions) {
+    at::Tensor normed = fit(ws.normed, {T, M}, compute);
+    rmsnorm(hidden, W.norm_f, c.norm_eps, normed);
+    if (bf16) return at::mm(normed, W.lm_head.t()).to(at::kFloat).view({B, L, V});
+    at::Tensor logits = at::empty({T, V}, fp32);
+    at::mm_out(logits, normed, W.lm_head.t());
+    return logits.view({B, L, V});
+  }
+  // Each row's last valid position: b * L + lengths[b] - 1.
+  at::Tensor idx = at::empty({B}, at::TensorOptions().dtype(at::kLong));
+  for (int64_t b = 0; b < B; ++b) idx.data_ptr<int64_t>()[b] = b * L + len.data_ptr<int64_t>()[b] - 1;
+  at::Tensor& last = fit(ws.last, {B, M}, fp32);
+  at::index_select_out(last, hidden, 0, idx.to(dev));
+  at::Tensor& last_normed = fit(ws.last_normed, {B, M}, compute);
+  rmsnorm(last, W.norm_f, c.norm_eps, last_normed);
+  if (bf16) return at::mm(last_normed, W.lm_head.t()).to(at::kFloat);
+  at::Tensor logits = at::empty({B, V}, fp32);
+  at::mm_out(logits, last_normed, W.lm_head.t());
+  return logits;
+}
+
+at::Tensor MambaModel::decode(const at::Tensor& tokens, const at::Tensor& rows, const at::Tensor& slots,
+                              const AdapterPoolView& adapters, StateCache& cache, at::Tensor* logits_out) {
+  const MambaConfig& c = config_;
+  const Weights& W = *weights_;
+  Workspace& ws = *workspace_;
+  if (!tokens.defined() || tokens.dim() != 1 || tokens.scalar_type() != at::kLong) {
+    throw std::invalid_argument("decode: tokens must be [B] int64");
+  }
+  const int64_t B = tokens.size(0);
+  const int64_t M = c.d_model, D = c.d_inner, N = c.d_state, R = c.dt_rank, V = c.vocab_size;
+  if (B == 0) throw std::invalid_argument("decode: empty batch");
+  check_rows(rows, B, cache, "decode");
+  const at::Device dev = options_.device;
+  if (tokens.device().is_cpu()) {
+    const at::Tensor t = tokens.contiguous();
+    for (int64_t b = 0; b < B; ++b) {
+      const int64_t id = t.data_ptr<int64_t>()[b];
+      if (id < 0 || id >= V) {
+        throw std::invalid_argument("decode: token id " + std::to_string(id) + " outside [0, " +
+                                    std::to_string(V) + ")");
+      }
+    }
+  }
+  const at::TensorOptions compute = at::TensorOptions().dtype(options_.dtype).device(dev);
+  const at::TensorOptions fp32 = at::TensorOptions().dtype(at::kFloat).device(dev);
+  const bool bf16 = options_.dtype != at::kFloat;
+  const at::Tensor tok = tokens.device() == dev ? tokens : tokens.to(dev);
+  const at::Tensor rows_dev = rows.device() == dev ? rows : rows.to(dev);
+  const at::Tensor slot_dev = slots_for(slots, B, dev, "decode");
+
+  at::Tensor& hidden = fit(ws.hidden, {B, M}, fp32);
+  if (bf16) {
+    at::index_select_out(fit(ws.emb, {B, M}, compute), W.embedding, 0, tok);
+    hidden.copy_(ws.emb);
+  } else {
+    at::index_select_out(hidden, W.embedding, 0, tok);
+  }
+  for (int64_t i = 0; i < c.n_layer; ++i) {
+    const LayerWeights& l = W.layers[static_cast<size_t>(i)];
+    rmsnorm(hidden, l.norm, c.norm_eps, fit(ws.normed, {B, M}, compute));
+    linear_out(fit(ws.x, {B, D}, compute), ws.normed, l.in_x, l.in_x_b);
+    linear_out(fit(ws.z, {B, D}, compute), ws.normed, l.in_z, l.in_z_b);
+    kernels::LayerCache lc{cache.conv.select(0, i), cache.ssm.select(0, i), rows_dev};
+    at::Tensor& xc = fit(ws.xc, {B, D}, compute);
+    kernels::causal_conv1d_step(ws.x, l.conv_w, l.conv_b, lc, xc);
+    at::mm_out(fit(ws.dt, {B, R}, compute), xc, l.x_dt.t());
+    at::mm_out(fit(ws.Bm, {B, N}, compute), xc, l.x_B.t());
+    at::mm_out(fit(ws.Cm, {B, N}, compute), xc, l.x_C.t());
+    at::mm_out(fit(ws.delta, {B, D}, compute), ws.dt, l.dt_w.t());
+    at::Tensor& y = fit(ws.y, {B, D}, compute);
+    kernels::selective_scan_step(xc, ws.delta, l.dt_b, l.A, ws.Bm, ws.Cm, l.Dskip, ws.z,
+                                 adapters.layer(i, slot_dev), lc, y);
+    if (bf16) {
+      linear_out(fit(ws.o, {B, M}, compute), y, l.out_w, l.out_b);
+      hidden.add_(ws.o);
+    } else {
+      hidden.addmm_(y, l.out_w.t());
+      if (l.out_b.defined()) hidden.add_(l.out_b);
+    }
+  }
+  at::Tensor& normed = fit(ws.normed, {B, M}, compute);
+  rmsnorm(hidden, W.norm_f, c.norm_eps, normed);
+  at::Tensor fresh;
+  at::Tensor& logits = logits_out != nullptr ? *logits_out : fresh;
+  fit(logits, {B, V}, fp32);
+  if (bf16) {
+    at::mm_out(fit(ws.logits_c, {B, V}, compute), normed, W.lm_head.t());
+    logits.copy_(ws.logits_c);
+  } else {
+    at::mm_out(logits, normed, W.lm_head.t());
+  }
+  return logits;
+}
+
+}  // namespace statetune::engine
