@@ -31,6 +31,13 @@ for _ in range(300):
     n = rng.randint(1, 12)
     s = ''.join(chr(rng.choice(rng.choice(pools))) for _ in range(n))
     lines.append({'text': s, 'nfc': ud.normalize('NFC', s)})
+# Long mixes of safe and unsafe text (the segmented fast path of unicode::nfc), pieces glued together
+# without separators so marks meet precomposed letters and ASCII.
+texts = [line['text'] for line in lines]
+for _ in range(30):
+    s = ''.join(rng.choice(texts) + rng.choice(['', 'abc', ' ', 'caf\u00e9', '\u4e2d', '\u00e0'])
+                for _ in range(20))
+    lines.append({'text': s, 'nfc': ud.normalize('NFC', s)})
 # Every decomposable code point, in chunks, alone and with a mark after it.
 chunk = []
 for i, cp in enumerate(decomposable):

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
+#include <cstring>
 #include <fstream>
 #include <mutex>
 #include <nlohmann/json.hpp>
@@ -44,8 +46,105 @@ std::string token_to_bytes(const std::string& token, const std::array<int, 324>&
   return out;
 }
 
-constexpr size_t kCacheCapacity = 50000;  // words; cleared when full
-constexpr size_t kMaxCachedWordBytes = 64;
+// Merge ranks in an open-addressing table (linear probing): the merge loop looks pairs up several
+// times per word, and std::unordered_map's node chasing dominated encode time.
+class MergeTable {
+ public:
+  struct Value {
+    uint32_t rank;
+    int32_t id;
+  };
+  void reserve(size_t n) {
+    size_t cap = 16;
+    while (cap < n * 2) cap <<= 1;
+    slots_.assign(cap, Slot{kEmpty, {0, 0}});
+    mask_ = cap - 1;
+  }
+  // Keeps the first value inserted for a key (the lowest rank).
+  void insert(int32_t a, int32_t b, Value v) {
+    const uint64_t key = make_key(a, b);
+    for (size_t i = hash(key) & mask_;; i = (i + 1) & mask_) {
+      if (slots_[i].key == kEmpty) {
+        slots_[i] = Slot{key, v};
+        return;
+      }
+      if (slots_[i].key == key) return;
+    }
+  }
+  const Value* find(int32_t a, int32_t b) const {
+    const uint64_t key = make_key(a, b);
+    for (size_t i = hash(key) & mask_;; i = (i + 1) & mask_) {
+      const Slot& s = slots_[i];
+      if (s.key == key) return &s.value;
+      if (s.key == kEmpty) return nullptr;
+    }
+  }
+
+ private:
+  static constexpr uint64_t kEmpty = ~0ull;  // ids are >= 0, so no real key has all bits set
+  struct Slot {
+    uint64_t key;
+    Value value;
+  };
+  static uint64_t make_key(int32_t a, int32_t b) {
+    return (static_cast<uint64_t>(static_cast<uint32_t>(a)) << 32) | static_cast<uint32_t>(b);
+  }
+  static size_t hash(uint64_t k) {
+    k ^= k >> 33;
+    k *= 0xff51afd7ed558ccdull;
+    k ^= k >> 33;
+    return static_cast<size_t>(k);
+  }
+  std::vector<Slot> slots_{Slot{kEmpty, {0, 0}}};
+  size_t mask_ = 0;
+};
+
+// Word -> ids cache: direct-mapped (a new word overwrites the slot its hash picks), one cache line
+// per slot, no allocation; locked by shards so threads rarely wait on each other. Words that do not
+// fit a slot are simply not cached.
+class WordCache {
+ public:
+  static constexpr size_t kMaxWordBytes = 22;
+  static constexpr size_t kMaxIds = 8;
+
+  bool lookup(std::string_view word, size_t h, std::vector<int32_t>& out) const {
+    const Slot& s = slots_[h & (kSlots - 1)];
+    std::lock_guard<std::mutex> lock(shards_[h & (kShards - 1)]);
+    if (s.hash != h || s.word_len != word.size() || s.word_len == 0 ||
+        std::memcmp(s.word, word.data(), word.size()) != 0) {
+      return false;
+    }
+    out.insert(out.end(), s.ids, s.ids + s.n_ids);
+    return true;
+  }
+  void store(std::string_view word, size_t h, const int32_t* ids, size_t n) {
+    if (word.size() > kMaxWordBytes || n > kMaxIds || word.empty()) return;
+    Slot& s = slots_[h & (kSlots - 1)];
+    std::lock_guard<std::mutex> lock(shards_[h & (kShards - 1)]);
+    if (s.word_len == 0) used_.fetch_add(1, std::memory_order_relaxed);
+    s.hash = h;
+    s.word_len = static_cast<uint8_t>(word.size());
+    s.n_ids = static_cast<uint8_t>(n);
+    std::memcpy(s.word, word.data(), word.size());
+    std::copy(ids, ids + n, s.ids);
+  }
+  size_t size() const { return used_.load(std::memory_order_relaxed); }
+
+ private:
+  static constexpr size_t kSlots = size_t{1} << 16;  // 4 MB
+  static constexpr size_t kShards = 64;
+  struct alignas(64) Slot {
+    size_t hash = 0;
+    uint8_t word_len = 0;
+    uint8_t n_ids = 0;
+    char word[kMaxWordBytes];
+    int32_t ids[kMaxIds];
+  };
+  static_assert(sizeof(Slot) == 64, "one cache line per slot");
+  std::vector<Slot> slots_ = std::vector<Slot>(kSlots);
+  mutable std::array<std::mutex, kShards> shards_;
+  std::atomic<size_t> used_{0};
+};
 
 // Leftmost-longest matching of added tokens: a byte trie walked from every candidate position.
 class AddedMatcher {
@@ -158,29 +257,23 @@ struct Tokenizer::Impl {
   std::unordered_map<std::string, int32_t> model_vocab;  // only filled when ignore_merges
   bool fuse_unk = false;
   bool ignore_merges = false;
-  struct MergeValue {
-    uint32_t rank;
-    int32_t id;
-  };
-  std::unordered_map<uint64_t, MergeValue> merges;
+  using MergeValue = MergeTable::Value;
+  MergeTable merges;
   // Pipeline.
   bool nfc = false;
   bool has_pre_tokenizer = false;
   bool add_prefix_space = false;
   bool use_regex = true;
   AddedMatcher raw_matcher, normalized_matcher;
-  // Word cache: raw word bytes -> ids.
-  mutable std::mutex cache_mutex;
-  mutable std::unordered_map<std::string, std::vector<int32_t>> cache;
+  // Word cache: raw word bytes -> ids (mutable: encode() is const and thread-safe).
+  mutable WordCache cache;
 
   [[noreturn]] void fail(const std::string& what) const {
     throw TokenizerError("tokenizer " + origin + ": " + what);
   }
 
   const MergeValue* find_merge(int32_t a, int32_t b) const {
-    const auto it = merges.find((static_cast<uint64_t>(static_cast<uint32_t>(a)) << 32) |
-                                static_cast<uint32_t>(b));
-    return it == merges.end() ? nullptr : &it->second;
+    return merges.find(a, b);
   }
 
   void load(const json& root);
@@ -278,7 +371,7 @@ void Tokenizer::Impl::load_model(const json& model) {
   if (ignore_merges) model_vocab = token_to_id;
 
   const json& list = model["merges"];
-  merges.reserve(list.size() * 2);
+  merges.reserve(list.size());
   uint32_t rank = 0;
   for (const json& m : list) {
     std::string left, right;
@@ -302,9 +395,7 @@ void Tokenizer::Impl::load_model(const json& model) {
       fail("merge #" + std::to_string(rank) + " (" + left + " " + right +
            ") uses a token that is not in the vocabulary");
     }
-    const uint64_t key = (static_cast<uint64_t>(static_cast<uint32_t>(a->second)) << 32) |
-                         static_cast<uint32_t>(b->second);
-    merges.emplace(key, MergeValue{rank, c->second});  // first (lowest rank) wins on duplicates
+    merges.insert(a->second, b->second, MergeValue{rank, c->second});  // lowest rank wins
     ++rank;
   }
 }
@@ -476,65 +567,60 @@ void Tokenizer::Impl::pre_tokenize_and_bpe(std::string_view piece, std::vector<i
     bpe_word(piece, out);
     return;
   }
-  thread_local std::vector<uint8_t> cls;    // CharClass per code point
-  thread_local std::vector<char32_t> cps;
-  thread_local std::vector<uint32_t> offs;  // byte offset per code point, plus the end
-  cls.clear();
-  cps.clear();
-  offs.clear();
   const auto* p = reinterpret_cast<const unsigned char*>(piece.data());
-  for (size_t i = 0; i < piece.size();) {
+  const size_t n = piece.size();
+  struct Char {
     char32_t c;
-    size_t len;
-    if (p[i] < 0x80) {
-      c = p[i];
-      len = 1;
-    } else {
-      const auto step = unicode::decode_utf8_step(p + i, piece.size() - i);
-      c = step.code_point;
-      len = step.length;
+    uint32_t len;  // 0 past the end
+    CharClass cls;
+  };
+  auto at = [&](size_t pos) -> Char {
+    if (pos >= n) return {0, 0, CharClass::kOther};
+    if (p[pos] < 0x80) return {p[pos], 1, unicode::char_class(p[pos])};
+    const auto step = unicode::decode_utf8_step(p + pos, n - pos);
+    return {step.code_point, step.length, unicode::char_class(step.code_point)};
+  };
+  // End of the run of characters of class k that starts at `pos`.
+  auto run_end = [&](size_t pos, CharClass k, size_t* last = nullptr, size_t* count = nullptr) {
+    while (pos < n) {
+      const Char e = at(pos);
+      if (e.cls != k) break;
+      if (last) *last = pos;
+      if (count) ++*count;
+      pos += e.len;
     }
-    cps.push_back(c);
-    cls.push_back(static_cast<uint8_t>(unicode::char_class(c)));
-    offs.push_back(static_cast<uint32_t>(i));
-    i += len;
-  }
-  const size_t n = cps.size();
-  offs.push_back(static_cast<uint32_t>(piece.size()));
-  constexpr uint8_t kSpace = static_cast<uint8_t>(CharClass::kSpace);
+    return pos;
+  };
 
   size_t i = 0;
   while (i < n) {
-    const char32_t c = cps[i];
+    const Char c = at(i);
     size_t j = 0;
-    if (c == '\'' && i + 1 < n) {
-      const char32_t d = cps[i + 1];
+    if (c.c == '\'' && i + 1 < n) {
+      const unsigned char d = p[i + 1];
       if (d == 's' || d == 't' || d == 'm' || d == 'd') {
         j = i + 2;
-      } else if (i + 2 < n && ((d == 'r' && cps[i + 2] == 'e') || (d == 'v' && cps[i + 2] == 'e') ||
-                               (d == 'l' && cps[i + 2] == 'l'))) {
+      } else if (i + 2 < n && ((d == 'r' && p[i + 2] == 'e') || (d == 'v' && p[i + 2] == 'e') ||
+                               (d == 'l' && p[i + 2] == 'l'))) {
         j = i + 3;
       }
     }
     if (j == 0) {
-      if (c == ' ' && i + 1 < n && cls[i + 1] != kSpace) {
+      const Char next = c.c == ' ' ? at(i + 1) : Char{0, 0, CharClass::kOther};
+      if (next.len != 0 && next.cls != CharClass::kSpace) {
         // ' ?\p{L}+', ' ?\p{N}+' or ' ?[^\s\p{L}\p{N}]+' with the space.
-        const uint8_t k = cls[i + 1];
-        j = i + 2;
-        while (j < n && cls[j] == k) ++j;
-      } else if (cls[i] != kSpace) {
-        const uint8_t k = cls[i];
-        j = i + 1;
-        while (j < n && cls[j] == k) ++j;
+        j = run_end(i + 1, next.cls);
+      } else if (c.cls != CharClass::kSpace) {
+        j = run_end(i, c.cls);
       } else {
-        j = i + 1;
-        while (j < n && cls[j] == kSpace) ++j;
+        size_t last = i, count = 0;
+        j = run_end(i, CharClass::kSpace, &last, &count);
         // '\s+(?!\S)' backs off one character before a non-space; a single space then falls to
         // '\s+'.
-        if (j < n && j - i > 1) --j;
+        if (j < n && count > 1) j = last;
       }
     }
-    bpe_word(piece.substr(offs[i], offs[j] - offs[i]), out);
+    bpe_word(piece.substr(i, j - i), out);
     i = j;
   }
 }
@@ -556,25 +642,11 @@ void Tokenizer::Impl::bpe_word(std::string_view word, std::vector<int32_t>& out)
       return;
     }
   }
-  const bool cacheable = word.size() <= kMaxCachedWordBytes;
-  std::string key;
-  if (cacheable) {
-    key.assign(word);
-    std::lock_guard<std::mutex> lock(cache_mutex);
-    const auto it = cache.find(key);
-    if (it != cache.end()) {
-      out.insert(out.end(), it->second.begin(), it->second.end());
-      return;
-    }
-  }
+  const size_t h = std::hash<std::string_view>()(word);
+  if (cache.lookup(word, h, out)) return;
   const size_t before = out.size();
   bpe_compute(word, out);
-  if (cacheable) {
-    std::vector<int32_t> ids(out.begin() + before, out.end());
-    std::lock_guard<std::mutex> lock(cache_mutex);
-    if (cache.size() >= kCacheCapacity) cache.clear();
-    cache.emplace(std::move(key), std::move(ids));
-  }
+  cache.store(word, h, out.data() + before, out.size() - before);
 }
 
 // The reference's merge loop: a heap of candidate merges ordered by (rank, position); a popped
@@ -748,7 +820,6 @@ int32_t Tokenizer::bos_id() const { return impl_->bos; }
 int32_t Tokenizer::pad_id() const { return impl_->pad; }
 
 size_t Tokenizer::cache_size() const {
-  std::lock_guard<std::mutex> lock(impl_->cache_mutex);
   return impl_->cache.size();
 }
 

@@ -182,8 +182,12 @@ bool is_nfc_quick(std::string_view text) {
   return true;
 }
 
-std::string nfc(std::string_view text) {
-  if (is_nfc_quick(text)) return std::string(text);
+namespace {
+
+bool nfc_unsafe(char32_t cp) { return range_value(kNfcUnsafeRanges, kNfcUnsafeRangesSize, cp) != 0; }
+
+// The full algorithm on one segment.
+void nfc_segment(std::string_view text, std::string& result) {
   std::vector<char32_t> cps;
   decode_utf8(text, cps, nullptr);
   std::vector<char32_t> d;
@@ -235,9 +239,46 @@ std::string nfc(std::string_view text) {
     last_ccc = cc;
     out.push_back(c);
   }
+  for (char32_t c : out) append_utf8(result, c);
+}
+
+}  // namespace
+
+// Only the segments around unsafe characters go through the full algorithm: a segment runs from the
+// last safe character before an unsafe run to the next safe character. A safe character (a starter
+// that NFC keeps and that composes with nothing before it) is a barrier: nothing reorders across it
+// or composes over it, so normalizing segment by segment gives the NFC of the whole text.
+std::string nfc(std::string_view text) {
   std::string result;
   result.reserve(text.size());
-  for (char32_t c : out) append_utf8(result, c);
+  const auto* p = reinterpret_cast<const unsigned char*>(text.data());
+  const size_t n = text.size();
+  constexpr size_t kNone = static_cast<size_t>(-1);
+  size_t copied = 0, last_safe = kNone, i = 0;
+  while (i < n) {
+    if (p[i] < 0x80) {
+      last_safe = i++;
+      continue;
+    }
+    const Utf8Step step = decode_utf8_step(p + i, n - i);
+    if (!nfc_unsafe(step.code_point)) {
+      last_safe = i;
+      i += step.length;
+      continue;
+    }
+    const size_t start = last_safe != kNone && last_safe >= copied ? last_safe : copied;
+    size_t end = i + step.length;
+    while (end < n && p[end] >= 0x80) {
+      const Utf8Step next = decode_utf8_step(p + end, n - end);
+      if (!nfc_unsafe(next.code_point)) break;
+      end += next.length;
+    }
+    result.append(text.data() + copied, start - copied);
+    nfc_segment(text.substr(start, end - start), result);
+    copied = i = end;
+    last_safe = kNone;
+  }
+  result.append(text.data() + copied, n - copied);
   return result;
 }
 
