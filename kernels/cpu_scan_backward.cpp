@@ -1,0 +1,355 @@
+// CPU backward of the selective scan (see ssm_backward.h for the math and the memory scheme).
+//
+// Work is split into tasks (row b, range of channels); a task walks its channels in tiles of kTile
+// channels. Per tile: one forward pass keeps the state every `chunk` steps; then chunks are visited
+// last to first, each one's states are recomputed from its checkpoint and the adjoint
+//   gh_t = C_t * gy_t + exp(delta_{t+1} A) * gh_{t+1}
+// runs backwards through it. The inner loops run over d_state with no branches (compiled with -O3 and
+// -march, like the other cpu_*.cpp). Sums over channels (dB, dC) go to per-range partial buffers
+// and per-row buffers (dDskip, adapters, ...) so tasks never write the same memory.
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "kernels/ssm_backward.h"
+
+namespace statetune::kernels {
+namespace cpu {
+namespace {
+
+constexpr int64_t kTile = 8;  // channels whose states (kTile * N values) are walked together
+
+template <typename T>
+struct Args {
+  int64_t B = 0, L = 0, D = 0, N = 0, S = 0, chunk = 64;
+  int64_t n_ranges = 1, range_width = 0;
+  // Inputs, contiguous. delta_bias, Dskip and the adapters may be null (absent).
+  const T *x = nullptr, *delta_in = nullptr, *delta_bias = nullptr, *A = nullptr, *Bm = nullptr,
+          *Cm = nullptr, *Dskip = nullptr, *z = nullptr, *gout = nullptr;
+  const T *state_offset = nullptr, *output_offset = nullptr, *initial_state = nullptr;
+  const int64_t* lengths = nullptr;
+  const int32_t* slots = nullptr;  // null: every row reads slot 0
+  // Outputs, zero-initialised by the caller. Null where not wanted.
+  T *dx = nullptr, *ddelta_in = nullptr, *dz = nullptr;  // [B, L, D]
+  T *dB_part = nullptr, *dC_part = nullptr;               // [n_ranges, B, L, N]
+  T *ddelta_bias_b = nullptr, *dDskip_b = nullptr;        // [B, D]
+  T *dA_b = nullptr;                                      // [B, D, N]
+  T *dso_b = nullptr, *doo_b = nullptr, *dis_b = nullptr; // [B, D, N], [B, D], [B, D, N]
+};
+
+// PyTorch's softplus with beta 1 and threshold 20, and its derivative.
+template <typename T>
+inline void softplus_and_grad(T v, T& value, T& grad) {
+  if (v > T(20)) {
+    value = v;
+    grad = T(1);
+  } else {
+    const T e = std::exp(v);
+    value = std::log1p(e);
+    grad = e / (e + T(1));
+  }
+}
+
+template <typename T>
+void run_range(const Args<T>& a, int64_t b, int64_t r) {
+  const int64_t L = a.L, D = a.D, N = a.N, chunk = a.chunk;
+  const int64_t d_begin = r * a.range_width;
+  const int64_t d_end = std::min(D, d_begin + a.range_width);
+  const int64_t len = a.lengths[b];
+  if (len <= 0 || d_begin >= d_end) return;
+  const int64_t slot = a.slots ? a.slots[b] : 0;
+  const int64_t n_chunks = (len + chunk - 1) / chunk;
+  T* dB = a.dB_part + (r * a.B + b) * L * N;
+  T* dC = a.dC_part + (r * a.B + b) * L * N;
+
+  const int64_t tile_n = kTile * N;
+  std::vector<T> ckpt(n_chunks * tile_n);
+  std::vector<T> hs((chunk + 1) * tile_n);  // states h_{t0-1} .. h_{t1-1} of one chunk
+  std::vector<T> decay(chunk * tile_n);     // exp(delta_t * A) of one chunk
+  std::vector<T> deltas(chunk * kTile), dsoft(chunk * kTile);
+  std::vector<T> gh(tile_n), zeros(N, T(0)), acc_delta(N), acc_x(N);
+
+  for (int64_t d0 = d_begin; d0 < d_end; d0 += kTile) {
+    const int64_t nd = std::min(kTile, d_end - d0);
+
+    // 1. Forward through the whole sequence, keeping the state at the start of each chunk.
+    T* h = hs.data();
+    for (int64_t dd = 0; dd < nd; ++dd) {
+      const T* h0 = a.initial_state ? a.initial_state + (slot * D + d0 + dd) * N : zeros.data();
+      std::copy(h0, h0 + N, h + dd * N);
+    }
+    for (int64_t t = 0; t < len; ++t) {
+      if (t % chunk == 0) std::copy(h, h + nd * N, ckpt.data() + (t / chunk) * tile_n);
+      const int64_t row = (b * L + t) * D;
+      const T* Bt = a.Bm + (b * L + t) * N;
+      for (int64_t dd = 0; dd < nd; ++dd) {
+        const int64_t d = d0 + dd;
+        T delta, unused;
+        softplus_and_grad(a.delta_in[row + d] + (a.delta_bias ? a.delta_bias[d] : T(0)), delta,
+                          unused);
+        const T dx = delta * a.x[row + d];
+        const T* Ad = a.A + d * N;
+        T* hd = h + dd * N;
+        for (int64_t n = 0; n < N; ++n) hd[n] = std::exp(delta * Ad[n]) * hd[n] + dx * Bt[n];
+      }
+    }
+
+    // 2. Chunks last to first: recompute the chunk's states, then the adjoint backwards through it.
+    std::fill(gh.begin(), gh.end(), T(0));
+    for (int64_t c = n_chunks - 1; c >= 0; --c) {
+      const int64_t t0 = c * chunk;
+      const int64_t steps = std::min(len, t0 + chunk) - t0;
+      std::copy(ckpt.data() + c * tile_n, ckpt.data() + c * tile_n + nd * N, hs.data());
+      for (int64_t s = 0; s < steps; ++s) {
+        const int64_t t = t0 + s;
+        const int64_t row = (b * L + t) * D;
+        const T* Bt = a.Bm + (b * L + t) * N;
+        for (int64_t dd = 0; dd < nd; ++dd) {
+          const int64_t d = d0 + dd;
+          T delta, grad;
+          softplus_and_grad(a.delta_in[row + d] + (a.delta_bias ? a.delta_bias[d] : T(0)), delta,
+                            grad);
+          deltas[s * kTile + dd] = delta;
+          dsoft[s * kTile + dd] = grad;
+          const T dx = delta * a.x[row + d];
+          const T* Ad = a.A + d * N;
+          const T* prev = hs.data() + (s * kTile + dd) * N;
+          T* next = hs.data() + ((s + 1) * kTile + dd) * N;
+          T* e = decay.data() + (s * kTile + dd) * N;
+          for (int64_t n = 0; n < N; ++n) {
+            e[n] = std::exp(delta * Ad[n]);
+            next[n] = e[n] * prev[n] + dx * Bt[n];
+          }
+        }
+      }
+      for (int64_t s = steps - 1; s >= 0; --s) {
+        const int64_t t = t0 + s;
+        const int64_t row = (b * L + t) * D;
+        const T* Bt = a.Bm + (b * L + t) * N;
+        const T* Ct = a.Cm + (b * L + t) * N;
+        T* dBt = dB + t * N;
+        T* dCt = dC + t * N;
+        for (int64_t dd = 0; dd < nd; ++dd) {
+          const int64_t d = d0 + dd;
+          const int64_t i = row + d;
+          const T* hcur = hs.data() + ((s + 1) * kTile + dd) * N;
+          const T* hprev = hs.data() + (s * kTile + dd) * N;
+          const T* e = decay.data() + (s * kTile + dd) * N;
+          const T* Hp = a.state_offset ? a.state_offset + (slot * D + d) * N : zeros.data();
+          const T* Ad = a.A + d * N;
+          const T xv = a.x[i];
+          const T dskip = a.Dskip ? a.Dskip[d] : T(0);
+
+          // Recompute y_t (before the gate) for dz.
+          T y = dskip * xv + (a.output_offset ? a.output_offset[slot * D + d] : T(0));
+          for (int64_t n = 0; n < N; ++n) y += Ct[n] * (hcur[n] + Hp[n]);
+          const T zv = a.z[i];
+          const T sz = T(1) / (T(1) + std::exp(-zv));
+          const T g = a.gout[i];
+          a.dz[i] = g * y * sz * (T(1) + zv * (T(1) - sz));
+          const T gy = g * zv * sz;  // gradient of y_t
+          if (a.dDskip_b) a.dDskip_b[b * D + d] += gy * xv;
+          if (a.doo_b) a.doo_b[b * D + d] += gy;
+          if (a.dso_b) {
+            T* dso = a.dso_b + (b * D + d) * N;
+            for (int64_t n = 0; n < N; ++n) dso[n] += gy * Ct[n];
+          }
+
+          const T delta = deltas[s * kTile + dd];
+          const T delta_x = delta * xv;
+          T* ghd = gh.data() + dd * N;
+          for (int64_t n = 0; n < N; ++n) {
+            dCt[n] += gy * (hcur[n] + Hp[n]);
+            const T g_h = ghd[n] + gy * Ct[n];  // gradient of h_t
+            const T p = g_h * e[n] * hprev[n];  // d/d(delta*A) of exp(delta*A) * h_{t-1}
+            acc_delta[n] = p * Ad[n] + g_h * Bt[n] * xv;
+            acc_x[n] = g_h * Bt[n];
+            dBt[n] += g_h * delta_x;
+            ghd[n] = g_h * e[n];  // carried to h_{t-1}
+          }
+          if (a.dA_b) {
+            // p again, from the gradient now carried: g_h * e[n] = ghd[n].
+            T* dAd = a.dA_b + (b * D + d) * N;
+            for (int64_t n = 0; n < N; ++n) dAd[n] += ghd[n] * hprev[n] * delta;
+          }
+          T sum_delta = 0, sum_x = 0;
+          for (int64_t n = 0; n < N; ++n) {
+            sum_delta += acc_delta[n];
+            sum_x += acc_x[n];
+          }
+          a.dx[i] = gy * dskip + delta * sum_x;
+          const T ddin = sum_delta * dsoft[s * kTile + dd];
+          a.ddelta_in[i] = ddin;
+          if (a.ddelta_bias_b) a.ddelta_bias_b[b * D + d] += ddin;
+        }
+      }
+    }
+    // 3. What is left of the adjoint is the gradient of h_0.
+    if (a.dis_b) {
+      for (int64_t dd = 0; dd < nd; ++dd) {
+        std::copy(gh.data() + dd * N, gh.data() + (dd + 1) * N, a.dis_b + (b * D + d0 + dd) * N);
+      }
+    }
+  }
+}
+
+template <typename T>
+const T* ptr_or_null(const at::Tensor& t) {
+  return t.defined() ? t.data_ptr<T>() : nullptr;
+}
+template <typename T>
+T* mut_or_null(at::Tensor& t) {
+  return t.defined() ? t.data_ptr<T>() : nullptr;
+}
+
+}  // namespace
+
+ScanGrads selective_scan_backward(const at::Tensor& x, const at::Tensor& delta_in,
+                                  const at::Tensor& delta_bias, const at::Tensor& A,
+                                  const at::Tensor& Bm, const at::Tensor& Cm,
+                                  const at::Tensor& Dskip, const at::Tensor& z,
+                                  const at::Tensor& lengths, const LayerAdapters& adapters,
+                                  const at::Tensor& grad_out, const ScanBackwardOptions& options) {
+  TORCH_CHECK(x.dim() == 3, "scan backward: x must be [B, L, D]");
+  const int64_t B = x.size(0), L = x.size(1), D = x.size(2);
+  TORCH_CHECK(A.dim() == 2 && A.size(0) == D, "scan backward: A must be [D, N]");
+  const int64_t N = A.size(1);
+  for (const at::Tensor* t : {&delta_in, &z, &grad_out}) {
+    TORCH_CHECK(t->sizes() == x.sizes(), "scan backward: delta_in, z, grad_out must be [B, L, D]");
+  }
+  for (const at::Tensor* t : {&Bm, &Cm}) {
+    TORCH_CHECK(t->dim() == 3 && t->size(0) == B && t->size(1) == L && t->size(2) == N,
+                "scan backward: Bm, Cm must be [B, L, N]");
+  }
+  TORCH_CHECK(options.chunk > 0, "scan backward: chunk must be positive");
+  TORCH_CHECK(lengths.numel() == B, "scan backward: lengths must be [B]");
+
+  const bool use_double = x.scalar_type() == at::kDouble;
+  const auto ct = use_double ? at::kDouble : at::kFloat;
+  auto prep = [&](const at::Tensor& t) {
+    return t.defined() ? t.to(at::kCPU, ct).contiguous() : at::Tensor();
+  };
+  const at::Tensor xc = prep(x), dic = prep(delta_in), dbc = prep(delta_bias), Ac = prep(A),
+                   Bc = prep(Bm), Cc = prep(Cm), Dc = prep(Dskip), zc = prep(z),
+                   gc = prep(grad_out);
+  const at::Tensor so = prep(adapters.state_offset), oo = prep(adapters.output_offset),
+                   is = prep(adapters.initial_state);
+  if (dbc.defined()) TORCH_CHECK(dbc.numel() == D, "scan backward: delta_bias must be [D]");
+  if (Dc.defined()) TORCH_CHECK(Dc.numel() == D, "scan backward: Dskip must be [D]");
+  int64_t S = -1;
+  for (const at::Tensor* t : {&so, &is}) {
+    if (!t->defined()) continue;
+    TORCH_CHECK(t->dim() == 3 && t->size(1) == D && t->size(2) == N,
+                "scan backward: state_offset / initial_state must be [S, D, N]");
+    TORCH_CHECK(S < 0 || S == t->size(0), "scan backward: adapter tensors disagree on S");
+    S = t->size(0);
+  }
+  if (oo.defined()) {
+    TORCH_CHECK(oo.dim() == 2 && oo.size(1) == D, "scan backward: output_offset must be [S, D]");
+    TORCH_CHECK(S < 0 || S == oo.size(0), "scan backward: adapter tensors disagree on S");
+    S = oo.size(0);
+  }
+  const at::Tensor len = lengths.to(at::kCPU, at::kLong).contiguous();
+  const int64_t* lp = len.data_ptr<int64_t>();
+  for (int64_t b = 0; b < B; ++b) {
+    TORCH_CHECK(lp[b] >= 0 && lp[b] <= L, "scan backward: lengths[", b, "] = ", lp[b],
+                " outside [0, ", L, "]");
+  }
+  at::Tensor slots;
+  if (adapters.slots.defined()) {
+    slots = adapters.slots.to(at::kCPU, at::kInt).contiguous();
+    TORCH_CHECK(slots.numel() == B, "scan backward: slots must be [B]");
+    if (S >= 0) {
+      const int32_t* sp = slots.data_ptr<int32_t>();
+      for (int64_t b = 0; b < B; ++b) {
+        TORCH_CHECK(sp[b] >= 0 && sp[b] < S, "scan backward: slot ", sp[b], " outside [0, ", S, ")");
+      }
+    }
+  }
+
+  // Enough tasks to keep the threads busy; ranges are whole tiles.
+  const int64_t tiles = (D + kTile - 1) / kTile;
+  const int64_t want = (4 * static_cast<int64_t>(at::get_num_threads()) + B - 1) / std::max<int64_t>(B, 1);
+  int64_t n_ranges = std::clamp<int64_t>(want, 1, tiles);
+  const int64_t range_width = ((tiles + n_ranges - 1) / n_ranges) * kTile;
+  n_ranges = (D + range_width - 1) / range_width;
+
+  const auto opts = xc.options();
+  ScanGrads g;
+  at::Tensor dx = at::zeros({B, L, D}, opts), ddin = at::zeros({B, L, D}, opts),
+             dz = at::zeros({B, L, D}, opts);
+  at::Tensor dBp = at::zeros({n_ranges, B, L, N}, opts), dCp = at::zeros({n_ranges, B, L, N}, opts);
+  at::Tensor ddb_b = dbc.defined() ? at::zeros({B, D}, opts) : at::Tensor();
+  at::Tensor dD_b = Dc.defined() ? at::zeros({B, D}, opts) : at::Tensor();
+  at::Tensor dA_b = options.need_dA ? at::zeros({B, D, N}, opts) : at::Tensor();
+  at::Tensor dso_b = so.defined() ? at::zeros({B, D, N}, opts) : at::Tensor();
+  at::Tensor doo_b = oo.defined() ? at::zeros({B, D}, opts) : at::Tensor();
+  at::Tensor dis_b = is.defined() ? at::zeros({B, D, N}, opts) : at::Tensor();
+
+  auto run = [&](auto tag) {
+    using T = decltype(tag);
+    Args<T> a;
+    a.B = B, a.L = L, a.D = D, a.N = N, a.S = S, a.chunk = options.chunk;
+    a.n_ranges = n_ranges, a.range_width = range_width;
+    a.x = xc.data_ptr<T>(), a.delta_in = dic.data_ptr<T>(), a.delta_bias = ptr_or_null<T>(dbc);
+    a.A = Ac.data_ptr<T>(), a.Bm = Bc.data_ptr<T>(), a.Cm = Cc.data_ptr<T>();
+    a.Dskip = ptr_or_null<T>(Dc), a.z = zc.data_ptr<T>(), a.gout = gc.data_ptr<T>();
+    a.state_offset = ptr_or_null<T>(so), a.output_offset = ptr_or_null<T>(oo);
+    a.initial_state = ptr_or_null<T>(is);
+    a.lengths = lp;
+    a.slots = slots.defined() ? slots.data_ptr<int32_t>() : nullptr;
+    a.dx = dx.data_ptr<T>(), a.ddelta_in = ddin.data_ptr<T>(), a.dz = dz.data_ptr<T>();
+    a.dB_part = dBp.data_ptr<T>(), a.dC_part = dCp.data_ptr<T>();
+    a.ddelta_bias_b = mut_or_null<T>(ddb_b), a.dDskip_b = mut_or_null<T>(dD_b);
+    a.dA_b = mut_or_null<T>(dA_b);
+    a.dso_b = mut_or_null<T>(dso_b), a.doo_b = mut_or_null<T>(doo_b), a.dis_b = mut_or_null<T>(dis_b);
+    at::parallel_for(0, B * n_ranges, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t task = begin; task < end; ++task) run_range(a, task / n_ranges, task % n_ranges);
+    });
+  };
+  if (use_double) {
+    run(double{});
+  } else {
+    run(float{});
+  }
+
+  // Reductions over channel ranges and rows, then back to the callers' dtypes and device.
+  const at::Tensor slot_idx =
+      slots.defined() ? slots.to(at::kLong) : at::zeros({B}, len.options());
+  auto per_slot = [&](const at::Tensor& per_row, const at::Tensor& like) {
+    at::Tensor out = at::zeros(like.sizes(), per_row.options());
+    out.index_add_(0, slot_idx, per_row);
+    return out;
+  };
+  g.dx = dx.to(x.options());
+  g.ddelta_in = ddin.to(delta_in.options());
+  g.dz = dz.to(z.options());
+  g.dBm = (n_ranges == 1 ? dBp[0] : dBp.sum(0)).to(Bm.options());
+  g.dCm = (n_ranges == 1 ? dCp[0] : dCp.sum(0)).to(Cm.options());
+  if (ddb_b.defined()) g.ddelta_bias = ddb_b.sum(0).reshape(delta_bias.sizes()).to(delta_bias.options());
+  if (dD_b.defined()) g.dDskip = dD_b.sum(0).reshape(Dskip.sizes()).to(Dskip.options());
+  if (dA_b.defined()) g.dA = dA_b.sum(0).to(A.options());
+  if (dso_b.defined()) g.dstate_offset = per_slot(dso_b, so).to(adapters.state_offset.options());
+  if (doo_b.defined()) g.doutput_offset = per_slot(doo_b, oo).to(adapters.output_offset.options());
+  if (dis_b.defined()) g.dinitial_state = per_slot(dis_b, is).to(adapters.initial_state.options());
+  return g;
+}
+
+}  // namespace cpu
+
+ScanGrads selective_scan_backward(const at::Tensor& x, const at::Tensor& delta_in,
+                                  const at::Tensor& delta_bias, const at::Tensor& A,
+                                  const at::Tensor& Bm, const at::Tensor& Cm,
+                                  const at::Tensor& Dskip, const at::Tensor& z,
+                                  const at::Tensor& lengths, const LayerAdapters& adapters,
+                                  const at::Tensor& grad_out, const ScanBackwardOptions& options) {
+  // Only the CPU backward exists so far; tensors on another device are computed on the CPU and the
+  // gradients come back in the inputs' options (slow, but correct).
+  return cpu::selective_scan_backward(x, delta_in, delta_bias, A, Bm, Cm, Dskip, z, lengths,
+                                      adapters, grad_out, options);
+}
+
+}  // namespace statetune::kernels

@@ -1,0 +1,31 @@
+// The selective scan as a differentiable op for adapter training: the forward is the inference kernel
+// (kernels::selective_scan_prefill, no resume), the backward is kernels::selective_scan_backward,
+// which recomputes states chunk by chunk instead of keeping [B, L, D, N] of them.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <cstdint>
+
+#include "kernels/ssm_kernels.h"
+
+namespace statetune::engine::training {
+
+struct ScanAutogradOptions {
+  int64_t chunk = 64;  // time steps between the backward's state checkpoints
+};
+
+// out = selective_scan_prefill(...) with gradients flowing to every floating input that requires
+// them: x, delta_in, delta_bias, A, Bm, Cm, Dskip, z and the adapter tensors in `adapters`
+// (state_offset [S, D, N], output_offset [S, D], initial_state [S, D, N]; gradients summed over the
+// rows that read each slot). Any of delta_bias, Dskip and the adapter tensors may be undefined.
+// lengths: [B] int64 (right padding; padding positions output 0 and get zero gradients).
+// Activations fp32 or bf16 (computed in fp32, as the kernels' contract says); for fp64 gradient
+// checks call kernels::selective_scan_backward directly.
+at::Tensor selective_scan(const at::Tensor& x, const at::Tensor& delta_in,
+                          const at::Tensor& delta_bias, const at::Tensor& A, const at::Tensor& Bm,
+                          const at::Tensor& Cm, const at::Tensor& Dskip, const at::Tensor& z,
+                          const at::Tensor& lengths, const kernels::LayerAdapters& adapters,
+                          const ScanAutogradOptions& options = {});
+
+}  // namespace statetune::engine::training
