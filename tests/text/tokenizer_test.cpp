@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <fstream>
 #include <thread>
@@ -92,6 +93,24 @@ TEST(Tokenizer, SpecialTokensInText) {
   EXPECT_EQ(tok->decode(ids, true), "Hello worldx");
   // Ids past the vocabulary (the model's padded embedding rows) are skipped like the reference.
   EXPECT_EQ(tok->decode({12092, 50277, 50279, 1533}), "Hello world");
+}
+
+TEST(Tokenizer, SpecialTokensAsPlainText) {
+  STATETUNE_REQUIRE_NEOX(tok);
+  const std::string text = "a<|endoftext|>b  <|padding|>";
+  const auto parsed = tok->encode(text);
+  EXPECT_NE(std::find(parsed.begin(), parsed.end(), 0), parsed.end());
+  const auto plain = tok->encode(text, /*parse_special_tokens=*/false);
+  for (int32_t id : plain) EXPECT_FALSE(tok->is_special(id)) << id;
+  EXPECT_EQ(tok->decode(plain), text);
+  // Without the special tokens the text is pre-tokenized like any other: "<|", "endoftext", "|>".
+  std::vector<int32_t> expected;
+  for (const char* piece : {"<|", "endoftext", "|>"}) {
+    const auto ids = tok->encode(piece);
+    expected.insert(expected.end(), ids.begin(), ids.end());
+  }
+  EXPECT_EQ(tok->encode("<|endoftext|>", false), expected);
+  EXPECT_EQ(tok->encode("<|endoftext|>"), std::vector<int32_t>{0});
 }
 
 TEST(Tokenizer, EmptyAndWhitespace) {

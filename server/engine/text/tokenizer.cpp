@@ -281,9 +281,9 @@ struct Tokenizer::Impl {
   void load_added_tokens(const json& list);
   void check_pipeline(const json& root);
 
-  void encode_into(std::string_view text, std::vector<int32_t>& out) const;
-  void split_added(const AddedMatcher& matcher, std::string_view text, std::vector<int32_t>& out,
-                   bool normalized_stage) const;
+  void encode_into(std::string_view text, bool parse_special, std::vector<int32_t>& out) const;
+  void split_added(const AddedMatcher& matcher, std::string_view text, bool parse_special,
+                   std::vector<int32_t>& out, bool normalized_stage) const;
   void pre_tokenize_and_bpe(std::string_view piece, std::vector<int32_t>& out) const;
   void bpe_word(std::string_view word, std::vector<int32_t>& out) const;
   void bpe_compute(std::string_view word, std::vector<int32_t>& out) const;
@@ -492,24 +492,26 @@ void Tokenizer::Impl::check_pipeline(const json& root) {
   }
 }
 
-void Tokenizer::Impl::encode_into(std::string_view text, std::vector<int32_t>& out) const {
-  split_added(raw_matcher, text, out, /*normalized_stage=*/false);
+void Tokenizer::Impl::encode_into(std::string_view text, bool parse_special,
+                                  std::vector<int32_t>& out) const {
+  split_added(raw_matcher, text, parse_special, out, /*normalized_stage=*/false);
 }
 
 // Splits `text` around the added tokens of `matcher` (the reference's find_matches, with its
 // lstrip / rstrip / single_word rules), emits their ids, and passes the text between them on:
 // to normalization and the normalized-token split in the raw stage, to the pre-tokenizer after it.
 void Tokenizer::Impl::split_added(const AddedMatcher& matcher, std::string_view text,
-                                  std::vector<int32_t>& out, bool normalized_stage) const {
+                                  bool parse_special, std::vector<int32_t>& out,
+                                  bool normalized_stage) const {
   auto pass_on = [&](std::string_view piece) {
     if (piece.empty()) return;
     if (normalized_stage) {
       pre_tokenize_and_bpe(piece, out);
     } else if (nfc && !unicode::is_nfc_quick(piece)) {
       const std::string normalized = unicode::nfc(piece);
-      split_added(normalized_matcher, normalized, out, true);
+      split_added(normalized_matcher, normalized, parse_special, out, true);
     } else {
-      split_added(normalized_matcher, piece, out, true);
+      split_added(normalized_matcher, piece, parse_special, out, true);
     }
   };
   if (matcher.empty()) {
@@ -523,6 +525,7 @@ void Tokenizer::Impl::split_added(const AddedMatcher& matcher, std::string_view 
     const AddedToken& token = added[m.token];
     size_t start = m.start, stop = m.end;
     if (start < done) continue;  // inside the whitespace an rstrip took
+    if (token.special && !parse_special) continue;  // stays in the text around it
     if (token.single_word) {
       size_t pos = 0, len = 0;
       const bool start_ok = start == 0 || !is_alphanumeric(char_before(text, start, &pos));
@@ -750,7 +753,7 @@ Tokenizer Tokenizer::from_json(std::string_view text, const std::string& origin)
   return Tokenizer(std::move(impl));
 }
 
-std::vector<int32_t> Tokenizer::encode(std::string_view text) const {
+std::vector<int32_t> Tokenizer::encode(std::string_view text, bool parse_special_tokens) const {
   size_t bad = 0;
   // Strict check up front: everything after it may assume valid UTF-8.
   {
@@ -774,7 +777,7 @@ std::vector<int32_t> Tokenizer::encode(std::string_view text) const {
   }
   std::vector<int32_t> out;
   out.reserve(text.size() / 3 + 4);
-  impl_->encode_into(text, out);
+  impl_->encode_into(text, parse_special_tokens, out);
   return out;
 }
 

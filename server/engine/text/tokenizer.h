@@ -49,9 +49,10 @@ class Tokenizer {
   static Tokenizer from_json(std::string_view json, const std::string& origin = "<json>");
 
   // Token ids of `text` (UTF-8; throws std::invalid_argument naming the byte offset if it is not
-  // valid UTF-8). No special tokens are added around it; special tokens written in the text are
-  // recognised.
-  std::vector<int32_t> encode(std::string_view text) const;
+  // valid UTF-8). No special tokens are added around it. Special tokens written in the text
+  // ("<|endoftext|>") become their ids unless parse_special_tokens is false, which encodes them as
+  // ordinary text (the reference's encode_special_tokens), e.g. for untrusted user input.
+  std::vector<int32_t> encode(std::string_view text, bool parse_special_tokens = true) const;
 
   // Text of `ids`; invalid UTF-8 from tokens that split a character becomes U+FFFD. Ids outside
   // the vocabulary are skipped, as the reference does (models pad their embedding past the

@@ -155,6 +155,13 @@ std::string utf8_lossy(std::string_view bytes) {
   const auto* p = reinterpret_cast<const unsigned char*>(bytes.data());
   size_t i = 0;
   while (i < bytes.size()) {
+    if (p[i] < 0x80) {  // ASCII runs are copied without decoding
+      size_t j = i + 1;
+      while (j < bytes.size() && p[j] < 0x80) ++j;
+      out.append(bytes.data() + i, j - i);
+      i = j;
+      continue;
+    }
     const Utf8Step step = decode_utf8_step(p + i, bytes.size() - i);
     if (step.status == Utf8Status::kValid) {
       out.append(bytes.data() + i, step.length);
