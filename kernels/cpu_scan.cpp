@@ -122,9 +122,10 @@ void scan_chunk(const ScanArgs& g, const Act<T>& x, const Act<T>& dl, const Act<
     const T* zt = z.at(b, t) + d0;
     for (int64_t i = 0; i < nd; ++i) {
       s.xv[i] = to_f(xt[i]);
-      s.dt[i] = softplus(to_f(dtt[i]) + (g.dbias ? g.dbias[d0 + i] : 0.0f));
+      s.dt[i] = to_f(dtt[i]) + (g.dbias ? g.dbias[d0 + i] : 0.0f);
       s.gate[i] = to_f(zt[i]);
     }
+    softplus_inplace(s.dt.data(), nd);
     silu_inplace(s.gate.data(), nd);
     T* ot = out + b * g.L * g.D + t * out_st + d0;
     for (int64_t i = 0; i < nd; ++i) {
@@ -190,9 +191,10 @@ void step_chunk(const ScanArgs& g, const Act<T>& x, const Act<T>& dl, const Act<
   const T* zt = z.at(b, 0) + d0;
   for (int64_t i = 0; i < nd; ++i) {
     s.xv[i] = to_f(xt[i]);
-    s.dt[i] = softplus(to_f(dtt[i]) + (g.dbias ? g.dbias[d0 + i] : 0.0f));
+    s.dt[i] = to_f(dtt[i]) + (g.dbias ? g.dbias[d0 + i] : 0.0f);
     s.gate[i] = to_f(zt[i]);
   }
+  softplus_inplace(s.dt.data(), nd);
   silu_inplace(s.gate.data(), nd);
   float* h = g.ssm + g.rows[b] * g.ssm_rs;
   T* ot = out + b * g.D + d0;

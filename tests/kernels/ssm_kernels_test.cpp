@@ -90,7 +90,13 @@ Problem make_problem(std::mt19937& rng, int64_t B, int64_t L, int64_t D, int64_t
   p.scan.x = act({B, L, D});
   p.scan.delta_in = act({B, L, D}, 0.7) - 1.0;
   // A few entries above the softplus threshold.
-  p.scan.delta_in.view({-1}).narrow(0, 0, 1).fill_(21.5);
+  // Edge values for softplus: above its threshold, near it, and far in the exp-underflow tail.
+  {
+    const std::vector<float> edge = {21.5f, 19.99f, -30.0f, 0.0f, -12.0f, 7.0f};
+    at::Tensor flat = p.scan.delta_in.view({-1});
+    for (size_t i = 0; i < edge.size() && static_cast<int64_t>(i) < flat.numel(); ++i)
+      flat[i * 3 % flat.numel()].fill_(edge[i]);
+  }
   p.scan.delta_bias = at::randn({D}, f32()) * 0.3;
   p.scan.A = -at::exp(at::randn({D, N}, f32()) * 0.7);
   p.scan.Bm = act({B, L, N});
