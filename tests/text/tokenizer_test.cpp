@@ -235,6 +235,10 @@ TEST(TokenizerLoad, MissingFile) {
   }
 }
 
+TEST(TokenizerLoad, DirectoryInsteadOfFile) {
+  EXPECT_THROW(Tokenizer::from_file(STATETUNE_SOURCE_DIR), TokenizerError);
+}
+
 TEST(TokenizerLoad, TruncatedFile) {
   if (!testing::file_exists(testing::neox_tokenizer_path())) GTEST_SKIP() << "no tokenizer";
   std::ifstream in(testing::neox_tokenizer_path());

@@ -783,6 +783,7 @@ std::vector<int32_t> Tokenizer::encode(std::string_view text, bool parse_special
 
 std::string Tokenizer::decode(const std::vector<int32_t>& ids, bool skip_special_tokens) const {
   std::string raw;
+  raw.reserve(ids.size() * 6);
   for (int32_t id : ids) {
     if (!is_valid_id(id)) continue;
     if (skip_special_tokens && impl_->special[id]) continue;
