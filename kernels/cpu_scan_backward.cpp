@@ -1,4 +1,5 @@
-// CPU backward of the selective scan (see ssm_backward.h for the math and the memory scheme).
+// CPU backward of the selective scan and of the causal conv1d (see ssm_backward.h for the math and
+// the memory scheme).
 //
 // Work is split into tasks (row b, range of channels); a task walks its channels in tiles of kTile
 // channels. Per tile: one forward pass keeps the state every `chunk` steps; then chunks are visited
@@ -205,7 +206,110 @@ T* mut_or_null(at::Tensor& t) {
   return t.defined() ? t.data_ptr<T>() : nullptr;
 }
 
+
+// ---------------------------------------------------------------------------------------------
+// Conv1d backward. Tasks are (row, block of channels); loops run over time with the channel block
+// innermost (contiguous in the channel-last layout, so they vectorise). Per time step t the gradient
+// of the pre-activation is scattered to the K inputs the window read.
+
+constexpr int64_t kConvBlock = 64;  // channels per conv task
+
+template <typename T>
+void conv_backward_block(const T* x, const T* wt /* [K, D] */, const T* bias, const T* gout,
+                         int64_t L, int64_t D, int64_t K, int64_t len, int64_t d0, int64_t nd,
+                         T* dx, T* dwt_b /* [K, D] or null */, T* dbias_b /* [D] or null */) {
+  std::vector<T> pre(nd), dpre(nd);
+  for (int64_t t = 0; t < len; ++t) {
+    for (int64_t j = 0; j < nd; ++j) pre[j] = bias ? bias[d0 + j] : T(0);
+    for (int64_t k = 0; k < K; ++k) {
+      const int64_t src = t - (K - 1) + k;
+      if (src < 0) continue;
+      const T* xs = x + src * D + d0;
+      const T* wk = wt + k * D + d0;
+      for (int64_t j = 0; j < nd; ++j) pre[j] += wk[j] * xs[j];
+    }
+    const T* g = gout + t * D + d0;
+    for (int64_t j = 0; j < nd; ++j) {
+      const T s = T(1) / (T(1) + std::exp(-pre[j]));
+      dpre[j] = g[j] * s * (T(1) + pre[j] * (T(1) - s));
+    }
+    if (dbias_b) {
+      for (int64_t j = 0; j < nd; ++j) dbias_b[d0 + j] += dpre[j];
+    }
+    for (int64_t k = 0; k < K; ++k) {
+      const int64_t src = t - (K - 1) + k;
+      if (src < 0) continue;
+      const T* wk = wt + k * D + d0;
+      T* dxs = dx + src * D + d0;
+      for (int64_t j = 0; j < nd; ++j) dxs[j] += wk[j] * dpre[j];
+      if (dwt_b) {
+        const T* xs = x + src * D + d0;
+        T* dwk = dwt_b + k * D + d0;
+        for (int64_t j = 0; j < nd; ++j) dwk[j] += dpre[j] * xs[j];
+      }
+    }
+  }
+}
+
 }  // namespace
+
+ConvGrads causal_conv1d_backward(const at::Tensor& x, const at::Tensor& weight,
+                                 const at::Tensor& bias, const at::Tensor& lengths,
+                                 const at::Tensor& grad_out, bool need_weight_grads) {
+  TORCH_CHECK(x.dim() == 3, "conv backward: x must be [B, L, D]");
+  const int64_t B = x.size(0), L = x.size(1), D = x.size(2);
+  TORCH_CHECK(weight.dim() == 2 && weight.size(0) == D && weight.size(1) >= 1,
+              "conv backward: weight must be [D, K]");
+  const int64_t K = weight.size(1);
+  TORCH_CHECK(grad_out.sizes() == x.sizes(), "conv backward: grad_out must be [B, L, D]");
+  if (bias.defined()) TORCH_CHECK(bias.numel() == D, "conv backward: bias must be [D]");
+  TORCH_CHECK(lengths.numel() == B, "conv backward: lengths must be [B]");
+  const at::Tensor len = lengths.to(at::kCPU, at::kLong).contiguous();
+  const int64_t* lp = len.data_ptr<int64_t>();
+  for (int64_t b = 0; b < B; ++b) {
+    TORCH_CHECK(lp[b] >= 0 && lp[b] <= L, "conv backward: lengths[", b, "] = ", lp[b],
+                " outside [0, ", L, "]");
+  }
+  const auto ct = x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  const at::Tensor xc = x.to(at::kCPU, ct).contiguous();
+  const at::Tensor wt = weight.to(at::kCPU, ct).t().contiguous();  // [K, D]
+  const at::Tensor bc = bias.defined() ? bias.to(at::kCPU, ct).contiguous() : at::Tensor();
+  const at::Tensor gc = grad_out.to(at::kCPU, ct).contiguous();
+  const auto opts = xc.options();
+  at::Tensor dx = at::zeros({B, L, D}, opts);
+  at::Tensor dwt_b = need_weight_grads ? at::zeros({B, K, D}, opts) : at::Tensor();
+  at::Tensor db_b = need_weight_grads && bc.defined() ? at::zeros({B, D}, opts) : at::Tensor();
+  const int64_t blocks = (D + kConvBlock - 1) / kConvBlock;
+
+  auto run = [&](auto tag) {
+    using T = decltype(tag);
+    const T* xp = xc.data_ptr<T>();
+    const T* wp = wt.data_ptr<T>();
+    const T* bp = ptr_or_null<T>(bc);
+    const T* gp = gc.data_ptr<T>();
+    T* dxp = dx.data_ptr<T>();
+    T* dwp = mut_or_null<T>(dwt_b);
+    T* dbp = mut_or_null<T>(db_b);
+    at::parallel_for(0, B * blocks, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t task = begin; task < end; ++task) {
+        const int64_t b = task / blocks, d0 = (task % blocks) * kConvBlock;
+        conv_backward_block<T>(xp + b * L * D, wp, bp, gp + b * L * D, L, D, K, lp[b], d0,
+                               std::min(kConvBlock, D - d0), dxp + b * L * D,
+                               dwp ? dwp + b * K * D : nullptr, dbp ? dbp + b * D : nullptr);
+      }
+    });
+  };
+  if (ct == at::kDouble) {
+    run(double{});
+  } else {
+    run(float{});
+  }
+  ConvGrads g;
+  g.dx = dx.to(x.options());
+  if (dwt_b.defined()) g.dweight = dwt_b.sum(0).t().contiguous().to(weight.options());
+  if (db_b.defined()) g.dbias = db_b.sum(0).reshape(bias.sizes()).to(bias.options());
+  return g;
+}
 
 ScanGrads selective_scan_backward(const at::Tensor& x, const at::Tensor& delta_in,
                                   const at::Tensor& delta_bias, const at::Tensor& A,
@@ -350,6 +454,12 @@ ScanGrads selective_scan_backward(const at::Tensor& x, const at::Tensor& delta_i
   // gradients come back in the inputs' options (slow, but correct).
   return cpu::selective_scan_backward(x, delta_in, delta_bias, A, Bm, Cm, Dskip, z, lengths,
                                       adapters, grad_out, options);
+}
+
+ConvGrads causal_conv1d_backward(const at::Tensor& x, const at::Tensor& weight,
+                                 const at::Tensor& bias, const at::Tensor& lengths,
+                                 const at::Tensor& grad_out, bool need_weight_grads) {
+  return cpu::causal_conv1d_backward(x, weight, bias, lengths, grad_out, need_weight_grads);
 }
 
 }  // namespace statetune::kernels

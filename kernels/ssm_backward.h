@@ -1,6 +1,7 @@
-// Backward of the selective scan (kernels/ssm_kernels.h, selective_scan_prefill without resume), for
-// training adapters: the base model is frozen, but the gradients w.r.t. the scan's inputs (x, delta,
-// B, C, z) are needed to reach the adapters of earlier layers, so all of them are computed.
+// Backward of the selective scan and of the causal conv1d (kernels/ssm_kernels.h, prefill without
+// resume), for training adapters: the base model is frozen, but the gradients w.r.t. the scan's
+// inputs (x, delta, B, C, z) are needed to reach the adapters of earlier layers, so all of them are
+// computed.
 //
 // The forward, per row b and channel d (t < lengths[b]; padding does not advance the state):
 //   delta_t = softplus(delta_in_t + delta_bias)        (PyTorch softplus, threshold 20)
@@ -48,7 +49,22 @@ ScanGrads selective_scan_backward(const at::Tensor& x, const at::Tensor& delta_i
                                   const at::Tensor& grad_out,
                                   const ScanBackwardOptions& options = {});
 
+// Backward of causal_conv1d_prefill (resume = false: the inputs before t = 0 are zeros):
+//   pre[b,t,d] = bias[d] + sum_{k<K} weight[d,k] * x[b, t-(K-1)+k, d];   out = silu(pre), 0 at padding.
+// dx is what training needs (the conv weights are frozen); dweight / dbias only when asked for.
+struct ConvGrads {
+  at::Tensor dx;       // [B, L, D], x's dtype; zero at padding positions
+  at::Tensor dweight;  // [D, K], weight's dtype (need_weight_grads)
+  at::Tensor dbias;    // [D], bias's dtype (need_weight_grads and bias defined)
+};
+ConvGrads causal_conv1d_backward(const at::Tensor& x, const at::Tensor& weight,
+                                 const at::Tensor& bias, const at::Tensor& lengths,
+                                 const at::Tensor& grad_out, bool need_weight_grads = false);
+
 namespace cpu {
+ConvGrads causal_conv1d_backward(const at::Tensor& x, const at::Tensor& weight,
+                                 const at::Tensor& bias, const at::Tensor& lengths,
+                                 const at::Tensor& grad_out, bool need_weight_grads);
 ScanGrads selective_scan_backward(const at::Tensor& x, const at::Tensor& delta_in,
                                   const at::Tensor& delta_bias, const at::Tensor& A,
                                   const at::Tensor& Bm, const at::Tensor& Cm,

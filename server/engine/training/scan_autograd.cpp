@@ -69,7 +69,44 @@ class SelectiveScanFunction : public torch::autograd::Function<SelectiveScanFunc
   }
 };
 
+class CausalConv1dFunction : public torch::autograd::Function<CausalConv1dFunction> {
+ public:
+  static at::Tensor forward(AutogradContext* ctx, at::Tensor x, at::Tensor weight, at::Tensor bias,
+                            at::Tensor lengths) {
+    TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kBFloat16,
+                "causal_conv1d: activations must be fp32 or bf16, got ", x.scalar_type());
+    TORCH_CHECK(x.dim() == 3 && weight.dim() == 2, "causal_conv1d: x [B, L, D], weight [D, K]");
+    const int64_t B = x.size(0), D = x.size(2), K = weight.size(1);
+    kernels::LayerCache cache;  // scratch: training never resumes
+    cache.conv_state = at::empty({B, D, K - 1}, x.options().dtype(at::kFloat));
+    cache.rows = at::arange(B, x.options().dtype(at::kLong));
+    at::Tensor out;
+    kernels::causal_conv1d_prefill(x, weight, bias, lengths, cache, /*resume=*/false, out);
+    ctx->save_for_backward({x, weight, bias, lengths});
+    return out;
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
+    variable_list grads(4);
+    const at::Tensor& grad_out = grad_outputs[0];
+    if (!grad_out.defined()) return grads;
+    const variable_list saved = ctx->get_saved_variables();
+    const bool need_weight_grads = ctx->needs_input_grad(1) || ctx->needs_input_grad(2);
+    kernels::ConvGrads g = kernels::causal_conv1d_backward(saved[0], saved[1], saved[2], saved[3],
+                                                           grad_out, need_weight_grads);
+    grads[0] = g.dx;
+    grads[1] = g.dweight;
+    grads[2] = g.dbias;
+    return grads;
+  }
+};
+
 }  // namespace
+
+at::Tensor causal_conv1d(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias,
+                         const at::Tensor& lengths) {
+  return CausalConv1dFunction::apply(x, weight, bias, lengths);
+}
 
 at::Tensor selective_scan(const at::Tensor& x, const at::Tensor& delta_in,
                           const at::Tensor& delta_bias, const at::Tensor& A, const at::Tensor& Bm,

@@ -1,6 +1,7 @@
-// The selective scan as a differentiable op for adapter training: the forward is the inference kernel
+// The selective scan and the causal conv1d as differentiable ops for adapter training. The scan: the forward is the inference kernel
 // (kernels::selective_scan_prefill, no resume), the backward is kernels::selective_scan_backward,
-// which recomputes states chunk by chunk instead of keeping [B, L, D, N] of them.
+// which recomputes states chunk by chunk instead of keeping [B, L, D, N] of them. The conv: the
+// inference kernel and kernels::causal_conv1d_backward.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -27,5 +28,11 @@ at::Tensor selective_scan(const at::Tensor& x, const at::Tensor& delta_in,
                           const at::Tensor& Cm, const at::Tensor& Dskip, const at::Tensor& z,
                           const at::Tensor& lengths, const kernels::LayerAdapters& adapters,
                           const ScanAutogradOptions& options = {});
+
+// out = causal_conv1d_prefill(x, ...) (SiLU included, no resume: zeros before t = 0) with
+// gradients for x and, where they require them, weight [D, K] and bias [D] (undefined bias: none).
+// lengths: [B] int64; padding positions output 0 and get zero gradients. x: fp32 or bf16.
+at::Tensor causal_conv1d(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias,
+                         const at::Tensor& lengths);
 
 }  // namespace statetune::engine::training
