@@ -196,9 +196,20 @@ inline int64_t cache_row_stride(const at::Tensor& t, int64_t D, int64_t X, const
   TORCH_CHECK(t.defined() && t.dim() == 3 && t.size(1) == D && t.size(2) == X &&
                   t.scalar_type() == at::kFloat && t.device().is_cpu(),
               what, " must be a CPU fp32 [C, ", D, ", ", X, "] tensor");
-  TORCH_CHECK((X <= 1 || t.stride(2) == 1) && (D <= 1 || t.stride(1) == X),
+  TORCH_CHECK(X == 0 || ((X == 1 || t.stride(2) == 1) && (D <= 1 || t.stride(1) == X)),
               what, " must be contiguous inside each cache row");
   return t.stride(0);
+}
+
+// Whether t is contiguous in every dimension but the first (a slot or cache row), checked on the
+// strides alone so that the decode step creates no tensor views.
+inline bool contiguous_inside_rows(const at::Tensor& t) {
+  int64_t expected = 1;
+  for (int64_t i = t.dim() - 1; i >= 1; --i) {
+    if (t.size(i) != 1 && t.stride(i) != expected) return false;
+    expected *= t.size(i);
+  }
+  return true;
 }
 
 inline void check_rows(const int64_t* rows, int64_t B, int64_t C) {

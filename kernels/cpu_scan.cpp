@@ -23,20 +23,22 @@ struct AdapterPtrs {
   at::Tensor keep_slots, keep_so, keep_oo, keep_h0;
 
   AdapterPtrs(const LayerAdapters& a, int64_t B, int64_t D, int64_t N) {
-    auto slot_view = [&](const at::Tensor& t, at::Tensor& keep, int64_t inner, const char* what,
+    auto slot_view = [&](const at::Tensor& t, at::Tensor& keep, int64_t n_inner, const char* what,
                          int64_t& stride) -> const float* {
       if (!t.defined()) return nullptr;
       TORCH_CHECK(t.scalar_type() == at::kFloat && t.device().is_cpu(), what, " must be CPU fp32");
-      TORCH_CHECK(t.numel() / std::max<int64_t>(t.size(0), 1) == inner, what, " has the wrong shape");
+      const bool per_state = n_inner > 0;
+      TORCH_CHECK(t.dim() == (per_state ? 3 : 2) && t.size(0) >= 1 && t.size(1) == D &&
+                      (!per_state || t.size(2) == n_inner),
+                  what, " must be [S, D", per_state ? ", N]" : "]", " with S >= 1");
       // Contiguous inside a slot is the contract; a view that is not gets copied (still correct).
-      at::Tensor s0 = t.size(0) > 0 ? t[0] : t;
-      keep = s0.is_contiguous() ? t : t.contiguous();
+      keep = contiguous_inside_rows(t) ? t : t.contiguous();
       stride = keep.stride(0);
       return keep.data_ptr<float>();
     };
-    so = slot_view(a.state_offset, keep_so, D * N, "state_offset", so_s);
-    oo = slot_view(a.output_offset, keep_oo, D, "output_offset", oo_s);
-    h0 = slot_view(a.initial_state, keep_h0, D * N, "initial_state", h0_s);
+    so = slot_view(a.state_offset, keep_so, N, "state_offset", so_s);
+    oo = slot_view(a.output_offset, keep_oo, 0, "output_offset", oo_s);
+    h0 = slot_view(a.initial_state, keep_h0, N, "initial_state", h0_s);
     if (a.slots.defined()) {
       TORCH_CHECK(a.slots.dim() == 1 && a.slots.size(0) == B, "adapters.slots must be [B]");
       keep_slots = a.slots.to(at::kInt).contiguous();

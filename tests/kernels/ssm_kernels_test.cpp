@@ -452,6 +452,16 @@ TEST(Kernels, RejectsBadLengthsAndReportsNoCuda) {
     EXPECT_THROW(conv_prefill(impl, p.conv_x, p.conv_w, p.conv_b, bad, c.cache, false, out),
                  c10::Error);
   }
+  // A slot outside the pool, and a cache whose rows are not contiguous inside (the kernels write
+  // rows in place, so they cannot work on a copy).
+  Problem q = make_problem(rng, 2, 5, 8, 4, 3);
+  q.slots = at::tensor(std::vector<int32_t>{0, 9}, at::TensorOptions().dtype(at::kInt));
+  EXPECT_THROW(scan_prefill(Impl::kCpu, q.scan, q.lengths, adapters_of(q, 1 | 8), c.cache, false, out),
+               c10::Error);
+  LayerCache strided = c.cache;
+  strided.ssm_state = at::zeros({q.C, 4, 8}, f32()).transpose(1, 2);
+  EXPECT_THROW(scan_prefill(Impl::kCpu, q.scan, q.lengths, LayerAdapters{}, strided, false, out),
+               c10::Error);
 #ifndef STATETUNE_WITH_CUDA
   EXPECT_FALSE(cuda_kernels_available());
 #endif
