@@ -12,7 +12,7 @@
 #include <stdexcept>
 
 #include "server/engine/adapters/durable_file.h"
-#include "server/engine/adapters/safetensors_codec.h"
+#include "server/engine/util/safetensors.h"
 
 namespace statetune::engine {
 namespace {
@@ -226,14 +226,14 @@ void save_adapter(const Adapter& adapter, const std::filesystem::path& path, at:
       {"version", adapter.version},
       {"extra", adapter.extra_metadata.is_null() ? "{}" : adapter.extra_metadata.dump()},
   };
-  replace_file_atomically(path, safetensors_codec::encode(tensors, metadata));
+  replace_file_atomically(path, safetensors::encode(tensors, metadata));
 }
 
 Adapter load_adapter(const std::filesystem::path& path) {
   const std::string source = path.string();
   auto fail = [&](const std::string& msg) -> void { throw std::runtime_error(source + ": " + msg); };
-  const safetensors_codec::Decoded file = safetensors_codec::decode(read_file(path), source);
-  const auto& meta = file.metadata;
+  const safetensors::File file = safetensors::File::parse(read_file(path), source);
+  const auto& meta = file.metadata();
   auto field = [&](const std::string& key) -> std::string {
     auto it = meta.find(key);
     if (it == meta.end()) fail("metadata key '" + key + "' is missing; not a statetune adapter file?");
@@ -292,7 +292,7 @@ Adapter load_adapter(const std::filesystem::path& path) {
   for (const auto& m : a.methods) {
     for (int64_t i = 0; i < L; ++i) expected[tensor_name(i, m)] = {m, i};
   }
-  for (const auto& [name, t] : file.tensors) {
+  for (const auto& [name, t] : file.tensors()) {
     if (expected.count(name) == 0) {
       fail("unexpected tensor " + name + " (methods " + join_methods(a.methods) + ", " +
            std::to_string(L) + " layers)");
@@ -301,8 +301,8 @@ Adapter load_adapter(const std::filesystem::path& path) {
   std::map<std::string, std::vector<at::Tensor>> layers;
   for (const auto& [name, what] : expected) {
     const auto& [method, layer] = what;
-    auto it = file.tensors.find(name);
-    if (it == file.tensors.end()) {
+    auto it = file.tensors().find(name);
+    if (it == file.tensors().end()) {
       fail("tensor " + name + " is missing: method " + method + " needs one tensor for each of the " +
            std::to_string(L) + " layers");
     }
@@ -312,7 +312,10 @@ Adapter load_adapter(const std::filesystem::path& path) {
            shape_string(want) + " for the base model (d_inner " + std::to_string(D) + ", d_state " +
            std::to_string(N) + ")");
     }
-    at::Tensor t = safetensors_codec::to_float(file, name, source);
+    if (it->second.dtype != "F32" && it->second.dtype != "BF16") {
+      fail("tensor " + name + " has dtype " + it->second.dtype + "; adapter tensors must be F32 or BF16");
+    }
+    at::Tensor t = file.tensor(name, at::kFloat);
     if (!at::isfinite(t).all().item<bool>()) fail("tensor " + name + " contains NaN or Inf values");
     auto& per_layer = layers[method];
     if (per_layer.empty()) per_layer.resize(static_cast<size_t>(L));
