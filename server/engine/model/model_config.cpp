@@ -51,7 +51,32 @@ MambaConfig MambaConfig::from_json(const nlohmann::json& j) {
   if (!j.is_object()) throw std::runtime_error("model config: not a JSON object");
   MambaConfig c;
   int64_t raw_vocab = 0;
-  if (j.contains("d_model")) {
+  if (j.contains("hidden_size")) {
+    // transformers' MambaConfig.
+    std::string model_type = "mamba";
+    read(j, "model_type", model_type);
+    if (model_type != "mamba") bad("model_type", "is '" + model_type + "'; only 'mamba' (Mamba-1) is supported");
+    std::string act = "silu";
+    read(j, "hidden_act", act);
+    if (act != "silu") bad("hidden_act", "is '" + act + "'; only silu is supported");
+    read(j, "hidden_size", c.d_model);
+    if (!read(j, "num_hidden_layers", c.n_layer)) bad("num_hidden_layers", "is missing");
+    if (!read(j, "vocab_size", raw_vocab)) bad("vocab_size", "is missing");
+    read(j, "pad_vocab_size_multiple", c.pad_vocab_size_multiple);
+    read(j, "state_size", c.d_state);
+    read(j, "expand", c.expand);
+    read(j, "conv_kernel", c.d_conv);
+    read(j, "use_bias", c.proj_bias);
+    read(j, "use_conv_bias", c.conv_bias);
+    read(j, "layer_norm_epsilon", c.norm_eps);
+    read(j, "tie_word_embeddings", c.tie_embeddings);
+    c.dt_rank = read_dt_rank(j, "time_step_rank", c.d_model);
+    c.d_inner = c.expand * c.d_model;
+    read(j, "intermediate_size", c.d_inner);
+    read(j, "bos_token_id", c.bos_token_id);
+    read(j, "eos_token_id", c.eos_token_id);
+    read(j, "pad_token_id", c.pad_token_id);
+  } else if (j.contains("d_model")) {
     // mamba_ssm's MambaConfig.
     if (!read(j, "d_model", c.d_model)) bad("d_model", "is missing");
     if (!read(j, "n_layer", c.n_layer)) bad("n_layer", "is missing");
@@ -83,31 +108,6 @@ MambaConfig MambaConfig::from_json(const nlohmann::json& j) {
     read(ssm, "bias", c.proj_bias);
     c.dt_rank = read_dt_rank(ssm, "dt_rank", c.d_model);
     c.d_inner = c.expand * c.d_model;
-  } else if (j.contains("hidden_size")) {
-    // transformers' MambaConfig.
-    std::string model_type = "mamba";
-    read(j, "model_type", model_type);
-    if (model_type != "mamba") bad("model_type", "is '" + model_type + "'; only 'mamba' (Mamba-1) is supported");
-    std::string act = "silu";
-    read(j, "hidden_act", act);
-    if (act != "silu") bad("hidden_act", "is '" + act + "'; only silu is supported");
-    read(j, "hidden_size", c.d_model);
-    if (!read(j, "num_hidden_layers", c.n_layer)) bad("num_hidden_layers", "is missing");
-    if (!read(j, "vocab_size", raw_vocab)) bad("vocab_size", "is missing");
-    read(j, "pad_vocab_size_multiple", c.pad_vocab_size_multiple);
-    read(j, "state_size", c.d_state);
-    read(j, "expand", c.expand);
-    read(j, "conv_kernel", c.d_conv);
-    read(j, "use_bias", c.proj_bias);
-    read(j, "use_conv_bias", c.conv_bias);
-    read(j, "layer_norm_epsilon", c.norm_eps);
-    read(j, "tie_word_embeddings", c.tie_embeddings);
-    c.dt_rank = read_dt_rank(j, "time_step_rank", c.d_model);
-    c.d_inner = c.expand * c.d_model;
-    read(j, "intermediate_size", c.d_inner);
-    read(j, "bos_token_id", c.bos_token_id);
-    read(j, "eos_token_id", c.eos_token_id);
-    read(j, "pad_token_id", c.pad_token_id);
   } else {
     throw std::runtime_error(
         "model config: neither 'hidden_size' (Hugging Face MambaConfig) nor 'd_model' (mamba_ssm) is "
