@@ -249,20 +249,54 @@ TEST(TokenizerLoad, TruncatedFile) {
   std::remove(path.c_str());
 }
 
-TEST(TokenizerLoad, AddedTokenFlags) {
-  // lstrip / rstrip take the whitespace around the token; single_word refuses a token inside a word.
-  const std::string base =
+// Expected ids below are what Hugging Face tokenizers 0.23.2 (npm) returns for the same JSON.
+Tokenizer with_added_token(const std::string& content, const std::string& flags) {
+  return Tokenizer::from_json(
       R"({"decoder":{"type":"ByteLevel"},"pre_tokenizer":{"type":"ByteLevel"},)"
-      R"("model":{"type":"BPE","vocab":{"a":0,"Ġ":1,"x":2},"merges":[]},"added_tokens":[)";
-  const Tokenizer l = Tokenizer::from_json(
-      base + R"({"id":3,"content":"<m>","special":true,"lstrip":true,"rstrip":true}]})");
-  EXPECT_EQ(l.encode("a  <m>  a"), (std::vector<int32_t>{0, 3, 0}));
-  const Tokenizer plain = Tokenizer::from_json(base + R"({"id":3,"content":"<m>","special":true}]})");
-  EXPECT_EQ(plain.encode("a <m> a"), (std::vector<int32_t>{0, 1, 3, 1, 0}));
-  const Tokenizer w = Tokenizer::from_json(
-      base + R"({"id":3,"content":"x","special":false,"single_word":true}]})");
-  EXPECT_EQ(w.encode("a x"), (std::vector<int32_t>{0, 1, 3}));
-  EXPECT_EQ(w.encode("axa"), (std::vector<int32_t>{0, 2, 0}));  // inside a word: plain text
+      R"("model":{"type":"BPE","vocab":{"a":0,"Ġ":1,"x":2,"<":3,">":4},"merges":[]},)"
+      R"("added_tokens":[{"id":5,"content":")" + content + R"(","special":true,"normalized":false)" +
+      flags + "}]}");
+}
+
+TEST(TokenizerLoad, AddedTokenSingleWord) {
+  using V = std::vector<int32_t>;
+  const Tokenizer angle = with_added_token("<x>", R"(,"single_word":true)");
+  EXPECT_EQ(angle.encode("a <x>"), (V{0, 1, 5}));
+  EXPECT_EQ(angle.encode("a<x>a"), (V{0, 3, 2, 4, 0}));
+  EXPECT_EQ(angle.encode("<x>"), (V{5}));
+  EXPECT_EQ(angle.encode("x<x>x"), (V{2, 3, 2, 4, 2}));
+  EXPECT_EQ(angle.encode("<x>a"), (V{3, 2, 4, 0}));
+  const Tokenizer word = with_added_token("xx", R"(,"single_word":true)");
+  EXPECT_EQ(word.encode("a xx"), (V{0, 1, 5}));
+  EXPECT_EQ(word.encode("axxa"), (V{0, 2, 2, 0}));
+  EXPECT_EQ(word.encode("xx"), (V{5}));
+  EXPECT_EQ(word.encode("axx"), (V{0, 2, 2}));
+  EXPECT_EQ(word.encode("xxa"), (V{2, 2, 0}));
+  EXPECT_EQ(word.encode("<xx>"), (V{3, 5, 4}));
+  EXPECT_EQ(word.encode("a xx a"), (V{0, 1, 5, 1, 0}));
+  EXPECT_EQ(word.encode("xxx"), (V{2, 2, 2}));
+}
+
+TEST(TokenizerLoad, AddedTokenStrip) {
+  using V = std::vector<int32_t>;
+  const Tokenizer l = with_added_token("<x>", R"(,"lstrip":true)");
+  EXPECT_EQ(l.encode("a  <x>  a"), (V{0, 5, 1, 1, 0}));
+  EXPECT_EQ(l.encode("\t\n<x>"), (V{5}));
+  EXPECT_EQ(l.encode("a<x>"), (V{0, 5}));
+  const Tokenizer r = with_added_token("<x>", R"(,"rstrip":true)");
+  EXPECT_EQ(r.encode("a  <x>  a"), (V{0, 1, 1, 5, 0}));
+  EXPECT_EQ(r.encode("<x>\u3000a"), (V{5, 0}));
+  EXPECT_EQ(r.encode("<x><x>"), (V{5, 5}));
+  const Tokenizer lr = with_added_token("<x>", R"(,"lstrip":true,"rstrip":true)");
+  EXPECT_EQ(lr.encode("a  <x>  <x>  a"), (V{0, 5, 5, 0}));
+  const Tokenizer plain = with_added_token("<x>", "");
+  EXPECT_EQ(plain.encode("a <x> a"), (V{0, 1, 5, 1, 0}));
+}
+
+TEST(TokenizerLoad, AddedTokenIdMustMatchModel) {
+  expect_error(R"({"decoder":{"type":"ByteLevel"},"model":{"type":"BPE","vocab":{"a":0,"x":1},)"
+               R"("merges":[]},"added_tokens":[{"id":2,"content":"x","special":true}]})",
+               "the model's vocabulary has it as 1");
 }
 
 TEST(TokenizerLoad, AddPrefixSpace) {

@@ -234,9 +234,12 @@ char32_t char_at(std::string_view text, size_t pos, size_t* length) {
   return step.code_point;
 }
 
-bool is_alphanumeric(char32_t c) {
+// The reference's single_word test is the regex \w (Unicode word character). Approximated by letters,
+// numbers and '_': \w also takes combining marks and other connector punctuation and leaves out
+// No numbers, a difference that matters only to single_word tokens next to such characters.
+bool is_word_char(char32_t c) {
   const CharClass k = unicode::char_class(c);
-  return k == CharClass::kLetter || k == CharClass::kNumber;
+  return k == CharClass::kLetter || k == CharClass::kNumber || c == '_';
 }
 
 }  // namespace
@@ -423,6 +426,13 @@ void Tokenizer::Impl::load_added_tokens(const json& list) {
       id_to_token.resize(a.id + 1);
       valid.resize(a.id + 1, 0);
     }
+    // The reference gives an added token that the model already has the model's id (and new ones
+    // the next free id); a file that says otherwise would encode differently there, so refuse it.
+    const auto in_model = token_to_id.find(a.content);
+    if (in_model != token_to_id.end() && in_model->second != a.id) {
+      fail("added token \"" + a.content + "\" has id " + std::to_string(a.id) +
+           " but the model's vocabulary has it as " + std::to_string(in_model->second));
+    }
     if (valid[a.id] && id_to_token[a.id] != a.content) {
       fail("added token \"" + a.content + "\" reuses id " + std::to_string(a.id) + " of \"" +
            id_to_token[a.id] + "\"");
@@ -528,8 +538,8 @@ void Tokenizer::Impl::split_added(const AddedMatcher& matcher, std::string_view 
     if (token.special && !parse_special) continue;  // stays in the text around it
     if (token.single_word) {
       size_t pos = 0, len = 0;
-      const bool start_ok = start == 0 || !is_alphanumeric(char_before(text, start, &pos));
-      const bool stop_ok = stop == text.size() || !is_alphanumeric(char_at(text, stop, &len));
+      const bool start_ok = start == 0 || !is_word_char(char_before(text, start, &pos));
+      const bool stop_ok = stop == text.size() || !is_word_char(char_at(text, stop, &len));
       if (!start_ok || !stop_ok) continue;
     }
     if (token.lstrip) {
