@@ -1,0 +1,117 @@
+// The at::Tensor path to the CUDA kernels (dispatch -> kernels/cuda/cuda_backend.cpp) against the
+// reference on the CPU: strided views, pool/cache views with layer strides, device slots/rows,
+// CPU lengths with padding, fp32 and bf16, output reuse. Built only with a CUDA LibTorch; skips
+// when no device is visible.
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+
+#include <string>
+
+#include "kernels/ssm_kernels.h"
+
+namespace statetune::kernels {
+namespace {
+
+class KernelsCudaTorch : public ::testing::TestWithParam<bool> {
+ protected:
+  void SetUp() override {
+    if (!cuda_kernels_available()) {
+      GTEST_SKIP() << "no CUDA device visible to LibTorch (or the CUDA kernels are not compiled in)";
+    }
+  }
+};
+
+void ExpectClose(const at::Tensor& actual, const at::Tensor& expected, double rtol,
+                 const std::string& what) {
+  const at::Tensor a = actual.to(at::kCPU).to(at::kDouble);
+  const at::Tensor e = expected.to(at::kCPU).to(at::kDouble);
+  ASSERT_EQ(a.sizes(), e.sizes()) << what;
+  const double scale = e.abs().mean().item<double>();
+  const at::Tensor bad = (a - e).abs().gt((e.abs() + scale) * rtol + 1e-6);
+  EXPECT_EQ(bad.sum().item<int64_t>(), 0)
+      << what << ": max abs diff " << (a - e).abs().max().item<double>();
+}
+
+constexpr int64_t B = 3, L = 37, D = 96, N = 16, K = 4, S = 3, layers = 2, C = 5, R = 4;
+
+TEST_P(KernelsCudaTorch, PrefillAndStepMatchReference) {
+  const bool bf16 = GetParam();
+  const at::ScalarType act = bf16 ? at::kBFloat16 : at::kFloat;
+  const double rtol = bf16 ? 1e-2 : 1e-4;
+  const at::Device dev(at::kCUDA, 0);
+  at::manual_seed(bf16 ? 11 : 10);
+
+  const at::Tensor xz = at::randn({B, L, 2 * D}).to(act);
+  const at::Tensor dbc = at::randn({B, L, R + 2 * N}).to(act);
+  const at::Tensor dt = (at::randn({B, L, D}) * 0.5 - 1.0).to(act);
+  const at::Tensor A = -at::exp(at::rand({D, N}) * 2.5 - 1.0);
+  const at::Tensor Dskip = at::randn({D}), dbias = at::randn({D}) * 0.5 - 1.5;
+  const at::Tensor conv_w = at::randn({D, K}) * 0.5, conv_b = at::randn({D}) * 0.2;
+  at::Tensor pool_so = at::randn({S, layers, D, N}) * 0.3, pool_oo = at::randn({S, layers, D}) * 0.5,
+             pool_is = at::randn({S, layers, D, N}) * 0.5;
+  const at::Tensor lengths = at::tensor({L, int64_t{0}, int64_t{2}}, at::kLong);  // padding, empty row, short row
+  const at::Tensor slots = at::tensor({1, 0, 2}, at::kInt);
+  const at::Tensor rows = at::tensor({int64_t{4}, int64_t{0}, int64_t{2}}, at::kLong);
+  const at::Tensor ssm0 = at::randn({C, layers, D, N}), conv0 = at::randn({C, layers, D, K - 1});
+
+  // Per device: conv prefill, scan prefill, then one decode step of each (the scans read x itself,
+  // so a one-ulp bf16 difference in the conv output cannot propagate).
+  struct Result {
+    at::Tensor conv_out, scan_out, conv_step, scan_step, ssm, conv;
+  };
+  auto run = [&](const at::Device& d, bool reference) {
+    auto to = [&d](const at::Tensor& t) { return t.to(d); };
+    const at::Tensor xz_d = to(xz), dbc_d = to(dbc), dt_d = to(dt);
+    const at::Tensor so = to(pool_so), oo = to(pool_oo), is = to(pool_is);
+    LayerAdapters ad;
+    ad.slots = to(slots);
+    ad.state_offset = so.select(1, 1);
+    ad.output_offset = oo.select(1, 1);
+    ad.initial_state = is.select(1, 1);
+    Result r;
+    r.ssm = to(ssm0);
+    r.conv = to(conv0);
+    LayerCache cache;
+    cache.ssm_state = r.ssm.select(1, 1);
+    cache.conv_state = r.conv.select(1, 1);
+    cache.rows = to(rows);
+    const at::Tensor x = xz_d.narrow(2, 0, D), z = xz_d.narrow(2, D, D);
+    const at::Tensor Bm = dbc_d.narrow(2, R, N), Cm = dbc_d.narrow(2, R + N, N);
+    const at::Tensor w = to(conv_w), b = to(conv_b), A_d = to(A), Ds = to(Dskip), db = to(dbias);
+    if (reference) {
+      ref::causal_conv1d_prefill(x, w, b, lengths, cache, false, r.conv_out);
+      ref::selective_scan_prefill(x, dt_d, db, A_d, Bm, Cm, Ds, z, lengths, ad, cache,
+                                  false, r.scan_out);
+      ref::causal_conv1d_step(x.select(1, 3), w, b, cache, r.conv_step);
+      ref::selective_scan_step(x.select(1, 3), dt_d.select(1, 3), db, A_d, Bm.select(1, 3),
+                               Cm.select(1, 3), Ds, z.select(1, 3), ad, cache, r.scan_step);
+    } else {
+      r.conv_out = at::empty({B, L, D}, x.options());  // reused: must not be re-allocated
+      const void* conv_ptr = r.conv_out.data_ptr();
+      causal_conv1d_prefill(x, w, b, lengths, cache, false, r.conv_out);
+      EXPECT_EQ(r.conv_out.data_ptr(), conv_ptr);
+      selective_scan_prefill(x, dt_d, db, A_d, Bm, Cm, Ds, z, lengths, ad, cache, false,
+                             r.scan_out);
+      causal_conv1d_step(x.select(1, 3), w, b, cache, r.conv_step);
+      selective_scan_step(x.select(1, 3), dt_d.select(1, 3), db, A_d, Bm.select(1, 3),
+                          Cm.select(1, 3), Ds, z.select(1, 3), ad, cache, r.scan_step);
+    }
+    return r;
+  };
+  const Result want = run(at::Device(at::kCPU), true);
+  const Result got = run(dev, false);
+  ASSERT_TRUE(got.scan_out.is_cuda());
+  EXPECT_EQ(got.scan_out.scalar_type(), act);
+  ExpectClose(got.conv_out, want.conv_out, rtol, "conv prefill out");
+  ExpectClose(got.scan_out, want.scan_out, rtol, "scan prefill out");
+  ExpectClose(got.conv_step, want.conv_step, rtol, "conv step out");
+  ExpectClose(got.scan_step, want.scan_step, rtol, "scan step out");
+  ExpectClose(got.ssm, want.ssm, rtol, "ssm_state cache");
+  ExpectClose(got.conv, want.conv, rtol, "conv_state cache");
+}
+
+INSTANTIATE_TEST_SUITE_P(Dtypes, KernelsCudaTorch, ::testing::Values(false, true),
+                         [](const auto& info) { return info.param ? "bf16" : "fp32"; });
+
+}  // namespace
+}  // namespace statetune::kernels
