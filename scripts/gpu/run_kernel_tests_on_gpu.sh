@@ -32,6 +32,7 @@ fi
 NVCC=${CUDACXX:-$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)}
 [[ -x "$NVCC" ]] || { echo "nvcc not found (set CUDACXX)" >&2; exit 1; }
 
+mkdir -p "$BUILD_DIR"
 GEN=()
 command -v ninja >/dev/null && GEN=(-G Ninja)
 cmake -S . -B "$BUILD_DIR" "${GEN[@]}" \
@@ -39,8 +40,8 @@ cmake -S . -B "$BUILD_DIR" "${GEN[@]}" \
   -DSTATETUNE_ENGINE_ONLY=ON \
   -DCMAKE_PREFIX_PATH="$TORCH_CMAKE" \
   -DCMAKE_CUDA_COMPILER="$NVCC" \
-  -DCMAKE_CUDA_ARCHITECTURES="$CUDA_ARCH" | tee "$BUILD_DIR.configure.log"
-grep -q "torch-cuda=ON" "$BUILD_DIR.configure.log" || {
+  -DCMAKE_CUDA_ARCHITECTURES="$CUDA_ARCH" | tee "$BUILD_DIR/configure.log"
+grep -q "torch-cuda=ON" "$BUILD_DIR/configure.log" || {
   echo "configure did not find a CUDA LibTorch (statetune: torch-cuda=OFF)" >&2; exit 1; }
 cmake --build "$BUILD_DIR" -j "$JOBS"
 cd "$BUILD_DIR"
