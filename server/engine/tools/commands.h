@@ -26,6 +26,8 @@ int run_init_adapter(CliArgs& args);
 int run_logits(CliArgs& args);
 int run_generate(CliArgs& args);
 int run_bench(CliArgs& args);
+int run_train(CliArgs& args);  // train_command.cpp (needs statetune_trainer)
+int run_eval(CliArgs& args);   // eval_command.cpp
 
 // --threads N (default: hardware cores) -> at::set_num_threads. Returns the count in use.
 int apply_threads(CliArgs& args);

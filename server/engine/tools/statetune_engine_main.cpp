@@ -104,6 +104,47 @@ process so drift cancels; plus prefill throughput (B x prompt-len tokens) for bo
   --json [FILE]      also print JSON to stdout, or write it to FILE
   --threads N        compute threads (default: hardware cores)
 )"}},
+#ifdef STATETUNE_HAVE_TRAINER
+      {"train",
+       {run_train, "train a state-based adapter on JSONL or a named data set",
+        R"(statetune-engine train --model DIR (--data FILE.jsonl | --dataset NAME) --out ADAPTER [...]
+Trains an adapter of the frozen model: loss on the completion tokens of prompt + separator +
+completion + <|endoftext|>; AdamW, linear decay, gradient clipping 1.0. Ctrl-C stops after a step.
+  --model DIR            checkpoint folder
+  --data FILE.jsonl      {"prompt": ..., "completion": ...} lines
+  --dataset NAME         a named set: glue/rte (or rte), sst2, cola, mrpc, qnli, qqp, mnli, samsum, dart,
+                         spider (read from --datasets-dir, default shared/datasets); --split (train)
+  --val-data FILE        validation JSONL, or --val-split NAME (named sets), or
+  --val-fraction F       hold out F of the training examples (default 0: no validation)
+  --max-examples N       train on N examples of a seeded shuffle (default all)
+  --max-val-examples N   (default 200)
+  --out FILE             adapter file to write
+  --methods LIST         state_offset,output_offset,initial_state (default state_offset)
+  --lr X                 learning rate of every method, or per method: --lr-state-offset (4e-4),
+                         --lr-output-offset (2e-3), --lr-initial-state (1e-3)
+  --epochs N (10)  --batch-size B (4)  --max-length L (512)  --max-steps N  --warmup-steps N (0)
+  --grad-clip X (1.0)  --weight-decay X (0)  --seed S (0)  --no-shuffle  --separator TEXT ("\n###\n")
+  --eval-every N         validate every N steps (default: every epoch)
+  --patience N           early stopping after N validations without improvement (default off)
+  --checkpoint-dir DIR   checkpoints (adapter + optimizer + step); --checkpoint-every N; --resume
+  --log-every N          progress line every N steps (default 10)
+  --name, --version      adapter metadata;  --adapter-dtype f32|bf16 on disk (default f32)
+  --dtype T              base compute dtype f32|bf16 (default f32)
+  --tokenizer PATH  --threads N
+)"}},
+      {"eval",
+       {run_eval, "generate on a data set and print the task metric",
+        R"(statetune-engine eval --model DIR [--adapter FILE] (--dataset NAME | --data FILE.jsonl) [...]
+Greedy generation (prompt + separator), scored with the task's metrics (GLUE accuracy / MCC / F1,
+SAMSum ROUGE, DART BLEU, Spider exact match; JSONL data: exact match).
+  --model DIR  --adapter FILE (default none: the base model)
+  --dataset NAME  --split S (validation)  --datasets-dir DIR  |  --data FILE.jsonl
+  --max-examples N       the first N examples (default all)
+  --max-new-tokens N     (default: per task)   --batch-size B (16)   --max-prompt-tokens N (1024)
+  --separator TEXT  --show N (print N predictions)  --json FILE  --dtype f32|bf16  --tokenizer PATH
+  --threads N
+)"}},
+#endif
   };
   return table;
 }
