@@ -280,10 +280,12 @@ void Sync(const std::string& what) {
   ASSERT_EQ(e, cudaSuccess) << what << ": " << cudaGetErrorString(e);
 }
 
-void RunScanCase(uint32_t seed, bool bf16, int adapters, bool resume, bool step) {
+void RunScanCase(uint32_t seed, bool bf16, int adapters, bool resume, bool step,
+                 int64_t force_n = 0) {
   std::mt19937 rng(seed);
   at::manual_seed(seed);
-  const Shape s = RandomShape(rng);
+  Shape s = RandomShape(rng);
+  if (force_n > 0) s.N = force_n;
   ScanData d(s, bf16, adapters, rng, step, /*full_lengths=*/false);
   const std::string what =
       std::string(step ? "scan step " : "scan prefill ") + Describe(s, bf16, adapters, resume);
@@ -333,9 +335,14 @@ TEST_F(KernelsCuda, ScanStepMatchesReference) {
 }
 
 TEST_F(KernelsCuda, ScanPrefillCoversEveryStateSize) {
-  // RandomShape picks N at random; make sure each register-array size (8, 16, 32, 64) and the
-  // padding inside it is exercised at least once with all adapters on.
-  for (uint32_t seed = 300; seed < 340; ++seed) RunScanCase(seed, false, 7, seed % 2 == 0, false);
+  // Each register-array size of the prefill kernel (8, 16, 32, 64), full and partly padded, with
+  // all adapters on, fresh and resumed; and the step kernel at the same sizes.
+  uint32_t seed = 300;
+  for (int64_t n : {1, 8, 9, 16, 17, 32, 33, 64}) {
+    for (bool resume : {false, true}) RunScanCase(seed++, false, 7, resume, false, n);
+    RunScanCase(seed++, true, 7, true, false, n);
+    RunScanCase(seed++, false, 7, true, true, n);
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
