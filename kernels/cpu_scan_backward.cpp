@@ -15,6 +15,7 @@
 #include <cmath>
 #include <vector>
 
+#include "kernels/cpu_common.h"
 #include "kernels/ssm_backward.h"
 
 namespace statetune::kernels {
@@ -22,6 +23,7 @@ namespace cpu {
 namespace {
 
 constexpr int64_t kTile = 8;  // channels whose states (kTile * N values) are walked together
+static_assert(kTile == 8, "sigmoid_tile computes one v8f per tile");
 
 template <typename T>
 struct Args {
@@ -54,6 +56,53 @@ inline void softplus_and_grad(T v, T& value, T& grad) {
   }
 }
 
+// out[n] = exp(s * a[n]): the kernels' vectorised expf for fp32 (GCC vectorises no std::exp without
+// -ffast-math), std::exp for the fp64 checking path.
+inline void exp_scaled(const float* a, float s, float* out, int64_t n) {
+  using namespace detail;
+  int64_t i = 0;
+  const v8f vs = splat8(s);
+  for (; i + 8 <= n; i += 8) store8(out + i, exp8(vs * load8(a + i)));
+  for (; i < n; ++i) out[i] = exp1(s * a[i]);
+}
+inline void exp_scaled(const double* a, double s, double* out, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) out[i] = std::exp(s * a[i]);
+}
+
+// One step of the adjoint for one channel, over d_state. Separate, with restrict pointers, because
+// GCC gives up vectorising the loop when it has to version it for this many possible aliases.
+template <typename T>
+inline void adjoint_step(int64_t N, const T* __restrict hcur, const T* __restrict Hp,
+                         const T* __restrict Ct, const T* __restrict e, const T* __restrict hprev,
+                         const T* __restrict Ad, const T* __restrict Bt, T gy, T xv, T delta_x,
+                         T* __restrict ghd, T* __restrict dCt, T* __restrict dBt,
+                         T* __restrict acc_y, T* __restrict acc_delta, T* __restrict acc_x) {
+  for (int64_t n = 0; n < N; ++n) {
+    const T read = hcur[n] + Hp[n];
+    acc_y[n] = Ct[n] * read;
+    dCt[n] += gy * read;
+    const T g_h = ghd[n] + gy * Ct[n];  // gradient of h_t
+    const T p = g_h * e[n] * hprev[n];  // d/d(delta*A) of exp(delta*A) * h_{t-1}
+    acc_delta[n] = p * Ad[n] + g_h * Bt[n] * xv;
+    acc_x[n] = g_h * Bt[n];
+    dBt[n] += g_h * delta_x;
+    ghd[n] = g_h * e[n];  // carried to h_{t-1}
+  }
+}
+
+// out[j] = sigmoid(z[j]) for the channels of a tile (contiguous in the channel-last layout).
+inline void sigmoid_tile(const float* z, float* out, int64_t nd) {
+  using namespace detail;
+  if (nd == 8) {
+    store8(out, splat8(1.0f) / (splat8(1.0f) + exp8(-load8(z))));
+    return;
+  }
+  for (int64_t j = 0; j < nd; ++j) out[j] = 1.0f / (1.0f + exp1(-z[j]));
+}
+inline void sigmoid_tile(const double* z, double* out, int64_t nd) {
+  for (int64_t j = 0; j < nd; ++j) out[j] = 1.0 / (1.0 + std::exp(-z[j]));
+}
+
 template <typename T>
 void run_range(const Args<T>& a, int64_t b, int64_t r) {
   const int64_t L = a.L, D = a.D, N = a.N, chunk = a.chunk;
@@ -70,8 +119,10 @@ void run_range(const Args<T>& a, int64_t b, int64_t r) {
   std::vector<T> ckpt(n_chunks * tile_n);
   std::vector<T> hs((chunk + 1) * tile_n);  // states h_{t0-1} .. h_{t1-1} of one chunk
   std::vector<T> decay(chunk * tile_n);     // exp(delta_t * A) of one chunk
-  std::vector<T> deltas(chunk * kTile), dsoft(chunk * kTile);
-  std::vector<T> gh(tile_n), zeros(N, T(0)), acc_delta(N), acc_x(N);
+  // delta and softplus' derivative of the tile at every step: computed once, in pass 1.
+  std::vector<T> deltas(len * kTile), dsoft(len * kTile);
+  std::vector<T> gh(tile_n), zeros(N, T(0)), acc_delta(N), acc_x(N), acc_y(N), e_tmp(N),
+      sig_z(kTile);
 
   for (int64_t d0 = d_begin; d0 < d_end; d0 += kTile) {
     const int64_t nd = std::min(kTile, d_end - d0);
@@ -88,13 +139,13 @@ void run_range(const Args<T>& a, int64_t b, int64_t r) {
       const T* Bt = a.Bm + (b * L + t) * N;
       for (int64_t dd = 0; dd < nd; ++dd) {
         const int64_t d = d0 + dd;
-        T delta, unused;
+        T& delta = deltas[t * kTile + dd];
         softplus_and_grad(a.delta_in[row + d] + (a.delta_bias ? a.delta_bias[d] : T(0)), delta,
-                          unused);
+                          dsoft[t * kTile + dd]);
         const T dx = delta * a.x[row + d];
-        const T* Ad = a.A + d * N;
         T* hd = h + dd * N;
-        for (int64_t n = 0; n < N; ++n) hd[n] = std::exp(delta * Ad[n]) * hd[n] + dx * Bt[n];
+        exp_scaled(a.A + d * N, delta, e_tmp.data(), N);
+        for (int64_t n = 0; n < N; ++n) hd[n] = e_tmp[n] * hd[n] + dx * Bt[n];
       }
     }
 
@@ -110,20 +161,13 @@ void run_range(const Args<T>& a, int64_t b, int64_t r) {
         const T* Bt = a.Bm + (b * L + t) * N;
         for (int64_t dd = 0; dd < nd; ++dd) {
           const int64_t d = d0 + dd;
-          T delta, grad;
-          softplus_and_grad(a.delta_in[row + d] + (a.delta_bias ? a.delta_bias[d] : T(0)), delta,
-                            grad);
-          deltas[s * kTile + dd] = delta;
-          dsoft[s * kTile + dd] = grad;
+          const T delta = deltas[t * kTile + dd];
           const T dx = delta * a.x[row + d];
-          const T* Ad = a.A + d * N;
           const T* prev = hs.data() + (s * kTile + dd) * N;
           T* next = hs.data() + ((s + 1) * kTile + dd) * N;
           T* e = decay.data() + (s * kTile + dd) * N;
-          for (int64_t n = 0; n < N; ++n) {
-            e[n] = std::exp(delta * Ad[n]);
-            next[n] = e[n] * prev[n] + dx * Bt[n];
-          }
+          exp_scaled(a.A + d * N, delta, e, N);
+          for (int64_t n = 0; n < N; ++n) next[n] = e[n] * prev[n] + dx * Bt[n];
         }
       }
       for (int64_t s = steps - 1; s >= 0; --s) {
@@ -133,6 +177,7 @@ void run_range(const Args<T>& a, int64_t b, int64_t r) {
         const T* Ct = a.Cm + (b * L + t) * N;
         T* dBt = dB + t * N;
         T* dCt = dC + t * N;
+        sigmoid_tile(a.z + row + d0, sig_z.data(), nd);
         for (int64_t dd = 0; dd < nd; ++dd) {
           const int64_t d = d0 + dd;
           const int64_t i = row + d;
@@ -144,13 +189,9 @@ void run_range(const Args<T>& a, int64_t b, int64_t r) {
           const T xv = a.x[i];
           const T dskip = a.Dskip ? a.Dskip[d] : T(0);
 
-          // Recompute y_t (before the gate) for dz.
-          T y = dskip * xv + (a.output_offset ? a.output_offset[slot * D + d] : T(0));
-          for (int64_t n = 0; n < N; ++n) y += Ct[n] * (hcur[n] + Hp[n]);
           const T zv = a.z[i];
-          const T sz = T(1) / (T(1) + std::exp(-zv));
+          const T sz = sig_z[dd];
           const T g = a.gout[i];
-          a.dz[i] = g * y * sz * (T(1) + zv * (T(1) - sz));
           const T gy = g * zv * sz;  // gradient of y_t
           if (a.dDskip_b) a.dDskip_b[b * D + d] += gy * xv;
           if (a.doo_b) a.doo_b[b * D + d] += gy;
@@ -159,30 +200,27 @@ void run_range(const Args<T>& a, int64_t b, int64_t r) {
             for (int64_t n = 0; n < N; ++n) dso[n] += gy * Ct[n];
           }
 
-          const T delta = deltas[s * kTile + dd];
+          const T delta = deltas[t * kTile + dd];
           const T delta_x = delta * xv;
           T* ghd = gh.data() + dd * N;
-          for (int64_t n = 0; n < N; ++n) {
-            dCt[n] += gy * (hcur[n] + Hp[n]);
-            const T g_h = ghd[n] + gy * Ct[n];  // gradient of h_t
-            const T p = g_h * e[n] * hprev[n];  // d/d(delta*A) of exp(delta*A) * h_{t-1}
-            acc_delta[n] = p * Ad[n] + g_h * Bt[n] * xv;
-            acc_x[n] = g_h * Bt[n];
-            dBt[n] += g_h * delta_x;
-            ghd[n] = g_h * e[n];  // carried to h_{t-1}
-          }
+          adjoint_step(N, hcur, Hp, Ct, e, hprev, Ad, Bt, gy, xv, delta_x, ghd, dCt, dBt,
+                       acc_y.data(), acc_delta.data(), acc_x.data());
           if (a.dA_b) {
             // p again, from the gradient now carried: g_h * e[n] = ghd[n].
             T* dAd = a.dA_b + (b * D + d) * N;
             for (int64_t n = 0; n < N; ++n) dAd[n] += ghd[n] * hprev[n] * delta;
           }
+          // y_t (before the gate) recomputed for dz.
+          T y = dskip * xv + (a.output_offset ? a.output_offset[slot * D + d] : T(0));
           T sum_delta = 0, sum_x = 0;
           for (int64_t n = 0; n < N; ++n) {
+            y += acc_y[n];
             sum_delta += acc_delta[n];
             sum_x += acc_x[n];
           }
+          a.dz[i] = g * y * sz * (T(1) + zv * (T(1) - sz));
           a.dx[i] = gy * dskip + delta * sum_x;
-          const T ddin = sum_delta * dsoft[s * kTile + dd];
+          const T ddin = sum_delta * dsoft[t * kTile + dd];
           a.ddelta_in[i] = ddin;
           if (a.ddelta_bias_b) a.ddelta_bias_b[b * D + d] += ddin;
         }
