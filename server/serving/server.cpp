@@ -1,0 +1,755 @@
+#include "server/serving/server.h"
+
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/grpcpp.h>
+#include <grpcpp/health_check_service_interface.h>
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <ATen/ATen.h>
+#include <atomic>
+#include <condition_variable>
+#include <deque>
+#include <fstream>
+#include <mutex>
+#include <optional>
+#include <random>
+#include <sstream>
+#include <thread>
+
+#include "server/common/logging.h"
+#include "server/common/metrics.h"
+#include "server/engine/adapters/adapter_pool.h"
+#include "server/engine/adapters/adapter_store.h"
+#include "server/engine/model/mamba_model.h"
+#include "server/engine/runtime/scheduler.h"
+#include "server/engine/text/streaming_decoder.h"
+#include "server/engine/text/tokenizer.h"
+#include "server/engine/util/sha256.h"
+#include "server/serving/auth.h"
+#include "server/serving/serving_metrics.h"
+#include "statetune/v1/adapters.grpc.pb.h"
+#include "statetune/v1/generation.grpc.pb.h"
+
+namespace statetune::serving {
+namespace fs = std::filesystem;
+namespace v1 = ::statetune::v1;
+using engine::Clock;
+using grpc::ServerContext;
+using grpc::Status;
+using grpc::StatusCode;
+
+namespace {
+
+constexpr size_t kMaxStopStrings = 16;
+constexpr size_t kMaxStopBytes = 256;
+constexpr size_t kMaxUploadChunk = size_t{4} << 20;
+
+std::string read_file(const std::string& path, const char* what) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw std::runtime_error(std::string("cannot read ") + what + " " + path);
+  std::stringstream buf;
+  buf << in.rdbuf();
+  return buf.str();
+}
+
+std::string code_name(StatusCode code) {
+  switch (code) {
+    case StatusCode::OK: return "ok";
+    case StatusCode::CANCELLED: return "cancelled";
+    case StatusCode::INVALID_ARGUMENT: return "invalid_argument";
+    case StatusCode::DEADLINE_EXCEEDED: return "deadline_exceeded";
+    case StatusCode::NOT_FOUND: return "not_found";
+    case StatusCode::PERMISSION_DENIED: return "permission_denied";
+    case StatusCode::RESOURCE_EXHAUSTED: return "resource_exhausted";
+    case StatusCode::UNAVAILABLE: return "unavailable";
+    case StatusCode::UNAUTHENTICATED: return "unauthenticated";
+    case StatusCode::INTERNAL: return "internal";
+    default: return "code_" + std::to_string(static_cast<int>(code));
+  }
+}
+
+// Everything that exists only once the model is loaded.
+struct Backend {
+  std::unique_ptr<engine::MambaModel> model;
+  std::optional<engine::Tokenizer> tokenizer;
+  std::unique_ptr<engine::AdapterStore> store;
+  std::unique_ptr<engine::AdapterPool> pool;
+  std::unique_ptr<engine::Scheduler> scheduler;
+};
+
+// State shared by the gRPC handlers.
+struct Shared {
+  ServerOptions options;
+  std::optional<TenantRegistry> tenants;
+  std::unique_ptr<ServingMetrics> metrics;
+  std::atomic<Backend*> backend{nullptr};
+  std::atomic<bool> draining{false};
+
+  Backend* ready() const { return draining.load() ? nullptr : backend.load(); }
+
+  Status authenticate(ServerContext* ctx, Principal& out) const {
+    const auto& md = ctx->client_metadata();
+    auto it = md.find("authorization");
+    if (it == md.end()) {
+      return Status(StatusCode::UNAUTHENTICATED, "missing `authorization: Bearer <api key>` metadata");
+    }
+    auto p = tenants->authenticate_header(std::string(it->second.data(), it->second.size()));
+    if (!p) return Status(StatusCode::UNAUTHENTICATED, "unknown API key");
+    out = *p;
+    return Status::OK;
+  }
+
+  // The tenant an adapter call acts on: the caller's own, or (admin key only) the one it names.
+  Status scope(const Principal& p, const std::string& requested, std::string& tenant) const {
+    if (p.admin) {
+      if (requested.empty()) {
+        return Status(StatusCode::INVALID_ARGUMENT, "the admin key must name the tenant to act on (`tenant`)");
+      }
+      tenant = requested;
+    } else {
+      if (!requested.empty() && requested != p.tenant) {
+        return Status(StatusCode::PERMISSION_DENIED, "a tenant key may only act on its own adapters");
+      }
+      tenant = p.tenant;
+    }
+    try {
+      engine::AdapterStore::validate_name("tenant", tenant);
+    } catch (const std::exception& e) {
+      return Status(StatusCode::INVALID_ARGUMENT, e.what());
+    }
+    return Status::OK;
+  }
+};
+
+// One Generate call's stream: filled on the engine thread, drained by the handler thread.
+struct StreamState {
+  std::mutex mu;
+  std::condition_variable cv;
+  std::string text;             // not yet written
+  std::vector<int64_t> ids;     // not yet written
+  bool finished = false;
+  engine::GenerationResult result;
+  std::string stop_sequence;
+
+  // Engine thread only.
+  std::optional<engine::StreamingDecoder> decoder;
+  std::vector<std::string> stops;
+  size_t hold_back = 0;  // longest stop string - 1: bytes kept unsent in case a stop string is forming
+  std::string pending;   // decoded, not yet released
+  Clock::time_point submitted, last_token;
+  int64_t tokens = 0;
+};
+
+// Cuts `s` at or before `n` bytes without splitting a UTF-8 character.
+size_t utf8_floor(const std::string& s, size_t n) {
+  if (n >= s.size()) return s.size();
+  while (n > 0 && (static_cast<unsigned char>(s[n]) & 0xC0) == 0x80) --n;
+  return n;
+}
+
+class GenerationService final : public v1::Generation::Service {
+ public:
+  explicit GenerationService(Shared& shared) : s_(shared) {}
+
+  Status Generate(ServerContext* ctx, const v1::GenerateRequest* req,
+                  grpc::ServerWriter<v1::GenerateResponse>* writer) override {
+    Principal principal;
+    if (Status st = s_.authenticate(ctx, principal); !st.ok()) return st;
+    const std::string tenant = principal.admin ? "_admin" : principal.tenant;
+    const std::string request_id = common::new_request_id();
+    Status st = run(ctx, *req, writer, principal, request_id);
+    const std::string status = code_name(st.error_code());
+    s_.metrics->request_finished(tenant, status);
+    if (!st.ok()) {
+      common::log_event(st.error_code() == StatusCode::INTERNAL ? spdlog::level::err : spdlog::level::info,
+                        "generate.error", {{"request_id", request_id}, {"tenant", tenant},
+                                           {"code", status}, {"message", st.error_message()}});
+    }
+    return st;
+  }
+
+ private:
+  Status run(ServerContext* ctx, const v1::GenerateRequest& req, grpc::ServerWriter<v1::GenerateResponse>* writer,
+             const Principal& principal, const std::string& request_id) {
+    Backend* b = s_.ready();
+    if (b == nullptr) {
+      return Status(StatusCode::UNAVAILABLE,
+                    s_.draining ? "the server is draining" : "the model is still loading; retry shortly");
+    }
+    const ServerOptions& o = s_.options;
+    const std::string tenant = principal.admin ? "_admin" : principal.tenant;
+    if (static_cast<int64_t>(req.ByteSizeLong()) > o.max_request_bytes) {
+      return Status(StatusCode::INVALID_ARGUMENT, "the request is " + std::to_string(req.ByteSizeLong()) +
+                                                      " bytes; --max-request-bytes is " +
+                                                      std::to_string(o.max_request_bytes));
+    }
+    engine::GenerationRequest g;
+    g.id = request_id;
+    if (req.has_token_ids()) {
+      for (int64_t id : req.token_ids().ids()) {
+        if (id < 0 || id >= b->model->config().vocab_size) {
+          return Status(StatusCode::INVALID_ARGUMENT, "token id " + std::to_string(id) +
+                                                          " is outside the vocabulary [0, " +
+                                                          std::to_string(b->model->config().vocab_size) + ")");
+        }
+        g.prompt.push_back(id);
+      }
+    } else if (req.prompt_case() == v1::GenerateRequest::kText) {
+      for (int32_t id : b->tokenizer->encode(req.text())) g.prompt.push_back(id);
+    }
+    if (g.prompt.empty()) {
+      return Status(StatusCode::INVALID_ARGUMENT, "the prompt is empty: set `text` or `token_ids`");
+    }
+    if (static_cast<int64_t>(g.prompt.size()) > o.max_prompt_tokens) {
+      return Status(StatusCode::INVALID_ARGUMENT, "the prompt has " + std::to_string(g.prompt.size()) +
+                                                      " tokens; --max-prompt-tokens is " +
+                                                      std::to_string(o.max_prompt_tokens));
+    }
+    if (req.max_tokens() > static_cast<uint64_t>(o.max_new_tokens)) {
+      return Status(StatusCode::INVALID_ARGUMENT, "max_tokens " + std::to_string(req.max_tokens()) +
+                                                      " is above --max-new-tokens " +
+                                                      std::to_string(o.max_new_tokens));
+    }
+    g.max_new_tokens = req.max_tokens() == 0 ? o.max_new_tokens : req.max_tokens();
+    g.sampling.temperature = req.has_temperature() ? req.temperature() : 1.0;
+    g.sampling.top_k = req.top_k();
+    g.sampling.top_p = req.has_top_p() ? req.top_p() : 1.0;
+    g.sampling.seed = req.has_seed() ? req.seed() : std::random_device{}() * 0x9E3779B97F4A7C15ull ^ std::random_device{}();
+    if (std::string why = g.sampling.invalid_reason(); !why.empty()) {
+      return Status(StatusCode::INVALID_ARGUMENT, why);
+    }
+    g.stop_at_eos = req.has_stop_at_eos() ? req.stop_at_eos() : true;
+    if (static_cast<size_t>(req.stop_size()) > kMaxStopStrings) {
+      return Status(StatusCode::INVALID_ARGUMENT, "at most " + std::to_string(kMaxStopStrings) + " stop strings");
+    }
+    auto state = std::make_shared<StreamState>();
+    for (const auto& stop : req.stop()) {
+      if (stop.empty() || stop.size() > kMaxStopBytes) {
+        return Status(StatusCode::INVALID_ARGUMENT,
+                      "each stop string must be 1.." + std::to_string(kMaxStopBytes) + " bytes");
+      }
+      state->stops.push_back(stop);
+      state->hold_back = std::max(state->hold_back, stop.size() - 1);
+    }
+
+    std::string adapter_version;
+    if (req.has_adapter() && !req.adapter().name().empty()) {
+      if (principal.admin) {
+        return Status(StatusCode::PERMISSION_DENIED, "the admin key has no adapters; generate with a tenant key");
+      }
+      const std::string& name = req.adapter().name();
+      try {
+        engine::AdapterStore::validate_name("adapter name", name);
+      } catch (const std::exception& e) {
+        return Status(StatusCode::INVALID_ARGUMENT, e.what());
+      }
+      std::optional<std::string> version;
+      if (!req.adapter().version().empty()) version = req.adapter().version();
+      auto info = b->store->get(tenant, name, version);
+      if (!info) {
+        return Status(StatusCode::NOT_FOUND, "adapter '" + name + "'" +
+                                                 (version ? " version " + *version : std::string()) +
+                                                 " not found");
+      }
+      adapter_version = info->version;
+      g.adapter_key = engine::AdapterStore::pool_key(tenant, name, info->version);
+      engine::AdapterStore* store = b->store.get();
+      g.adapter_loader = [store, tenant, name, v = info->version] { return store->load(tenant, name, v); };
+    }
+
+    state->decoder.emplace(*b->tokenizer);
+    ServingMetrics* metrics = s_.metrics.get();
+    g.on_token = [state, metrics, tenant](int64_t token) {
+      const auto now = Clock::now();
+      if (state->tokens == 0) {
+        metrics->first_token(tenant, std::chrono::duration<double>(now - state->submitted).count());
+      } else {
+        metrics->inter_token(std::chrono::duration<double>(now - state->last_token).count());
+      }
+      state->last_token = now;
+      ++state->tokens;
+      state->pending += state->decoder->push(static_cast<int32_t>(token));
+      size_t best = std::string::npos;
+      const std::string* matched = nullptr;
+      for (const auto& stop : state->stops) {
+        const size_t pos = state->pending.find(stop);
+        if (pos != std::string::npos && pos < best) {
+          best = pos;
+          matched = &stop;
+        }
+      }
+      std::lock_guard<std::mutex> lock(state->mu);
+      state->ids.push_back(token);
+      if (matched != nullptr) {
+        state->text += state->pending.substr(0, best);
+        state->pending.clear();
+        state->stop_sequence = *matched;
+        state->cv.notify_all();
+        return false;
+      }
+      const size_t keep = std::min(state->hold_back, state->pending.size());
+      const size_t release = utf8_floor(state->pending, state->pending.size() - keep);
+      state->text += state->pending.substr(0, release);
+      state->pending.erase(0, release);
+      state->cv.notify_all();
+      return true;
+    };
+    g.on_finish = [state](const engine::GenerationResult& result) {
+      std::lock_guard<std::mutex> lock(state->mu);
+      if (state->stop_sequence.empty() && state->decoder) {
+        state->pending += state->decoder->flush();
+        state->text += state->pending;
+        state->pending.clear();
+      }
+      state->result = result;
+      state->finished = true;
+      state->cv.notify_all();
+    };
+
+    const int64_t prompt_tokens = static_cast<int64_t>(g.prompt.size());
+    state->submitted = Clock::now();
+    std::shared_ptr<engine::RequestHandle> handle;
+    try {
+      handle = b->scheduler->submit(std::move(g));
+    } catch (const engine::QueueFull& e) {
+      return Status(StatusCode::RESOURCE_EXHAUSTED, e.what());
+    } catch (const engine::NotAccepting& e) {
+      return Status(StatusCode::UNAVAILABLE, e.what());
+    } catch (const std::invalid_argument& e) {
+      return Status(StatusCode::INVALID_ARGUMENT, e.what());
+    }
+    common::log_event(spdlog::level::debug, "generate.start",
+                      {{"request_id", request_id}, {"tenant", tenant}, {"prompt_tokens", prompt_tokens},
+                       {"adapter", req.has_adapter() ? req.adapter().name() : ""}, {"version", adapter_version}});
+
+    // Stream until the engine finishes the request. The wait wakes on every token and at least every
+    // 20 ms to notice a client cancel or deadline, which cancels the request in the engine.
+    bool client_gone = false;
+    engine::GenerationResult result;
+    while (true) {
+      std::string text;
+      std::vector<int64_t> ids;
+      bool finished;
+      {
+        std::unique_lock<std::mutex> lock(state->mu);
+        state->cv.wait_for(lock, std::chrono::milliseconds(20),
+                           [&] { return state->finished || !state->ids.empty() || !state->text.empty(); });
+        text.swap(state->text);
+        ids.swap(state->ids);
+        finished = state->finished;
+        if (finished) result = state->result;
+      }
+      if (!client_gone && (!ids.empty() || !text.empty())) {
+        v1::GenerateResponse resp;
+        auto* chunk = resp.mutable_chunk();
+        chunk->set_text(std::move(text));
+        for (int64_t id : ids) chunk->add_token_ids(id);
+        if (!writer->Write(resp)) {
+          client_gone = true;
+          handle->cancel();
+        }
+      }
+      if (finished) break;
+      if (!client_gone && ctx->IsCancelled()) {
+        client_gone = true;
+        handle->cancel();
+      }
+    }
+
+    s_.metrics->queue_time(result.queue_seconds);
+    s_.metrics->request_duration(tenant, result.total_seconds);
+    s_.metrics->tokens(tenant, result.prompt_tokens, result.completion_tokens);
+    if (result.reason == engine::FinishReason::kError) {
+      switch (result.error_kind) {
+        case engine::ErrorKind::kNotFound: return Status(StatusCode::NOT_FOUND, result.error);
+        case engine::ErrorKind::kResourceExhausted: return Status(StatusCode::RESOURCE_EXHAUSTED, result.error);
+        case engine::ErrorKind::kInvalidArgument: return Status(StatusCode::INVALID_ARGUMENT, result.error);
+        default: return Status(StatusCode::INTERNAL, result.error);
+      }
+    }
+    if (client_gone || (result.reason == engine::FinishReason::kCancelled && handle->cancel_requested())) {
+      return Status(ctx->deadline() <= std::chrono::system_clock::now() ? StatusCode::DEADLINE_EXCEEDED
+                                                                       : StatusCode::CANCELLED,
+                    "the client cancelled the request");
+    }
+    v1::GenerateResponse resp;
+    auto* done = resp.mutable_done();
+    switch (result.reason) {
+      case engine::FinishReason::kStop: done->set_finish_reason(v1::FINISH_REASON_STOP); break;
+      case engine::FinishReason::kLength: done->set_finish_reason(v1::FINISH_REASON_LENGTH); break;
+      default: done->set_finish_reason(v1::FINISH_REASON_CANCELLED); break;
+    }
+    auto* usage = done->mutable_usage();
+    usage->set_prompt_tokens(static_cast<uint32_t>(result.prompt_tokens));
+    usage->set_completion_tokens(static_cast<uint32_t>(result.completion_tokens));
+    usage->set_queue_seconds(result.queue_seconds);
+    usage->set_time_to_first_token_seconds(result.ttft_seconds);
+    usage->set_total_seconds(result.total_seconds);
+    done->set_stop_sequence(state->stop_sequence);
+    done->set_adapter_version(adapter_version);
+    done->set_request_id(request_id);
+    writer->Write(resp);
+    common::log_event(spdlog::level::info, "generate.done",
+                      {{"request_id", request_id}, {"tenant", tenant},
+                       {"adapter", req.has_adapter() ? req.adapter().name() : ""}, {"version", adapter_version},
+                       {"finish", engine::finish_reason_name(result.reason)},
+                       {"prompt_tokens", result.prompt_tokens}, {"completion_tokens", result.completion_tokens},
+                       {"ttft_s", result.ttft_seconds}, {"total_s", result.total_seconds}});
+    return Status::OK;
+  }
+
+  Shared& s_;
+};
+
+void fill_base(const engine::ModelFingerprint& f, v1::BaseModel* out) {
+  out->set_architecture(f.architecture);
+  out->set_d_model(f.d_model);
+  out->set_n_layer(f.n_layer);
+  out->set_d_inner(f.d_inner);
+  out->set_d_state(f.d_state);
+  out->set_vocab_size(f.vocab_size);
+  out->set_weights_sha256(f.weights_sha256);
+}
+
+void fill_version(const engine::StoredAdapterInfo& info, v1::AdapterVersion* out) {
+  out->set_version(info.version);
+  out->set_size_bytes(info.size_bytes);
+  out->set_created_unix(info.created_unix);
+  for (const auto& m : info.methods) out->add_methods(m);
+  if (info.extra_metadata.is_object() && info.extra_metadata.contains("eval") &&
+      info.extra_metadata["eval"].is_object()) {
+    for (const auto& [k, v] : info.extra_metadata["eval"].items()) {
+      if (v.is_number()) (*out->mutable_eval_metrics())[k] = v.get<double>();
+    }
+  }
+  out->set_metadata_json(info.extra_metadata.dump());
+  out->set_current(info.current);
+}
+
+class AdaptersService final : public v1::Adapters::Service {
+ public:
+  explicit AdaptersService(Shared& shared) : s_(shared) {}
+
+  Status UploadAdapter(ServerContext* ctx, grpc::ServerReader<v1::UploadAdapterRequest>* reader,
+                       v1::AdapterInfo* reply) override {
+    Principal p;
+    if (Status st = s_.authenticate(ctx, p); !st.ok()) return st;
+    Backend* b = s_.ready();
+    if (b == nullptr) return Status(StatusCode::UNAVAILABLE, "the server is loading or draining");
+    const auto t0 = Clock::now();
+    v1::UploadAdapterRequest msg;
+    if (!reader->Read(&msg) || !msg.has_header()) {
+      return Status(StatusCode::INVALID_ARGUMENT, "the first upload message must carry `header`");
+    }
+    const v1::UploadHeader header = msg.header();
+    std::string tenant;
+    if (Status st = s_.scope(p, header.tenant(), tenant); !st.ok()) return st;
+    const std::string metric_tenant = tenant;
+    auto fail = [&](StatusCode code, const std::string& message) {
+      s_.metrics->upload(metric_tenant, code_name(code));
+      return Status(code, message);
+    };
+    try {
+      engine::AdapterStore::validate_name("adapter name", header.name());
+    } catch (const std::exception& e) {
+      return fail(StatusCode::INVALID_ARGUMENT, e.what());
+    }
+    if (header.total_bytes() == 0) return fail(StatusCode::INVALID_ARGUMENT, "header.total_bytes is 0");
+    if (header.total_bytes() > static_cast<uint64_t>(s_.options.max_upload_bytes)) {
+      return fail(StatusCode::RESOURCE_EXHAUSTED, "the adapter is " + std::to_string(header.total_bytes()) +
+                                                      " bytes; --max-upload-bytes is " +
+                                                      std::to_string(s_.options.max_upload_bytes));
+    }
+    std::string data;
+    data.reserve(header.total_bytes());
+    engine::Sha256 hash;
+    do {
+      if (msg.data().size() > kMaxUploadChunk) {
+        return fail(StatusCode::INVALID_ARGUMENT, "an upload message carries more than 4 MiB of data");
+      }
+      if (data.size() + msg.data().size() > header.total_bytes()) {
+        return fail(StatusCode::INVALID_ARGUMENT, "more data than header.total_bytes (" +
+                                                      std::to_string(header.total_bytes()) + ")");
+      }
+      hash.update(msg.data());
+      data += msg.data();
+    } while (reader->Read(&msg));
+    if (data.size() != header.total_bytes()) {
+      return fail(StatusCode::INVALID_ARGUMENT, "received " + std::to_string(data.size()) +
+                                                    " bytes; header.total_bytes is " +
+                                                    std::to_string(header.total_bytes()));
+    }
+    const std::string digest = hash.hex_digest();
+    if (digest != header.sha256()) {
+      return fail(StatusCode::INVALID_ARGUMENT, "sha256 mismatch: the data hashes to " + digest +
+                                                    ", the header says '" + header.sha256() + "'");
+    }
+    const auto previous = b->store->get(tenant, header.name());
+    std::string version;
+    try {
+      version = b->store->put(tenant, header.name(), data);
+    } catch (const std::invalid_argument& e) {
+      return fail(StatusCode::INVALID_ARGUMENT, e.what());
+    } catch (const std::exception& e) {
+      return fail(StatusCode::INTERNAL, std::string("storing the adapter failed: ") + e.what());
+    }
+    // New requests resolve the new key; the old version's slot is freed once its last lease ends.
+    if (previous) b->pool->invalidate(engine::AdapterStore::pool_key(tenant, header.name(), previous->version));
+    s_.metrics->upload(tenant, "ok");
+    common::log_event(spdlog::level::info, "adapter.uploaded",
+                      {{"tenant", tenant}, {"adapter", header.name()}, {"version", version},
+                       {"bytes", data.size()},
+                       {"seconds", std::chrono::duration<double>(Clock::now() - t0).count()}});
+    return fill_info(*b, tenant, header.name(), /*all_versions=*/true, reply);
+  }
+
+  Status ListAdapters(ServerContext* ctx, const v1::ListAdaptersRequest* req,
+                      v1::ListAdaptersResponse* reply) override {
+    Principal p;
+    if (Status st = s_.authenticate(ctx, p); !st.ok()) return st;
+    Backend* b = s_.ready();
+    if (b == nullptr) return Status(StatusCode::UNAVAILABLE, "the server is loading or draining");
+    std::string tenant;
+    if (Status st = s_.scope(p, req->tenant(), tenant); !st.ok()) return st;
+    for (const auto& info : b->store->list(tenant)) {
+      fill_info(*b, tenant, info.name, /*all_versions=*/false, reply->add_adapters());
+    }
+    return Status::OK;
+  }
+
+  Status GetAdapter(ServerContext* ctx, const v1::GetAdapterRequest* req, v1::AdapterInfo* reply) override {
+    Principal p;
+    if (Status st = s_.authenticate(ctx, p); !st.ok()) return st;
+    Backend* b = s_.ready();
+    if (b == nullptr) return Status(StatusCode::UNAVAILABLE, "the server is loading or draining");
+    std::string tenant;
+    if (Status st = s_.scope(p, req->tenant(), tenant); !st.ok()) return st;
+    return fill_info(*b, tenant, req->name(), /*all_versions=*/true, reply);
+  }
+
+  Status DeleteAdapter(ServerContext* ctx, const v1::DeleteAdapterRequest* req,
+                       v1::DeleteAdapterResponse* reply) override {
+    Principal p;
+    if (Status st = s_.authenticate(ctx, p); !st.ok()) return st;
+    Backend* b = s_.ready();
+    if (b == nullptr) return Status(StatusCode::UNAVAILABLE, "the server is loading or draining");
+    std::string tenant;
+    if (Status st = s_.scope(p, req->tenant(), tenant); !st.ok()) return st;
+    try {
+      engine::AdapterStore::validate_name("adapter name", req->name());
+    } catch (const std::exception& e) {
+      return Status(StatusCode::INVALID_ARGUMENT, e.what());
+    }
+    const auto versions = b->store->versions(tenant, req->name());
+    if (versions.empty() || !b->store->remove(tenant, req->name())) {
+      return Status(StatusCode::NOT_FOUND, "adapter '" + req->name() + "' not found");
+    }
+    for (const auto& v : versions) b->pool->invalidate(engine::AdapterStore::pool_key(tenant, req->name(), v.version));
+    reply->set_versions_deleted(static_cast<uint32_t>(versions.size()));
+    common::log_event(spdlog::level::info, "adapter.deleted",
+                      {{"tenant", tenant}, {"adapter", req->name()}, {"versions", versions.size()}});
+    return Status::OK;
+  }
+
+ private:
+  Status fill_info(Backend& b, const std::string& tenant, const std::string& name, bool all_versions,
+                   v1::AdapterInfo* out) {
+    try {
+      engine::AdapterStore::validate_name("adapter name", name);
+    } catch (const std::exception& e) {
+      return Status(StatusCode::INVALID_ARGUMENT, e.what());
+    }
+    auto current = b.store->get(tenant, name);
+    if (!current) return Status(StatusCode::NOT_FOUND, "adapter '" + name + "' not found");
+    out->set_tenant(tenant);
+    out->set_name(name);
+    out->set_current_version(current->version);
+    if (all_versions) {
+      for (const auto& v : b.store->versions(tenant, name)) fill_version(v, out->add_versions());
+    } else {
+      fill_version(*current, out->add_versions());
+    }
+    fill_base(b.store->base(), out->mutable_base());
+    return Status::OK;
+  }
+
+  Shared& s_;
+};
+
+}  // namespace
+
+struct ServingServer::Impl {
+  Shared shared;
+  std::unique_ptr<common::MetricsServer> metrics_server;
+  std::unique_ptr<GenerationService> generation;
+  std::unique_ptr<AdaptersService> adapters;
+  std::unique_ptr<grpc::Server> server;
+  int port = 0;
+  std::unique_ptr<Backend> backend;
+  std::thread refresher;
+  std::mutex refresher_mu;
+  std::condition_variable refresher_cv;
+  bool stop_refresher = false;
+  bool drained = false;
+
+  void set_health(bool serving) {
+    if (auto* h = server->GetHealthCheckService()) {
+      h->SetServingStatus("", serving);
+      h->SetServingStatus("statetune.v1.Generation", serving);
+      h->SetServingStatus("statetune.v1.Adapters", serving);
+    }
+    shared.metrics->set_up(serving);
+  }
+
+  void refresh_metrics() {
+    Backend* b = shared.backend.load();
+    if (b == nullptr) return;
+    const auto counts = b->scheduler->counts();
+    shared.metrics->set_load(counts.running, counts.waiting, counts.running_by_adapter, counts.waiting_by_adapter);
+    const auto st = b->pool->stats();
+    PoolSnapshot snap;
+    snap.capacity = st.capacity;
+    snap.resident = st.resident;
+    snap.pinned = st.pinned;
+    snap.loads = st.loads;
+    snap.load_failures = st.load_failures;
+    snap.evictions = st.evictions;
+    snap.total_load_seconds = st.total_load_seconds;
+    shared.metrics->set_pool(snap);
+  }
+};
+
+ServingServer::ServingServer(ServerOptions options) : impl_(std::make_unique<Impl>()) {
+  impl_->shared.options = std::move(options);
+}
+
+ServingServer::~ServingServer() {
+  if (impl_->server && !impl_->drained) drain();
+}
+
+void ServingServer::start() {
+  Impl& m = *impl_;
+  const ServerOptions& o = m.shared.options;
+  if (o.tenants_file.empty()) throw std::runtime_error("--tenants-file is required");
+  m.shared.tenants = TenantRegistry::from_file(o.tenants_file);
+  if (!o.metrics_listen.empty()) {
+    m.metrics_server = std::make_unique<common::MetricsServer>(o.metrics_listen);
+    m.shared.metrics = std::make_unique<ServingMetrics>(m.metrics_server->registry());
+  } else {
+    static auto unused_registry = std::make_shared<prometheus::Registry>();
+    m.shared.metrics = std::make_unique<ServingMetrics>(*unused_registry);
+  }
+
+  std::shared_ptr<grpc::ServerCredentials> creds;
+  if (!o.tls_cert_file.empty() || !o.tls_key_file.empty()) {
+    if (o.tls_cert_file.empty() || o.tls_key_file.empty()) {
+      throw std::runtime_error("TLS needs both --tls-cert and --tls-key");
+    }
+    grpc::SslServerCredentialsOptions ssl;
+    ssl.pem_key_cert_pairs.push_back({read_file(o.tls_key_file, "the TLS key"), read_file(o.tls_cert_file, "the TLS certificate")});
+    creds = grpc::SslServerCredentials(ssl);
+  } else {
+    creds = grpc::InsecureServerCredentials();
+  }
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  m.generation = std::make_unique<GenerationService>(m.shared);
+  m.adapters = std::make_unique<AdaptersService>(m.shared);
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort(o.listen, creds, &m.port);
+  // Uploads stream 4 MiB chunks; Generate requests are checked against --max-request-bytes by hand so
+  // the client gets INVALID_ARGUMENT naming the limit rather than gRPC's own RESOURCE_EXHAUSTED.
+  builder.SetMaxReceiveMessageSize(static_cast<int>(std::max<int64_t>(o.max_request_bytes, kMaxUploadChunk) + (64 << 10)));
+  builder.RegisterService(m.generation.get());
+  builder.RegisterService(m.adapters.get());
+  m.server = builder.BuildAndStart();
+  if (!m.server || m.port == 0) throw std::runtime_error("cannot listen on " + o.listen + " (choose another --listen)");
+  m.set_health(false);
+  common::log_event(spdlog::level::info, "server.listening",
+                    {{"grpc_port", m.port}, {"metrics_port", metrics_port()}, {"tls", creds != nullptr && !o.tls_cert_file.empty()}});
+  if (!o.ready_file.empty()) {
+    nlohmann::json j{{"port", m.port}, {"metrics_port", metrics_port()}, {"pid", static_cast<int64_t>(getpid())}};
+    const fs::path tmp = o.ready_file.string() + ".tmp";
+    std::ofstream(tmp) << j.dump() << "\n";
+    fs::rename(tmp, o.ready_file);
+  }
+}
+
+void ServingServer::load() {
+  Impl& m = *impl_;
+  const ServerOptions& o = m.shared.options;
+  const auto t0 = Clock::now();
+  auto b = std::make_unique<Backend>();
+  engine::LoadOptions lo;
+  lo.device = at::Device(o.device);
+  if (o.dtype == "bf16") lo.dtype = at::kBFloat16;
+  else if (o.dtype != "f32") throw std::runtime_error("--dtype must be f32 or bf16, got '" + o.dtype + "'");
+  if (o.model_dir.empty()) throw std::runtime_error("--model is required");
+  b->model = engine::MambaModel::load(o.model_dir, lo);
+  const fs::path tok = o.tokenizer_path.empty() ? o.model_dir / "tokenizer.json" : o.tokenizer_path;
+  b->tokenizer.emplace(engine::Tokenizer::from_file(tok.string()));
+  b->store = std::make_unique<engine::AdapterStore>(o.adapters_dir, b->model->fingerprint());
+  engine::AdapterPoolOptions po;
+  po.device = lo.device;
+  po.budget_bytes = o.adapter_pool_bytes;
+  po.max_slots = o.adapter_slots > 0 ? o.adapter_slots + 1 : 0;
+  b->pool = std::make_unique<engine::AdapterPool>(b->model->fingerprint(), po);
+  engine::SchedulerOptions so;
+  so.max_batch = o.max_batch;
+  so.max_waiting = o.queue_size;
+  so.max_prefill_tokens = std::max(o.max_prefill_tokens, o.max_prompt_tokens);
+  so.sample_vocab = std::min<int64_t>(b->model->config().vocab_size, static_cast<int64_t>(b->tokenizer->vocab_size()));
+  ServingMetrics* metrics = m.shared.metrics.get();
+  b->scheduler = std::make_unique<engine::Scheduler>(*b->model, *b->pool, so, [metrics](const engine::StepInfo& s) {
+    if (s.batch_size > 0) metrics->batch(s.batch_size);
+  });
+  m.backend = std::move(b);
+  m.shared.backend.store(m.backend.get());
+  m.refresher = std::thread([&m] {
+    std::unique_lock<std::mutex> lock(m.refresher_mu);
+    while (!m.stop_refresher) {
+      lock.unlock();
+      m.refresh_metrics();
+      lock.lock();
+      m.refresher_cv.wait_for(lock, std::chrono::milliseconds(250));
+    }
+  });
+  m.set_health(true);
+  common::log_event(spdlog::level::info, "server.serving",
+                    {{"model", o.model_dir.string()}, {"adapters", m.backend->store->tenants().size()},
+                     {"slots", m.backend->pool->capacity()}, {"max_batch", o.max_batch},
+                     {"load_seconds", std::chrono::duration<double>(Clock::now() - t0).count()}});
+}
+
+int64_t ServingServer::drain() {
+  Impl& m = *impl_;
+  if (m.drained) return 0;
+  m.drained = true;
+  m.shared.draining = true;
+  if (m.server) m.set_health(false);
+  int64_t cancelled = 0;
+  if (m.backend) {
+    cancelled = m.backend->scheduler->drain(Clock::now() + m.shared.options.drain_timeout);
+  }
+  if (m.server) {
+    // Handlers return as soon as their requests finished above; give stragglers a moment.
+    m.server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+    m.server->Wait();
+  }
+  {
+    std::lock_guard<std::mutex> lock(m.refresher_mu);
+    m.stop_refresher = true;
+  }
+  m.refresher_cv.notify_all();
+  if (m.refresher.joinable()) m.refresher.join();
+  m.shared.backend.store(nullptr);
+  if (m.backend) m.backend->scheduler.reset();
+  common::log_event(spdlog::level::info, "server.stopped", {{"cancelled", cancelled}});
+  return cancelled;
+}
+
+int ServingServer::port() const { return impl_->port; }
+int ServingServer::metrics_port() const { return impl_->metrics_server ? impl_->metrics_server->port() : 0; }
+
+}  // namespace statetune::serving

@@ -1,0 +1,65 @@
+// statetune-serve: one resident base model serving many tenants' adapters in shared batches over gRPC
+// (statetune.v1.Generation, statetune.v1.Adapters, grpc.health.v1.Health, reflection), with
+// Prometheus metrics on their own port.
+//
+// Life cycle: start() listens at once with health NOT_SERVING (Generate answers UNAVAILABLE), load()
+// brings up the model, tokenizer, adapter store, pool and scheduler and flips health to SERVING;
+// drain() flips it back to NOT_SERVING, refuses new work, lets running requests finish until the
+// deadline, cancels the rest and stops the gRPC server.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <string>
+
+namespace statetune::serving {
+
+struct ServerOptions {
+  std::string listen = "127.0.0.1:50051";  // host:port; port 0 picks a free one
+  std::string metrics_listen = "127.0.0.1:9090";  // empty: no metrics endpoint
+  std::filesystem::path model_dir;
+  std::filesystem::path tokenizer_path;  // empty: <model_dir>/tokenizer.json
+  std::filesystem::path adapters_dir = "adapters";
+  std::filesystem::path tenants_file;
+  std::string tls_cert_file, tls_key_file;  // both or neither
+  std::string device = "cpu";               // cpu | cuda | cuda:N
+  std::string dtype = "f32";                // f32 | bf16
+  int64_t max_batch = 32;
+  int64_t queue_size = 64;
+  int64_t max_prefill_tokens = 4096;
+  int64_t max_prompt_tokens = 2048;
+  int64_t max_new_tokens = 256;
+  int64_t max_request_bytes = int64_t{1} << 20;
+  int64_t max_upload_bytes = int64_t{64} << 20;
+  int64_t adapter_pool_bytes = int64_t{256} << 20;
+  int64_t adapter_slots = 0;  // 0: as many as the budget holds
+  std::chrono::milliseconds drain_timeout{30000};
+  std::filesystem::path ready_file;  // written (JSON: ports, pid) once listening
+};
+
+class ServingServer {
+ public:
+  explicit ServingServer(ServerOptions options);
+  ~ServingServer();
+  ServingServer(const ServingServer&) = delete;
+  ServingServer& operator=(const ServingServer&) = delete;
+
+  // Listens (gRPC and metrics). Throws std::runtime_error when a port cannot be bound or the TLS
+  // files cannot be read.
+  void start();
+  // Loads everything and starts serving. Throws std::runtime_error naming what failed.
+  void load();
+  // Graceful stop; returns the number of requests cancelled because the deadline ran out.
+  int64_t drain();
+
+  int port() const;
+  int metrics_port() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace statetune::serving

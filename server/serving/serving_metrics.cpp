@@ -1,0 +1,122 @@
+#include "server/serving/serving_metrics.h"
+
+#include <set>
+
+#include "server/common/metrics.h"
+
+namespace statetune::serving {
+namespace {
+
+using prometheus::BuildCounter;
+using prometheus::BuildGauge;
+using prometheus::BuildHistogram;
+
+// "tenant/name@version" -> labels; "" -> the base model.
+std::map<std::string, std::string> adapter_labels(const std::string& key, const std::string& state) {
+  std::map<std::string, std::string> labels{{"state", state}, {"tenant", ""}, {"adapter", ""}, {"version", ""}};
+  const auto slash = key.find('/');
+  const auto at = key.rfind('@');
+  if (slash != std::string::npos && at != std::string::npos && at > slash) {
+    labels["tenant"] = key.substr(0, slash);
+    labels["adapter"] = key.substr(slash + 1, at - slash - 1);
+    labels["version"] = key.substr(at + 1);
+  } else if (!key.empty()) {
+    labels["adapter"] = key;
+  }
+  return labels;
+}
+
+}  // namespace
+
+ServingMetrics::ServingMetrics(prometheus::Registry& r)
+    : requests_(BuildCounter().Name("statetune_requests_total").Help("Generate requests by tenant and final status").Register(r)),
+      ttft_(BuildHistogram().Name("statetune_time_to_first_token_seconds").Help("Submit to first generated token").Register(r)),
+      itl_(BuildHistogram().Name("statetune_inter_token_latency_seconds").Help("Time between a request's consecutive tokens").Register(r)
+               .Add({}, common::token_latency_buckets_seconds())),
+      e2e_(BuildHistogram().Name("statetune_request_duration_seconds").Help("Generate requests end to end").Register(r)),
+      queue_(BuildHistogram().Name("statetune_queue_time_seconds").Help("Submit to joining the running batch").Register(r)
+                 .Add({}, common::latency_buckets_seconds())),
+      prompt_tokens_(BuildCounter().Name("statetune_prompt_tokens_total").Help("Prompt tokens prefilled").Register(r)),
+      generated_tokens_(BuildCounter().Name("statetune_generated_tokens_total").Help("Tokens generated").Register(r)),
+      running_(BuildGauge().Name("statetune_requests_running").Help("Requests in the decode batch").Register(r).Add({})),
+      waiting_(BuildGauge().Name("statetune_requests_waiting").Help("Requests in the waiting queue").Register(r).Add({})),
+      batch_(BuildHistogram().Name("statetune_batch_size").Help("Rows per decode step").Register(r)
+                 .Add({}, common::power_of_two_buckets(1024))),
+      resident_(BuildGauge().Name("statetune_adapters_resident").Help("Adapters loaded in device slots").Register(r).Add({})),
+      slots_(BuildGauge().Name("statetune_adapter_slots").Help("Device adapter slots (base slot excluded)").Register(r).Add({})),
+      pinned_(BuildGauge().Name("statetune_adapter_slots_pinned").Help("Slots pinned by queued or running requests").Register(r).Add({})),
+      loads_(BuildCounter().Name("statetune_adapter_loads_total").Help("Adapter loads into device slots").Register(r).Add({})),
+      load_failures_(BuildCounter().Name("statetune_adapter_load_failures_total").Help("Failed adapter loads").Register(r).Add({})),
+      evictions_(BuildCounter().Name("statetune_adapter_evictions_total").Help("Adapters evicted (LRU)").Register(r).Add({})),
+      load_seconds_(BuildCounter().Name("statetune_adapter_load_seconds_total").Help("Seconds spent loading adapters").Register(r).Add({})),
+      adapter_requests_(BuildGauge().Name("statetune_adapter_requests").Help("Running/waiting requests per adapter (routing info)").Register(r)),
+      uploads_(BuildCounter().Name("statetune_adapter_uploads_total").Help("Adapter uploads by tenant and status").Register(r)),
+      up_(BuildGauge().Name("statetune_up").Help("1 while serving, 0 while loading or draining").Register(r).Add({})) {}
+
+void ServingMetrics::request_finished(const std::string& tenant, const std::string& status) {
+  requests_.Add({{"tenant", tenant}, {"status", status}}).Increment();
+}
+void ServingMetrics::first_token(const std::string& tenant, double seconds) {
+  ttft_.Add({{"tenant", tenant}}, common::latency_buckets_seconds()).Observe(seconds);
+}
+void ServingMetrics::inter_token(double seconds) { itl_.Observe(seconds); }
+void ServingMetrics::request_duration(const std::string& tenant, double seconds) {
+  e2e_.Add({{"tenant", tenant}}, common::latency_buckets_seconds()).Observe(seconds);
+}
+void ServingMetrics::queue_time(double seconds) { queue_.Observe(seconds); }
+void ServingMetrics::tokens(const std::string& tenant, int64_t prompt, int64_t generated) {
+  prompt_tokens_.Add({{"tenant", tenant}}).Increment(static_cast<double>(prompt));
+  generated_tokens_.Add({{"tenant", tenant}}).Increment(static_cast<double>(generated));
+}
+void ServingMetrics::batch(int64_t rows) { batch_.Observe(static_cast<double>(rows)); }
+void ServingMetrics::upload(const std::string& tenant, const std::string& status) {
+  uploads_.Add({{"tenant", tenant}, {"status", status}}).Increment();
+}
+void ServingMetrics::set_up(bool serving) { up_.Set(serving ? 1 : 0); }
+
+void ServingMetrics::set_load(int64_t running, int64_t waiting, const std::map<std::string, int64_t>& running_by_key,
+                              const std::map<std::string, int64_t>& waiting_by_key) {
+  running_.Set(static_cast<double>(running));
+  waiting_.Set(static_cast<double>(waiting));
+  std::lock_guard<std::mutex> lock(mu_);
+  std::set<std::map<std::string, std::string>> seen;
+  auto put = [&](const std::map<std::string, int64_t>& by_key, const char* state) {
+    for (const auto& [key, n] : by_key) {
+      auto labels = adapter_labels(key, state);
+      auto it = adapter_gauges_.find(labels);
+      if (it == adapter_gauges_.end()) it = adapter_gauges_.emplace(labels, &adapter_requests_.Add(labels)).first;
+      it->second->Set(static_cast<double>(n));
+      seen.insert(labels);
+    }
+  };
+  put(running_by_key, "running");
+  put(waiting_by_key, "waiting");
+  // Adapters no longer running or waiting leave the info metric instead of lingering at 0.
+  for (auto it = adapter_gauges_.begin(); it != adapter_gauges_.end();) {
+    if (!seen.count(it->first)) {
+      adapter_requests_.Remove(it->second);
+      it = adapter_gauges_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+}
+
+void ServingMetrics::set_pool(const PoolSnapshot& s) {
+  std::lock_guard<std::mutex> lock(mu_);
+  slots_.Set(static_cast<double>(s.capacity));
+  resident_.Set(static_cast<double>(s.resident));
+  pinned_.Set(static_cast<double>(s.pinned));
+  // Prometheus counters only grow: add what the pool counted since the last snapshot.
+  if (s.loads > last_pool_.loads) loads_.Increment(static_cast<double>(s.loads - last_pool_.loads));
+  if (s.load_failures > last_pool_.load_failures) {
+    load_failures_.Increment(static_cast<double>(s.load_failures - last_pool_.load_failures));
+  }
+  if (s.evictions > last_pool_.evictions) evictions_.Increment(static_cast<double>(s.evictions - last_pool_.evictions));
+  if (s.total_load_seconds > last_pool_.total_load_seconds) {
+    load_seconds_.Increment(s.total_load_seconds - last_pool_.total_load_seconds);
+  }
+  last_pool_ = s;
+}
+
+}  // namespace statetune::serving

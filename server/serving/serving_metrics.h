@@ -1,0 +1,83 @@
+// The Prometheus families statetune-serve exports (all on the --metrics-port exposer):
+//   statetune_requests_total{tenant,status}            counter; status = ok | cancelled | a gRPC code name
+//   statetune_time_to_first_token_seconds{tenant}       histogram (submit -> first token)
+//   statetune_inter_token_latency_seconds               histogram (between a request's tokens)
+//   statetune_request_duration_seconds{tenant}          histogram (end to end)
+//   statetune_queue_time_seconds                        histogram (submit -> joined the batch)
+//   statetune_prompt_tokens_total{tenant}, statetune_generated_tokens_total{tenant}   counters
+//   statetune_requests_running, statetune_requests_waiting                           gauges
+//   statetune_batch_size                                histogram (rows per decode step)
+//   statetune_adapters_resident, statetune_adapter_slots, statetune_adapter_slots_pinned   gauges
+//   statetune_adapter_loads_total, statetune_adapter_load_failures_total,
+//   statetune_adapter_evictions_total, statetune_adapter_load_seconds_total                counters
+//   statetune_adapter_requests{tenant,adapter,version,state}   info gauge: running / waiting requests
+//       per adapter, for a gateway to route tenants to replicas that already hold their adapters
+//   statetune_adapter_uploads_total{tenant,status}      counter
+//   statetune_up                                        gauge: 1 serving, 0 loading or draining
+#pragma once
+
+#include <prometheus/counter.h>
+#include <prometheus/family.h>
+#include <prometheus/gauge.h>
+#include <prometheus/histogram.h>
+#include <prometheus/registry.h>
+
+#include <cstdint>
+#include <map>
+#include <mutex>
+#include <string>
+
+namespace statetune::serving {
+
+struct PoolSnapshot {
+  int64_t capacity = 0, resident = 0, pinned = 0;
+  int64_t loads = 0, load_failures = 0, evictions = 0;
+  double total_load_seconds = 0;
+};
+
+class ServingMetrics {
+ public:
+  explicit ServingMetrics(prometheus::Registry& registry);
+
+  void request_finished(const std::string& tenant, const std::string& status);
+  void first_token(const std::string& tenant, double seconds);
+  void inter_token(double seconds);
+  void request_duration(const std::string& tenant, double seconds);
+  void queue_time(double seconds);
+  void tokens(const std::string& tenant, int64_t prompt, int64_t generated);
+  void batch(int64_t rows);
+  void upload(const std::string& tenant, const std::string& status);
+  void set_up(bool serving);
+  // Running / waiting totals and per-adapter counts (pool keys "tenant/name@version"; "" = base).
+  void set_load(int64_t running, int64_t waiting, const std::map<std::string, int64_t>& running_by_key,
+                const std::map<std::string, int64_t>& waiting_by_key);
+  void set_pool(const PoolSnapshot& s);
+
+ private:
+  prometheus::Family<prometheus::Counter>& requests_;
+  prometheus::Family<prometheus::Histogram>& ttft_;
+  prometheus::Histogram& itl_;
+  prometheus::Family<prometheus::Histogram>& e2e_;
+  prometheus::Histogram& queue_;
+  prometheus::Family<prometheus::Counter>& prompt_tokens_;
+  prometheus::Family<prometheus::Counter>& generated_tokens_;
+  prometheus::Gauge& running_;
+  prometheus::Gauge& waiting_;
+  prometheus::Histogram& batch_;
+  prometheus::Gauge& resident_;
+  prometheus::Gauge& slots_;
+  prometheus::Gauge& pinned_;
+  prometheus::Counter& loads_;
+  prometheus::Counter& load_failures_;
+  prometheus::Counter& evictions_;
+  prometheus::Counter& load_seconds_;
+  prometheus::Family<prometheus::Gauge>& adapter_requests_;
+  prometheus::Family<prometheus::Counter>& uploads_;
+  prometheus::Gauge& up_;
+
+  std::mutex mu_;
+  PoolSnapshot last_pool_;
+  std::map<std::map<std::string, std::string>, prometheus::Gauge*> adapter_gauges_;
+};
+
+}  // namespace statetune::serving
