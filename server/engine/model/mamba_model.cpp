@@ -110,6 +110,38 @@ struct MambaModel::Workspace {
 
 MambaModel::~MambaModel() = default;
 
+std::map<std::string, at::Tensor> MambaModel::weight_views() const {
+  const Weights& W = *weights_;
+  std::map<std::string, at::Tensor> out;
+  out["embedding"] = W.embedding;
+  out["lm_head"] = W.lm_head;
+  out["norm_f"] = W.norm_f;
+  auto put = [&out](const std::string& name, const at::Tensor& t) {
+    if (t.defined()) out[name] = t;
+  };
+  for (size_t i = 0; i < W.layers.size(); ++i) {
+    const LayerWeights& l = W.layers[i];
+    const std::string p = "layers." + std::to_string(i) + ".";
+    put(p + "norm", l.norm);
+    put(p + "in_x", l.in_x);
+    put(p + "in_z", l.in_z);
+    put(p + "in_x_b", l.in_x_b);
+    put(p + "in_z_b", l.in_z_b);
+    put(p + "conv_w", l.conv_w);
+    put(p + "conv_b", l.conv_b);
+    put(p + "x_dt", l.x_dt);
+    put(p + "x_B", l.x_B);
+    put(p + "x_C", l.x_C);
+    put(p + "dt_w", l.dt_w);
+    put(p + "dt_b", l.dt_b);
+    put(p + "A", l.A);
+    put(p + "Dskip", l.Dskip);
+    put(p + "out_w", l.out_w);
+    put(p + "out_b", l.out_b);
+  }
+  return out;
+}
+
 // ---------------------------------------------------------------------------------------------
 StateCache::StateCache(const MambaConfig& config, int64_t capacity, at::Device device) {
   if (capacity <= 0) throw std::invalid_argument("StateCache: capacity must be positive");

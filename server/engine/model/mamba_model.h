@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <map>
 #include <memory>
 #include <string>
 
@@ -61,6 +62,16 @@ class MambaModel {
   at::Tensor decode(const at::Tensor& tokens, const at::Tensor& rows, const at::Tensor& slots,
                     const AdapterPoolView& adapters, StateCache& cache,
                     at::Tensor* logits_out = nullptr);
+
+  // Read-only views of the loaded weights (shared storage, never copies), for code that recomputes
+  // the same forward with other ops (the adapter trainer's differentiable forward). Keys:
+  //   "embedding" [V, M], "lm_head" [V, M] (the embedding when tied), "norm_f" [M] fp32, and per layer
+  //   "layers.{i}.X" for X in norm [M] fp32, in_x / in_z [D, M] (the halves of in_proj), conv_w [D, K]
+  //   fp32, x_dt [R, D] / x_B [N, D] / x_C [N, D] (the parts of x_proj), dt_w [D, R], dt_b [D] fp32,
+  //   A [D, N] fp32 (= -exp(A_log)), Dskip [D] fp32, out_w [M, D], and when the config has them
+  //   conv_b [D] fp32, in_x_b / in_z_b [D], out_b [M]. Unmarked tensors are in the compute dtype.
+  // Callers must not write into them.
+  std::map<std::string, at::Tensor> weight_views() const;
 
   ~MambaModel();
 

@@ -1,0 +1,140 @@
+#include "server/engine/training/trainable_mamba.h"
+
+#include <stdexcept>
+
+#include "server/engine/training/scan_autograd.h"
+
+namespace statetune::engine::training {
+namespace {
+
+// Differentiable RMSNorm in fp32 (as the inference path computes it), cast to `out_dtype`.
+at::Tensor rmsnorm(const at::Tensor& x, const at::Tensor& weight, double eps, at::ScalarType out_dtype) {
+  const at::Tensor scale = at::rsqrt(x.pow(2).mean(-1, /*keepdim=*/true) + eps);
+  return (x * scale * weight).to(out_dtype);
+}
+
+at::Tensor linear(const at::Tensor& a, const at::Tensor& w, const at::Tensor& bias) {
+  return bias.defined() ? at::addmm(bias, a, w.t()) : at::mm(a, w.t());
+}
+
+// One slot, every row reading it (undefined `slots` = slot 0 for every row).
+at::Tensor one_slot(const at::Tensor& t, int64_t layer) {
+  return t.defined() ? t.select(0, layer).unsqueeze(0) : at::Tensor();
+}
+
+}  // namespace
+
+std::vector<at::Tensor> AdapterTensors::defined() const {
+  std::vector<at::Tensor> out;
+  for (const at::Tensor* t : {&state_offset, &output_offset, &initial_state}) {
+    if (t->defined()) out.push_back(*t);
+  }
+  return out;
+}
+
+TrainableMamba::TrainableMamba(const MambaModel& model, int64_t scan_chunk)
+    : config_(model.config()), device_(model.device()), dtype_(model.dtype()), scan_chunk_(scan_chunk) {
+  if (scan_chunk < 1) throw std::invalid_argument("TrainableMamba: scan_chunk must be >= 1");
+  const std::map<std::string, at::Tensor> w = model.weight_views();
+  auto get = [&w](const std::string& name) {
+    const auto it = w.find(name);
+    return it == w.end() ? at::Tensor() : it->second;
+  };
+  embedding_ = get("embedding");
+  lm_head_ = get("lm_head");
+  norm_f_ = get("norm_f");
+  layers_.resize(static_cast<size_t>(config_.n_layer));
+  for (int64_t i = 0; i < config_.n_layer; ++i) {
+    const std::string p = "layers." + std::to_string(i) + ".";
+    Layer& l = layers_[static_cast<size_t>(i)];
+    l.norm = get(p + "norm");
+    l.in_x = get(p + "in_x");
+    l.in_z = get(p + "in_z");
+    l.in_x_b = get(p + "in_x_b");
+    l.in_z_b = get(p + "in_z_b");
+    l.conv_w = get(p + "conv_w");
+    l.conv_b = get(p + "conv_b");
+    l.x_dt = get(p + "x_dt");
+    l.x_B = get(p + "x_B");
+    l.x_C = get(p + "x_C");
+    l.dt_w = get(p + "dt_w");
+    l.dt_b = get(p + "dt_b");
+    l.A = get(p + "A");
+    l.Dskip = get(p + "Dskip");
+    l.out_w = get(p + "out_w");
+    l.out_b = get(p + "out_b");
+    if (!l.in_x.defined() || !l.A.defined() || !l.out_w.defined()) {
+      throw std::runtime_error("TrainableMamba: the model exposes no weights for layer " + std::to_string(i));
+    }
+  }
+}
+
+at::Tensor TrainableMamba::hidden(const at::Tensor& tokens, const at::Tensor& lengths,
+                                  const AdapterTensors& adapter) const {
+  if (!tokens.defined() || tokens.dim() != 2 || tokens.scalar_type() != at::kLong) {
+    throw std::invalid_argument("TrainableMamba: tokens must be [B, L] int64");
+  }
+  const int64_t B = tokens.size(0), L = tokens.size(1), T = B * L;
+  const int64_t M = config_.d_model, D = config_.d_inner, N = config_.d_state;
+  if (B == 0 || L == 0) throw std::invalid_argument("TrainableMamba: empty batch");
+  if (!lengths.defined() || lengths.dim() != 1 || lengths.size(0) != B ||
+      lengths.scalar_type() != at::kLong || !lengths.device().is_cpu()) {
+    throw std::invalid_argument("TrainableMamba: lengths must be [B] int64 on the CPU");
+  }
+  const int64_t* len = lengths.contiguous().data_ptr<int64_t>();
+  for (int64_t b = 0; b < B; ++b) {
+    if (len[b] < 1 || len[b] > L) {
+      throw std::invalid_argument("TrainableMamba: lengths[" + std::to_string(b) + "] outside [1, L]");
+    }
+  }
+  auto check = [&](const at::Tensor& t, std::vector<int64_t> shape, const char* what) {
+    if (!t.defined()) return;
+    if (t.sizes() != at::IntArrayRef(shape) || t.scalar_type() != at::kFloat) {
+      throw std::invalid_argument(std::string("TrainableMamba: adapter ") + what +
+                                  " must be fp32 of the model's shape");
+    }
+  };
+  check(adapter.state_offset, {config_.n_layer, D, N}, "state_offset");
+  check(adapter.output_offset, {config_.n_layer, D}, "output_offset");
+  check(adapter.initial_state, {config_.n_layer, D, N}, "initial_state");
+
+  const at::Tensor tok = tokens.to(device_).reshape({T});
+  const at::Tensor len_cpu = lengths.contiguous();
+  at::Tensor h = at::index_select(embedding_, 0, tok).to(at::kFloat);  // [T, M] residual, fp32
+  for (int64_t i = 0; i < config_.n_layer; ++i) {
+    const Layer& l = layers_[static_cast<size_t>(i)];
+    const at::Tensor normed = rmsnorm(h, l.norm, config_.norm_eps, dtype_);
+    const at::Tensor x = linear(normed, l.in_x, l.in_x_b).view({B, L, D});
+    const at::Tensor z = linear(normed, l.in_z, l.in_z_b).view({B, L, D});
+    const at::Tensor xc = causal_conv1d(x, l.conv_w, l.conv_b, len_cpu);  // [B, L, D]
+    const at::Tensor xc2 = xc.reshape({T, D});
+    const at::Tensor dt = at::mm(xc2, l.x_dt.t());
+    const at::Tensor Bm = at::mm(xc2, l.x_B.t()).view({B, L, N});
+    const at::Tensor Cm = at::mm(xc2, l.x_C.t()).view({B, L, N});
+    const at::Tensor delta = at::mm(dt, l.dt_w.t()).view({B, L, D});
+    kernels::LayerAdapters ad;
+    ad.state_offset = one_slot(adapter.state_offset, i);
+    ad.output_offset = one_slot(adapter.output_offset, i);
+    ad.initial_state = one_slot(adapter.initial_state, i);
+    ScanAutogradOptions so;
+    so.chunk = scan_chunk_;
+    const at::Tensor y = selective_scan(xc, delta, l.dt_b, l.A, Bm, Cm, l.Dskip, z, len_cpu, ad, so);
+    at::Tensor o = linear(y.reshape({T, D}), l.out_w, l.out_b);
+    h = h + (o.scalar_type() == at::kFloat ? o : o.to(at::kFloat));
+  }
+  return rmsnorm(h, norm_f_, config_.norm_eps, dtype_).view({B, L, M});
+}
+
+at::Tensor TrainableMamba::logits(const at::Tensor& hidden_rows) const {
+  const at::Tensor out = at::mm(hidden_rows, lm_head_.t());
+  return out.scalar_type() == at::kFloat ? out : out.to(at::kFloat);
+}
+
+at::Tensor TrainableMamba::forward(const at::Tensor& tokens, const at::Tensor& lengths,
+                                   const AdapterTensors& adapter) const {
+  const at::Tensor hid = hidden(tokens, lengths, adapter);
+  const int64_t B = hid.size(0), L = hid.size(1);
+  return logits(hid.reshape({B * L, hid.size(2)})).view({B, L, config_.vocab_size});
+}
+
+}  // namespace statetune::engine::training
