@@ -262,6 +262,31 @@ TEST(ScanAutograd, ForwardIsTheKernelAndGradientsReachEveryInput) {
   }
 }
 
+TEST(ScanAutograd, Bf16ActivationsGetBf16Gradients) {
+  // bf16 activations, fp32 weights and adapters (the kernels' contract); compared with the fp64
+  // reference on the same (bf16-rounded) values, within bf16 tolerances.
+  ScanInputs in64 = make_inputs(kMixed, at::kDouble, 9);
+  for (at::Tensor* t : {&in64.x, &in64.delta_in, &in64.Bm, &in64.Cm, &in64.z}) {
+    *t = t->to(at::kBFloat16).to(at::kDouble);
+  }
+  const at::Tensor w64 = at::randn({4, 11, 13}, at::kDouble);
+  const auto want = autograd_grads(in64, w64);
+  ScanInputs in = in64;
+  for (at::Tensor* t : in.floats()) {
+    const bool activation = t == &in.x || t == &in.delta_in || t == &in.Bm || t == &in.Cm || t == &in.z;
+    if (t->defined()) *t = t->to(activation ? at::kBFloat16 : at::kFloat).detach().requires_grad_(true);
+  }
+  const at::Tensor out = selective_scan(in.x, in.delta_in, in.delta_bias, in.A, in.Bm, in.Cm,
+                                        in.Dskip, in.z, in.lengths, in.adapters());
+  EXPECT_EQ(out.scalar_type(), at::kBFloat16);
+  (out.to(at::kFloat) * w64.to(at::kFloat)).sum().backward();
+  const auto floats = in.floats();
+  for (size_t i = 0; i < floats.size(); ++i) {
+    EXPECT_EQ(floats[i]->grad().scalar_type(), floats[i]->scalar_type()) << kNames[i];
+    expect_close(floats[i]->grad(), want[i], 2e-2, 1e-3, kNames[i]);
+  }
+}
+
 TEST(ScanAutograd, GradientsFlowThroughEarlierOps) {
   // The scan inside a larger graph: x and the state offset come from other differentiable ops.
   const ScanInputs base = make_inputs(kMixed, at::kFloat, 8);
