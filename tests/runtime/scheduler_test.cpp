@@ -76,9 +76,15 @@ class SchedulerTest : public ::testing::Test {
     return AdapterPool(model_->fingerprint(), o);
   }
 
-  // Greedy tokens of one prompt alone, by a plain prefill/decode loop (no scheduler), with an adapter
-  // index (-1 = base).
-  static std::vector<int64_t> reference(const std::vector<int64_t>& prompt, int adapter, int64_t n) {
+  // Tokens of one prompt alone, by a plain prefill/decode loop (no scheduler), with an adapter index
+  // (-1 = base): greedy for seed 0, else sampled at temperature 1 with that seed. (A tiny random
+  // model's greedy output is nearly constant, so sampling is what makes the comparisons sharp.)
+  static std::vector<int64_t> reference(const std::vector<int64_t>& prompt, int adapter, int64_t n,
+                                        uint64_t seed = 0) {
+    SamplingParams params;
+    params.temperature = seed == 0 ? 0.0 : 1.0;
+    params.seed = seed;
+    Sampler sampler(params);
     AdapterPoolOptions o;
     o.max_slots = 2;
     AdapterPool pool(model_->fingerprint(), o);
@@ -93,20 +99,22 @@ class SchedulerTest : public ::testing::Test {
     at::Tensor logits = model_->prefill(tokens, lengths, rows, slots, pool.view(), cache);
     std::vector<int64_t> out;
     while (static_cast<int64_t>(out.size()) < n) {
-      const int64_t next = argmax(logits.contiguous().data_ptr<float>(), logits.size(1));
+      const int64_t next = sampler.sample(logits.contiguous().data_ptr<float>(), logits.size(1));
       out.push_back(next);
       logits = model_->decode(at::full({1}, next, at::kLong), rows, slots, pool.view(), cache);
     }
     return out;
   }
 
-  GenerationRequest request(std::vector<int64_t> prompt, int adapter, int64_t n, Outcome& out) {
+  GenerationRequest request(std::vector<int64_t> prompt, int adapter, int64_t n, Outcome& out,
+                            uint64_t seed = 0) {
     GenerationRequest r;
     r.id = "t";
     r.prompt = std::move(prompt);
     r.max_new_tokens = n;
     r.stop_at_eos = false;
-    r.sampling.temperature = 0;
+    r.sampling.temperature = seed == 0 ? 0.0 : 1.0;
+    r.sampling.seed = seed;
     if (adapter >= 0) {
       r.adapter_key = "adapter" + std::to_string(adapter);
       r.adapter_loader = [adapter] { return adapters_[adapter]; };
@@ -148,10 +156,14 @@ TEST_F(SchedulerTest, MixedAdaptersInOneBatchMatchEachRequestAlone) {
     prompts.push_back(prompt_of(i, 3 + i * 2));  // different lengths: padded prefill
     which.push_back(i % 4 - 1);                   // base, adapter 0, 1, 2
   }
+  // Half greedy, half seeded sampling (which exposes any change in a row's logits).
+  auto seed_of = [](int i) { return i % 2 == 0 ? uint64_t{0} : uint64_t(500 + i); };
   std::vector<std::vector<int64_t>> expected;
-  for (int i = 0; i < 8; ++i) expected.push_back(reference(prompts[i], which[i], n));
+  for (int i = 0; i < 8; ++i) expected.push_back(reference(prompts[i], which[i], n, seed_of(i)));
   // The adapters really change the output, so a mixed batch that ignored slots would fail.
-  EXPECT_NE(reference(prompts[1], -1, n), expected[1]);
+  for (int i : {3, 5}) {
+    EXPECT_NE(reference(prompts[i], -1, n, seed_of(i)), expected[i]) << "adapter " << which[i] << " has no effect";
+  }
 
   AdapterPool pool = make_pool(4);
   std::atomic<int64_t> max_batch{0};
@@ -161,7 +173,7 @@ TEST_F(SchedulerTest, MixedAdaptersInOneBatchMatchEachRequestAlone) {
   std::vector<std::unique_ptr<Outcome>> outs;
   for (int i = 0; i < 8; ++i) {
     outs.push_back(std::make_unique<Outcome>());
-    s.submit(request(prompts[i], which[i], n, *outs.back()));
+    s.submit(request(prompts[i], which[i], n, *outs.back(), seed_of(i)));
   }
   for (int i = 0; i < 8; ++i) {
     outs[i]->wait();
@@ -182,14 +194,14 @@ TEST_F(SchedulerTest, LateArrivalsJoinTheRunningBatch) {
   });
   Outcome first, second;
   const auto p1 = prompt_of(50, 5), p2 = prompt_of(51, 9);
-  s.submit(request(p1, 0, 200, first));
+  s.submit(request(p1, 0, 200, first, 31));
   while (first.count() < 3) std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  s.submit(request(p2, 1, 10, second));
+  s.submit(request(p2, 1, 10, second, 32));
   second.wait();
   first.wait();
   EXPECT_EQ(max_batch.load(), 2);
-  EXPECT_EQ(second.tokens, reference(p2, 1, 10));
-  EXPECT_EQ(first.tokens, reference(p1, 0, 200));
+  EXPECT_EQ(second.tokens, reference(p2, 1, 10, 32));
+  EXPECT_EQ(first.tokens, reference(p1, 0, 200, 31));
 }
 
 TEST_F(SchedulerTest, StopRequestFromTheCallbackAndEndOfSequence) {
@@ -334,12 +346,12 @@ TEST_F(SchedulerTest, MissingAdapterAndExhaustedPool) {
   // One adapter slot, two adapters: the second waits for the first to finish instead of failing.
   Outcome a, b;
   s.submit(request(prompt_of(12, 4), 0, 30, a));
-  s.submit(request(prompt_of(13, 4), 1, 5, b));
+  s.submit(request(prompt_of(13, 4), 1, 5, b, 8));
   a.wait();
   b.wait();
   EXPECT_EQ(a.result.reason, FinishReason::kLength);
   EXPECT_EQ(b.result.reason, FinishReason::kLength);
-  EXPECT_EQ(b.tokens, reference(prompt_of(13, 4), 1, 5));
+  EXPECT_EQ(b.tokens, reference(prompt_of(13, 4), 1, 5, 8));
   EXPECT_GE(b.result.queue_seconds, a.result.queue_seconds);
 }
 
