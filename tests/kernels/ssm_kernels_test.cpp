@@ -462,6 +462,9 @@ TEST(Kernels, RejectsBadLengthsAndReportsNoCuda) {
   strided.ssm_state = at::zeros({q.C, 4, 8}, f32()).transpose(1, 2);
   EXPECT_THROW(scan_prefill(Impl::kCpu, q.scan, q.lengths, LayerAdapters{}, strided, false, out),
                c10::Error);
+  // A device without a backend is refused with an error, not run on the CPU.
+  const at::Tensor meta = at::empty({2, 8}, at::TensorOptions().dtype(at::kFloat).device(at::kMeta));
+  EXPECT_THROW(causal_conv1d_step(meta, q.conv_w, q.conv_b, c.cache, out), c10::Error);
 #ifndef STATETUNE_WITH_CUDA
   EXPECT_FALSE(cuda_kernels_available());
 #endif
