@@ -95,20 +95,23 @@ void prefill_impl(const ConvArgs& g, const Act<T>& x, const int64_t* lengths, bo
   });
 }
 
-template <typename T>
+// KT > 0 fixes K at compile time (K = 4 in every Mamba-1 checkpoint) so a channel's window stays in
+// registers and the shift is three moves.
+template <typename T, int KT>
 void step_impl(const ConvArgs& g, const Act<T>& x, T* out) {
-  const int64_t nchunk = (g.D + kChunk - 1) / kChunk, K = g.K, K1 = g.K - 1;
+  const int64_t nchunk = (g.D + kChunk - 1) / kChunk, K = KT > 0 ? KT : g.K, K1 = K - 1;
   at::parallel_for(0, g.B * nchunk, 1, [&](int64_t begin, int64_t end) {
     float acc[kChunk];
     for (int64_t w = begin; w < end; ++w) {
       const int64_t b = w / nchunk, d0 = (w % nchunk) * kChunk, d1 = std::min(g.D, d0 + kChunk);
       const int64_t nd = d1 - d0;
-      float* hist = g.state + g.rows[b] * g.state_rs;
-      const T* xs = x.at(b, 0) + d0;
+      float* __restrict hist = g.state + g.rows[b] * g.state_rs;
+      const float* __restrict wts = g.w;
+      const T* __restrict xs = x.at(b, 0) + d0;
       for (int64_t i = 0; i < nd; ++i) {
         const int64_t d = d0 + i;
         float* hd = hist + d * K1;
-        const float* wd = g.w + d * K;
+        const float* wd = wts + d * K;
         const float xv = to_f(xs[i]);
         float a = g.bias ? g.bias[d] : 0.0f;
         for (int64_t k = 0; k < K1; ++k) a += wd[k] * hd[k];
@@ -122,6 +125,15 @@ void step_impl(const ConvArgs& g, const Act<T>& x, T* out) {
       for (int64_t i = 0; i < nd; ++i) ot[i] = from_f<T>(acc[i]);
     }
   });
+}
+
+template <typename T>
+void step_dispatch_k(const ConvArgs& g, const Act<T>& x, T* out) {
+  if (g.K == 4) {
+    step_impl<T, 4>(g, x, out);
+  } else {
+    step_impl<T, 0>(g, x, out);
+  }
 }
 
 }  // namespace
@@ -152,9 +164,10 @@ void causal_conv1d_step(const at::Tensor& x, const at::Tensor& weight, const at:
   at::Tensor x_keep;
   prepare_out(out, {B, D}, x);
   if (x.scalar_type() == at::kFloat) {
-    step_impl<float>(p.g, act_of<float>(x, x_keep), out.data_ptr<float>());
+    step_dispatch_k<float>(p.g, act_of<float>(x, x_keep), out.data_ptr<float>());
   } else {
-    step_impl<c10::BFloat16>(p.g, act_of<c10::BFloat16>(x, x_keep), out.data_ptr<c10::BFloat16>());
+    step_dispatch_k<c10::BFloat16>(p.g, act_of<c10::BFloat16>(x, x_keep),
+                                   out.data_ptr<c10::BFloat16>());
   }
 }
 
