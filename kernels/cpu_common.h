@@ -139,8 +139,8 @@ inline T from_f(float x) {
   return static_cast<T>(x);
 }
 
-// A [B, L, D] (or [B, D]) activation with unit stride on its last dimension: element (b, t, i) is at
-// p + b*sb + t*st + i. Views such as the halves of in_proj's output need no copy.
+// A [B, L, D] (or [B, D]) activation with unit stride on its last dimension: element (b, t, i) is
+// at p + b*sb + t*st + i. Views such as the halves of in_proj's output need no copy.
 template <typename T>
 struct Act {
   const T* p = nullptr;
@@ -174,7 +174,8 @@ inline void prepare_out(at::Tensor& out, at::IntArrayRef sizes, const at::Tensor
 }
 
 // Lengths as int64 values, checked against L.
-inline const int64_t* lengths_of(const at::Tensor& lengths, int64_t B, int64_t L, at::Tensor& keep) {
+inline const int64_t* lengths_of(const at::Tensor& lengths, int64_t B, int64_t L,
+                                 at::Tensor& keep) {
   TORCH_CHECK(lengths.dim() == 1 && lengths.size(0) == B, "lengths must be [B]");
   keep = lengths.to(at::kCPU).to(at::kLong).contiguous();
   const int64_t* p = keep.data_ptr<int64_t>();
@@ -196,8 +197,8 @@ inline int64_t cache_row_stride(const at::Tensor& t, int64_t D, int64_t X, const
   TORCH_CHECK(t.defined() && t.dim() == 3 && t.size(1) == D && t.size(2) == X &&
                   t.scalar_type() == at::kFloat && t.device().is_cpu(),
               what, " must be a CPU fp32 [C, ", D, ", ", X, "] tensor");
-  TORCH_CHECK(X == 0 || ((X == 1 || t.stride(2) == 1) && (D <= 1 || t.stride(1) == X)),
-              what, " must be contiguous inside each cache row");
+  TORCH_CHECK(X == 0 || ((X == 1 || t.stride(2) == 1) && (D <= 1 || t.stride(1) == X)), what,
+              " must be contiguous inside each cache row");
   return t.stride(0);
 }
 

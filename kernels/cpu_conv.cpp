@@ -31,7 +31,8 @@ ConvPrepared prepare(const at::Tensor& x, const at::Tensor& weight, const at::Te
   TORCH_CHECK(x.device().is_cpu(), "cpu conv: tensors must be on the CPU");
   TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kBFloat16,
               "cpu conv: x must be fp32 or bf16");
-  TORCH_CHECK(weight.dim() == 2 && weight.size(0) == D && weight.size(1) >= 1, "conv weight must be [D, K]");
+  TORCH_CHECK(weight.dim() == 2 && weight.size(0) == D && weight.size(1) >= 1,
+              "conv weight must be [D, K]");
   ConvPrepared p;
   const int64_t K = weight.size(1);
   p.w = f32c(weight);

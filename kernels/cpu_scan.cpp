@@ -172,7 +172,8 @@ void scan_prefill_impl(const ScanArgs& g, const Act<T>& x, const Act<T>& dl, con
       if (so) {
         scan_chunk<T, NT, true>(g, x, dl, bm, cm, z, b, d0, d1, lengths[b], so, oo, h, s, out, g.D);
       } else {
-        scan_chunk<T, NT, false>(g, x, dl, bm, cm, z, b, d0, d1, lengths[b], so, oo, h, s, out, g.D);
+        scan_chunk<T, NT, false>(g, x, dl, bm, cm, z, b, d0, d1, lengths[b], so, oo, h, s, out,
+                                 g.D);
       }
       std::copy(h, h + nd * g.N, row);
     }
@@ -244,14 +245,16 @@ Prepared prepare(const at::Tensor& x, const at::Tensor& delta_in, const at::Tens
                  int64_t L, int64_t D) {
   TORCH_CHECK(x.device().is_cpu(), "cpu scan: tensors must be on the CPU");
   const auto dt = x.scalar_type();
-  TORCH_CHECK(dt == at::kFloat || dt == at::kBFloat16, "cpu scan: activations must be fp32 or bf16");
+  TORCH_CHECK(dt == at::kFloat || dt == at::kBFloat16,
+              "cpu scan: activations must be fp32 or bf16");
   for (const at::Tensor* t : {&delta_in, &Bm, &Cm, &z})
     TORCH_CHECK(t->scalar_type() == dt && t->device().is_cpu(),
                 "cpu scan: all activations must share x's dtype and device");
   TORCH_CHECK(A.dim() == 2 && A.size(0) == D, "A must be [D, N]");
   const int64_t N = A.size(1);
   TORCH_CHECK(delta_in.sizes() == x.sizes() && z.sizes() == x.sizes(), "delta/z must match x");
-  TORCH_CHECK(Bm.size(0) == B && Bm.size(-1) == N && Cm.sizes() == Bm.sizes(), "Bm/Cm must be [B, (L,) N]");
+  TORCH_CHECK(Bm.size(0) == B && Bm.size(-1) == N && Cm.sizes() == Bm.sizes(),
+              "Bm/Cm must be [B, (L,) N]");
   if (x.dim() == 3) TORCH_CHECK(Bm.dim() == 3 && Bm.size(1) == L, "Bm/Cm must be [B, L, N]");
   Prepared p;
   p.A = f32c(A);

@@ -1,5 +1,5 @@
-// The device dispatch of the kernel interface: CPU tensors go to the fast CPU backend, CUDA tensors to
-// the CUDA kernels when they were compiled in.
+// The device dispatch of the kernel interface: CPU tensors go to the fast CPU backend, CUDA tensors
+// to the CUDA kernels when they were compiled in.
 #include <ATen/ATen.h>
 
 #include "kernels/ssm_kernels.h"
@@ -26,7 +26,8 @@ namespace {
 void causal_conv1d_prefill(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias,
                            const at::Tensor& lengths, LayerCache& cache, bool resume,
                            at::Tensor& out) {
-  if (x.device().is_cpu()) return cpu::causal_conv1d_prefill(x, weight, bias, lengths, cache, resume, out);
+  if (x.device().is_cpu())
+    return cpu::causal_conv1d_prefill(x, weight, bias, lengths, cache, resume, out);
 #ifdef STATETUNE_WITH_CUDA
   if (x.device().is_cuda())
     return cuda::causal_conv1d_prefill(x, weight, bias, lengths, cache, resume, out);

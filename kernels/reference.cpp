@@ -1,5 +1,6 @@
 // The reference kernels: LibTorch ops, one time step at a time, computed in fp32. They are the
-// definition the CPU and CUDA backends are tested against, so they favour the obvious over the fast.
+// definition the CPU and CUDA backends are tested against, so they favour the obvious over the
+// fast.
 #include <ATen/ATen.h>
 
 #include "kernels/ssm_kernels.h"
@@ -9,7 +10,8 @@ namespace {
 
 at::Tensor f32(const at::Tensor& t) { return t.to(at::kFloat); }
 
-// `out` is resized (re-allocated) only when its shape or dtype does not fit, so callers can reuse it.
+// `out` is resized (re-allocated) only when its shape or dtype does not fit, so callers can reuse
+// it.
 void prepare_out(at::Tensor& out, at::IntArrayRef sizes, const at::Tensor& like) {
   if (!out.defined() || out.sizes() != sizes || out.scalar_type() != like.scalar_type() ||
       out.device() != like.device()) {
@@ -72,9 +74,9 @@ void causal_conv1d_step(const at::Tensor& x, const at::Tensor& weight, const at:
   TORCH_CHECK(x.dim() == 2, "conv step: x must be [B, D]");
   const int64_t B = x.size(0), D = x.size(1);
   const at::Tensor rows = cache.rows.to(at::kLong);
-  const at::Tensor state = cache.conv_state.index_select(0, rows);          // [B, D, K-1]
-  const at::Tensor window = at::cat({state, f32(x).unsqueeze(2)}, 2);        // [B, D, K]
-  at::Tensor acc = (window * f32(weight).unsqueeze(0)).sum(2);               // [B, D]
+  const at::Tensor state = cache.conv_state.index_select(0, rows);     // [B, D, K-1]
+  const at::Tensor window = at::cat({state, f32(x).unsqueeze(2)}, 2);  // [B, D, K]
+  at::Tensor acc = (window * f32(weight).unsqueeze(0)).sum(2);         // [B, D]
   if (bias.defined()) acc = acc + f32(bias);
   prepare_out(out, {B, D}, x);
   out.copy_(at::silu(acc));
@@ -106,8 +108,10 @@ void selective_scan_prefill(const at::Tensor& x, const at::Tensor& delta_in,
   }
   h = h.clone();
   at::Tensor so, oo;
-  if (adapters.state_offset.defined()) so = adapters.state_offset.index_select(0, slots);   // [B,D,N]
-  if (adapters.output_offset.defined()) oo = adapters.output_offset.index_select(0, slots);  // [B,D]
+  if (adapters.state_offset.defined())
+    so = adapters.state_offset.index_select(0, slots);  // [B,D,N]
+  if (adapters.output_offset.defined())
+    oo = adapters.output_offset.index_select(0, slots);  // [B,D]
 
   prepare_out(out, {B, L, D}, x);
   for (int64_t t = 0; t < L; ++t) {

@@ -1,16 +1,15 @@
 // The scan and conv kernels: the reference against a hand-written formula, and the CPU backend (and
 // the dispatching entry points) against the reference over random shapes, adapters, slots, cache
 // rows, resumes, padding, dtypes, and prefill versus step-by-step decode.
-#include <gtest/gtest.h>
+#include "kernels/ssm_kernels.h"
 
 #include <ATen/ATen.h>
+#include <gtest/gtest.h>
 
 #include <cmath>
 #include <random>
 #include <string>
 #include <vector>
-
-#include "kernels/ssm_kernels.h"
 
 namespace statetune::kernels {
 namespace {
@@ -38,13 +37,15 @@ struct ScanInputs {
 
 void scan_prefill(Impl i, const ScanInputs& in, const at::Tensor& lengths, const LayerAdapters& ad,
                   LayerCache& c, bool resume, at::Tensor& out) {
-  auto f = i == Impl::kRef ? &ref::selective_scan_prefill
+  auto f = i == Impl::kRef   ? &ref::selective_scan_prefill
            : i == Impl::kCpu ? &cpu::selective_scan_prefill
                              : &selective_scan_prefill;
-  f(in.x, in.delta_in, in.delta_bias, in.A, in.Bm, in.Cm, in.Dskip, in.z, lengths, ad, c, resume, out);
+  f(in.x, in.delta_in, in.delta_bias, in.A, in.Bm, in.Cm, in.Dskip, in.z, lengths, ad, c, resume,
+    out);
 }
-void scan_step(Impl i, const ScanInputs& in, const LayerAdapters& ad, LayerCache& c, at::Tensor& out) {
-  auto f = i == Impl::kRef ? &ref::selective_scan_step
+void scan_step(Impl i, const ScanInputs& in, const LayerAdapters& ad, LayerCache& c,
+               at::Tensor& out) {
+  auto f = i == Impl::kRef   ? &ref::selective_scan_step
            : i == Impl::kCpu ? &cpu::selective_scan_step
                              : &selective_scan_step;
   f(in.x, in.delta_in, in.delta_bias, in.A, in.Bm, in.Cm, in.Dskip, in.z, ad, c, out);
@@ -53,8 +54,8 @@ void scan_step(Impl i, const ScanInputs& in, const LayerAdapters& ad, LayerCache
 at::TensorOptions f32() { return at::TensorOptions().dtype(at::kFloat); }
 
 // |a - b| <= atol + rtol * |b| elementwise, with atol scaled to the size of the expected values.
-void expect_close(const at::Tensor& got, const at::Tensor& want, double rtol, const std::string& what,
-                  double atol_rel = 1e-5) {
+void expect_close(const at::Tensor& got, const at::Tensor& want, double rtol,
+                  const std::string& what, double atol_rel = 1e-5) {
   ASSERT_EQ(got.sizes(), want.sizes()) << what;
   const at::Tensor g = got.to(at::kDouble), w = want.to(at::kDouble);
   const double scale = std::max(1.0, w.abs().max().item<double>());
@@ -72,7 +73,7 @@ struct Problem {
   at::Tensor conv_x, conv_w, conv_b, lengths, rows;
   at::Tensor so_pool, oo_pool, h0_pool;  // [S, layers, ...]
   at::Tensor slots;
-  at::Tensor conv_state, ssm_state;      // the caches, [C, layers, ...] so rows are strided
+  at::Tensor conv_state, ssm_state;  // the caches, [C, layers, ...] so rows are strided
   int64_t layer = 0;
 };
 
@@ -203,7 +204,8 @@ TEST(ReferenceKernels, MatchesDirectFormula) {
             cwant = acc / (1 + std::exp(-acc));
           }
           EXPECT_NEAR(O[b][t][d], want, 1e-4 * (1 + std::abs(want))) << b << "," << t << "," << d;
-          EXPECT_NEAR(CO[b][t][d], cwant, 1e-5 * (1 + std::abs(cwant))) << b << "," << t << "," << d;
+          EXPECT_NEAR(CO[b][t][d], cwant, 1e-5 * (1 + std::abs(cwant)))
+              << b << "," << t << "," << d;
         }
         for (int64_t n = 0; n < N; ++n)
           EXPECT_NEAR(NS[r][l][d][n], h[n], 1e-4 * (1 + std::abs(h[n])));
@@ -265,7 +267,9 @@ void compare_step(const Problem& p, int kinds, Impl impl, double rtol, const std
 TEST(CpuKernels, MatchReferenceOnRandomShapes) {
   at::manual_seed(7);
   std::mt19937 rng(7);
-  auto pick = [&](int64_t lo, int64_t hi) { return std::uniform_int_distribution<int64_t>(lo, hi)(rng); };
+  auto pick = [&](int64_t lo, int64_t hi) {
+    return std::uniform_int_distribution<int64_t>(lo, hi)(rng);
+  };
   const std::vector<int64_t> Ds = {8, 13, 24, 64}, Ns = {1, 5, 8, 16};
   for (int iter = 0; iter < 24; ++iter) {
     const int64_t B = pick(1, 5), L = iter % 4 == 0 ? 1 : pick(1, 33), D = Ds[iter % 4],
@@ -310,12 +314,14 @@ TEST(CpuKernels, ContiguousCacheAndReusedOutput) {
   CacheCopy c(p, p.rows);
   at::Tensor out = at::empty({1}, f32());
   cpu::selective_scan_prefill(p.scan.x, p.scan.delta_in, p.scan.delta_bias, p.scan.A, p.scan.Bm,
-                              p.scan.Cm, p.scan.Dskip, p.scan.z, p.lengths, ad, c.cache, false, out);
+                              p.scan.Cm, p.scan.Dskip, p.scan.z, p.lengths, ad, c.cache, false,
+                              out);
   ASSERT_EQ(out.sizes(), p.scan.x.sizes());
   const void* ptr = out.data_ptr();
   CacheCopy c2(p, p.rows);
   cpu::selective_scan_prefill(p.scan.x, p.scan.delta_in, p.scan.delta_bias, p.scan.A, p.scan.Bm,
-                              p.scan.Cm, p.scan.Dskip, p.scan.z, p.lengths, ad, c2.cache, false, out);
+                              p.scan.Cm, p.scan.Dskip, p.scan.z, p.lengths, ad, c2.cache, false,
+                              out);
   EXPECT_EQ(out.data_ptr(), ptr);
 }
 
@@ -392,11 +398,13 @@ TEST(Kernels, PrefillEqualsStepByStepDecode) {
       conv_prefill(impl, p.conv_x, p.conv_w, p.conv_b, p.lengths, pre.cache, false, cout_p);
 
       // The decode's starting state: what a non-resumed prefill starts from.
-      const at::Tensor slots = ad.slots.defined() ? ad.slots.to(at::kLong) : at::zeros({p.B}, at::kLong);
+      const at::Tensor slots =
+          ad.slots.defined() ? ad.slots.to(at::kLong) : at::zeros({p.B}, at::kLong);
       dec.cache.conv_state.index_fill_(0, p.rows, 0.0);
-      dec.cache.ssm_state.index_copy_(
-          0, p.rows,
-          ad.initial_state.defined() ? ad.initial_state.index_select(0, slots) : at::zeros({p.B, p.D, p.N}, f32()));
+      dec.cache.ssm_state.index_copy_(0, p.rows,
+                                      ad.initial_state.defined()
+                                          ? ad.initial_state.index_select(0, slots)
+                                          : at::zeros({p.B, p.D, p.N}, f32()));
       at::Tensor out_d = at::zeros_like(out_p), cout_d = at::zeros_like(cout_p);
       for (int64_t t = 0; t < p.L; ++t) {
         const at::Tensor active = p.lengths.gt(t).nonzero().view({-1});
@@ -427,11 +435,14 @@ TEST(Kernels, PrefillEqualsStepByStepDecode) {
       at::Tensor o1, o2, c1, c2;
       ScanInputs h1 = p.scan, h2 = p.scan;
       for (auto* x : {&h1.x, &h1.delta_in, &h1.Bm, &h1.Cm, &h1.z}) *x = x->narrow(1, 0, cut);
-      for (auto* x : {&h2.x, &h2.delta_in, &h2.Bm, &h2.Cm, &h2.z}) *x = x->narrow(1, cut, p.L - cut);
+      for (auto* x : {&h2.x, &h2.delta_in, &h2.Bm, &h2.Cm, &h2.z})
+        *x = x->narrow(1, cut, p.L - cut);
       scan_prefill(impl, h1, len1, ad, two.cache, false, o1);
-      conv_prefill(impl, p.conv_x.narrow(1, 0, cut), p.conv_w, p.conv_b, len1, two.cache, false, c1);
+      conv_prefill(impl, p.conv_x.narrow(1, 0, cut), p.conv_w, p.conv_b, len1, two.cache, false,
+                   c1);
       scan_prefill(impl, h2, len2, ad, two.cache, true, o2);
-      conv_prefill(impl, p.conv_x.narrow(1, cut, p.L - cut), p.conv_w, p.conv_b, len2, two.cache, true, c2);
+      conv_prefill(impl, p.conv_x.narrow(1, cut, p.L - cut), p.conv_w, p.conv_b, len2, two.cache,
+                   true, c2);
       expect_close(at::cat({o1, o2}, 1), out_p, 1e-4, tag + " resumed scan out");
       expect_close(two.ssm_full, pre.ssm_full, 1e-4, tag + " resumed ssm state");
       expect_close(at::cat({c1, c2}, 1), cout_p, 1e-4, tag + " resumed conv out");
@@ -446,7 +457,8 @@ TEST(Kernels, RejectsBadLengthsAndReportsNoCuda) {
   Problem p = make_problem(rng, 2, 5, 8, 4, 3);
   CacheCopy c(p, p.rows);
   at::Tensor out;
-  const at::Tensor bad = at::tensor(std::vector<int64_t>{6, 1}, at::TensorOptions().dtype(at::kLong));
+  const at::Tensor bad =
+      at::tensor(std::vector<int64_t>{6, 1}, at::TensorOptions().dtype(at::kLong));
   for (Impl impl : {Impl::kRef, Impl::kCpu}) {
     EXPECT_THROW(scan_prefill(impl, p.scan, bad, LayerAdapters{}, c.cache, false, out), c10::Error);
     EXPECT_THROW(conv_prefill(impl, p.conv_x, p.conv_w, p.conv_b, bad, c.cache, false, out),
@@ -456,14 +468,16 @@ TEST(Kernels, RejectsBadLengthsAndReportsNoCuda) {
   // rows in place, so they cannot work on a copy).
   Problem q = make_problem(rng, 2, 5, 8, 4, 3);
   q.slots = at::tensor(std::vector<int32_t>{0, 9}, at::TensorOptions().dtype(at::kInt));
-  EXPECT_THROW(scan_prefill(Impl::kCpu, q.scan, q.lengths, adapters_of(q, 1 | 8), c.cache, false, out),
-               c10::Error);
+  EXPECT_THROW(
+      scan_prefill(Impl::kCpu, q.scan, q.lengths, adapters_of(q, 1 | 8), c.cache, false, out),
+      c10::Error);
   LayerCache strided = c.cache;
   strided.ssm_state = at::zeros({q.C, 4, 8}, f32()).transpose(1, 2);
   EXPECT_THROW(scan_prefill(Impl::kCpu, q.scan, q.lengths, LayerAdapters{}, strided, false, out),
                c10::Error);
   // A device without a backend is refused with an error, not run on the CPU.
-  const at::Tensor meta = at::empty({2, 8}, at::TensorOptions().dtype(at::kFloat).device(at::kMeta));
+  const at::Tensor meta =
+      at::empty({2, 8}, at::TensorOptions().dtype(at::kFloat).device(at::kMeta));
   EXPECT_THROW(causal_conv1d_step(meta, q.conv_w, q.conv_b, c.cache, out), c10::Error);
 #ifndef STATETUNE_WITH_CUDA
   EXPECT_FALSE(cuda_kernels_available());
