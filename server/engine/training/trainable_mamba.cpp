@@ -100,22 +100,32 @@ at::Tensor TrainableMamba::hidden(const at::Tensor& tokens, const at::Tensor& le
 
   const at::Tensor tok = tokens.to(device_).reshape({T});
   const at::Tensor len_cpu = lengths.contiguous();
+  // LibTorch 1.13's custom autograd Functions reject undefined tensor inputs (VariableInfo asks them
+  // for a device), so the optional inputs of the scan and the conv get explicit neutral values: every
+  // row on slot 0, zero adapters (a zero state_offset / output_offset adds nothing, a zero initial
+  // state is the default), zero conv bias.
+  const at::TensorOptions f32 = at::TensorOptions().dtype(at::kFloat).device(device_);
+  const at::Tensor slots = at::zeros({B}, at::TensorOptions().dtype(at::kInt).device(device_));
+  const at::Tensor zero_dn = at::zeros({1, D, N}, f32);
+  const at::Tensor zero_d = at::zeros({1, D}, f32);
+  const at::Tensor zero_bias = at::zeros({D}, f32);
   at::Tensor h = at::index_select(embedding_, 0, tok).to(at::kFloat);  // [T, M] residual, fp32
   for (int64_t i = 0; i < config_.n_layer; ++i) {
     const Layer& l = layers_[static_cast<size_t>(i)];
     const at::Tensor normed = rmsnorm(h, l.norm, config_.norm_eps, dtype_);
     const at::Tensor x = linear(normed, l.in_x, l.in_x_b).view({B, L, D});
     const at::Tensor z = linear(normed, l.in_z, l.in_z_b).view({B, L, D});
-    const at::Tensor xc = causal_conv1d(x, l.conv_w, l.conv_b, len_cpu);  // [B, L, D]
+    const at::Tensor xc = causal_conv1d(x, l.conv_w, l.conv_b.defined() ? l.conv_b : zero_bias, len_cpu);  // [B, L, D]
     const at::Tensor xc2 = xc.reshape({T, D});
     const at::Tensor dt = at::mm(xc2, l.x_dt.t());
     const at::Tensor Bm = at::mm(xc2, l.x_B.t()).view({B, L, N});
     const at::Tensor Cm = at::mm(xc2, l.x_C.t()).view({B, L, N});
     const at::Tensor delta = at::mm(dt, l.dt_w.t()).view({B, L, D});
     kernels::LayerAdapters ad;
-    ad.state_offset = one_slot(adapter.state_offset, i);
-    ad.output_offset = one_slot(adapter.output_offset, i);
-    ad.initial_state = one_slot(adapter.initial_state, i);
+    ad.slots = slots;
+    ad.state_offset = adapter.state_offset.defined() ? one_slot(adapter.state_offset, i) : zero_dn;
+    ad.output_offset = adapter.output_offset.defined() ? one_slot(adapter.output_offset, i) : zero_d;
+    ad.initial_state = adapter.initial_state.defined() ? one_slot(adapter.initial_state, i) : zero_dn;
     ScanAutogradOptions so;
     so.chunk = scan_chunk_;
     const at::Tensor y = selective_scan(xc, delta, l.dt_b, l.A, Bm, Cm, l.Dskip, z, len_cpu, ad, so);
