@@ -3,6 +3,7 @@
 #include <pthread.h>
 #include <signal.h>
 
+#include <atomic>
 #include <cstring>
 #include <stdexcept>
 
@@ -17,6 +18,17 @@ sigset_t termination_set() {
   return set;
 }
 
+// Threads that started before main() blocked the signals (library static initialisers start some)
+// would take a process-directed SIGTERM with its default action, killing the process. This handler
+// runs in such a thread and forwards the signal to the watcher, which takes it with sigwait.
+// pthread_kill is async-signal-safe.
+std::atomic<bool> g_have_watcher{false};
+pthread_t g_watcher;
+
+void forward_to_watcher(int sig) {
+  if (g_have_watcher.load()) pthread_kill(g_watcher, sig);
+}
+
 }  // namespace
 
 void block_termination_signals() {
@@ -28,7 +40,15 @@ void block_termination_signals() {
 
 ShutdownSignal::ShutdownSignal(bool watch_signals) {
   if (!watch_signals) return;
+  struct sigaction action {};
+  action.sa_handler = forward_to_watcher;
+  sigemptyset(&action.sa_mask);
+  action.sa_flags = SA_RESTART;
+  sigaction(SIGTERM, &action, nullptr);
+  sigaction(SIGINT, &action, nullptr);
   watcher_ = std::thread([this] {
+    g_watcher = pthread_self();
+    g_have_watcher = true;
     sigset_t set = termination_set();
     int sig = 0;
     if (sigwait(&set, &sig) == 0) {
@@ -39,6 +59,7 @@ ShutdownSignal::ShutdownSignal(bool watch_signals) {
 
 ShutdownSignal::~ShutdownSignal() {
   if (watcher_.joinable()) {
+    g_have_watcher = false;
     request("shutdown");
     // The watcher is parked in sigwait; a thread-directed SIGTERM wakes only it.
     pthread_kill(watcher_.native_handle(), SIGTERM);

@@ -125,7 +125,10 @@ std::shared_ptr<RequestHandle> Scheduler::submit(GenerationRequest request) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (!accepting_) throw NotAccepting("the server is draining and accepts no new requests");
-    if (static_cast<int64_t>(waiting_.size()) >= options_.max_waiting) {
+    // The bound is on requests that must wait for a row: arrivals the next step will admit into free
+    // rows do not count against it, so a burst smaller than the free rows is never refused.
+    const int64_t free_rows = std::max<int64_t>(options_.max_batch - running_count_, 0);
+    if (static_cast<int64_t>(waiting_.size()) >= options_.max_waiting + free_rows) {
       throw QueueFull("the request queue is full (" + std::to_string(options_.max_waiting) +
                       " waiting, --queue-size); retry later");
     }

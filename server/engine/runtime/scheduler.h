@@ -101,7 +101,9 @@ class RequestHandle {
 
 struct SchedulerOptions {
   int64_t max_batch = 32;          // running rows (= StateCache rows)
-  int64_t max_waiting = 64;        // waiting-queue bound; submit() beyond it throws QueueFull
+  // Requests that may wait for a free row; submit() beyond it throws QueueFull. Arrivals that free
+  // rows will take at the next step are not counted.
+  int64_t max_waiting = 64;
   int64_t max_prefill_tokens = 4096;  // padded tokens (rows x longest prompt) per admission batch
   int64_t sample_vocab = 0;        // sample from ids [0, sample_vocab); 0 = all logits columns
 };

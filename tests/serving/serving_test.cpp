@@ -1,0 +1,522 @@
+// Integration tests: the real statetune-serve binary on a loopback port, with a tiny random model and
+// the GPT-NeoX tokenizer, driven through the client library over gRPC and scraped over HTTP.
+#include <arpa/inet.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <sstream>
+#include <thread>
+
+#include "client/statetune_client.h"
+#include "server/engine/adapters/adapter.h"
+#include "server/engine/model/mamba_model.h"
+#include "server/engine/model/model_init.h"
+#include "server/engine/util/sha256.h"
+
+namespace statetune::serving {
+namespace {
+namespace fs = std::filesystem;
+namespace v1 = ::statetune::v1;
+using client::Client;
+using client::ClientOptions;
+using grpc::StatusCode;
+
+const char* kAcmeKey = "acme-secret-key";
+const char* kBetaKey = "beta-secret-key";
+const char* kAdminKey = "admin-secret-key";
+
+std::string slurp(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  std::stringstream b;
+  b << in.rdbuf();
+  return b.str();
+}
+
+// GET http://127.0.0.1:port/path, the body.
+std::string http_get(int port, const std::string& path) {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+    ::close(fd);
+    return "";
+  }
+  const std::string req = "GET " + path + " HTTP/1.0\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
+  (void)!::write(fd, req.data(), req.size());
+  std::string out;
+  char buf[8192];
+  ssize_t n;
+  while ((n = ::read(fd, buf, sizeof(buf))) > 0) out.append(buf, static_cast<size_t>(n));
+  ::close(fd);
+  const auto body = out.find("\r\n\r\n");
+  return body == std::string::npos ? out : out.substr(body + 4);
+}
+
+// Sum of a metric's samples whose label set contains every `needle` (e.g. tenant="acme").
+double metric_value(const std::string& text, const std::string& name, const std::vector<std::string>& needles = {}) {
+  std::istringstream in(text);
+  std::string line;
+  double total = 0;
+  while (std::getline(in, line)) {
+    if (line.empty() || line[0] == '#') continue;
+    if (line.compare(0, name.size(), name) != 0) continue;
+    const char next = line.size() > name.size() ? line[name.size()] : ' ';
+    if (next != ' ' && next != '{') continue;
+    bool ok = true;
+    for (const auto& n : needles) ok = ok && line.find(n) != std::string::npos;
+    if (ok) total += std::stod(line.substr(line.rfind(' ') + 1));
+  }
+  return total;
+}
+
+class ServerProcess {
+ public:
+  void start(const fs::path& work, const std::vector<std::string>& flags) {
+    ready_ = work / "ready.json";
+    fs::remove(ready_);
+    log_ = work / ("server-" + std::to_string(++starts_) + ".log");
+    std::vector<std::string> args = {std::string(STATETUNE_BINARY_DIR) + "/server/serving/statetune-serve",
+                                     "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0",
+                                     "--ready-file", ready_.string(), "--threads", "1"};
+    args.insert(args.end(), flags.begin(), flags.end());
+    pid_ = ::fork();
+    if (pid_ == 0) {
+      int fd = ::open(log_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+      ::dup2(fd, 1);
+      ::dup2(fd, 2);
+      std::vector<char*> argv;
+      for (auto& a : args) argv.push_back(a.data());
+      argv.push_back(nullptr);
+      ::execv(argv[0], argv.data());
+      ::_exit(127);
+    }
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+    while (!fs::exists(ready_)) {
+      ASSERT_LT(std::chrono::steady_clock::now(), deadline) << "server never listened:\n" << slurp(log_);
+      int status = 0;
+      ASSERT_EQ(::waitpid(pid_, &status, WNOHANG), 0) << "server exited:\n" << slurp(log_);
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    const auto j = nlohmann::json::parse(slurp(ready_));
+    port_ = j["port"].get<int>();
+    metrics_port_ = j["metrics_port"].get<int>();
+    Client c(options(""));
+    while (true) {
+      grpc::health::v1::HealthCheckResponse::ServingStatus st{};
+      if (c.health("", &st).ok() && st == grpc::health::v1::HealthCheckResponse::SERVING) break;
+      ASSERT_LT(std::chrono::steady_clock::now(), deadline) << "server never became SERVING:\n" << slurp(log_);
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+  }
+
+  // SIGTERM and wait: returns the exit status.
+  int stop() {
+    if (pid_ <= 0) return -1;
+    ::kill(pid_, SIGTERM);
+    int status = 0;
+    ::waitpid(pid_, &status, 0);
+    pid_ = -1;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  }
+  ~ServerProcess() { stop(); }
+
+  ClientOptions options(const std::string& key) const {
+    ClientOptions o;
+    o.address = "127.0.0.1:" + std::to_string(port_);
+    o.api_key = key;
+    o.timeout = std::chrono::seconds(60);
+    return o;
+  }
+  int metrics_port() const { return metrics_port_; }
+  std::string log() const { return slurp(log_); }
+
+ private:
+  pid_t pid_ = -1;
+  int port_ = 0, metrics_port_ = 0, starts_ = 0;
+  fs::path ready_, log_;
+};
+
+class ServingTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    work_ = new fs::path(fs::temp_directory_path() / ("statetune_serving_" + std::to_string(::getpid())));
+    fs::create_directories(*work_);
+    engine::MambaConfig c;
+    c.d_model = 64;
+    c.n_layer = 2;
+    c.vocab_size = 50280;
+    c.d_state = 16;
+    c.expand = 2;
+    c.d_inner = 128;
+    c.d_conv = 4;
+    c.dt_rank = 4;
+    engine::write_random_checkpoint(*work_ / "model", c, 77);
+    auto model = engine::MambaModel::load(*work_ / "model", engine::LoadOptions{});
+    for (int i = 0; i < 4; ++i) {
+      engine::Adapter a = engine::random_adapter(model->config(), model->fingerprint(),
+                                                 {engine::kStateOffset, engine::kOutputOffset}, 10 + i, 0.5);
+      const fs::path p = *work_ / ("adapter" + std::to_string(i) + ".safetensors");
+      engine::save_adapter(a, p);
+      adapter_files_.push_back(slurp(p));
+    }
+    nlohmann::json tenants = {
+        {"admin_key_sha256", engine::Sha256::hex(kAdminKey)},
+        {"tenants",
+         {{{"name", "acme"}, {"api_keys_sha256", {engine::Sha256::hex(kAcmeKey)}}},
+          {{"name", "beta"}, {"api_keys_sha256", {engine::Sha256::hex(kBetaKey)}}}}}};
+    std::ofstream(*work_ / "tenants.json") << tenants.dump(2);
+    server_ = new ServerProcess();
+    server_->start(*work_, flags());
+  }
+  static void TearDownTestSuite() {
+    delete server_;
+    fs::remove_all(*work_);
+    delete work_;
+  }
+  static std::vector<std::string> flags() {
+    return {"--model", (*work_ / "model").string(),
+            "--tokenizer", std::string(STATETUNE_SHARED_DIR) + "/models/gpt-neox-20b-tokenizer.json",
+            "--adapters-dir", (*work_ / "adapters").string(), "--tenants-file", (*work_ / "tenants.json").string(),
+            "--max-batch", "8", "--queue-size", "2", "--max-new-tokens", "100000", "--max-prompt-tokens", "64",
+            "--max-request-bytes", "64KiB", "--max-upload-bytes", "4MiB", "--adapter-slots", "3",
+            "--drain-seconds", "2"};
+  }
+
+  static Client acme() { return Client(server_->options(kAcmeKey)); }
+  static Client beta() { return Client(server_->options(kBetaKey)); }
+
+  static void upload(Client& c, const std::string& name, int file, v1::AdapterInfo* info = nullptr) {
+    v1::AdapterInfo scratch;
+    auto st = c.upload_adapter(name, adapter_files_[file], info ? info : &scratch, "", 64 << 10);
+    ASSERT_TRUE(st.ok()) << st.error_message();
+  }
+
+  static v1::GenerateRequest request(const std::string& adapter, uint32_t max_tokens, uint64_t seed) {
+    v1::GenerateRequest r;
+    r.set_text("The quick brown fox jumps over the lazy dog because");
+    if (!adapter.empty()) r.mutable_adapter()->set_name(adapter);
+    r.set_max_tokens(max_tokens);
+    r.set_stop_at_eos(false);
+    if (seed == 0) {
+      r.set_temperature(0);
+    } else {
+      r.set_temperature(1.0f);
+      r.set_seed(seed);
+    }
+    return r;
+  }
+
+  static fs::path* work_;
+  static ServerProcess* server_;
+  static std::vector<std::string> adapter_files_;
+};
+fs::path* ServingTest::work_ = nullptr;
+ServerProcess* ServingTest::server_ = nullptr;
+std::vector<std::string> ServingTest::adapter_files_;
+
+TEST_F(ServingTest, StreamsTokensAndEndsWithDone) {
+  Client c = acme();
+  auto r = c.generate(request("", 24, 5));
+  ASSERT_TRUE(r.status.ok()) << r.status.error_message();
+  EXPECT_GE(r.chunks, 2) << "tokens should arrive as a stream, not in one message";
+  ASSERT_TRUE(r.has_done);
+  EXPECT_EQ(r.done.finish_reason(), v1::FINISH_REASON_LENGTH);
+  EXPECT_EQ(r.done.usage().completion_tokens(), 24u);
+  EXPECT_EQ(r.token_ids.size(), 24u);
+  EXPECT_GT(r.done.usage().prompt_tokens(), 5u);
+  EXPECT_FALSE(r.done.request_id().empty());
+  EXPECT_FALSE(r.text.empty());
+  // The same prompt as token ids and the same seed give the same tokens.
+  auto again = c.generate(request("", 24, 5));
+  EXPECT_EQ(again.token_ids, r.token_ids);
+}
+
+TEST_F(ServingTest, StopStringEndsTheStreamWithoutIt) {
+  Client c = acme();
+  auto full = c.generate(request("", 40, 9));
+  ASSERT_TRUE(full.status.ok());
+  ASSERT_GT(full.text.size(), 8u);
+  const std::string stop = full.text.substr(full.text.size() / 2, 3);
+  auto req = request("", 40, 9);
+  req.add_stop(stop);
+  auto r = c.generate(req);
+  ASSERT_TRUE(r.status.ok()) << r.status.error_message();
+  EXPECT_EQ(r.done.finish_reason(), v1::FINISH_REASON_STOP);
+  EXPECT_EQ(r.done.stop_sequence(), stop);
+  EXPECT_EQ(r.text, full.text.substr(0, full.text.find(stop)));
+}
+
+TEST_F(ServingTest, MixedAdaptersInOneBatchGiveTheSameTokensAsAlone) {
+  Client c = acme();
+  upload(c, "mix-a", 0);
+  upload(c, "mix-b", 1);
+  const std::vector<std::string> adapters = {"", "mix-a", "mix-b", "", "mix-a", "mix-b"};
+  std::vector<std::vector<int64_t>> alone;
+  for (size_t i = 0; i < adapters.size(); ++i) {
+    auto r = c.generate(request(adapters[i], 32, i < 3 ? 0 : 100 + i));  // greedy and seeded sampling
+    ASSERT_TRUE(r.status.ok()) << r.status.error_message();
+    alone.push_back(r.token_ids);
+  }
+  EXPECT_NE(alone[3], alone[4]) << "the adapter changed nothing";
+  std::vector<client::GenerateResult> together(adapters.size());
+  std::vector<std::thread> threads;
+  for (size_t i = 0; i < adapters.size(); ++i) {
+    threads.emplace_back([&, i] {
+      Client own = acme();
+      together[i] = own.generate(request(adapters[i], 32, i < 3 ? 0 : 100 + i));
+    });
+  }
+  for (auto& t : threads) t.join();
+  for (size_t i = 0; i < adapters.size(); ++i) {
+    ASSERT_TRUE(together[i].status.ok()) << together[i].status.error_message();
+    EXPECT_EQ(together[i].token_ids, alone[i]) << "request " << i << " adapter '" << adapters[i] << "'";
+  }
+  const std::string m = http_get(server_->metrics_port(), "/metrics");
+  EXPECT_GT(metric_value(m, "statetune_batch_size_bucket", {"le=\"+Inf\""}) -
+                metric_value(m, "statetune_batch_size_bucket", {"le=\"1\""}), 0)
+      << "no decode step ever ran more than one row";
+}
+
+TEST_F(ServingTest, HotSwapUnderTrafficFailsNoRequest) {
+  Client c = acme();
+  v1::AdapterInfo first;
+  upload(c, "swap", 0, &first);
+  std::atomic<bool> stop{false};
+  std::atomic<int> failures{0}, done{0};
+  std::mutex mu;
+  std::set<std::string> versions_seen;
+  std::string failure_message;
+  std::vector<std::thread> traffic;
+  for (int t = 0; t < 3; ++t) {
+    traffic.emplace_back([&, t] {
+      Client own = acme();
+      while (!stop) {
+        auto r = own.generate(request("swap", 16, 1 + t));
+        if (!r.status.ok()) {
+          ++failures;
+          std::lock_guard<std::mutex> lock(mu);
+          failure_message = client::status_code_name(r.status.error_code()) + ": " + r.status.error_message();
+          continue;
+        }
+        ++done;
+        std::lock_guard<std::mutex> lock(mu);
+        versions_seen.insert(r.done.adapter_version());
+      }
+    });
+  }
+  std::vector<double> servable_ms;
+  for (int i = 1; i <= 3; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(150));
+    const auto t0 = std::chrono::steady_clock::now();
+    v1::AdapterInfo info;
+    upload(c, "swap", i, &info);
+    // The very next request gets the new version.
+    auto r = c.generate(request("swap", 1, 3));
+    servable_ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+    EXPECT_TRUE(r.status.ok()) << r.status.error_message();
+    EXPECT_EQ(r.done.adapter_version(), info.current_version());
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(150));
+  stop = true;
+  for (auto& t : traffic) t.join();
+  EXPECT_EQ(failures.load(), 0) << failure_message;
+  EXPECT_GT(done.load(), 6);
+  EXPECT_GE(versions_seen.size(), 3u) << "traffic never ran across the swaps";
+  for (double ms : servable_ms) std::printf("upload -> first token with the new version: %.1f ms\n", ms);
+  // Requests may pin an explicit older version, which stays servable after the swap.
+  auto req = request("swap", 4, 0);
+  req.mutable_adapter()->set_version(first.current_version());
+  auto old = c.generate(req);
+  ASSERT_TRUE(old.status.ok()) << old.status.error_message();
+  EXPECT_EQ(old.done.adapter_version(), first.current_version());
+}
+
+TEST_F(ServingTest, TenantsSeeOnlyTheirOwnAdapters) {
+  Client a = acme();
+  Client b = beta();
+  upload(a, "private", 2);
+  auto r = b.generate(request("private", 4, 0));
+  EXPECT_EQ(r.status.error_code(), StatusCode::NOT_FOUND) << r.status.error_message();
+  v1::AdapterInfo info;
+  EXPECT_EQ(b.get_adapter("private", &info).error_code(), StatusCode::NOT_FOUND);
+  uint32_t n = 0;
+  EXPECT_EQ(b.delete_adapter("private", &n).error_code(), StatusCode::NOT_FOUND);
+  v1::ListAdaptersResponse list;
+  ASSERT_TRUE(b.list_adapters(&list).ok());
+  for (const auto& x : list.adapters()) EXPECT_NE(x.name(), "private");
+  EXPECT_EQ(b.list_adapters(&list, "acme").error_code(), StatusCode::PERMISSION_DENIED);
+  // The admin key acts on a named tenant.
+  Client admin(server_->options(kAdminKey));
+  ASSERT_TRUE(admin.get_adapter("private", &info, "acme").ok());
+  EXPECT_EQ(info.tenant(), "acme");
+  EXPECT_EQ(info.base().d_model(), 64);
+  // No key / a wrong key.
+  Client anon(server_->options(""));
+  EXPECT_EQ(anon.generate(request("", 2, 0)).status.error_code(), StatusCode::UNAUTHENTICATED);
+  Client wrong(server_->options("not-a-key"));
+  EXPECT_EQ(wrong.list_adapters(&list).error_code(), StatusCode::UNAUTHENTICATED);
+  // Delete, then it is gone for its owner too.
+  ASSERT_TRUE(a.delete_adapter("private", &n).ok());
+  EXPECT_EQ(n, 1u);
+  EXPECT_EQ(a.generate(request("private", 2, 0)).status.error_code(), StatusCode::NOT_FOUND);
+}
+
+TEST_F(ServingTest, BadUploadsAreRefusedAndKeepTheCurrentVersion) {
+  Client c = acme();
+  v1::AdapterInfo good;
+  upload(c, "keep", 0, &good);
+  v1::UploadHeader h;
+  h.set_name("keep");
+  h.set_total_bytes(adapter_files_[1].size());
+  h.set_sha256(std::string(64, '0'));
+  v1::AdapterInfo info;
+  auto st = c.upload_adapter_raw(h, adapter_files_[1], &info);
+  EXPECT_EQ(st.error_code(), StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(st.error_message().find("sha256"), std::string::npos) << st.error_message();
+  std::string garbage(1000, 'x');
+  st = c.upload_adapter("keep", garbage, &info);
+  EXPECT_EQ(st.error_code(), StatusCode::INVALID_ARGUMENT) << st.error_message();
+  h.set_total_bytes(5u << 20);
+  st = c.upload_adapter_raw(h, "", &info);
+  EXPECT_EQ(st.error_code(), StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_NE(st.error_message().find("--max-upload-bytes"), std::string::npos) << st.error_message();
+  ASSERT_TRUE(c.get_adapter("keep", &info).ok());
+  EXPECT_EQ(info.current_version(), good.current_version());
+}
+
+TEST_F(ServingTest, BadRequestsNameTheLimit) {
+  Client c = acme();
+  auto too_many = request("", 100001, 0);
+  auto r = c.generate(too_many);
+  EXPECT_EQ(r.status.error_code(), StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(r.status.error_message().find("--max-new-tokens"), std::string::npos) << r.status.error_message();
+  v1::GenerateRequest long_prompt;
+  for (int i = 0; i < 65; ++i) long_prompt.mutable_token_ids()->add_ids(100 + i);
+  r = c.generate(long_prompt);
+  EXPECT_EQ(r.status.error_code(), StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(r.status.error_message().find("--max-prompt-tokens"), std::string::npos) << r.status.error_message();
+  v1::GenerateRequest huge;
+  huge.set_text(std::string(100 << 10, 'a'));
+  r = c.generate(huge);
+  EXPECT_EQ(r.status.error_code(), StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(r.status.error_message().find("--max-request-bytes"), std::string::npos) << r.status.error_message();
+  v1::GenerateRequest empty;
+  EXPECT_EQ(c.generate(empty).status.error_code(), StatusCode::INVALID_ARGUMENT);
+  v1::GenerateRequest bad_id;
+  bad_id.mutable_token_ids()->add_ids(50280);
+  EXPECT_EQ(c.generate(bad_id).status.error_code(), StatusCode::INVALID_ARGUMENT);
+  auto bad_p = request("", 4, 1);
+  bad_p.set_top_p(1.5f);
+  r = c.generate(bad_p);
+  EXPECT_EQ(r.status.error_code(), StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(r.status.error_message().find("top_p"), std::string::npos);
+  auto bad_name = request("../etc", 4, 0);
+  EXPECT_EQ(c.generate(bad_name).status.error_code(), StatusCode::INVALID_ARGUMENT);
+}
+
+TEST_F(ServingTest, CancellationAndQueueFull) {
+  const std::string before = http_get(server_->metrics_port(), "/metrics");
+  // A client cancel ends the request in the engine at once.
+  Client c = acme();
+  auto r = c.generate(request("", 100000, 4), [](const v1::TokenChunk&) { return false; });
+  EXPECT_EQ(r.status.error_code(), StatusCode::CANCELLED);
+
+  // Fill the 8 rows with endless requests, then the 2 queue places; the next is refused.
+  std::vector<std::thread> endless;
+  std::atomic<int> cancelled{0};
+  std::atomic<bool> release{false};
+  for (int i = 0; i < 10; ++i) {
+    endless.emplace_back([&, i] {
+      Client own = acme();
+      auto res = own.generate(request("", 100000, 50 + i), [&](const v1::TokenChunk&) { return !release.load(); });
+      if (res.status.error_code() == StatusCode::CANCELLED) ++cancelled;
+    });
+  }
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (true) {
+    const std::string m = http_get(server_->metrics_port(), "/metrics");
+    if (metric_value(m, "statetune_requests_running") == 8 && metric_value(m, "statetune_requests_waiting") == 2) break;
+    ASSERT_LT(std::chrono::steady_clock::now(), deadline) << m;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  auto refused = c.generate(request("", 4, 0));
+  EXPECT_EQ(refused.status.error_code(), StatusCode::RESOURCE_EXHAUSTED) << refused.status.error_message();
+  EXPECT_NE(refused.status.error_message().find("--queue-size"), std::string::npos);
+  release = true;
+  for (auto& t : endless) t.join();
+  EXPECT_EQ(cancelled.load(), 10);
+  // Every cancelled row was freed: the server serves again at once.
+  auto after = c.generate(request("", 4, 0));
+  EXPECT_TRUE(after.status.ok()) << after.status.error_message();
+  std::string m;
+  for (int i = 0; i < 100; ++i) {
+    m = http_get(server_->metrics_port(), "/metrics");
+    if (metric_value(m, "statetune_requests_running") == 0) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_EQ(metric_value(m, "statetune_requests_running"), 0);
+  EXPECT_GE(metric_value(m, "statetune_requests_total", {"tenant=\"acme\"", "status=\"cancelled\""}) -
+                metric_value(before, "statetune_requests_total", {"tenant=\"acme\"", "status=\"cancelled\""}),
+            11);
+  EXPECT_GE(metric_value(m, "statetune_requests_total", {"status=\"resource_exhausted\""}), 1);
+}
+
+TEST_F(ServingTest, MetricsAreScrapedFromTheRealEndpoint) {
+  Client c = acme();
+  upload(c, "metered", 3);
+  ASSERT_TRUE(c.generate(request("metered", 8, 0)).status.ok());
+  const std::string m = http_get(server_->metrics_port(), "/metrics");
+  EXPECT_GT(metric_value(m, "statetune_requests_total", {"tenant=\"acme\"", "status=\"ok\""}), 0) << m;
+  EXPECT_GT(metric_value(m, "statetune_time_to_first_token_seconds_count", {"tenant=\"acme\""}), 0);
+  EXPECT_GT(metric_value(m, "statetune_inter_token_latency_seconds_count"), 0);
+  EXPECT_GT(metric_value(m, "statetune_request_duration_seconds_count"), 0);
+  EXPECT_GT(metric_value(m, "statetune_queue_time_seconds_count"), 0);
+  EXPECT_GT(metric_value(m, "statetune_generated_tokens_total", {"tenant=\"acme\""}), 0);
+  EXPECT_GT(metric_value(m, "statetune_prompt_tokens_total", {"tenant=\"acme\""}), 0);
+  EXPECT_GT(metric_value(m, "statetune_adapter_loads_total"), 0);
+  EXPECT_EQ(metric_value(m, "statetune_adapter_slots"), 3);
+  EXPECT_GT(metric_value(m, "statetune_adapters_resident"), 0);
+  EXPECT_NE(m.find("statetune_adapter_evictions_total"), std::string::npos);
+  EXPECT_NE(m.find("statetune_adapter_load_seconds_total"), std::string::npos);
+  EXPECT_NE(m.find("statetune_batch_size_bucket"), std::string::npos);
+  EXPECT_EQ(metric_value(m, "statetune_up"), 1);
+}
+
+// Last: restarts the server. Adapters persist on disk and come back with their versions.
+TEST_F(ServingTest, RestartKeepsAdaptersAndGracefulShutdownExitsCleanly) {
+  Client c = acme();
+  v1::AdapterInfo info;
+  upload(c, "durable", 1, &info);
+  auto before = c.generate(request("durable", 12, 21));
+  ASSERT_TRUE(before.status.ok());
+  EXPECT_EQ(server_->stop(), 0) << server_->log();
+  EXPECT_NE(server_->log().find("server.stopped"), std::string::npos);
+  server_->start(*work_, flags());
+  Client again = acme();
+  v1::AdapterInfo after_info;
+  ASSERT_TRUE(again.get_adapter("durable", &after_info).ok());
+  EXPECT_EQ(after_info.current_version(), info.current_version());
+  auto after = again.generate(request("durable", 12, 21));
+  ASSERT_TRUE(after.status.ok()) << after.status.error_message();
+  EXPECT_EQ(after.token_ids, before.token_ids);
+  v1::ListAdaptersResponse list;
+  ASSERT_TRUE(again.list_adapters(&list).ok());
+  EXPECT_GE(list.adapters_size(), 4);
+}
+
+}  // namespace
+}  // namespace statetune::serving
