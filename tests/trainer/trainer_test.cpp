@@ -233,6 +233,33 @@ TEST(TrainableMamba, AdapterGradientsMatchFloat64Reference) {
   }
 }
 
+TEST(TrainableMamba, Bf16BaseWithFp32AdapterMatchesInferenceAndFp32Gradients) {
+  const MambaConfig c = small_config(16, 2, 64);
+  const fs::path dir = fresh_dir("bf16");
+  write_random_checkpoint(dir, c, 21);
+  LoadOptions lo;
+  lo.dtype = at::kBFloat16;
+  auto bf = MambaModel::load(dir, lo);
+  auto f32 = MambaModel::load(dir, LoadOptions{});
+  at::manual_seed(4);
+  const at::Tensor tokens = at::randint(0, 64, {2, 8}, at::kLong);
+  const at::Tensor lengths = at::tensor(std::vector<int64_t>{8, 8}, at::kLong);
+  StateCache cache(c, 2, at::kCPU);
+  const at::Tensor want = bf->prefill(tokens, lengths, at::arange(2, at::kLong), {}, {}, cache, false, true);
+  const AdapterTensors a = random_tensors(c, true, true, false, 5, 0.2);
+  const AdapterTensors b = random_tensors(c, true, true, false, 5, 0.2);
+  {
+    at::NoGradGuard g;
+    EXPECT_LT(rel_err(TrainableMamba(*bf).forward(tokens, lengths, AdapterTensors{}), want), 1e-2);
+  }
+  const at::Tensor w = at::randn({2, 8, c.vocab_size});
+  (TrainableMamba(*bf).forward(tokens, lengths, a) * w).sum().backward();
+  (TrainableMamba(*f32).forward(tokens, lengths, b) * w).sum().backward();
+  EXPECT_EQ(a.state_offset.grad().scalar_type(), at::kFloat);
+  EXPECT_LT(rel_err(a.state_offset.grad(), b.state_offset.grad()), 5e-2);
+  EXPECT_LT(rel_err(a.output_offset.grad(), b.output_offset.grad()), 5e-2);
+}
+
 // -------------------------------------------------------------------------------------------------
 TrainerOptions quick_options() {
   TrainerOptions o;
