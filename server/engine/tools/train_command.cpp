@@ -4,6 +4,9 @@
 #include <ATen/ATen.h>
 
 #include <atomic>
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 #include <csignal>
 #include <cstdio>
 #include <filesystem>
@@ -70,6 +73,14 @@ void seeded_shuffle(std::vector<TextExample>& v, uint64_t seed) {
 }  // namespace
 
 int run_train(CliArgs& args) {
+#if defined(__GLIBC__)
+  // Autograd allocates its activations and gradients afresh every step (tens of MB: the logits alone
+  // are rows x 50k floats). glibc would mmap and unmap each of them, page-faulting the memory in again
+  // every step; keeping freed memory in the heap instead makes a step about 15% faster here.
+  mallopt(M_MMAP_THRESHOLD, 1 << 30);
+  mallopt(M_TRIM_THRESHOLD, 1 << 30);
+  mallopt(M_TOP_PAD, 256 << 20);
+#endif
   const std::string model_dir = args.required("model");
   const std::string data = args.str("data", "");
   const std::string dataset = args.str("dataset", "");
