@@ -4,6 +4,7 @@
 //   statetune adapters upload --name NAME --file PATH
 //   statetune adapters list | get --name NAME | delete --name NAME
 //   statetune health [--service NAME]
+//   statetune datasets ... | jobs ...   (statetune-train; see client/training_commands.cpp)
 //   statetune hash-key KEY          (prints the SHA-256 to put in the server's tenants file)
 // Common flags (and their environment fallbacks): --addr (STATETUNE_ADDR), --api-key
 // (STATETUNE_API_KEY), --tls (STATETUNE_TLS), --tls-ca (STATETUNE_TLS_CA), --tenant (admin key only),
@@ -13,6 +14,7 @@
 #include <string>
 
 #include "client/statetune_client.h"
+#include "client/training_commands.h"
 #include "server/common/config.h"
 #include "server/engine/util/sha256.h"
 
@@ -177,7 +179,7 @@ int cmd_health(int argc, char** argv) {
 
 int main(int argc, char** argv) {
   const char* usage =
-      "usage: statetune generate|adapters|health|hash-key ... (--help on each for its flags)\n";
+      "usage: statetune generate|adapters|health|datasets|jobs|hash-key ... (--help on each for its flags)\n";
   if (argc < 2 || std::strcmp(argv[1], "--help") == 0 || std::strcmp(argv[1], "-h") == 0) {
     std::fputs(usage, argc < 2 ? stderr : stdout);
     return argc < 2 ? 64 : 0;
@@ -187,6 +189,8 @@ int main(int argc, char** argv) {
     if (cmd == "generate") return cmd_generate(argc, argv);
     if (cmd == "adapters") return cmd_adapters(argc, argv);
     if (cmd == "health") return cmd_health(argc, argv);
+    if (cmd == "datasets") return cli::cmd_datasets(argc, argv);
+    if (cmd == "jobs") return cli::cmd_jobs(argc, argv);
     if (cmd == "hash-key") {
       if (argc != 3) throw std::invalid_argument("usage: statetune hash-key KEY");
       std::printf("%s\n", engine::Sha256::hex(argv[2]).c_str());

@@ -1,0 +1,423 @@
+#include "server/training/job_runner.h"
+
+#include <ATen/ATen.h>
+#include <spdlog/spdlog.h>
+
+#include <fstream>
+#include <map>
+#include <optional>
+#include <sstream>
+
+#include "server/common/logging.h"
+#include "server/common/metrics.h"
+#include "server/engine/adapters/adapter.h"
+#include "server/engine/model/mamba_model.h"
+#include "server/engine/text/tokenizer.h"
+#include "server/engine/training/adapter_trainer.h"
+#include "server/training/dataset_validator.h"
+
+namespace statetune::training {
+namespace fs = std::filesystem;
+
+void EventBus::notify() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    ++version_;
+  }
+  cv_.notify_all();
+}
+
+uint64_t EventBus::wait(uint64_t seen, std::chrono::milliseconds timeout) {
+  std::unique_lock<std::mutex> lock(mu_);
+  cv_.wait_for(lock, timeout, [&] { return version_ != seen; });
+  return version_;
+}
+
+uint64_t EventBus::version() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return version_;
+}
+
+TrainingMetrics::TrainingMetrics(prometheus::Registry& r)
+    : jobs(prometheus::BuildGauge().Name("statetune_train_jobs").Help("Jobs by state").Register(r)),
+      queue_wait(prometheus::BuildHistogram()
+                     .Name("statetune_train_queue_wait_seconds")
+                     .Help("Time from queued to started")
+                     .Register(r)
+                     .Add({}, prometheus::Histogram::BucketBoundaries{0.01, 0.1, 1, 10, 60, 600, 3600, 36000})),
+      step_time(prometheus::BuildHistogram()
+                    .Name("statetune_train_step_seconds")
+                    .Help("Wall time of one optimizer step (between progress reports)")
+                    .Register(r)
+                    .Add({}, common::latency_buckets_seconds())),
+      tokens_per_second(prometheus::BuildGauge()
+                            .Name("statetune_train_tokens_per_second")
+                            .Help("Training tokens per second of the running job")
+                            .Register(r)
+                            .Add({})),
+      validation_loss(prometheus::BuildGauge()
+                          .Name("statetune_train_validation_loss")
+                          .Help("Latest validation loss of running jobs")
+                          .Register(r)),
+      steps(prometheus::BuildCounter().Name("statetune_train_steps_total").Help("Optimizer steps").Register(r).Add({})),
+      datasets(prometheus::BuildCounter()
+                   .Name("statetune_train_dataset_uploads_total")
+                   .Help("Data set uploads by result")
+                   .Register(r)) {}
+
+namespace {
+
+int64_t get_i64(const nlohmann::json& j, const char* key, int64_t fallback) {
+  auto it = j.find(key);
+  if (it == j.end() || it->is_null()) return fallback;
+  // Protobuf's JSON mapping writes 64-bit integers as strings.
+  if (it->is_string()) return std::stoll(it->get<std::string>());
+  return it->get<int64_t>();
+}
+double get_f64(const nlohmann::json& j, const char* key, double fallback) {
+  auto it = j.find(key);
+  if (it == j.end() || it->is_null()) return fallback;
+  if (it->is_string()) return std::stod(it->get<std::string>());
+  return it->get<double>();
+}
+
+std::string slurp(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  if (!in) throw std::runtime_error("cannot read " + p.string());
+  std::stringstream b;
+  b << in.rdbuf();
+  return b.str();
+}
+
+std::vector<engine::training::TextExample> load_examples(const fs::path& path) {
+  const std::string text = slurp(path);
+  ValidationOptions vo;
+  vo.min_examples = 0;
+  const auto report = validate_jsonl(text, vo);
+  if (!report.ok()) {
+    throw std::runtime_error("stored data set " + path.string() + " is no longer valid: " + report.summary(5));
+  }
+  std::vector<engine::training::TextExample> out;
+  out.reserve(report.examples.size());
+  for (const auto& e : report.examples) out.push_back({e.prompt, e.completion});
+  return out;
+}
+
+}  // namespace
+
+JobParams parse_job_params(const nlohmann::json& spec) {
+  JobParams p;
+  p.dataset_id = spec.value("dataset_id", "");
+  p.validation_dataset_id = spec.value("validation_dataset_id", "");
+  p.adapter_name = spec.value("adapter_name", "");
+  p.validation_split = get_f64(spec, "validation_split", 0);
+  if (auto it = spec.find("methods"); it != spec.end()) {
+    for (const auto& m : *it) p.methods.push_back(m.get<std::string>());
+  }
+  if (p.methods.empty()) p.methods = {engine::kStateOffset};
+  p.methods = engine::normalize_methods(p.methods);  // throws on an unknown method
+  const nlohmann::json hp = spec.value("hyperparameters", nlohmann::json::object());
+  p.learning_rate = get_f64(hp, "learning_rate", 0);
+  p.epochs = get_i64(hp, "epochs", 0);
+  p.batch_size = get_i64(hp, "batch_size", 0);
+  p.max_steps = get_i64(hp, "max_steps", 0);
+  p.max_length = get_i64(hp, "max_length", 0);
+  p.warmup_steps = get_i64(hp, "warmup_steps", 0);
+  p.eval_every = get_i64(hp, "eval_every", 0);
+  p.seed = static_cast<uint64_t>(get_i64(hp, "seed", 0));
+  p.early_stopping_patience = get_i64(hp, "early_stopping_patience", 0);
+  p.checkpoint_every = get_i64(hp, "checkpoint_every", 0);
+  if (p.epochs == 0) p.epochs = 3;
+  if (p.batch_size == 0) p.batch_size = 4;
+  if (p.max_length == 0) p.max_length = 512;
+  auto range = [](bool ok, const std::string& what) {
+    if (!ok) throw std::invalid_argument(what);
+  };
+  range(p.learning_rate >= 0 && p.learning_rate <= 1, "hyperparameters.learning_rate must be in [0, 1]");
+  range(p.epochs >= 1 && p.epochs <= 1000, "hyperparameters.epochs must be in [1, 1000]");
+  range(p.batch_size >= 1 && p.batch_size <= 256, "hyperparameters.batch_size must be in [1, 256]");
+  range(p.max_steps >= 0, "hyperparameters.max_steps must be >= 0");
+  range(p.max_length >= 8 && p.max_length <= 8192, "hyperparameters.max_length must be in [8, 8192]");
+  range(p.warmup_steps >= 0 && p.eval_every >= 0 && p.early_stopping_patience >= 0 && p.checkpoint_every >= 0,
+        "hyperparameters.warmup_steps, eval_every, early_stopping_patience and checkpoint_every must be >= 0");
+  range(p.validation_split >= 0 && p.validation_split <= 0.5, "validation_split must be in [0, 0.5]");
+  range(p.validation_split == 0 || p.validation_dataset_id.empty(),
+        "give either validation_dataset_id or validation_split, not both");
+  return p;
+}
+
+JobRunner::JobRunner(JobStore& store, EventBus& bus, const engine::MambaModel& model,
+                     const engine::Tokenizer& tokenizer, PublishFn publish, RunnerOptions options,
+                     TrainingMetrics* metrics)
+    : store_(store), bus_(bus), model_(model), tokenizer_(tokenizer), publish_(std::move(publish)),
+      options_(std::move(options)), metrics_(metrics) {}
+
+JobRunner::~JobRunner() { stop(); }
+
+void JobRunner::refresh_state_gauge() {
+  if (!metrics_) return;
+  std::map<JobState, int64_t> counts;
+  for (auto [s, n] : store_.count_by_state()) counts[s] = n;
+  for (JobState s : {JobState::kValidating, JobState::kQueued, JobState::kRunning, JobState::kSucceeded,
+                     JobState::kFailed, JobState::kCancelled}) {
+    metrics_->jobs.Add({{"state", state_name(s)}}).Set(static_cast<double>(counts[s]));
+  }
+}
+
+void JobRunner::set_state(JobRecord& job, JobState state, const std::string& message) {
+  job.state = state;
+  if (is_terminal(state)) job.finished_ms = now_ms();
+  store_.update_job(job, "state", {{"message", message}});
+  common::log_event(spdlog::level::info, "job.state",
+                    {{"job", job.id}, {"tenant", job.tenant}, {"state", state_name(state)}, {"message", message}});
+  refresh_state_gauge();
+  bus_.notify();
+}
+
+void JobRunner::fail(JobRecord& job, const std::string& code, const std::string& message, int64_t line) {
+  job.error_code = code;
+  job.error_message = message;
+  job.error_line = line;
+  job.state = JobState::kFailed;
+  job.finished_ms = now_ms();
+  store_.update_job(job, "error", {{"code", code}, {"message", message}, {"line", line}});
+  common::log_event(spdlog::level::warn, "job.failed",
+                    {{"job", job.id}, {"tenant", job.tenant}, {"code", code}, {"message", message}});
+  refresh_state_gauge();
+  bus_.notify();
+}
+
+void JobRunner::start() {
+  for (JobRecord job : store_.jobs_in_state(JobState::kRunning)) {
+    ++job.resumes;
+    set_state(job, JobState::kQueued,
+              "the service stopped while the job was running at step " + std::to_string(job.step) +
+                  "; it resumes from its last checkpoint");
+  }
+  // A job stuck validating never passed validation: nothing to resume.
+  for (JobRecord job : store_.jobs_in_state(JobState::kValidating)) {
+    fail(job, "ABORTED", "the service stopped while the job was being validated");
+  }
+  refresh_state_gauge();
+  worker_ = std::thread([this] { loop(); });
+}
+
+void JobRunner::notify() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    wake_ = true;
+  }
+  cv_.notify_all();
+}
+
+bool JobRunner::cancel(const std::string& id) {
+  // Under mu_, so the worker cannot pick a queued job between the check and the update.
+  std::lock_guard<std::mutex> lock(mu_);
+  if (running_id_ == id) {
+    user_cancelled_ = true;
+    cancel_ = true;
+    return true;
+  }
+  auto job = store_.job(id);
+  if (!job || is_terminal(job->state)) return false;
+  set_state(*job, JobState::kCancelled, "cancelled before it started");
+  return true;
+}
+
+void JobRunner::stop() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stopping_ = true;
+    cancel_ = true;
+  }
+  cv_.notify_all();
+  if (worker_.joinable()) worker_.join();
+}
+
+void JobRunner::loop() {
+  while (true) {
+    std::optional<JobRecord> next;
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      if (stopping_) return;
+      auto queued = store_.jobs_in_state(JobState::kQueued);
+      if (queued.empty()) {
+        cv_.wait_for(lock, std::chrono::seconds(5), [&] { return stopping_ || wake_; });
+        wake_ = false;
+        continue;
+      }
+      next = std::move(queued.front());
+      running_id_ = next->id;
+      user_cancelled_ = false;
+      cancel_ = false;
+    }
+    try {
+      run(*next);
+    } catch (const std::exception& e) {
+      // Errors while recording a failure (e.g. a full disk): log; the job is retried after a restart.
+      common::log_event(spdlog::level::err, "job.runner_error", {{"job", next->id}, {"error", e.what()}});
+      std::this_thread::sleep_for(std::chrono::seconds(1));
+    }
+    std::lock_guard<std::mutex> lock(mu_);
+    running_id_.clear();
+  }
+}
+
+void JobRunner::run(JobRecord job) {
+  JobParams p;
+  try {
+    p = parse_job_params(job.spec);
+  } catch (const std::exception& e) {
+    fail(job, "INVALID_ARGUMENT", e.what());
+    return;
+  }
+  const bool resuming = job.started_ms != 0;
+  if (metrics_ && !resuming) {
+    metrics_->queue_wait.Observe(static_cast<double>(now_ms() - job.created_ms) / 1000.0);
+  }
+  if (!resuming) job.started_ms = now_ms();
+  set_state(job, JobState::kRunning,
+            resuming ? "resuming from the last checkpoint (resume " + std::to_string(job.resumes) + ")" : "started");
+
+  std::vector<engine::training::TextExample> train, validation;
+  try {
+    auto ds = store_.dataset(job.tenant, p.dataset_id);
+    if (!ds) throw std::runtime_error("data set " + p.dataset_id + " no longer exists");
+    train = load_examples(ds->path);
+    if (!p.validation_dataset_id.empty()) {
+      auto vds = store_.dataset(job.tenant, p.validation_dataset_id);
+      if (!vds) throw std::runtime_error("validation data set " + p.validation_dataset_id + " no longer exists");
+      validation = load_examples(vds->path);
+    } else if (p.validation_split > 0) {
+      const size_t held = std::max<size_t>(1, static_cast<size_t>(p.validation_split * train.size()));
+      if (held >= train.size()) throw std::runtime_error("validation_split leaves no training examples");
+      validation.assign(train.end() - static_cast<std::ptrdiff_t>(held), train.end());
+      train.resize(train.size() - held);
+    }
+  } catch (const std::exception& e) {
+    fail(job, "FAILED_PRECONDITION", e.what());
+    return;
+  }
+
+  engine::training::TrainerOptions o;
+  o.methods = p.methods;
+  if (p.learning_rate > 0) o.lr_state_offset = o.lr_output_offset = o.lr_initial_state = p.learning_rate;
+  o.epochs = p.epochs;
+  o.batch_size = p.batch_size;
+  o.max_steps = p.max_steps;
+  o.max_length = p.max_length;
+  o.warmup_steps = p.warmup_steps;
+  o.eval_every = p.eval_every;
+  o.seed = p.seed;
+  o.early_stopping_patience = p.early_stopping_patience;
+  o.checkpoint_dir = (options_.data_dir / "checkpoints" / job.id).string();
+  o.checkpoint_every = p.checkpoint_every > 0 ? p.checkpoint_every : options_.checkpoint_every;
+  o.log_every = std::max<int64_t>(1, options_.log_every);
+  o.adapter_name = p.adapter_name;
+  fs::create_directories(o.checkpoint_dir);
+
+  auto last_step_time = std::chrono::steady_clock::now();
+  int64_t last_step = -1;
+  auto progress = [&](const engine::training::TrainProgress& pr) {
+    using Kind = engine::training::TrainProgress::Kind;
+    if (pr.kind == Kind::kStep) {
+      const auto now = std::chrono::steady_clock::now();
+      if (metrics_) {
+        if (last_step >= 0 && pr.step > last_step) {
+          metrics_->step_time.Observe(std::chrono::duration<double>(now - last_step_time).count() /
+                                      static_cast<double>(pr.step - last_step));
+        }
+        metrics_->tokens_per_second.Set(pr.tokens_per_s);
+        metrics_->steps.Increment();
+      }
+      last_step_time = now;
+      last_step = pr.step;
+      job.step = pr.step;
+      job.total_steps = pr.total_steps;
+      job.train_loss = pr.loss;
+      store_.append_progress(job, "step",
+                             {{"step", pr.step}, {"total_steps", pr.total_steps}, {"epoch", pr.epoch},
+                              {"loss", pr.loss}, {"learning_rate", pr.lr}, {"tokens_per_second", pr.tokens_per_s},
+                              {"eta_seconds", pr.eta_s}, {"elapsed_seconds", pr.elapsed_s}});
+      bus_.notify();
+    } else if (pr.kind == Kind::kValidation) {
+      job.val_loss = pr.val_loss;
+      if (metrics_) metrics_->validation_loss.Add({{"job", job.id}}).Set(pr.val_loss);
+      store_.append_progress(job, "eval",
+                             {{"step", pr.step}, {"val_loss", pr.val_loss},
+                              {"val_token_accuracy", pr.val_token_accuracy}, {"improved", pr.improved}});
+      bus_.notify();
+    }
+  };
+
+  engine::training::TrainResult result;
+  try {
+    engine::training::AdapterTrainer trainer(model_, tokenizer_, o);
+    result = trainer.train(train, validation, progress, &cancel_, /*resume=*/true);
+  } catch (const std::invalid_argument& e) {
+    if (metrics_) metrics_->validation_loss.Remove(&metrics_->validation_loss.Add({{"job", job.id}}));
+    fail(job, "INVALID_ARGUMENT", e.what());
+    return;
+  } catch (const std::exception& e) {
+    if (metrics_) metrics_->validation_loss.Remove(&metrics_->validation_loss.Add({{"job", job.id}}));
+    fail(job, "INTERNAL", std::string("training failed: ") + e.what());
+    return;
+  }
+  if (metrics_) metrics_->validation_loss.Remove(&metrics_->validation_loss.Add({{"job", job.id}}));
+  if (result.cancelled) {
+    if (user_cancelled_) {
+      set_state(job, JobState::kCancelled, "cancelled at step " + std::to_string(job.step));
+      fs::remove_all(o.checkpoint_dir);
+    }
+    // Otherwise the service is stopping: the job stays running and resumes after the restart.
+    return;
+  }
+
+  // Evaluation results go with the adapter (serving exposes the `eval` object as eval_metrics).
+  nlohmann::json eval = {{"final_train_loss", result.final_train_loss}, {"steps", result.steps}};
+  if (!result.validations.empty()) {
+    eval["val_loss"] = result.best_val_loss;
+    eval["val_token_accuracy"] = result.validations.back().token_accuracy;
+  }
+  engine::Adapter adapter = std::move(result.adapter);
+  adapter.name = p.adapter_name;
+  adapter.extra_metadata["eval"] = eval;
+  // "training" holds the trainer's own record (rates, steps, ...); the job's context sits beside it.
+  adapter.extra_metadata["job"] = {{"job_id", job.id},
+                                        {"dataset_id", p.dataset_id},
+                                        {"request", job.spec},
+                                        {"examples", train.size()},
+                                        {"validation_examples", validation.size()},
+                                        {"early_stopped", result.early_stopped},
+                                        {"best_step", result.best_step}};
+  const fs::path out = options_.data_dir / "outputs" / job.tenant / (job.id + ".safetensors");
+  std::string version;
+  std::string last_error;
+  try {
+    fs::create_directories(out.parent_path());
+    engine::save_adapter(adapter, out);
+    for (int attempt = 0; attempt < options_.publish_attempts && version.empty(); ++attempt) {
+      try {
+        version = publish_(job.tenant, p.adapter_name, out);
+      } catch (const std::exception& e) {
+        last_error = e.what();
+        std::this_thread::sleep_for(std::chrono::milliseconds(500 << attempt));
+      }
+    }
+  } catch (const std::exception& e) {
+    last_error = e.what();
+  }
+  job.eval = eval;
+  if (version.empty()) {
+    fail(job, "UNAVAILABLE",
+         "training finished but publishing the adapter failed (" + last_error + "); the file is kept at " +
+             out.string());
+    return;
+  }
+  job.adapter_name = p.adapter_name;
+  job.adapter_version = version;
+  set_state(job, JobState::kSucceeded, "published as " + p.adapter_name + " version " + version);
+  fs::remove_all(o.checkpoint_dir);
+}
+
+}  // namespace statetune::training

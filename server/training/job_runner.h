@@ -1,0 +1,128 @@
+// Runs queued training jobs one at a time on a worker thread through the adapter trainer, recording
+// state changes, per-step metrics and evaluations as job events, and publishing the trained adapter.
+//
+// Restart semantics: a job found `running` at start-up (the process died or was stopped mid-job) is put
+// back in the queue with an event saying so, and when it runs again the trainer resumes from the job's
+// last checkpoint (data-dir/checkpoints/<job id>); a checkpoint that cannot be read fails the job with
+// that reason. A graceful stop (stop()) interrupts the running job at a step boundary after writing a
+// checkpoint and leaves it `running`, so the next start resumes it the same way.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+
+#include <prometheus/counter.h>
+#include <prometheus/family.h>
+#include <prometheus/gauge.h>
+#include <prometheus/histogram.h>
+#include <prometheus/registry.h>
+
+#include "server/training/job_store.h"
+
+namespace statetune::engine {
+class MambaModel;
+class Tokenizer;
+}  // namespace statetune::engine
+
+namespace statetune::training {
+
+// Wakes WatchJob streams when any job gets an event (they re-read the store).
+class EventBus {
+ public:
+  void notify();
+  // Waits until the version moves past `seen` or `timeout`; returns the current version.
+  uint64_t wait(uint64_t seen, std::chrono::milliseconds timeout);
+  uint64_t version();
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  uint64_t version_ = 0;
+};
+
+struct TrainingMetrics {
+  explicit TrainingMetrics(prometheus::Registry& registry);
+  prometheus::Family<prometheus::Gauge>& jobs;             // statetune_train_jobs{state}
+  prometheus::Histogram& queue_wait;                       // statetune_train_queue_wait_seconds
+  prometheus::Histogram& step_time;                        // statetune_train_step_seconds
+  prometheus::Gauge& tokens_per_second;                    // statetune_train_tokens_per_second
+  prometheus::Family<prometheus::Gauge>& validation_loss;  // statetune_train_validation_loss{job}
+  prometheus::Counter& steps;                              // statetune_train_steps_total
+  prometheus::Family<prometheus::Counter>& datasets;       // statetune_train_dataset_uploads_total{result}
+};
+
+// Publishes a trained adapter file for `tenant` as `name`; returns the version it got. Throws
+// std::runtime_error with the reason when publishing fails.
+using PublishFn = std::function<std::string(const std::string& tenant, const std::string& name,
+                                            const std::filesystem::path& file)>;
+
+struct RunnerOptions {
+  std::filesystem::path data_dir;  // datasets/, checkpoints/, outputs/ live here
+  int64_t checkpoint_every = 10;   // default steps between checkpoints
+  int64_t log_every = 1;           // steps between step events
+  int publish_attempts = 3;
+};
+
+class JobRunner {
+ public:
+  JobRunner(JobStore& store, EventBus& bus, const engine::MambaModel& model, const engine::Tokenizer& tokenizer,
+            PublishFn publish, RunnerOptions options, TrainingMetrics* metrics);
+  ~JobRunner();
+
+  // Re-queues jobs left `running` by a previous process, then starts the worker.
+  void start();
+  // Wakes the worker (a job was queued).
+  void notify();
+  // Cancels job `id`: a queued one at once, the running one before its next step (it becomes cancelled
+  // when the trainer stops). Returns false when the job had already finished.
+  bool cancel(const std::string& id);
+  // Interrupts the running job (it stays `running`, resumable) and joins the worker.
+  void stop();
+  // Recomputes the jobs-by-state gauge.
+  void refresh_state_gauge();
+
+ private:
+  void loop();
+  void run(JobRecord job);
+  void set_state(JobRecord& job, JobState state, const std::string& message);
+  void fail(JobRecord& job, const std::string& code, const std::string& message, int64_t line = 0);
+
+  JobStore& store_;
+  EventBus& bus_;
+  const engine::MambaModel& model_;
+  const engine::Tokenizer& tokenizer_;
+  PublishFn publish_;
+  RunnerOptions options_;
+  TrainingMetrics* metrics_;
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool stopping_ = false;
+  bool wake_ = false;
+  std::string running_id_;
+  std::atomic<bool> cancel_{false};
+  std::atomic<bool> user_cancelled_{false};
+  std::thread worker_;
+};
+
+// The hyper-parameters of a job spec (CreateJobRequest JSON, proto field names) with defaults filled.
+struct JobParams {
+  std::vector<std::string> methods;
+  double learning_rate = 0;
+  int64_t epochs = 3, batch_size = 4, max_steps = 0, max_length = 512, warmup_steps = 0, eval_every = 0;
+  uint64_t seed = 0;
+  int64_t early_stopping_patience = 0, checkpoint_every = 0;
+  double validation_split = 0;
+  std::string dataset_id, validation_dataset_id, adapter_name;
+};
+// Throws std::invalid_argument naming the field that is out of range.
+JobParams parse_job_params(const nlohmann::json& spec);
+
+}  // namespace statetune::training

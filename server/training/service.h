@@ -1,0 +1,63 @@
+// statetune-train: the gRPC Training service (statetune.v1.Training, grpc.health.v1.Health) over the
+// job store, the data set validator and the job runner, with Prometheus metrics on their own port.
+//
+// Storage under --data-dir: jobs.db (SQLite, WAL), datasets/<tenant>/<id>.jsonl, checkpoints/<job>/,
+// outputs/<tenant>/<job>.safetensors (every trained adapter, kept after publishing).
+//
+// Publishing: a finished job pushes its adapter to statetune-serve through that service's Adapters
+// UploadAdapter RPC with the admin key (--serving-addr, --serving-admin-key) for the job's tenant. The
+// serving process keeps its adapter index in memory, so writing into its store folder behind its back
+// would not be seen until its restart; the RPC makes the new version current at once (hot swap) and
+// validates it against the served base model.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <string>
+
+namespace statetune::training {
+
+struct TrainServiceOptions {
+  std::string listen = "127.0.0.1:50061";
+  std::string metrics_listen = "127.0.0.1:9091";  // empty: no metrics endpoint
+  std::filesystem::path model_dir;
+  std::filesystem::path tokenizer_path;  // empty: <model_dir>/tokenizer.json
+  std::filesystem::path data_dir = "train-data";
+  std::filesystem::path tenants_file;
+  std::string device = "cpu";
+  std::string dtype = "f32";
+  std::string serving_addr = "127.0.0.1:50051";
+  std::string serving_admin_key;
+  int64_t max_dataset_bytes = int64_t{256} << 20;
+  int64_t tenant_storage_bytes = int64_t{1} << 30;
+  int64_t max_active_jobs = 4;  // queued + running per tenant
+  int64_t min_examples = 8;
+  int64_t max_example_tokens = 4096;
+  int64_t checkpoint_every = 10;
+  int64_t log_every = 1;
+  std::filesystem::path ready_file;  // {port, metrics_port, pid} once serving
+};
+
+class TrainService {
+ public:
+  explicit TrainService(TrainServiceOptions options);
+  ~TrainService();
+  TrainService(const TrainService&) = delete;
+  TrainService& operator=(const TrainService&) = delete;
+
+  // Loads the model and tokenizer, opens the store (re-queueing interrupted jobs), starts the worker
+  // and listens. Throws std::runtime_error naming what failed.
+  void start();
+  // Interrupts the running job at a step boundary (it resumes after the next start) and stops.
+  void stop();
+  int port() const;
+  int metrics_port() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace statetune::training

@@ -1,0 +1,451 @@
+// Integration tests: the real statetune-train and statetune-serve binaries on loopback ports with a tiny
+// random model and the GPT-NeoX tokenizer, driven through the client libraries over gRPC: upload ->
+// train -> watch -> published adapter served; malformed data; cancel; kill -9 and restart; tenants.
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <thread>
+
+#include "client/statetune_client.h"
+#include "client/training_client.h"
+#include "server/engine/model/mamba_model.h"
+#include "server/engine/model/model_init.h"
+#include "server/engine/util/sha256.h"
+
+namespace statetune::training {
+namespace {
+namespace fs = std::filesystem;
+namespace v1 = ::statetune::v1;
+using client::Client;
+using client::ClientOptions;
+using client::TrainingClient;
+using grpc::StatusCode;
+
+const char* kAcmeKey = "acme-train-key";
+const char* kBetaKey = "beta-train-key";
+const char* kAdminKey = "admin-train-key";
+
+std::string slurp(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  std::stringstream b;
+  b << in.rdbuf();
+  return b.str();
+}
+
+class Process {
+ public:
+  Process(std::string binary, std::string name) : binary_(std::move(binary)), name_(std::move(name)) {}
+  void start(const fs::path& work, const std::vector<std::string>& flags) {
+    ready_ = work / (name_ + "-ready.json");
+    fs::remove(ready_);
+    log_ = work / (name_ + "-" + std::to_string(++starts_) + ".log");
+    std::vector<std::string> args = {binary_, "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0",
+                                     "--ready-file", ready_.string(), "--threads", "1"};
+    args.insert(args.end(), flags.begin(), flags.end());
+    pid_ = ::fork();
+    if (pid_ == 0) {
+      int fd = ::open(log_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+      ::dup2(fd, 1);
+      ::dup2(fd, 2);
+      std::vector<char*> argv;
+      for (auto& a : args) argv.push_back(a.data());
+      argv.push_back(nullptr);
+      ::execv(argv[0], argv.data());
+      ::_exit(127);
+    }
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(90);
+    while (!fs::exists(ready_)) {
+      ASSERT_LT(std::chrono::steady_clock::now(), deadline) << name_ << " never listened:\n" << slurp(log_);
+      int status = 0;
+      ASSERT_EQ(::waitpid(pid_, &status, WNOHANG), 0) << name_ << " exited:\n" << slurp(log_);
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));  // the ready file is written whole, but be safe
+    port_ = nlohmann::json::parse(slurp(ready_))["port"].get<int>();
+  }
+  int stop(int sig = SIGTERM) {
+    if (pid_ <= 0) return -1;
+    ::kill(pid_, sig);
+    int status = 0;
+    ::waitpid(pid_, &status, 0);
+    pid_ = -1;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  }
+  ~Process() { stop(); }
+  ClientOptions options(const std::string& key) const {
+    ClientOptions o;
+    o.address = "127.0.0.1:" + std::to_string(port_);
+    o.api_key = key;
+    o.timeout = std::chrono::seconds(60);
+    return o;
+  }
+  int port() const { return port_; }
+  std::string log() const { return slurp(log_); }
+
+ private:
+  std::string binary_, name_;
+  pid_t pid_ = -1;
+  int port_ = 0, starts_ = 0;
+  fs::path ready_, log_;
+};
+
+// Small arithmetic-word pairs: a tiny model can lower its loss on them within a few steps.
+std::string dataset_text(int n, int offset = 0) {
+  const char* words[] = {"zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"};
+  std::string out;
+  for (int i = 0; i < n; ++i) {
+    const int k = (i + offset) % 10;
+    out += nlohmann::json({{"prompt", "Spell the digit " + std::to_string(k)}, {"completion", words[k]}}).dump() + "\n";
+  }
+  return out;
+}
+
+class TrainingServiceTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    work_ = new fs::path(fs::temp_directory_path() / ("statetune_train_" + std::to_string(::getpid())));
+    fs::remove_all(*work_);
+    fs::create_directories(*work_);
+    engine::MambaConfig c;
+    c.d_model = 64;
+    c.n_layer = 2;
+    c.vocab_size = 50280;
+    c.d_state = 16;
+    c.expand = 2;
+    c.d_inner = 128;
+    c.d_conv = 4;
+    c.dt_rank = 4;
+    engine::write_random_checkpoint(*work_ / "model", c, 91);
+    nlohmann::json tenants = {
+        {"admin_key_sha256", engine::Sha256::hex(kAdminKey)},
+        {"tenants",
+         {{{"name", "acme"}, {"api_keys_sha256", {engine::Sha256::hex(kAcmeKey)}}},
+          {{"name", "beta"}, {"api_keys_sha256", {engine::Sha256::hex(kBetaKey)}}}}}};
+    std::ofstream(*work_ / "tenants.json") << tenants.dump(2);
+    serve_ = new Process(std::string(STATETUNE_BINARY_DIR) + "/server/serving/statetune-serve", "serve");
+    serve_->start(*work_, {"--model", (*work_ / "model").string(), "--tokenizer", tokenizer(), "--adapters-dir",
+                           (*work_ / "adapters").string(), "--tenants-file", (*work_ / "tenants.json").string(),
+                           "--max-new-tokens", "64", "--drain-seconds", "1"});
+    train_ = new Process(std::string(STATETUNE_BINARY_DIR) + "/server/training/statetune-train", "train");
+    start_train();
+  }
+  static void start_train() {
+    train_->start(*work_, {"--model", (*work_ / "model").string(), "--tokenizer", tokenizer(), "--data-dir",
+                           (*work_ / "train-data").string(), "--tenants-file", (*work_ / "tenants.json").string(),
+                           "--serving-addr", "127.0.0.1:" + std::to_string(serve_->port()), "--serving-admin-key",
+                           kAdminKey, "--min-examples", "4", "--max-example-tokens", "64", "--checkpoint-every",
+                           "2", "--max-active-jobs", "3"});
+  }
+  static void TearDownTestSuite() {
+    delete train_;
+    delete serve_;
+    fs::remove_all(*work_);
+    delete work_;
+  }
+  static std::string tokenizer() {
+    return std::string(STATETUNE_SHARED_DIR) + "/models/gpt-neox-20b-tokenizer.json";
+  }
+  static TrainingClient trainer(const char* key) { return TrainingClient(train_->options(key)); }
+
+  static std::string upload(TrainingClient& c, const std::string& name, const std::string& text) {
+    v1::DatasetInfo info;
+    auto st = c.upload_dataset(name, text, &info, 256);
+    EXPECT_TRUE(st.ok()) << st.error_message();
+    return info.id();
+  }
+  static v1::CreateJobRequest job_request(const std::string& dataset, const std::string& adapter, int64_t steps) {
+    v1::CreateJobRequest r;
+    r.set_dataset_id(dataset);
+    r.set_adapter_name(adapter);
+    r.add_methods("state_offset");
+    r.add_methods("output_offset");
+    r.mutable_hyperparameters()->set_learning_rate(0.05);
+    r.mutable_hyperparameters()->set_batch_size(2);
+    r.mutable_hyperparameters()->set_epochs(1000);
+    r.mutable_hyperparameters()->set_max_steps(steps);
+    r.mutable_hyperparameters()->set_max_length(32);
+    return r;
+  }
+  // Every event until the job ends.
+  static std::vector<v1::JobEvent> watch_all(TrainingClient& c, const std::string& id, int64_t after = 0) {
+    std::vector<v1::JobEvent> events;
+    auto st = c.watch_job(id, after, [&](const v1::JobEvent& e) {
+      events.push_back(e);
+      return true;
+    });
+    EXPECT_TRUE(st.ok()) << st.error_message();
+    return events;
+  }
+  // Blocks until the job reports at least `step` steps.
+  static void wait_for_step(TrainingClient& c, const std::string& id, int64_t step) {
+    auto st = c.watch_job(id, 0, [&](const v1::JobEvent& e) { return !(e.has_step() && e.step().step() >= step); });
+    ASSERT_TRUE(st.ok()) << st.error_message();
+  }
+  static v1::GenerateRequest sample(const std::string& adapter) {
+    v1::GenerateRequest r;
+    r.set_text("Spell the digit 7\n###\n");
+    if (!adapter.empty()) r.mutable_adapter()->set_name(adapter);
+    r.set_max_tokens(24);
+    r.set_stop_at_eos(false);
+    r.set_temperature(1.0f);
+    r.set_seed(1234);
+    return r;
+  }
+
+  static fs::path* work_;
+  static Process* serve_;
+  static Process* train_;
+};
+fs::path* TrainingServiceTest::work_ = nullptr;
+Process* TrainingServiceTest::serve_ = nullptr;
+Process* TrainingServiceTest::train_ = nullptr;
+
+TEST_F(TrainingServiceTest, UploadTrainWatchPublishAndServe) {
+  auto c = trainer(kAcmeKey);
+  const std::string ds = upload(c, "digits", dataset_text(16));
+  ASSERT_FALSE(ds.empty());
+  v1::DatasetInfo info;
+  ASSERT_TRUE(c.get_dataset(ds, &info).ok());
+  EXPECT_EQ(info.examples(), 16);
+  EXPECT_EQ(info.tenant(), "acme");
+  EXPECT_GT(info.max_example_tokens(), 3);
+
+  auto req = job_request(ds, "digits", 12);
+  req.set_validation_split(0.25);
+  req.mutable_hyperparameters()->set_eval_every(6);
+  v1::Job job;
+  auto st = c.create_job(req, &job);
+  ASSERT_TRUE(st.ok()) << st.error_message();
+  EXPECT_EQ(job.state(), v1::JOB_STATE_QUEUED);
+
+  const auto events = watch_all(c, job.id());
+  ASSERT_FALSE(events.empty());
+  std::vector<v1::JobState> states;
+  std::vector<double> losses;
+  int evals = 0;
+  int64_t last_seq = 0;
+  for (const auto& e : events) {
+    EXPECT_GT(e.seq(), last_seq) << "events arrive in order, once";
+    last_seq = e.seq();
+    if (e.kind_case() == v1::JobEvent::kStateChange) states.push_back(e.state());
+    if (e.has_step()) {
+      losses.push_back(e.step().loss());
+      EXPECT_EQ(e.step().step(), static_cast<int64_t>(losses.size()));
+      EXPECT_EQ(e.step().total_steps(), 12);
+      EXPECT_GE(e.step().eta_seconds(), 0);
+    }
+    if (e.has_eval()) {
+      ++evals;
+      EXPECT_GT(e.eval().val_loss(), 0);
+    }
+  }
+  ASSERT_EQ(states.size(), 3u) << train_->log();
+  EXPECT_EQ(states[0], v1::JOB_STATE_QUEUED);
+  EXPECT_EQ(states[1], v1::JOB_STATE_RUNNING);
+  EXPECT_EQ(states[2], v1::JOB_STATE_SUCCEEDED) << train_->log();
+  ASSERT_EQ(losses.size(), 12u);
+  EXPECT_LT(losses.back(), losses.front()) << "training lowers the loss on this tiny, repetitive data";
+  EXPECT_GE(evals, 2);
+
+  ASSERT_TRUE(c.get_job(job.id(), &job).ok());
+  EXPECT_EQ(job.state(), v1::JOB_STATE_SUCCEEDED);
+  EXPECT_EQ(job.step(), 12);
+  EXPECT_EQ(job.adapter_name(), "digits");
+  EXPECT_FALSE(job.adapter_version().empty());
+  EXPECT_GT(job.eval_metrics().at("val_loss"), 0);
+
+  // Published to statetune-serve without a restart, with the evaluation in its metadata.
+  Client serving(serve_->options(kAcmeKey));
+  v1::AdapterInfo adapter;
+  ASSERT_TRUE(serving.get_adapter("digits", &adapter).ok());
+  EXPECT_EQ(adapter.current_version(), job.adapter_version());
+  ASSERT_FALSE(adapter.versions().empty());
+  const auto& version = adapter.versions(adapter.versions_size() - 1);
+  EXPECT_DOUBLE_EQ(version.eval_metrics().at("val_loss"), job.eval_metrics().at("val_loss"));
+  EXPECT_NE(version.metadata_json().find(job.id()), std::string::npos);
+
+  // Usable: the same seeded request samples differently with the trained adapter than without it.
+  auto base = serving.generate(sample(""));
+  auto tuned = serving.generate(sample("digits"));
+  ASSERT_TRUE(base.status.ok()) << base.status.error_message();
+  ASSERT_TRUE(tuned.status.ok()) << tuned.status.error_message();
+  EXPECT_NE(base.token_ids, tuned.token_ids);
+
+  // Listed, and in use no more: deletable.
+  v1::ListJobsResponse jobs;
+  ASSERT_TRUE(c.list_jobs(&jobs).ok());
+  bool listed = false;
+  for (const auto& j : jobs.jobs()) listed = listed || j.id() == job.id();
+  EXPECT_TRUE(listed);
+}
+
+TEST_F(TrainingServiceTest, MalformedDatasetGivesLineNumberedReportAndNoJob) {
+  auto c = trainer(kAcmeKey);
+  v1::ListDatasetsResponse before;
+  ASSERT_TRUE(c.list_datasets(&before).ok());
+  std::string text = dataset_text(6);
+  text += "{\"prompt\": \"no completion\"}\n";                             // line 7
+  text += "{\"prompt\": \"a\", \"completion\": \"b\", \"label\": 1}\n";    // line 8
+  text += "not json at all\n";                                             // line 9
+  text += "{\"prompt\": \"" + std::string(400, 'x') + " " + std::string(400, 'y') + "\", \"completion\": \"z\"}\n";  // 10
+  v1::DatasetInfo info;
+  auto st = c.upload_dataset("broken", text, &info);
+  ASSERT_EQ(st.error_code(), StatusCode::INVALID_ARGUMENT);
+  const std::string& m = st.error_message();
+  EXPECT_NE(m.find("4 problem"), std::string::npos) << m;
+  EXPECT_NE(m.find("line 7: missing field \"completion\""), std::string::npos) << m;
+  EXPECT_NE(m.find("line 8: unexpected field \"label\""), std::string::npos) << m;
+  EXPECT_NE(m.find("line 9: not valid JSON"), std::string::npos) << m;
+  EXPECT_NE(m.find("line 10: prompt + completion are"), std::string::npos) << m;
+  v1::ListDatasetsResponse after;
+  ASSERT_TRUE(c.list_datasets(&after).ok());
+  EXPECT_EQ(after.datasets_size(), before.datasets_size()) << "a rejected upload stores nothing";
+
+  // Too few examples for the service's minimum; a job on an unknown data set is refused without a job.
+  EXPECT_EQ(c.upload_dataset("tiny", dataset_text(2), &info).error_code(), StatusCode::INVALID_ARGUMENT);
+  v1::ListJobsResponse jobs_before, jobs_after;
+  ASSERT_TRUE(c.list_jobs(&jobs_before).ok());
+  v1::Job job;
+  EXPECT_EQ(c.create_job(job_request("ds-missing", "x", 2), &job).error_code(), StatusCode::NOT_FOUND);
+  const std::string ds = upload(c, "small", dataset_text(4));
+  auto bad = job_request(ds, "x", 2);
+  bad.set_validation_split(0.5);  // leaves 2 training examples, below --min-examples 4
+  EXPECT_EQ(c.create_job(bad, &job).error_code(), StatusCode::INVALID_ARGUMENT);
+  bad = job_request(ds, "x", 2);
+  bad.add_methods("no_such_method");
+  EXPECT_EQ(c.create_job(bad, &job).error_code(), StatusCode::INVALID_ARGUMENT);
+  bad = job_request(ds, "bad/name", 2);
+  EXPECT_EQ(c.create_job(bad, &job).error_code(), StatusCode::INVALID_ARGUMENT);
+  ASSERT_TRUE(c.list_jobs(&jobs_after).ok());
+  EXPECT_EQ(jobs_after.jobs_size(), jobs_before.jobs_size());
+}
+
+TEST_F(TrainingServiceTest, CancelRunningAndQueuedJobs) {
+  auto c = trainer(kAcmeKey);
+  const std::string ds = upload(c, "cancel-me", dataset_text(8));
+  v1::Job running, queued;
+  ASSERT_TRUE(c.create_job(job_request(ds, "long", 100000), &running).ok());
+  ASSERT_TRUE(c.create_job(job_request(ds, "later", 5), &queued).ok());
+  wait_for_step(c, running.id(), 2);
+  // The dataset is in use while jobs on it are active.
+  EXPECT_EQ(c.delete_dataset(ds).error_code(), StatusCode::FAILED_PRECONDITION);
+  v1::Job after;
+  ASSERT_TRUE(c.cancel_job(queued.id(), &after).ok());
+  EXPECT_EQ(after.state(), v1::JOB_STATE_CANCELLED);
+  ASSERT_TRUE(c.cancel_job(running.id(), &after).ok());
+  const auto events = watch_all(c, running.id());
+  ASSERT_FALSE(events.empty());
+  EXPECT_EQ(events.back().state(), v1::JOB_STATE_CANCELLED);
+  ASSERT_TRUE(c.get_job(running.id(), &after).ok());
+  EXPECT_EQ(after.state(), v1::JOB_STATE_CANCELLED);
+  EXPECT_LT(after.step(), 100000);
+  EXPECT_EQ(c.cancel_job(running.id(), &after).error_code(), StatusCode::FAILED_PRECONDITION);
+  ASSERT_TRUE(c.get_job(queued.id(), &after).ok());
+  EXPECT_EQ(after.state(), v1::JOB_STATE_CANCELLED);
+  EXPECT_EQ(after.step(), 0) << "a job cancelled while queued never ran";
+  EXPECT_TRUE(c.delete_dataset(ds).ok());
+  v1::DatasetInfo gone;
+  EXPECT_EQ(c.get_dataset(ds, &gone).error_code(), StatusCode::NOT_FOUND);
+}
+
+TEST_F(TrainingServiceTest, KillNineMidJobThenRestartResumesFromCheckpoint) {
+  const std::string ds = [&] {
+    auto c = trainer(kAcmeKey);
+    return upload(c, "crash", dataset_text(12));
+  }();
+  std::string job_id, queued_id;
+  {
+    auto c = trainer(kAcmeKey);
+    v1::Job job;
+    ASSERT_TRUE(c.create_job(job_request(ds, "crash", 40), &job).ok());
+    job_id = job.id();
+    ASSERT_TRUE(c.create_job(job_request(ds, "crash-next", 3), &job).ok());
+    queued_id = job.id();
+    wait_for_step(c, job_id, 5);
+  }
+  EXPECT_EQ(train_->stop(SIGKILL), 128 + SIGKILL);
+  start_train();
+  auto c = trainer(kAcmeKey);
+  v1::Job job;
+  ASSERT_TRUE(c.get_job(queued_id, &job).ok()) << "a queued job survives the crash";
+  const auto events = watch_all(c, job_id);
+  ASSERT_FALSE(events.empty());
+  EXPECT_EQ(events.back().state(), v1::JOB_STATE_SUCCEEDED) << train_->log();
+  // After the restart the job's steps continue from a checkpoint (every 2 steps), not from step 1.
+  bool restarted = false;
+  int64_t first_after_restart = -1, max_before = 0;
+  for (const auto& e : events) {
+    if (e.kind_case() == v1::JobEvent::kStateChange && e.state_change().find("service stopped") != std::string::npos) {
+      restarted = true;
+    }
+    if (e.has_step()) {
+      if (!restarted) max_before = std::max(max_before, e.step().step());
+      if (restarted && first_after_restart < 0) first_after_restart = e.step().step();
+    }
+  }
+  ASSERT_TRUE(restarted);
+  EXPECT_GE(max_before, 5);
+  EXPECT_GT(first_after_restart, 1) << "resumed from its last checkpoint";
+  EXPECT_LE(first_after_restart, max_before + 1);
+  ASSERT_TRUE(c.get_job(job_id, &job).ok());
+  EXPECT_EQ(job.resumes(), 1);
+  EXPECT_EQ(job.step(), 40);
+  // The job that was queued before the crash runs afterwards.
+  const auto next = watch_all(c, queued_id);
+  ASSERT_FALSE(next.empty());
+  EXPECT_EQ(next.back().state(), v1::JOB_STATE_SUCCEEDED) << train_->log();
+}
+
+TEST_F(TrainingServiceTest, TenantsCannotSeeOrUseEachOthersDataJobsOrAdapters) {
+  auto acme = trainer(kAcmeKey);
+  auto beta = trainer(kBetaKey);
+  const std::string ds = upload(acme, "private", dataset_text(8));
+  v1::Job job;
+  ASSERT_TRUE(acme.create_job(job_request(ds, "secret", 2), &job).ok());
+  const auto done = watch_all(acme, job.id());
+  ASSERT_FALSE(done.empty());
+  ASSERT_EQ(done.back().state(), v1::JOB_STATE_SUCCEEDED) << train_->log();
+
+  v1::DatasetInfo info;
+  EXPECT_EQ(beta.get_dataset(ds, &info).error_code(), StatusCode::NOT_FOUND);
+  EXPECT_EQ(beta.delete_dataset(ds).error_code(), StatusCode::NOT_FOUND);
+  v1::ListDatasetsResponse list;
+  ASSERT_TRUE(beta.list_datasets(&list).ok());
+  for (const auto& d : list.datasets()) EXPECT_NE(d.id(), ds);
+  v1::Job other;
+  EXPECT_EQ(beta.get_job(job.id(), &other).error_code(), StatusCode::NOT_FOUND);
+  EXPECT_EQ(beta.cancel_job(job.id(), &other).error_code(), StatusCode::NOT_FOUND);
+  EXPECT_EQ(beta.watch_job(job.id(), 0, [](const v1::JobEvent&) { return true; }).error_code(),
+            StatusCode::NOT_FOUND);
+  EXPECT_EQ(beta.create_job(job_request(ds, "stolen", 2), &other).error_code(), StatusCode::NOT_FOUND);
+  v1::ListJobsResponse jobs;
+  ASSERT_TRUE(beta.list_jobs(&jobs).ok());
+  for (const auto& j : jobs.jobs()) EXPECT_NE(j.id(), job.id());
+
+  Client beta_serving(serve_->options(kBetaKey));
+  v1::AdapterInfo adapter;
+  EXPECT_EQ(beta_serving.get_adapter("secret", &adapter).error_code(), StatusCode::NOT_FOUND);
+  auto gen = beta_serving.generate(sample("secret"));
+  EXPECT_EQ(gen.status.error_code(), StatusCode::NOT_FOUND);
+  Client acme_serving(serve_->options(kAcmeKey));
+  EXPECT_TRUE(acme_serving.get_adapter("secret", &adapter).ok());
+
+  // No key / the admin key get nothing from the training service.
+  auto anon = trainer("");
+  EXPECT_EQ(anon.list_jobs(&jobs).error_code(), StatusCode::UNAUTHENTICATED);
+  auto admin = trainer(kAdminKey);
+  EXPECT_EQ(admin.list_jobs(&jobs).error_code(), StatusCode::PERMISSION_DENIED);
+  auto wrong = trainer("not-a-key");
+  EXPECT_EQ(wrong.get_dataset(ds, &info).error_code(), StatusCode::UNAUTHENTICATED);
+}
+
+}  // namespace
+}  // namespace statetune::training
