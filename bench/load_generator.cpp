@@ -52,7 +52,7 @@ double seconds_since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
 }
 
-std::string slurp(const fs::path &p) {
+std::string slurp(const fs::path& p) {
   std::ifstream in(p, std::ios::binary);
   std::stringstream b;
   b << in.rdbuf();
@@ -67,7 +67,7 @@ double percentile(std::vector<double> v, double q) {
   return v[std::min(v.size() - 1, rank == 0 ? 0 : rank - 1)];
 }
 
-json percentiles_ms(const std::vector<double> &seconds) {
+json percentiles_ms(const std::vector<double>& seconds) {
   auto ms = [&](double q) { return percentile(seconds, q) * 1000.0; };
   return {
       {"p50", ms(50)}, {"p90", ms(90)}, {"p99", ms(99)}, {"max", ms(100)}, {"n", seconds.size()}};
@@ -86,10 +86,10 @@ fs::path own_dir() {
 
 // A sibling binary next to this one (install: bin/) or in the build tree
 // (bench/ -> `tree_dir`).
-fs::path find_binary(const std::string &flag, const std::string &name, const std::string &tree_dir,
-                     const std::string &flag_name) {
+fs::path find_binary(const std::string& flag, const std::string& name, const std::string& tree_dir,
+                     const std::string& flag_name) {
   if (!flag.empty()) return flag;
-  for (const fs::path &p : {own_dir() / name, own_dir() / ".." / tree_dir / name}) {
+  for (const fs::path& p : {own_dir() / name, own_dir() / ".." / tree_dir / name}) {
     if (fs::exists(p)) return fs::canonical(p);
   }
   throw std::runtime_error(name + " not found next to statetune-loadgen; pass --" + flag_name);
@@ -97,15 +97,15 @@ fs::path find_binary(const std::string &flag, const std::string &name, const std
 
 // Runs a command to completion with its output in `log`; throws with the log
 // when it fails.
-void run_command(std::vector<std::string> args, const fs::path &log) {
+void run_command(std::vector<std::string> args, const fs::path& log) {
   const pid_t pid = ::fork();
   if (pid < 0) throw std::runtime_error("fork failed");
   if (pid == 0) {
     const int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
     ::dup2(fd, 1);
     ::dup2(fd, 2);
-    std::vector<char *> argv;
-    for (auto &a : args) argv.push_back(a.data());
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);
     ::execv(argv[0], argv.data());
     ::_exit(127);
@@ -114,14 +114,14 @@ void run_command(std::vector<std::string> args, const fs::path &log) {
   ::waitpid(pid, &status, 0);
   if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
     std::string cmd;
-    for (const auto &a : args) cmd += (cmd.empty() ? "" : " ") + a;
+    for (const auto& a : args) cmd += (cmd.empty() ? "" : " ") + a;
     throw std::runtime_error("`" + cmd + "` failed:\n" + slurp(log));
   }
 }
 
 class SpawnedServer {
  public:
-  SpawnedServer(const fs::path &binary, const fs::path &work, std::vector<std::string> flags) {
+  SpawnedServer(const fs::path& binary, const fs::path& work, std::vector<std::string> flags) {
     ready_ = work / "ready.json";
     log_ = work / "server.log";
     fs::remove(ready_);
@@ -135,8 +135,8 @@ class SpawnedServer {
       const int fd = ::open(log_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
       ::dup2(fd, 1);
       ::dup2(fd, 2);
-      std::vector<char *> argv;
-      for (auto &a : args) argv.push_back(a.data());
+      std::vector<char*> argv;
+      for (auto& a : args) argv.push_back(a.data());
       argv.push_back(nullptr);
       ::execv(argv[0], argv.data());
       ::_exit(127);
@@ -158,7 +158,7 @@ class SpawnedServer {
       try {
         port_ = json::parse(slurp(ready_)).at("port").get<int>();
         break;
-      } catch (const std::exception &) {
+      } catch (const std::exception&) {
         if (i > 100) throw;
         std::this_thread::sleep_for(std::chrono::milliseconds(20));
       }
@@ -185,7 +185,7 @@ class SpawnedServer {
 
 // Waits until the server's health check says SERVING (the model loads after the
 // port is bound).
-void wait_serving(client::Client &c, double timeout_s) {
+void wait_serving(client::Client& c, double timeout_s) {
   const auto t0 = Clock::now();
   while (true) {
     grpc::health::v1::HealthCheckResponse::ServingStatus st{};
@@ -205,7 +205,7 @@ struct RequestShape {
   uint64_t seed = 0;
 };
 
-v1::GenerateRequest make_request(const RequestShape &shape, const std::string &adapter,
+v1::GenerateRequest make_request(const RequestShape& shape, const std::string& adapter,
                                  uint64_t seed) {
   v1::GenerateRequest r;
   r.mutable_token_ids()->mutable_ids()->Add(shape.prompt.begin(), shape.prompt.end());
@@ -221,7 +221,7 @@ v1::GenerateRequest make_request(const RequestShape &shape, const std::string &a
 // base model).
 class Popularity {
  public:
-  Popularity(const std::string &name, int adapters) : name_(name), m_(adapters) {
+  Popularity(const std::string& name, int adapters) : name_(name), m_(adapters) {
     if (name != "none" && name != "identical" && name != "uniform" && name != "distinct" &&
         name != "skewed") {
       throw std::invalid_argument("unknown scenario '" + name +
@@ -233,7 +233,7 @@ class Popularity {
     // (k+1)^1.1.
     for (int k = 0; k < m_; ++k) zipf_.push_back(1.0 / std::pow(k + 1.0, 1.1));
   }
-  int pick(int client, std::mt19937_64 &rng) const {
+  int pick(int client, std::mt19937_64& rng) const {
     if (name_ == "none") return -1;
     if (name_ == "identical") return 0;
     if (name_ == "distinct") return client % m_;
@@ -281,7 +281,7 @@ struct LoadOptions {
 // one request at a time. Throughput counts only tokens that arrived inside
 // [start, deadline]: requests still running at the deadline finish, but their
 // late tokens do not inflate or deflate the rate.
-SegmentResult run_segment(const LoadOptions &o, const std::string &scenario, int round,
+SegmentResult run_segment(const LoadOptions& o, const std::string& scenario, int round,
                           uint64_t seed_base) {
   SegmentResult out;
   out.scenario = scenario;
@@ -304,7 +304,7 @@ SegmentResult run_segment(const LoadOptions &o, const std::string &scenario, int
         const std::string name = a < 0 ? "" : o.adapter_names[static_cast<size_t>(a)];
         std::vector<std::pair<Clock::time_point, int>> chunks;
         const auto t0 = Clock::now();
-        auto r = cl.generate(make_request(o.shape, name, rng()), [&](const v1::TokenChunk &ch) {
+        auto r = cl.generate(make_request(o.shape, name, rng()), [&](const v1::TokenChunk& ch) {
           chunks.emplace_back(Clock::now(), ch.token_ids_size());
           return true;
         });
@@ -317,7 +317,7 @@ SegmentResult run_segment(const LoadOptions &o, const std::string &scenario, int
           }
         }
         const auto limit = by_count ? Clock::time_point::max() : deadline;
-        for (const auto &[t, k] : chunks) {
+        for (const auto& [t, k] : chunks) {
           if (t <= limit) mine.tokens_in_window += k;
         }
         const bool complete = r.status.ok() && r.has_done &&
@@ -355,23 +355,23 @@ SegmentResult run_segment(const LoadOptions &o, const std::string &scenario, int
       out.requests_in_window += mine.requests_in_window;
       out.requests_ok += mine.requests_ok;
       out.errors += mine.errors;
-      for (const auto &[k, v] : mine.error_codes) out.error_codes[k] += v;
-      for (const auto &[k, v] : mine.requests_by_adapter) out.requests_by_adapter[k] += v;
+      for (const auto& [k, v] : mine.error_codes) out.error_codes[k] += v;
+      for (const auto& [k, v] : mine.requests_by_adapter) out.requests_by_adapter[k] += v;
       if (out.first_error.empty()) out.first_error = mine.first_error;
       out.ttft.insert(out.ttft.end(), mine.ttft.begin(), mine.ttft.end());
       out.itl.insert(out.itl.end(), mine.itl.begin(), mine.itl.end());
       out.e2e.insert(out.e2e.end(), mine.e2e.begin(), mine.e2e.end());
     });
   }
-  for (auto &t : threads) t.join();
+  for (auto& t : threads) t.join();
   out.window_s = by_count ? last_ns.load() * 1e-9 : o.duration_s;
   return out;
 }
 
 // none, s1, none, s2, ..., none; the next round walks the scenarios in reverse.
-std::vector<std::string> segment_order(const std::vector<std::string> &scenarios, int rounds) {
+std::vector<std::string> segment_order(const std::vector<std::string>& scenarios, int rounds) {
   std::vector<std::string> others;
-  for (const auto &s : scenarios) {
+  for (const auto& s : scenarios) {
     if (s != "none") others.push_back(s);
   }
   std::vector<std::string> order;
@@ -379,7 +379,7 @@ std::vector<std::string> segment_order(const std::vector<std::string> &scenarios
     std::vector<std::string> walk = others;
     if (r % 2 == 1) std::reverse(walk.begin(), walk.end());
     if (order.empty()) order.push_back("none");
-    for (const auto &s : walk) {
+    for (const auto& s : walk) {
       order.push_back(s);
       order.push_back("none");
     }
@@ -393,14 +393,25 @@ std::vector<std::string> segment_order(const std::vector<std::string> &scenarios
 
 // Uploads each adapter (as a new version when it exists) and times upload ->
 // first token of a Generate naming it. Sequential, on an otherwise idle server.
-json upload_adapters(client::Client &c, const std::vector<std::string> &names,
-                     const std::vector<std::string> &files, int rounds, const RequestShape &shape,
-                     int64_t *failures) {
-  std::vector<double> servable, upload_only;
+json upload_adapters(client::Client& c, const std::vector<std::string>& names,
+                     const std::vector<std::string>& files, int rounds, const RequestShape& shape,
+                     int64_t* failures) {
+  std::vector<double> servable, upload_only, base_first_token;
   std::string first_error;
+  RequestShape one = shape;
+  one.max_tokens = 1;
   for (int r = 0; r < rounds; ++r) {
     for (size_t i = 0; i < names.size(); ++i) {
-      const std::string &bytes = files[(i + static_cast<size_t>(r)) % files.size()];  // a real swap
+      const std::string& bytes = files[(i + static_cast<size_t>(r)) % files.size()];  // a real swap
+      // The same 1-token request on the base model just before: what servable costs without the
+      // upload (prefill of the prompt, one decode, the round trip), to read the upload's share.
+      const auto tb = Clock::now();
+      double base_first = -1;
+      auto b = c.generate(make_request(one, "", 1), [&](const v1::TokenChunk&) {
+        if (base_first < 0) base_first = seconds_since(tb);
+        return true;
+      });
+      if (b.status.ok() && base_first >= 0) base_first_token.push_back(base_first);
       const auto t0 = Clock::now();
       v1::AdapterInfo info;
       grpc::Status st = c.upload_adapter(names[i], bytes, &info);
@@ -412,10 +423,8 @@ json upload_adapters(client::Client &c, const std::vector<std::string> &names,
               "upload: " + client::status_code_name(st.error_code()) + ": " + st.error_message();
         continue;
       }
-      RequestShape one = shape;
-      one.max_tokens = 1;
       double first_token = -1;
-      auto g = c.generate(make_request(one, names[i], 1), [&](const v1::TokenChunk &) {
+      auto g = c.generate(make_request(one, names[i], 1), [&](const v1::TokenChunk&) {
         if (first_token < 0) first_token = seconds_since(t0);
         return true;
       });
@@ -437,6 +446,7 @@ json upload_adapters(client::Client &c, const std::vector<std::string> &names,
             {"rounds", rounds},
             {"upload_bytes", files.empty() ? 0 : files[0].size()},
             {"upload_ms", percentiles_ms(upload_only)},
+            {"base_model_first_token_ms", percentiles_ms(base_first_token)},
             {"upload_to_first_token_ms", percentiles_ms(servable)},
             {"failures", *failures}};
   if (!first_error.empty()) j["first_error"] = first_error;
@@ -449,7 +459,7 @@ std::string machine_line() {
   return "nproc " + std::to_string(std::thread::hardware_concurrency()) + ", loadavg " + load;
 }
 
-std::vector<std::string> split(const std::string &s) {
+std::vector<std::string> split(const std::string& s) {
   std::vector<std::string> out;
   std::stringstream in(s);
   std::string part;
@@ -459,7 +469,7 @@ std::vector<std::string> split(const std::string &s) {
   return out;
 }
 
-int run(int argc, char **argv) {
+int run(int argc, char** argv) {
   common::FlagSet f("statetune-loadgen",
                     "Load generator for statetune-serve: N concurrent "
                     "streaming clients over M adapters.");
@@ -518,9 +528,9 @@ int run(int argc, char **argv) {
   if (clients < 1 || n_adapters < 0)
     throw std::invalid_argument("--clients >= 1 and --adapters >= 0");
   std::vector<std::string> scenarios = split(f.str("scenarios"));
-  for (const auto &s : scenarios) Popularity(s, std::max(1, n_adapters));
+  for (const auto& s : scenarios) Popularity(s, std::max(1, n_adapters));
   bool uses_adapters = false;
-  for (const auto &s : scenarios) uses_adapters = uses_adapters || s != "none";
+  for (const auto& s : scenarios) uses_adapters = uses_adapters || s != "none";
   if (uses_adapters && n_adapters < 1)
     throw std::invalid_argument("adapter scenarios need --adapters >= 1");
 
@@ -565,7 +575,7 @@ int run(int argc, char **argv) {
   // (statetune-engine init-adapter, different seeds); the M adapter names cycle
   // over them.
   std::vector<std::string> files;
-  for (const auto &p : split(f.str("adapter-files"))) files.push_back(client::read_binary_file(p));
+  for (const auto& p : split(f.str("adapter-files"))) files.push_back(client::read_binary_file(p));
   if (files.empty() && uses_adapters) {
     if (model_dir.empty()) {
       throw std::invalid_argument(
@@ -621,7 +631,7 @@ int run(int argc, char **argv) {
         "--drain-seconds",
         "5"};
     if (!f.str("tokenizer").empty()) flags.insert(flags.end(), {"--tokenizer", f.str("tokenizer")});
-    for (const auto &extra : split(f.str("server-flags"))) flags.push_back(extra);
+    for (const auto& extra : split(f.str("server-flags"))) flags.push_back(extra);
     server = std::make_unique<SpawnedServer>(
         find_binary(f.str("server-bin"), "statetune-serve", "server/serving", "server-bin"), work,
         flags);
@@ -710,24 +720,24 @@ int run(int argc, char **argv) {
   // segments next to each.
   json scen = json::object();
   std::vector<std::string> names = {"none"};
-  for (const auto &s : scenarios) {
+  for (const auto& s : scenarios) {
     if (std::find(names.begin(), names.end(), s) == names.end()) names.push_back(s);
   }
   double none_tps = 0;
-  for (const auto &name : names) {
+  for (const auto& name : names) {
     SegmentResult all;
     std::vector<double> paired;
     json seg_list = json::array();
     for (size_t i = 0; i < segments.size(); ++i) {
-      const auto &s = segments[i];
+      const auto& s = segments[i];
       if (s.scenario != name) continue;
       all.window_s += s.window_s;
       all.tokens_in_window += s.tokens_in_window;
       all.requests_in_window += s.requests_in_window;
       all.requests_ok += s.requests_ok;
       all.errors += s.errors;
-      for (const auto &[k, v] : s.error_codes) all.error_codes[k] += v;
-      for (const auto &[k, v] : s.requests_by_adapter) all.requests_by_adapter[k] += v;
+      for (const auto& [k, v] : s.error_codes) all.error_codes[k] += v;
+      for (const auto& [k, v] : s.requests_by_adapter) all.requests_by_adapter[k] += v;
       if (all.first_error.empty()) all.first_error = s.first_error;
       all.ttft.insert(all.ttft.end(), s.ttft.begin(), s.ttft.end());
       all.itl.insert(all.itl.end(), s.itl.begin(), s.itl.end());
@@ -795,22 +805,23 @@ int run(int argc, char **argv) {
               machine_line().c_str(), clients, n_adapters, o.shape.prompt.size(),
               o.shape.max_tokens, o.shape.temperature > 0 ? "sampled" : "greedy");
   if (result.contains("upload")) {
-    const auto &u = result["upload"];
+    const auto& u = result["upload"];
+    const auto& up = u["upload_to_first_token_ms"];
     std::printf(
-        "upload->servable (%zu uploads): p50 %.1f ms p99 %.1f ms max "
-        "%.1f ms (upload alone p50 %.1f p99 %.1f), "
-        "failures %lld\n",
-        u["upload_to_first_token_ms"]["n"].get<size_t>(),
-        u["upload_to_first_token_ms"]["p50"].get<double>(),
-        u["upload_to_first_token_ms"]["p99"].get<double>(),
-        u["upload_to_first_token_ms"]["max"].get<double>(), u["upload_ms"]["p50"].get<double>(),
-        u["upload_ms"]["p99"].get<double>(), static_cast<long long>(u["failures"].get<int64_t>()));
+        "upload->servable (%zu uploads): p50 %.1f ms p99 %.1f ms max %.1f ms; upload alone p50 "
+        "%.1f "
+        "p99 %.1f; the same 1-token request on the base model p50 %.1f p99 %.1f; failures %lld\n",
+        up["n"].get<size_t>(), up["p50"].get<double>(), up["p99"].get<double>(),
+        up["max"].get<double>(), u["upload_ms"]["p50"].get<double>(),
+        u["upload_ms"]["p99"].get<double>(), u["base_model_first_token_ms"]["p50"].get<double>(),
+        u["base_model_first_token_ms"]["p99"].get<double>(),
+        static_cast<long long>(u["failures"].get<int64_t>()));
   }
   std::printf("%-9s %8s %9s %7s %7s %7s %7s %7s %7s %6s %6s %6s %6s\n", "scenario", "req/s",
               "tok/s", "ttft50", "ttft90", "ttft99", "itl50", "itl90", "itl99", "errors", "ratio",
               "pmed", "pmin");
-  for (const auto &name : names) {
-    const auto &s = scen[name];
+  for (const auto& name : names) {
+    const auto& s = scen[name];
     std::printf(
         "%-9s %8.2f %9.1f %7.1f %7.1f %7.1f %7.2f %7.2f %7.2f %6lld %6.3f "
         "%6.3f %6.3f\n",
@@ -837,12 +848,12 @@ int run(int argc, char **argv) {
 }  // namespace
 }  // namespace statetune::tools
 
-int main(int argc, char **argv) {
+int main(int argc, char** argv) {
   // A server that dies mid-run must not kill the generator with SIGPIPE.
   ::signal(SIGPIPE, SIG_IGN);
   try {
     return statetune::tools::run(argc, argv);
-  } catch (const std::exception &e) {
+  } catch (const std::exception& e) {
     std::fprintf(stderr, "statetune-loadgen: %s\n", e.what());
     return 1;
   }
