@@ -213,13 +213,13 @@ void JobRunner::notify() {
 bool JobRunner::cancel(const std::string& id) {
   // Under mu_, so the worker cannot pick a queued job between the check and the update.
   std::lock_guard<std::mutex> lock(mu_);
+  auto job = store_.job(id);
+  if (!job || is_terminal(job->state)) return false;  // also the running one once it has finished
   if (running_id_ == id) {
     user_cancelled_ = true;
     cancel_ = true;
     return true;
   }
-  auto job = store_.job(id);
-  if (!job || is_terminal(job->state)) return false;
   set_state(*job, JobState::kCancelled, "cancelled before it started");
   return true;
 }
