@@ -26,6 +26,7 @@ int run_init_adapter(CliArgs& args);
 int run_logits(CliArgs& args);
 int run_generate(CliArgs& args);
 int run_bench(CliArgs& args);
+int run_convert_dataset(CliArgs& args);  // dataset_commands.cpp
 int run_train(CliArgs& args);  // train_command.cpp (needs statetune_trainer)
 int run_eval(CliArgs& args);   // eval_command.cpp
 

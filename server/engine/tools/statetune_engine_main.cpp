@@ -24,6 +24,16 @@ struct Command {
 
 const std::map<std::string, Command>& commands() {
   static const std::map<std::string, Command> table = {
+      {"convert-dataset",
+       {run_convert_dataset, "write a shared/datasets task split as prompt/completion JSONL",
+        R"(statetune-engine convert-dataset --dataset NAME --out FILE.jsonl [--split S] [...]
+Writes {"prompt": ..., "completion": ...} lines (the format of `train --data` and of the training
+service's dataset upload) from a real data set under ../shared/datasets, with the experiments'
+prompt templates. Tasks: cola mrpc rte sst2 mnli qnli qqp samsum spider dart.
+  --split train|validation|test (default train)   --max-examples N (default all)
+  --datasets-dir DIR (default: STATETUNE_DATASETS_DIR or ../shared/datasets)
+  --seed S               DART's train/validation split of its dev file (default 42)
+)"}},
       {"init-model",
        {run_init_model, "write a random Hugging Face format Mamba checkpoint",
         R"(statetune-engine init-model --out DIR [shape flags] [--seed S] [--dtype f32|bf16|f16]
