@@ -171,6 +171,7 @@ class Scheduler {
   SchedulerOptions options_;
   std::function<void(const StepInfo&)> on_step_;
   StateCache cache_;
+  at::Tensor decode_logits_;  // decode_step's logits, reused step to step (MambaModel::decode logits_out)
   int64_t vocab_ = 0;
 
   mutable std::mutex mu_;
