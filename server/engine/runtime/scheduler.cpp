@@ -404,8 +404,7 @@ void Scheduler::admit() {
   std::string failure;
   try {
     at::Tensor logits = model_.prefill(tokens.to(device), lengths, rows.to(device),
-                                       any_adapter ? slots.to(device) : at::Tensor(), pool_.view(), cache_,
-                                      &decode_logits_);
+                                       any_adapter ? slots.to(device) : at::Tensor(), pool_.view(), cache_);
     SampledLogits sampled = prepare_logits(logits, vocab_, greedy_rows);
     std::vector<std::pair<size_t, FinishReason>> done;
     for (int64_t i = 0; i < B; ++i) {
