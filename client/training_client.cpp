@@ -10,11 +10,12 @@ TrainingClient::TrainingClient(ClientOptions options)
 
 void TrainingClient::prepare(grpc::ClientContext& ctx, bool deadline) const {
   if (!options_.api_key.empty()) ctx.AddMetadata("authorization", "Bearer " + options_.api_key);
-  if (deadline && options_.timeout.count() > 0) ctx.set_deadline(std::chrono::system_clock::now() + options_.timeout);
+  if (deadline && options_.timeout.count() > 0)
+    ctx.set_deadline(std::chrono::system_clock::now() + options_.timeout);
 }
 
-grpc::Status TrainingClient::upload_dataset(const std::string& name, const std::string& bytes, v1::DatasetInfo* out,
-                                            size_t chunk_bytes) {
+grpc::Status TrainingClient::upload_dataset(const std::string& name, const std::string& bytes,
+                                            v1::DatasetInfo* out, size_t chunk_bytes) {
   grpc::ClientContext ctx;
   prepare(ctx);
   auto writer = stub_->UploadDataset(&ctx, out);
@@ -108,13 +109,20 @@ grpc::Status TrainingClient::watch_job(const std::string& id, int64_t after_seq,
 
 std::string job_state_name(v1::JobState state) {
   switch (state) {
-    case v1::JOB_STATE_VALIDATING: return "validating";
-    case v1::JOB_STATE_QUEUED: return "queued";
-    case v1::JOB_STATE_RUNNING: return "running";
-    case v1::JOB_STATE_SUCCEEDED: return "succeeded";
-    case v1::JOB_STATE_FAILED: return "failed";
-    case v1::JOB_STATE_CANCELLED: return "cancelled";
-    default: return "unspecified";
+    case v1::JOB_STATE_VALIDATING:
+      return "validating";
+    case v1::JOB_STATE_QUEUED:
+      return "queued";
+    case v1::JOB_STATE_RUNNING:
+      return "running";
+    case v1::JOB_STATE_SUCCEEDED:
+      return "succeeded";
+    case v1::JOB_STATE_FAILED:
+      return "failed";
+    case v1::JOB_STATE_CANCELLED:
+      return "cancelled";
+    default:
+      return "unspecified";
   }
 }
 

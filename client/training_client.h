@@ -1,5 +1,6 @@
-// Client for statetune-train (statetune.v1.Training): data set uploads, jobs and job watching, with the
-// same options (address, API key, TLS, deadline) as the serving client. Blocking and thread-safe.
+// Client for statetune-train (statetune.v1.Training): data set uploads, jobs and job watching, with
+// the same options (address, API key, TLS, deadline) as the serving client. Blocking and
+// thread-safe.
 #pragma once
 
 #include <functional>
@@ -16,7 +17,8 @@ class TrainingClient {
   explicit TrainingClient(ClientOptions options);
 
   // Uploads JSON-lines bytes in chunks of `chunk_bytes`, with their size and SHA-256.
-  grpc::Status upload_dataset(const std::string& name, const std::string& bytes, statetune::v1::DatasetInfo* out,
+  grpc::Status upload_dataset(const std::string& name, const std::string& bytes,
+                              statetune::v1::DatasetInfo* out,
                               size_t chunk_bytes = size_t{1} << 20);
   grpc::Status list_datasets(statetune::v1::ListDatasetsResponse* out);
   grpc::Status get_dataset(const std::string& id, statetune::v1::DatasetInfo* out);

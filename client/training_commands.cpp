@@ -1,10 +1,14 @@
 // statetune datasets upload --name NAME --file PATH | list | get --id ID | delete --id ID
-// statetune jobs create --dataset ID --adapter NAME [--validation-dataset ID | --validation-split F]
-//                       [--methods state_offset,output_offset] [--lr X] [--epochs N] [--batch-size N]
-//                       [--max-steps N] [--max-length N] [--warmup-steps N] [--eval-every N] [--seed S]
+// statetune jobs create --dataset ID --adapter NAME [--validation-dataset ID | --validation-split
+// F]
+//                       [--methods state_offset,output_offset] [--lr X] [--epochs N] [--batch-size
+//                       N]
+//                       [--max-steps N] [--max-length N] [--warmup-steps N] [--eval-every N]
+//                       [--seed S]
 //                       [--early-stopping-patience N] [--watch]
 // statetune jobs get --id ID | list | cancel --id ID | watch --id ID
-// Address: --train-addr (STATETUNE_TRAIN_ADDR, default 127.0.0.1:50061); key: --api-key (STATETUNE_API_KEY).
+// Address: --train-addr (STATETUNE_TRAIN_ADDR, default 127.0.0.1:50061); key: --api-key
+// (STATETUNE_API_KEY).
 #include "client/training_commands.h"
 
 #include <unistd.h>
@@ -59,14 +63,17 @@ std::string required(const common::FlagSet& f, const std::string& name) {
 }
 
 void print_dataset(const v1::DatasetInfo& d) {
-  std::printf("%s  %-24s %8lld examples %10lld bytes  longest %lld tokens  created %lld\n", d.id().c_str(),
-              d.name().c_str(), static_cast<long long>(d.examples()), static_cast<long long>(d.size_bytes()),
-              static_cast<long long>(d.max_example_tokens()), static_cast<long long>(d.created_unix()));
+  std::printf("%s  %-24s %8lld examples %10lld bytes  longest %lld tokens  created %lld\n",
+              d.id().c_str(), d.name().c_str(), static_cast<long long>(d.examples()),
+              static_cast<long long>(d.size_bytes()),
+              static_cast<long long>(d.max_example_tokens()),
+              static_cast<long long>(d.created_unix()));
 }
 
 void print_job(const v1::Job& j, bool detail) {
-  std::printf("%s  %-10s step %lld/%lld  loss %.4f", j.id().c_str(), client::job_state_name(j.state()).c_str(),
-              static_cast<long long>(j.step()), static_cast<long long>(j.total_steps()), j.train_loss());
+  std::printf("%s  %-10s step %lld/%lld  loss %.4f", j.id().c_str(),
+              client::job_state_name(j.state()).c_str(), static_cast<long long>(j.step()),
+              static_cast<long long>(j.total_steps()), j.train_loss());
   if (j.val_loss() > 0) std::printf("  val_loss %.4f", j.val_loss());
   std::printf("  adapter %s", j.request().adapter_name().c_str());
   if (!j.adapter_version().empty()) std::printf("@%s", j.adapter_version().c_str());
@@ -96,8 +103,8 @@ std::string clock_text(double seconds) {
   return buf;
 }
 
-// Follows a job to its end: a redrawn progress bar (step, loss, ETA) on a terminal, one line per event
-// otherwise. Exit status 0 when the job succeeded, 1 when it failed or was cancelled.
+// Follows a job to its end: a redrawn progress bar (step, loss, ETA) on a terminal, one line per
+// event otherwise. Exit status 0 when the job succeeded, 1 when it failed or was cancelled.
 int watch(client::TrainingClient& c, const std::string& id) {
   const bool tty = ::isatty(1);
   bool bar_open = false;
@@ -114,14 +121,16 @@ int watch(client::TrainingClient& c, const std::string& id) {
       const int width = 30, filled = static_cast<int>(frac * width);
       std::string bar(filled, '#');
       bar += std::string(width - filled, '-');
-      std::printf("%s[%s] step %lld/%lld  loss %.4f  %.0f tok/s  ETA %s%s", tty ? "\r" : "", bar.c_str(),
-                  static_cast<long long>(s.step()), static_cast<long long>(s.total_steps()), s.loss(),
-                  s.tokens_per_second(), clock_text(s.eta_seconds()).c_str(), tty ? "" : "\n");
+      std::printf("%s[%s] step %lld/%lld  loss %.4f  %.0f tok/s  ETA %s%s", tty ? "\r" : "",
+                  bar.c_str(), static_cast<long long>(s.step()),
+                  static_cast<long long>(s.total_steps()), s.loss(), s.tokens_per_second(),
+                  clock_text(s.eta_seconds()).c_str(), tty ? "" : "\n");
       bar_open = tty;
     } else if (e.has_eval()) {
       end_bar();
-      std::printf("eval at step %lld: val_loss %.4f  token accuracy %.3f%s\n", static_cast<long long>(e.eval().step()),
-                  e.eval().val_loss(), e.eval().val_token_accuracy(), e.eval().improved() ? "  (best)" : "");
+      std::printf("eval at step %lld: val_loss %.4f  token accuracy %.3f%s\n",
+                  static_cast<long long>(e.eval().step()), e.eval().val_loss(),
+                  e.eval().val_token_accuracy(), e.eval().improved() ? "  (best)" : "");
     } else if (e.has_error()) {
       end_bar();
       std::printf("error %s: %s\n", e.error().code().c_str(), e.error().message().c_str());
@@ -141,7 +150,8 @@ int watch(client::TrainingClient& c, const std::string& id) {
 
 int cmd_datasets(int argc, char** argv) {
   const std::string sub = argc > 2 ? argv[2] : "";
-  common::FlagSet f("statetune datasets " + sub, "Manage fine-tuning data sets on statetune-train.");
+  common::FlagSet f("statetune datasets " + sub,
+                    "Manage fine-tuning data sets on statetune-train.");
   add_common(f);
   if (sub == "upload") {
     f.add("name", "", "data set name [required]");
@@ -149,13 +159,15 @@ int cmd_datasets(int argc, char** argv) {
   } else if (sub == "get" || sub == "delete") {
     f.add("id", "", "data set id [required]");
   } else if (sub != "list") {
-    throw std::invalid_argument("usage: statetune datasets upload|list|get|delete (--help on each)");
+    throw std::invalid_argument(
+        "usage: statetune datasets upload|list|get|delete (--help on each)");
   }
   if (!parse(f, argc, argv)) return 0;
   auto c = make_client(f);
   if (sub == "upload") {
     v1::DatasetInfo info;
-    if (auto st = c.upload_dataset(required(f, "name"), client::read_binary_file(required(f, "file")), &info);
+    if (auto st = c.upload_dataset(required(f, "name"),
+                                   client::read_binary_file(required(f, "file")), &info);
         !st.ok()) {
       return fail(st);
     }
@@ -177,7 +189,8 @@ int cmd_datasets(int argc, char** argv) {
 
 int cmd_jobs(int argc, char** argv) {
   const std::string sub = argc > 2 ? argv[2] : "";
-  common::FlagSet f("statetune jobs " + sub, "Create and follow adapter-training jobs on statetune-train.");
+  common::FlagSet f("statetune jobs " + sub,
+                    "Create and follow adapter-training jobs on statetune-train.");
   add_common(f);
   if (sub == "create") {
     f.add("dataset", "", "training data set id [required]");
@@ -193,13 +206,15 @@ int cmd_jobs(int argc, char** argv) {
     f.add("warmup-steps", "0", "linear warm-up steps");
     f.add("eval-every", "0", "validation every N steps (0: every epoch)");
     f.add("seed", "0", "shuffling seed");
-    f.add("early-stopping-patience", "0", "validations without improvement before stopping (0: never)");
+    f.add("early-stopping-patience", "0",
+          "validations without improvement before stopping (0: never)");
     f.add("checkpoint-every", "0", "steps between checkpoints (0: the service's default)");
     f.add_bool("watch", false, "follow the job until it finishes");
   } else if (sub == "get" || sub == "cancel" || sub == "watch") {
     f.add("id", "", "job id [required]");
   } else if (sub != "list") {
-    throw std::invalid_argument("usage: statetune jobs create|get|list|cancel|watch (--help on each)");
+    throw std::invalid_argument(
+        "usage: statetune jobs create|get|list|cancel|watch (--help on each)");
   }
   if (!parse(f, argc, argv)) return 0;
   auto c = make_client(f);

@@ -30,7 +30,8 @@ bool is_valid_utf8(std::string_view s) {
       if ((cc & 0xC0) != 0x80) return false;
       cp = (cp << 6) | (cc & 0x3F);
     }
-    if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000)) return false;
+    if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000))
+      return false;
     if (cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return false;
     i += len;
   }
@@ -70,7 +71,8 @@ ValidationReport validate_jsonl(std::string_view text, const ValidationOptions& 
     pos = end + 1;
     ++line_no;
     if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
-    if (line.find_first_not_of(" \t") == std::string_view::npos) continue;  // blank lines are allowed
+    if (line.find_first_not_of(" \t") == std::string_view::npos)
+      continue;  // blank lines are allowed
     if (!is_valid_utf8(line)) {
       problem(line_no, "not valid UTF-8");
       continue;
@@ -80,7 +82,8 @@ ValidationReport validate_jsonl(std::string_view text, const ValidationOptions& 
       j = nlohmann::json::parse(line);
     } catch (const nlohmann::json::parse_error& e) {
       std::string what = e.what();
-      // nlohmann's "[json.exception.parse_error.101] parse error at line 1, column 9: ..." -> the tail.
+      // nlohmann's "[json.exception.parse_error.101] parse error at line 1, column 9: ..." -> the
+      // tail.
       if (auto c = what.find("column"); c != std::string::npos) what = what.substr(c);
       problem(line_no, "not valid JSON (" + what + ")");
       continue;
@@ -92,7 +95,8 @@ ValidationReport validate_jsonl(std::string_view text, const ValidationOptions& 
     bool bad = false;
     for (auto it = j.begin(); it != j.end(); ++it) {
       if (it.key() != "prompt" && it.key() != "completion") {
-        problem(line_no, "unexpected field \"" + it.key() + "\" (only \"prompt\" and \"completion\")");
+        problem(line_no,
+                "unexpected field \"" + it.key() + "\" (only \"prompt\" and \"completion\")");
         bad = true;
       }
     }
@@ -117,7 +121,8 @@ ValidationReport validate_jsonl(std::string_view text, const ValidationOptions& 
     if (options.max_example_tokens > 0 && options.count_tokens) {
       const int64_t tokens = options.count_tokens(fields[0]) + options.count_tokens(fields[1]);
       if (tokens > options.max_example_tokens) {
-        problem(line_no, "prompt + completion are " + std::to_string(tokens) + " tokens, above the limit of " +
+        problem(line_no, "prompt + completion are " + std::to_string(tokens) +
+                             " tokens, above the limit of " +
                              std::to_string(options.max_example_tokens));
         continue;
       }
@@ -126,8 +131,8 @@ ValidationReport validate_jsonl(std::string_view text, const ValidationOptions& 
     r.examples.push_back({line_no, std::move(fields[0]), std::move(fields[1])});
   }
   if (r.problems.empty() && static_cast<int64_t>(r.examples.size()) < options.min_examples) {
-    problem(0, "the data set has " + std::to_string(r.examples.size()) + " examples, fewer than the minimum of " +
-                   std::to_string(options.min_examples));
+    problem(0, "the data set has " + std::to_string(r.examples.size()) +
+                   " examples, fewer than the minimum of " + std::to_string(options.min_examples));
   }
   return r;
 }

@@ -1,7 +1,7 @@
 // Validation of uploaded fine-tuning data: JSON lines, each a UTF-8 object with exactly the string
 // fields "prompt" and "completion", both non-empty, and prompt + completion within a token limit.
-// Every problem is reported with its 1-based line number, many at once, so a user fixes a file in one
-// round trip instead of one error per upload.
+// Every problem is reported with its 1-based line number, many at once, so a user fixes a file in
+// one round trip instead of one error per upload.
 #pragma once
 
 #include <cstdint>
@@ -24,7 +24,7 @@ struct ValidatedExample {
 };
 
 struct ValidationOptions {
-  int64_t max_problems = 100;      // stop collecting beyond this many (the report says so)
+  int64_t max_problems = 100;  // stop collecting beyond this many (the report says so)
   int64_t min_examples = 1;
   int64_t max_example_tokens = 0;  // 0: no token limit
   // Tokens of one text (the model's tokenizer); needed when max_example_tokens > 0.
@@ -38,7 +38,8 @@ struct ValidationReport {
   int64_t max_example_tokens = 0;          // longest valid example, in tokens (when counted)
 
   bool ok() const { return problems.empty(); }
-  // "line 3: missing field \"completion\"; line 7: ..." (at most `limit` entries, then "... and N more").
+  // "line 3: missing field \"completion\"; line 7: ..." (at most `limit` entries, then "... and N
+  // more").
   std::string summary(size_t limit = 100) const;
 };
 

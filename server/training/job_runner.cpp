@@ -44,7 +44,8 @@ TrainingMetrics::TrainingMetrics(prometheus::Registry& r)
                      .Name("statetune_train_queue_wait_seconds")
                      .Help("Time from queued to started")
                      .Register(r)
-                     .Add({}, prometheus::Histogram::BucketBoundaries{0.01, 0.1, 1, 10, 60, 600, 3600, 36000})),
+                     .Add({}, prometheus::Histogram::BucketBoundaries{0.01, 0.1, 1, 10, 60, 600,
+                                                                      3600, 36000})),
       step_time(prometheus::BuildHistogram()
                     .Name("statetune_train_step_seconds")
                     .Help("Wall time of one optimizer step (between progress reports)")
@@ -59,7 +60,11 @@ TrainingMetrics::TrainingMetrics(prometheus::Registry& r)
                           .Name("statetune_train_validation_loss")
                           .Help("Latest validation loss of running jobs")
                           .Register(r)),
-      steps(prometheus::BuildCounter().Name("statetune_train_steps_total").Help("Optimizer steps").Register(r).Add({})),
+      steps(prometheus::BuildCounter()
+                .Name("statetune_train_steps_total")
+                .Help("Optimizer steps")
+                .Register(r)
+                .Add({})),
       datasets(prometheus::BuildCounter()
                    .Name("statetune_train_dataset_uploads_total")
                    .Help("Data set uploads by result")
@@ -95,7 +100,8 @@ std::vector<engine::training::TextExample> load_examples(const fs::path& path) {
   vo.min_examples = 0;
   const auto report = validate_jsonl(text, vo);
   if (!report.ok()) {
-    throw std::runtime_error("stored data set " + path.string() + " is no longer valid: " + report.summary(5));
+    throw std::runtime_error("stored data set " + path.string() +
+                             " is no longer valid: " + report.summary(5));
   }
   std::vector<engine::training::TextExample> out;
   out.reserve(report.examples.size());
@@ -133,14 +139,19 @@ JobParams parse_job_params(const nlohmann::json& spec) {
   auto range = [](bool ok, const std::string& what) {
     if (!ok) throw std::invalid_argument(what);
   };
-  range(p.learning_rate >= 0 && p.learning_rate <= 1, "hyperparameters.learning_rate must be in [0, 1]");
+  range(p.learning_rate >= 0 && p.learning_rate <= 1,
+        "hyperparameters.learning_rate must be in [0, 1]");
   range(p.epochs >= 1 && p.epochs <= 1000, "hyperparameters.epochs must be in [1, 1000]");
   range(p.batch_size >= 1 && p.batch_size <= 256, "hyperparameters.batch_size must be in [1, 256]");
   range(p.max_steps >= 0, "hyperparameters.max_steps must be >= 0");
-  range(p.max_length >= 8 && p.max_length <= 8192, "hyperparameters.max_length must be in [8, 8192]");
-  range(p.warmup_steps >= 0 && p.eval_every >= 0 && p.early_stopping_patience >= 0 && p.checkpoint_every >= 0,
-        "hyperparameters.warmup_steps, eval_every, early_stopping_patience and checkpoint_every must be >= 0");
-  range(p.validation_split >= 0 && p.validation_split <= 0.5, "validation_split must be in [0, 0.5]");
+  range(p.max_length >= 8 && p.max_length <= 8192,
+        "hyperparameters.max_length must be in [8, 8192]");
+  range(p.warmup_steps >= 0 && p.eval_every >= 0 && p.early_stopping_patience >= 0 &&
+            p.checkpoint_every >= 0,
+        "hyperparameters.warmup_steps, eval_every, early_stopping_patience and checkpoint_every "
+        "must be >= 0");
+  range(p.validation_split >= 0 && p.validation_split <= 0.5,
+        "validation_split must be in [0, 0.5]");
   range(p.validation_split == 0 || p.validation_dataset_id.empty(),
         "give either validation_dataset_id or validation_split, not both");
   return p;
@@ -149,8 +160,13 @@ JobParams parse_job_params(const nlohmann::json& spec) {
 JobRunner::JobRunner(JobStore& store, EventBus& bus, const engine::MambaModel& model,
                      const engine::Tokenizer& tokenizer, PublishFn publish, RunnerOptions options,
                      TrainingMetrics* metrics)
-    : store_(store), bus_(bus), model_(model), tokenizer_(tokenizer), publish_(std::move(publish)),
-      options_(std::move(options)), metrics_(metrics) {}
+    : store_(store),
+      bus_(bus),
+      model_(model),
+      tokenizer_(tokenizer),
+      publish_(std::move(publish)),
+      options_(std::move(options)),
+      metrics_(metrics) {}
 
 JobRunner::~JobRunner() { stop(); }
 
@@ -158,8 +174,8 @@ void JobRunner::refresh_state_gauge() {
   if (!metrics_) return;
   std::map<JobState, int64_t> counts;
   for (auto [s, n] : store_.count_by_state()) counts[s] = n;
-  for (JobState s : {JobState::kValidating, JobState::kQueued, JobState::kRunning, JobState::kSucceeded,
-                     JobState::kFailed, JobState::kCancelled}) {
+  for (JobState s : {JobState::kValidating, JobState::kQueued, JobState::kRunning,
+                     JobState::kSucceeded, JobState::kFailed, JobState::kCancelled}) {
     metrics_->jobs.Add({{"state", state_name(s)}}).Set(static_cast<double>(counts[s]));
   }
 }
@@ -169,20 +185,25 @@ void JobRunner::set_state(JobRecord& job, JobState state, const std::string& mes
   if (is_terminal(state)) job.finished_ms = now_ms();
   store_.update_job(job, "state", {{"message", message}});
   common::log_event(spdlog::level::info, "job.state",
-                    {{"job", job.id}, {"tenant", job.tenant}, {"state", state_name(state)}, {"message", message}});
+                    {{"job", job.id},
+                     {"tenant", job.tenant},
+                     {"state", state_name(state)},
+                     {"message", message}});
   refresh_state_gauge();
   bus_.notify();
 }
 
-void JobRunner::fail(JobRecord& job, const std::string& code, const std::string& message, int64_t line) {
+void JobRunner::fail(JobRecord& job, const std::string& code, const std::string& message,
+                     int64_t line) {
   job.error_code = code;
   job.error_message = message;
   job.error_line = line;
   job.state = JobState::kFailed;
   job.finished_ms = now_ms();
   store_.update_job(job, "error", {{"code", code}, {"message", message}, {"line", line}});
-  common::log_event(spdlog::level::warn, "job.failed",
-                    {{"job", job.id}, {"tenant", job.tenant}, {"code", code}, {"message", message}});
+  common::log_event(
+      spdlog::level::warn, "job.failed",
+      {{"job", job.id}, {"tenant", job.tenant}, {"code", code}, {"message", message}});
   refresh_state_gauge();
   bus_.notify();
 }
@@ -254,8 +275,10 @@ void JobRunner::loop() {
     try {
       run(*next);
     } catch (const std::exception& e) {
-      // Errors while recording a failure (e.g. a full disk): log; the job is retried after a restart.
-      common::log_event(spdlog::level::err, "job.runner_error", {{"job", next->id}, {"error", e.what()}});
+      // Errors while recording a failure (e.g. a full disk): log; the job is retried after a
+      // restart.
+      common::log_event(spdlog::level::err, "job.runner_error",
+                        {{"job", next->id}, {"error", e.what()}});
       std::this_thread::sleep_for(std::chrono::seconds(1));
     }
     std::lock_guard<std::mutex> lock(mu_);
@@ -277,7 +300,9 @@ void JobRunner::run(JobRecord job) {
   }
   if (!resuming) job.started_ms = now_ms();
   set_state(job, JobState::kRunning,
-            resuming ? "resuming from the last checkpoint (resume " + std::to_string(job.resumes) + ")" : "started");
+            resuming
+                ? "resuming from the last checkpoint (resume " + std::to_string(job.resumes) + ")"
+                : "started");
 
   std::vector<engine::training::TextExample> train, validation;
   try {
@@ -286,11 +311,15 @@ void JobRunner::run(JobRecord job) {
     train = load_examples(ds->path);
     if (!p.validation_dataset_id.empty()) {
       auto vds = store_.dataset(job.tenant, p.validation_dataset_id);
-      if (!vds) throw std::runtime_error("validation data set " + p.validation_dataset_id + " no longer exists");
+      if (!vds)
+        throw std::runtime_error("validation data set " + p.validation_dataset_id +
+                                 " no longer exists");
       validation = load_examples(vds->path);
     } else if (p.validation_split > 0) {
-      const size_t held = std::max<size_t>(1, static_cast<size_t>(p.validation_split * train.size()));
-      if (held >= train.size()) throw std::runtime_error("validation_split leaves no training examples");
+      const size_t held =
+          std::max<size_t>(1, static_cast<size_t>(p.validation_split * train.size()));
+      if (held >= train.size())
+        throw std::runtime_error("validation_split leaves no training examples");
       validation.assign(train.end() - static_cast<std::ptrdiff_t>(held), train.end());
       train.resize(train.size() - held);
     }
@@ -301,7 +330,8 @@ void JobRunner::run(JobRecord job) {
 
   engine::training::TrainerOptions o;
   o.methods = p.methods;
-  if (p.learning_rate > 0) o.lr_state_offset = o.lr_output_offset = o.lr_initial_state = p.learning_rate;
+  if (p.learning_rate > 0)
+    o.lr_state_offset = o.lr_output_offset = o.lr_initial_state = p.learning_rate;
   o.epochs = p.epochs;
   o.batch_size = p.batch_size;
   o.max_steps = p.max_steps;
@@ -336,16 +366,23 @@ void JobRunner::run(JobRecord job) {
       job.total_steps = pr.total_steps;
       job.train_loss = pr.loss;
       store_.append_progress(job, "step",
-                             {{"step", pr.step}, {"total_steps", pr.total_steps}, {"epoch", pr.epoch},
-                              {"loss", pr.loss}, {"learning_rate", pr.lr}, {"tokens_per_second", pr.tokens_per_s},
-                              {"eta_seconds", pr.eta_s}, {"elapsed_seconds", pr.elapsed_s}});
+                             {{"step", pr.step},
+                              {"total_steps", pr.total_steps},
+                              {"epoch", pr.epoch},
+                              {"loss", pr.loss},
+                              {"learning_rate", pr.lr},
+                              {"tokens_per_second", pr.tokens_per_s},
+                              {"eta_seconds", pr.eta_s},
+                              {"elapsed_seconds", pr.elapsed_s}});
       bus_.notify();
     } else if (pr.kind == Kind::kValidation) {
       job.val_loss = pr.val_loss;
       if (metrics_) metrics_->validation_loss.Add({{"job", job.id}}).Set(pr.val_loss);
       store_.append_progress(job, "eval",
-                             {{"step", pr.step}, {"val_loss", pr.val_loss},
-                              {"val_token_accuracy", pr.val_token_accuracy}, {"improved", pr.improved}});
+                             {{"step", pr.step},
+                              {"val_loss", pr.val_loss},
+                              {"val_token_accuracy", pr.val_token_accuracy},
+                              {"improved", pr.improved}});
       bus_.notify();
     }
   };
@@ -355,11 +392,13 @@ void JobRunner::run(JobRecord job) {
     engine::training::AdapterTrainer trainer(model_, tokenizer_, o);
     result = trainer.train(train, validation, progress, &cancel_, /*resume=*/true);
   } catch (const std::invalid_argument& e) {
-    if (metrics_) metrics_->validation_loss.Remove(&metrics_->validation_loss.Add({{"job", job.id}}));
+    if (metrics_)
+      metrics_->validation_loss.Remove(&metrics_->validation_loss.Add({{"job", job.id}}));
     fail(job, "INVALID_ARGUMENT", e.what());
     return;
   } catch (const std::exception& e) {
-    if (metrics_) metrics_->validation_loss.Remove(&metrics_->validation_loss.Add({{"job", job.id}}));
+    if (metrics_)
+      metrics_->validation_loss.Remove(&metrics_->validation_loss.Add({{"job", job.id}}));
     fail(job, "INTERNAL", std::string("training failed: ") + e.what());
     return;
   }
@@ -382,14 +421,15 @@ void JobRunner::run(JobRecord job) {
   engine::Adapter adapter = std::move(result.adapter);
   adapter.name = p.adapter_name;
   adapter.extra_metadata["eval"] = eval;
-  // "training" holds the trainer's own record (rates, steps, ...); the job's context sits beside it.
+  // "training" holds the trainer's own record (rates, steps, ...); the job's context sits beside
+  // it.
   adapter.extra_metadata["job"] = {{"job_id", job.id},
-                                        {"dataset_id", p.dataset_id},
-                                        {"request", job.spec},
-                                        {"examples", train.size()},
-                                        {"validation_examples", validation.size()},
-                                        {"early_stopped", result.early_stopped},
-                                        {"best_step", result.best_step}};
+                                   {"dataset_id", p.dataset_id},
+                                   {"request", job.spec},
+                                   {"examples", train.size()},
+                                   {"validation_examples", validation.size()},
+                                   {"early_stopped", result.early_stopped},
+                                   {"best_step", result.best_step}};
   const fs::path out = options_.data_dir / "outputs" / job.tenant / (job.id + ".safetensors");
   std::string version;
   std::string last_error;
@@ -410,8 +450,8 @@ void JobRunner::run(JobRecord job) {
   job.eval = eval;
   if (version.empty()) {
     fail(job, "UNAVAILABLE",
-         "training finished but publishing the adapter failed (" + last_error + "); the file is kept at " +
-             out.string());
+         "training finished but publishing the adapter failed (" + last_error +
+             "); the file is kept at " + out.string());
     return;
   }
   job.adapter_name = p.adapter_name;

@@ -1,12 +1,19 @@
 // Runs queued training jobs one at a time on a worker thread through the adapter trainer, recording
-// state changes, per-step metrics and evaluations as job events, and publishing the trained adapter.
+// state changes, per-step metrics and evaluations as job events, and publishing the trained
+// adapter.
 //
-// Restart semantics: a job found `running` at start-up (the process died or was stopped mid-job) is put
-// back in the queue with an event saying so, and when it runs again the trainer resumes from the job's
-// last checkpoint (data-dir/checkpoints/<job id>); a checkpoint that cannot be read fails the job with
-// that reason. A graceful stop (stop()) interrupts the running job at a step boundary after writing a
-// checkpoint and leaves it `running`, so the next start resumes it the same way.
+// Restart semantics: a job found `running` at start-up (the process died or was stopped mid-job) is
+// put back in the queue with an event saying so, and when it runs again the trainer resumes from
+// the job's last checkpoint (data-dir/checkpoints/<job id>); a checkpoint that cannot be read fails
+// the job with that reason. A graceful stop (stop()) interrupts the running job at a step boundary
+// after writing a checkpoint and leaves it `running`, so the next start resumes it the same way.
 #pragma once
+
+#include <prometheus/counter.h>
+#include <prometheus/family.h>
+#include <prometheus/gauge.h>
+#include <prometheus/histogram.h>
+#include <prometheus/registry.h>
 
 #include <atomic>
 #include <condition_variable>
@@ -17,12 +24,6 @@
 #include <mutex>
 #include <string>
 #include <thread>
-
-#include <prometheus/counter.h>
-#include <prometheus/family.h>
-#include <prometheus/gauge.h>
-#include <prometheus/histogram.h>
-#include <prometheus/registry.h>
 
 #include "server/training/job_store.h"
 
@@ -55,7 +56,8 @@ struct TrainingMetrics {
   prometheus::Gauge& tokens_per_second;                    // statetune_train_tokens_per_second
   prometheus::Family<prometheus::Gauge>& validation_loss;  // statetune_train_validation_loss{job}
   prometheus::Counter& steps;                              // statetune_train_steps_total
-  prometheus::Family<prometheus::Counter>& datasets;       // statetune_train_dataset_uploads_total{result}
+  prometheus::Family<prometheus::Counter>&
+      datasets;  // statetune_train_dataset_uploads_total{result}
 };
 
 // Publishes a trained adapter file for `tenant` as `name`; returns the version it got. Throws
@@ -72,16 +74,17 @@ struct RunnerOptions {
 
 class JobRunner {
  public:
-  JobRunner(JobStore& store, EventBus& bus, const engine::MambaModel& model, const engine::Tokenizer& tokenizer,
-            PublishFn publish, RunnerOptions options, TrainingMetrics* metrics);
+  JobRunner(JobStore& store, EventBus& bus, const engine::MambaModel& model,
+            const engine::Tokenizer& tokenizer, PublishFn publish, RunnerOptions options,
+            TrainingMetrics* metrics);
   ~JobRunner();
 
   // Re-queues jobs left `running` by a previous process, then starts the worker.
   void start();
   // Wakes the worker (a job was queued).
   void notify();
-  // Cancels job `id`: a queued one at once, the running one before its next step (it becomes cancelled
-  // when the trainer stops). Returns false when the job had already finished.
+  // Cancels job `id`: a queued one at once, the running one before its next step (it becomes
+  // cancelled when the trainer stops). Returns false when the job had already finished.
   bool cancel(const std::string& id);
   // Interrupts the running job (it stays `running`, resumable) and joins the worker.
   void stop();
@@ -112,11 +115,13 @@ class JobRunner {
   std::thread worker_;
 };
 
-// The hyper-parameters of a job spec (CreateJobRequest JSON, proto field names) with defaults filled.
+// The hyper-parameters of a job spec (CreateJobRequest JSON, proto field names) with defaults
+// filled.
 struct JobParams {
   std::vector<std::string> methods;
   double learning_rate = 0;
-  int64_t epochs = 3, batch_size = 4, max_steps = 0, max_length = 512, warmup_steps = 0, eval_every = 0;
+  int64_t epochs = 3, batch_size = 4, max_steps = 0, max_length = 512, warmup_steps = 0,
+          eval_every = 0;
   uint64_t seed = 0;
   int64_t early_stopping_patience = 0, checkpoint_every = 0;
   double validation_split = 0;

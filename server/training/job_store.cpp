@@ -6,7 +6,8 @@
 namespace statetune::training {
 namespace {
 
-// Migration i (1-based) takes the schema from version i-1 to i. Append only; never edit a shipped one.
+// Migration i (1-based) takes the schema from version i-1 to i. Append only; never edit a shipped
+// one.
 const char* const kMigrations[] = {
     R"sql(
     CREATE TABLE datasets (
@@ -62,14 +63,16 @@ struct Stmt {
   }
   std::string text(int c) {
     auto p = sqlite3_column_text(s, c);
-    return p ? std::string(reinterpret_cast<const char*>(p), sqlite3_column_bytes(s, c)) : std::string();
+    return p ? std::string(reinterpret_cast<const char*>(p), sqlite3_column_bytes(s, c))
+             : std::string();
   }
   int64_t i64(int c) { return sqlite3_column_int64(s, c); }
   double f64(int c) { return sqlite3_column_double(s, c); }
 };
 
 const char* kJobColumns =
-    "id, tenant, state, spec, created_ms, started_ms, finished_ms, step, total_steps, train_loss, val_loss, "
+    "id, tenant, state, spec, created_ms, started_ms, finished_ms, step, total_steps, train_loss, "
+    "val_loss, "
     "error_code, error_message, error_line, adapter_name, adapter_version, eval, resumes";
 
 JobRecord read_job(Stmt& q) {
@@ -108,23 +111,31 @@ DatasetRecord read_dataset(Stmt& q) {
   d.created_unix = q.i64(8);
   return d;
 }
-const char* kDatasetColumns = "id, tenant, name, path, sha256, size_bytes, examples, max_example_tokens, created_unix";
+const char* kDatasetColumns =
+    "id, tenant, name, path, sha256, size_bytes, examples, max_example_tokens, created_unix";
 
 }  // namespace
 
 int64_t now_ms() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
       .count();
 }
 
 const char* state_name(JobState s) {
   switch (s) {
-    case JobState::kValidating: return "validating";
-    case JobState::kQueued: return "queued";
-    case JobState::kRunning: return "running";
-    case JobState::kSucceeded: return "succeeded";
-    case JobState::kFailed: return "failed";
-    case JobState::kCancelled: return "cancelled";
+    case JobState::kValidating:
+      return "validating";
+    case JobState::kQueued:
+      return "queued";
+    case JobState::kRunning:
+      return "running";
+    case JobState::kSucceeded:
+      return "succeeded";
+    case JobState::kFailed:
+      return "failed";
+    case JobState::kCancelled:
+      return "cancelled";
   }
   return "unknown";
 }
@@ -134,7 +145,8 @@ bool is_terminal(JobState s) {
 }
 
 JobStore::JobStore(const std::filesystem::path& db_path) : path_(db_path) {
-  if (sqlite3_open_v2(db_path.c_str(), &db_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX,
+  if (sqlite3_open_v2(db_path.c_str(), &db_,
+                      SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX,
                       nullptr) != SQLITE_OK) {
     const std::string msg = db_ ? sqlite3_errmsg(db_) : "out of memory";
     sqlite3_close(db_);
@@ -143,7 +155,8 @@ JobStore::JobStore(const std::filesystem::path& db_path) : path_(db_path) {
   }
   sqlite3_busy_timeout(db_, 5000);
   exec("PRAGMA journal_mode=WAL");
-  // FULL: a transaction the service acknowledged (a succeeded job, an upload) survives power loss too.
+  // FULL: a transaction the service acknowledged (a succeeded job, an upload) survives power loss
+  // too.
   exec("PRAGMA synchronous=FULL");
   exec("PRAGMA foreign_keys=ON");
   migrate();
@@ -194,8 +207,14 @@ void JobStore::migrate() {
 
 void JobStore::insert_dataset(const DatasetRecord& d) {
   std::lock_guard<std::mutex> lock(mu_);
-  Stmt q(db_, std::string("INSERT INTO datasets (") + kDatasetColumns + ") VALUES (?,?,?,?,?,?,?,?,?)");
-  q.bind(1, d.id).bind(2, d.tenant).bind(3, d.name).bind(4, d.path).bind(5, d.sha256).bind(6, d.size_bytes);
+  Stmt q(db_,
+         std::string("INSERT INTO datasets (") + kDatasetColumns + ") VALUES (?,?,?,?,?,?,?,?,?)");
+  q.bind(1, d.id)
+      .bind(2, d.tenant)
+      .bind(3, d.name)
+      .bind(4, d.path)
+      .bind(5, d.sha256)
+      .bind(6, d.size_bytes);
   q.bind(7, d.examples).bind(8, d.max_example_tokens).bind(9, d.created_unix);
   q.step();
 }
@@ -210,7 +229,8 @@ std::optional<DatasetRecord> JobStore::dataset(const std::string& tenant, const 
 
 std::vector<DatasetRecord> JobStore::datasets(const std::string& tenant) {
   std::lock_guard<std::mutex> lock(mu_);
-  Stmt q(db_, std::string("SELECT ") + kDatasetColumns + " FROM datasets WHERE tenant=? ORDER BY created_unix, id");
+  Stmt q(db_, std::string("SELECT ") + kDatasetColumns +
+                  " FROM datasets WHERE tenant=? ORDER BY created_unix, id");
   q.bind(1, tenant);
   std::vector<DatasetRecord> out;
   while (q.step()) out.push_back(read_dataset(q));
@@ -235,22 +255,36 @@ int64_t JobStore::tenant_dataset_bytes(const std::string& tenant) {
 
 void JobStore::write_job_locked(const JobRecord& j) {
   Stmt q(db_,
-         "UPDATE jobs SET state=?, started_ms=?, finished_ms=?, step=?, total_steps=?, train_loss=?, val_loss=?, "
-         "error_code=?, error_message=?, error_line=?, adapter_name=?, adapter_version=?, eval=?, resumes=? "
+         "UPDATE jobs SET state=?, started_ms=?, finished_ms=?, step=?, total_steps=?, "
+         "train_loss=?, val_loss=?, "
+         "error_code=?, error_message=?, error_line=?, adapter_name=?, adapter_version=?, eval=?, "
+         "resumes=? "
          "WHERE id=?");
-  q.bind(1, static_cast<int64_t>(j.state)).bind(2, j.started_ms).bind(3, j.finished_ms).bind(4, j.step);
+  q.bind(1, static_cast<int64_t>(j.state))
+      .bind(2, j.started_ms)
+      .bind(3, j.finished_ms)
+      .bind(4, j.step);
   q.bind(5, j.total_steps).bind(6, j.train_loss).bind(7, j.val_loss).bind(8, j.error_code);
-  q.bind(9, j.error_message).bind(10, j.error_line).bind(11, j.adapter_name).bind(12, j.adapter_version);
+  q.bind(9, j.error_message)
+      .bind(10, j.error_line)
+      .bind(11, j.adapter_name)
+      .bind(12, j.adapter_version);
   q.bind(13, j.eval.dump()).bind(14, j.resumes).bind(15, j.id);
   q.step();
 }
 
-int64_t JobStore::append_event_locked(const JobRecord& job, const std::string& type, const nlohmann::json& payload) {
-  Stmt q(db_,
-         "INSERT INTO events (job_id, seq, time_ms, state, type, payload) "
-         "VALUES (?1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM events WHERE job_id=?1), ?2, ?3, ?4, ?5) "
-         "RETURNING seq");
-  q.bind(1, job.id).bind(2, now_ms()).bind(3, static_cast<int64_t>(job.state)).bind(4, type).bind(5, payload.dump());
+int64_t JobStore::append_event_locked(const JobRecord& job, const std::string& type,
+                                      const nlohmann::json& payload) {
+  Stmt q(
+      db_,
+      "INSERT INTO events (job_id, seq, time_ms, state, type, payload) "
+      "VALUES (?1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM events WHERE job_id=?1), ?2, ?3, ?4, ?5) "
+      "RETURNING seq");
+  q.bind(1, job.id)
+      .bind(2, now_ms())
+      .bind(3, static_cast<int64_t>(job.state))
+      .bind(4, type)
+      .bind(5, payload.dump());
   q.step();
   return q.i64(0);
 }
@@ -282,7 +316,8 @@ std::optional<JobRecord> JobStore::job(const std::string& id) {
 
 std::vector<JobRecord> JobStore::jobs(const std::string& tenant) {
   std::lock_guard<std::mutex> lock(mu_);
-  Stmt q(db_, std::string("SELECT ") + kJobColumns + " FROM jobs WHERE tenant=? ORDER BY created_ms DESC, id DESC");
+  Stmt q(db_, std::string("SELECT ") + kJobColumns +
+                  " FROM jobs WHERE tenant=? ORDER BY created_ms DESC, id DESC");
   q.bind(1, tenant);
   std::vector<JobRecord> out;
   while (q.step()) out.push_back(read_job(q));
@@ -291,7 +326,8 @@ std::vector<JobRecord> JobStore::jobs(const std::string& tenant) {
 
 std::vector<JobRecord> JobStore::jobs_in_state(JobState state) {
   std::lock_guard<std::mutex> lock(mu_);
-  Stmt q(db_, std::string("SELECT ") + kJobColumns + " FROM jobs WHERE state=? ORDER BY created_ms, id");
+  Stmt q(db_,
+         std::string("SELECT ") + kJobColumns + " FROM jobs WHERE state=? ORDER BY created_ms, id");
   q.bind(1, static_cast<int64_t>(state));
   std::vector<JobRecord> out;
   while (q.step()) out.push_back(read_job(q));
@@ -324,14 +360,16 @@ bool JobStore::dataset_in_use(const std::string& tenant, const std::string& data
   q.bind(1, tenant);
   while (q.step()) {
     const auto spec = nlohmann::json::parse(q.text(0));
-    if (spec.value("dataset_id", "") == dataset_id || spec.value("validation_dataset_id", "") == dataset_id) {
+    if (spec.value("dataset_id", "") == dataset_id ||
+        spec.value("validation_dataset_id", "") == dataset_id) {
       return true;
     }
   }
   return false;
 }
 
-int64_t JobStore::update_job(const JobRecord& job, const std::string& type, const nlohmann::json& payload) {
+int64_t JobStore::update_job(const JobRecord& job, const std::string& type,
+                             const nlohmann::json& payload) {
   std::lock_guard<std::mutex> lock(mu_);
   exec("BEGIN IMMEDIATE");
   try {
@@ -345,13 +383,16 @@ int64_t JobStore::update_job(const JobRecord& job, const std::string& type, cons
   }
 }
 
-int64_t JobStore::append_progress(const JobRecord& job, const std::string& type, const nlohmann::json& payload) {
+int64_t JobStore::append_progress(const JobRecord& job, const std::string& type,
+                                  const nlohmann::json& payload) {
   return update_job(job, type, payload);
 }
 
 std::vector<EventRecord> JobStore::events(const std::string& job_id, int64_t after_seq) {
   std::lock_guard<std::mutex> lock(mu_);
-  Stmt q(db_, "SELECT seq, time_ms, state, type, payload FROM events WHERE job_id=? AND seq>? ORDER BY seq");
+  Stmt q(db_,
+         "SELECT seq, time_ms, state, type, payload FROM events WHERE job_id=? AND seq>? ORDER BY "
+         "seq");
   q.bind(1, job_id).bind(2, after_seq);
   std::vector<EventRecord> out;
   while (q.step()) {

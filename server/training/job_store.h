@@ -1,7 +1,7 @@
 // Durable state of statetune-train in one SQLite database (WAL, synchronous=FULL so a committed
-// transaction survives a crash): data set metadata, jobs and each job's event history. Schema changes go
-// through numbered migrations (PRAGMA user_version). Thread-safe: one connection behind a mutex (the
-// service's write rate is a few rows per training step).
+// transaction survives a crash): data set metadata, jobs and each job's event history. Schema
+// changes go through numbered migrations (PRAGMA user_version). Thread-safe: one connection behind
+// a mutex (the service's write rate is a few rows per training step).
 #pragma once
 
 #include <sqlite3.h>
@@ -9,11 +9,10 @@
 #include <cstdint>
 #include <filesystem>
 #include <mutex>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 namespace statetune::training {
 
@@ -23,14 +22,22 @@ struct DatasetRecord {
 };
 
 // Job states as stored (the proto's names without the prefix).
-enum class JobState { kValidating = 1, kQueued = 2, kRunning = 3, kSucceeded = 4, kFailed = 5, kCancelled = 6 };
+enum class JobState {
+  kValidating = 1,
+  kQueued = 2,
+  kRunning = 3,
+  kSucceeded = 4,
+  kFailed = 5,
+  kCancelled = 6
+};
 const char* state_name(JobState s);
 bool is_terminal(JobState s);
 
 struct JobRecord {
   std::string id, tenant;
   JobState state = JobState::kQueued;
-  nlohmann::json spec = nlohmann::json::object();  // the CreateJobRequest as JSON (proto field names)
+  nlohmann::json spec =
+      nlohmann::json::object();  // the CreateJobRequest as JSON (proto field names)
   int64_t created_ms = 0, started_ms = 0, finished_ms = 0;
   int64_t step = 0, total_steps = 0, resumes = 0;
   double train_loss = 0, val_loss = 0;
@@ -50,7 +57,8 @@ struct EventRecord {
 
 class JobStore {
  public:
-  // Opens (creating) the database and runs pending migrations. Throws std::runtime_error on failure.
+  // Opens (creating) the database and runs pending migrations. Throws std::runtime_error on
+  // failure.
   explicit JobStore(const std::filesystem::path& db_path);
   ~JobStore();
   JobStore(const JobStore&) = delete;
@@ -73,16 +81,20 @@ class JobStore {
   std::vector<std::pair<JobState, int64_t>> count_by_state();
   bool dataset_in_use(const std::string& tenant, const std::string& dataset_id);
 
-  // Writes the job's mutable columns and appends an event in one transaction; returns the event's seq.
-  int64_t update_job(const JobRecord& job, const std::string& event_type, const nlohmann::json& payload);
+  // Writes the job's mutable columns and appends an event in one transaction; returns the event's
+  // seq.
+  int64_t update_job(const JobRecord& job, const std::string& event_type,
+                     const nlohmann::json& payload);
   // Appends an event only (per-step metrics), with the job's progress columns.
-  int64_t append_progress(const JobRecord& job, const std::string& event_type, const nlohmann::json& payload);
+  int64_t append_progress(const JobRecord& job, const std::string& event_type,
+                          const nlohmann::json& payload);
   std::vector<EventRecord> events(const std::string& job_id, int64_t after_seq);
 
  private:
   void exec(const std::string& sql);
   void migrate();
-  int64_t append_event_locked(const JobRecord& job, const std::string& type, const nlohmann::json& payload);
+  int64_t append_event_locked(const JobRecord& job, const std::string& type,
+                              const nlohmann::json& payload);
   void write_job_locked(const JobRecord& job);
 
   std::mutex mu_;

@@ -12,25 +12,33 @@
 using namespace statetune;
 
 int main(int argc, char** argv) {
-  common::FlagSet flags("statetune-train",
-                        "Fine-tune state-offset adapters on uploaded data sets and publish them to statetune-serve.");
+  common::FlagSet flags(
+      "statetune-train",
+      "Fine-tune state-offset adapters on uploaded data sets and publish them to statetune-serve.");
   flags.add("listen", "127.0.0.1:50061", "gRPC address host:port (port 0 picks a free one)");
-  flags.add("metrics-listen", "127.0.0.1:9091", "Prometheus /metrics address host:port; 'off' disables it");
+  flags.add("metrics-listen", "127.0.0.1:9091",
+            "Prometheus /metrics address host:port; 'off' disables it");
   flags.add("model", "", "model folder (config.json + model.safetensors) [required]");
   flags.add("tokenizer", "", "tokenizer.json (default: <model>/tokenizer.json)");
-  flags.add("data-dir", "train-data", "jobs.db, data sets, checkpoints and trained adapters (created if missing)");
-  flags.add("tenants-file", "", "tenants and hashed API keys, JSON (the same file as statetune-serve) [required]");
-  flags.add("serving-addr", "127.0.0.1:50051", "statetune-serve address trained adapters are published to");
-  flags.add("serving-admin-key", "", "statetune-serve's admin key (publishing uploads for the job's tenant)");
+  flags.add("data-dir", "train-data",
+            "jobs.db, data sets, checkpoints and trained adapters (created if missing)");
+  flags.add("tenants-file", "",
+            "tenants and hashed API keys, JSON (the same file as statetune-serve) [required]");
+  flags.add("serving-addr", "127.0.0.1:50051",
+            "statetune-serve address trained adapters are published to");
+  flags.add("serving-admin-key", "",
+            "statetune-serve's admin key (publishing uploads for the job's tenant)");
   flags.add("device", "cpu", "cpu | cuda | cuda:N");
   flags.add("dtype", "f32", "compute dtype of the frozen weights: f32 | bf16");
   flags.add("threads", "0", "intra-op CPU threads (0: LibTorch's default)");
   flags.add("max-dataset-bytes", "256MiB", "largest data set upload");
   flags.add("tenant-storage-bytes", "1GiB", "most data set bytes one tenant may store");
   flags.add("max-active-jobs", "4", "most queued + running jobs per tenant");
-  flags.add("min-examples", "8", "fewest examples a data set (and a job's training split) may have");
+  flags.add("min-examples", "8",
+            "fewest examples a data set (and a job's training split) may have");
   flags.add("max-example-tokens", "4096", "most tokens of prompt + completion in one example");
-  flags.add("checkpoint-every", "10", "steps between checkpoints (a restart resumes from the last one)");
+  flags.add("checkpoint-every", "10",
+            "steps between checkpoints (a restart resumes from the last one)");
   flags.add("log-every", "1", "steps between step events of a job");
   flags.add("ready-file", "", "write {port, metrics_port, pid} as JSON here once serving");
   flags.add("log-format", "text", "text | json");
@@ -40,7 +48,8 @@ int main(int argc, char** argv) {
       std::fputs(flags.help().c_str(), stdout);
       return 0;
     }
-    common::setup_logging(common::parse_log_format(flags.str("log-format")), flags.str("log-level"));
+    common::setup_logging(common::parse_log_format(flags.str("log-format")),
+                          flags.str("log-level"));
     training::TrainServiceOptions o;
     o.listen = flags.str("listen");
     o.metrics_listen = flags.str("metrics-listen") == "off" ? "" : flags.str("metrics-listen");
@@ -60,11 +69,14 @@ int main(int argc, char** argv) {
     o.checkpoint_every = flags.integer("checkpoint-every");
     o.log_every = flags.integer("log-every");
     o.ready_file = flags.str("ready-file");
-    if (o.model_dir.empty() || o.tenants_file.empty()) throw std::invalid_argument("--model and --tenants-file are required");
+    if (o.model_dir.empty() || o.tenants_file.empty())
+      throw std::invalid_argument("--model and --tenants-file are required");
     if (o.max_active_jobs < 1 || o.min_examples < 1 || o.checkpoint_every < 1 || o.log_every < 1) {
-      throw std::invalid_argument("--max-active-jobs, --min-examples, --checkpoint-every and --log-every must be >= 1");
+      throw std::invalid_argument(
+          "--max-active-jobs, --min-examples, --checkpoint-every and --log-every must be >= 1");
     }
-    if (const int64_t threads = flags.integer("threads"); threads > 0) at::set_num_threads(static_cast<int>(threads));
+    if (const int64_t threads = flags.integer("threads"); threads > 0)
+      at::set_num_threads(static_cast<int>(threads));
 
     common::block_termination_signals();
     common::ShutdownSignal shutdown(/*watch_signals=*/true);

@@ -159,12 +159,14 @@ struct TrainService::Impl final : public v1::Training::Service {
     const auto& md = ctx->client_metadata();
     auto it = md.find("authorization");
     if (it == md.end()) {
-      return Status(StatusCode::UNAUTHENTICATED, "missing `authorization: Bearer <api key>` metadata");
+      return Status(StatusCode::UNAUTHENTICATED,
+                    "missing `authorization: Bearer <api key>` metadata");
     }
     auto p = tenants->authenticate_header(std::string(it->second.data(), it->second.size()));
     if (!p) return Status(StatusCode::UNAUTHENTICATED, "unknown API key");
     if (p->admin) {
-      return Status(StatusCode::PERMISSION_DENIED, "the admin key has no data sets or jobs; use a tenant key");
+      return Status(StatusCode::PERMISSION_DENIED,
+                    "the admin key has no data sets or jobs; use a tenant key");
     }
     tenant = p->tenant;
     return Status::OK;
@@ -194,14 +196,16 @@ struct TrainService::Impl final : public v1::Training::Service {
     }
     if (static_cast<int64_t>(header.total_bytes()) > o.max_dataset_bytes) {
       result("too_large");
-      return Status(StatusCode::RESOURCE_EXHAUSTED, "total_bytes " + std::to_string(header.total_bytes()) +
-                                                        " is above --max-dataset-bytes " +
-                                                        std::to_string(o.max_dataset_bytes));
+      return Status(StatusCode::RESOURCE_EXHAUSTED,
+                    "total_bytes " + std::to_string(header.total_bytes()) +
+                        " is above --max-dataset-bytes " + std::to_string(o.max_dataset_bytes));
     }
-    if (store->tenant_dataset_bytes(tenant) + static_cast<int64_t>(header.total_bytes()) > o.tenant_storage_bytes) {
+    if (store->tenant_dataset_bytes(tenant) + static_cast<int64_t>(header.total_bytes()) >
+        o.tenant_storage_bytes) {
       result("quota");
-      return Status(StatusCode::RESOURCE_EXHAUSTED, "the tenant's data sets would exceed --tenant-storage-bytes " +
-                                                        std::to_string(o.tenant_storage_bytes));
+      return Status(StatusCode::RESOURCE_EXHAUSTED,
+                    "the tenant's data sets would exceed --tenant-storage-bytes " +
+                        std::to_string(o.tenant_storage_bytes));
     }
     std::string bytes;
     bytes.reserve(header.total_bytes());
@@ -230,8 +234,9 @@ struct TrainService::Impl final : public v1::Training::Service {
     const ValidationReport report = validate_jsonl(bytes, vo);
     if (!report.ok()) {
       result("invalid");
-      common::log_event(spdlog::level::info, "dataset.rejected",
-                        {{"request_id", rid}, {"tenant", tenant}, {"problems", report.problems.size()}});
+      common::log_event(
+          spdlog::level::info, "dataset.rejected",
+          {{"request_id", rid}, {"tenant", tenant}, {"problems", report.problems.size()}});
       return Status(StatusCode::INVALID_ARGUMENT,
                     "the data set has " + std::to_string(report.problems.size()) +
                         (report.truncated ? "+" : "") + " problem(s): " + report.summary());
@@ -250,7 +255,8 @@ struct TrainService::Impl final : public v1::Training::Service {
       std::lock_guard<std::mutex> lock(upload_mu);
       if (store->tenant_dataset_bytes(tenant) + d.size_bytes > o.tenant_storage_bytes) {
         result("quota");
-        return Status(StatusCode::RESOURCE_EXHAUSTED, "the tenant's data sets would exceed --tenant-storage-bytes");
+        return Status(StatusCode::RESOURCE_EXHAUSTED,
+                      "the tenant's data sets would exceed --tenant-storage-bytes");
       }
       write_durably(d.path, bytes);
       store->insert_dataset(d);
@@ -260,20 +266,25 @@ struct TrainService::Impl final : public v1::Training::Service {
     }
     result("ok");
     common::log_event(spdlog::level::info, "dataset.uploaded",
-                      {{"request_id", rid}, {"tenant", tenant}, {"dataset", d.id}, {"examples", d.examples},
+                      {{"request_id", rid},
+                       {"tenant", tenant},
+                       {"dataset", d.id},
+                       {"examples", d.examples},
                        {"bytes", d.size_bytes}});
     to_proto(d, reply);
     return Status::OK;
   }
 
-  Status ListDatasets(ServerContext* ctx, const v1::ListDatasetsRequest*, v1::ListDatasetsResponse* reply) override {
+  Status ListDatasets(ServerContext* ctx, const v1::ListDatasetsRequest*,
+                      v1::ListDatasetsResponse* reply) override {
     std::string tenant;
     if (Status st = authenticate(ctx, tenant); !st.ok()) return st;
     for (const auto& d : store->datasets(tenant)) to_proto(d, reply->add_datasets());
     return Status::OK;
   }
 
-  Status GetDataset(ServerContext* ctx, const v1::GetDatasetRequest* req, v1::DatasetInfo* reply) override {
+  Status GetDataset(ServerContext* ctx, const v1::GetDatasetRequest* req,
+                    v1::DatasetInfo* reply) override {
     std::string tenant;
     if (Status st = authenticate(ctx, tenant); !st.ok()) return st;
     auto d = store->dataset(tenant, req->id());
@@ -282,13 +293,15 @@ struct TrainService::Impl final : public v1::Training::Service {
     return Status::OK;
   }
 
-  Status DeleteDataset(ServerContext* ctx, const v1::DeleteDatasetRequest* req, v1::DeleteDatasetResponse*) override {
+  Status DeleteDataset(ServerContext* ctx, const v1::DeleteDatasetRequest* req,
+                       v1::DeleteDatasetResponse*) override {
     std::string tenant;
     if (Status st = authenticate(ctx, tenant); !st.ok()) return st;
     auto d = store->dataset(tenant, req->id());
     if (!d) return Status(StatusCode::NOT_FOUND, "no data set " + req->id());
     if (store->dataset_in_use(tenant, req->id())) {
-      return Status(StatusCode::FAILED_PRECONDITION, "a queued or running job uses data set " + req->id());
+      return Status(StatusCode::FAILED_PRECONDITION,
+                    "a queued or running job uses data set " + req->id());
     }
     store->delete_dataset(tenant, req->id());
     std::error_code ec;
@@ -320,22 +333,25 @@ struct TrainService::Impl final : public v1::Training::Service {
         return Status(StatusCode::NOT_FOUND, "no validation data set " + p.validation_dataset_id);
       }
     } else if (p.validation_split > 0) {
-      train_examples -= std::max<int64_t>(1, static_cast<int64_t>(p.validation_split * ds->examples));
+      train_examples -=
+          std::max<int64_t>(1, static_cast<int64_t>(p.validation_split * ds->examples));
     }
     if (train_examples < o.min_examples) {
       return Status(StatusCode::INVALID_ARGUMENT,
                     "after the validation split " + std::to_string(train_examples) +
-                        " training examples remain, fewer than the minimum of " + std::to_string(o.min_examples));
+                        " training examples remain, fewer than the minimum of " +
+                        std::to_string(o.min_examples));
     }
     JobRecord job;
     {
       // Limit check and insert under the same lock so two concurrent creates cannot both pass.
       static std::mutex create_mu;
       std::lock_guard<std::mutex> lock(create_mu);
-      if (store->count_jobs(tenant, {JobState::kValidating, JobState::kQueued, JobState::kRunning}) >=
-          o.max_active_jobs) {
-        return Status(StatusCode::RESOURCE_EXHAUSTED, "the tenant already has " + std::to_string(o.max_active_jobs) +
-                                                          " queued or running jobs (--max-active-jobs)");
+      if (store->count_jobs(tenant, {JobState::kValidating, JobState::kQueued,
+                                     JobState::kRunning}) >= o.max_active_jobs) {
+        return Status(StatusCode::RESOURCE_EXHAUSTED,
+                      "the tenant already has " + std::to_string(o.max_active_jobs) +
+                          " queued or running jobs (--max-active-jobs)");
       }
       job.id = random_id("job-");
       job.tenant = tenant;
@@ -344,7 +360,8 @@ struct TrainService::Impl final : public v1::Training::Service {
       job.created_ms = now_ms();
       store->insert_job(job, "queued");
     }
-    common::log_event(spdlog::level::info, "job.created", {{"job", job.id}, {"tenant", tenant}, {"dataset", ds->id}});
+    common::log_event(spdlog::level::info, "job.created",
+                      {{"job", job.id}, {"tenant", tenant}, {"dataset", ds->id}});
     runner->refresh_state_gauge();
     runner->notify();
     bus.notify();
@@ -368,7 +385,8 @@ struct TrainService::Impl final : public v1::Training::Service {
     return Status::OK;
   }
 
-  Status ListJobs(ServerContext* ctx, const v1::ListJobsRequest*, v1::ListJobsResponse* reply) override {
+  Status ListJobs(ServerContext* ctx, const v1::ListJobsRequest*,
+                  v1::ListJobsResponse* reply) override {
     std::string tenant;
     if (Status st = authenticate(ctx, tenant); !st.ok()) return st;
     for (const auto& j : store->jobs(tenant)) to_proto(j, reply->add_jobs());
@@ -381,7 +399,8 @@ struct TrainService::Impl final : public v1::Training::Service {
     JobRecord j;
     if (Status st = find_job(tenant, req->id(), j); !st.ok()) return st;
     if (!runner->cancel(j.id)) {
-      return Status(StatusCode::FAILED_PRECONDITION, std::string("job ") + j.id + " already " + state_name(j.state));
+      return Status(StatusCode::FAILED_PRECONDITION,
+                    std::string("job ") + j.id + " already " + state_name(j.state));
     }
     (void)find_job(tenant, req->id(), j);
     to_proto(j, reply);
@@ -408,7 +427,9 @@ struct TrainService::Impl final : public v1::Training::Service {
       }
       if (done) return Status::OK;
       if (ctx->IsCancelled()) return Status(StatusCode::CANCELLED, "cancelled");
-      if (stopping) return Status(StatusCode::UNAVAILABLE, "the service is stopping; watch again after it restarts");
+      if (stopping)
+        return Status(StatusCode::UNAVAILABLE,
+                      "the service is stopping; watch again after it restarts");
       seen = bus.wait(seen, std::chrono::milliseconds(500));
     }
   }
@@ -423,7 +444,8 @@ TrainService::~TrainService() { stop(); }
 void TrainService::start() {
   Impl& b = *impl_;
   const auto& o = b.o;
-  b.tenants = std::make_unique<serving::TenantRegistry>(serving::TenantRegistry::from_file(o.tenants_file));
+  b.tenants =
+      std::make_unique<serving::TenantRegistry>(serving::TenantRegistry::from_file(o.tenants_file));
   if (o.metrics_listen.empty()) {
     b.own_registry = std::make_unique<prometheus::Registry>();
     b.metrics = std::make_unique<TrainingMetrics>(*b.own_registry);
@@ -449,12 +471,15 @@ void TrainService::start() {
   co.api_key = o.serving_admin_key;
   co.timeout = std::chrono::seconds(120);
   auto serving_client = std::make_shared<client::Client>(co);
-  PublishFn publish = [serving_client](const std::string& tenant, const std::string& name, const fs::path& file) {
+  PublishFn publish = [serving_client](const std::string& tenant, const std::string& name,
+                                       const fs::path& file) {
     v1::AdapterInfo info;
-    const grpc::Status st = serving_client->upload_adapter(name, client::read_binary_file(file.string()), &info, tenant);
+    const grpc::Status st = serving_client->upload_adapter(
+        name, client::read_binary_file(file.string()), &info, tenant);
     if (!st.ok()) {
-      throw std::runtime_error("statetune-serve UploadAdapter: " + client::status_code_name(st.error_code()) + ": " +
-                               st.error_message());
+      throw std::runtime_error(
+          "statetune-serve UploadAdapter: " + client::status_code_name(st.error_code()) + ": " +
+          st.error_message());
     }
     return info.current_version();
   };
@@ -462,7 +487,8 @@ void TrainService::start() {
   ro.data_dir = o.data_dir;
   ro.checkpoint_every = o.checkpoint_every;
   ro.log_every = o.log_every;
-  b.runner = std::make_unique<JobRunner>(*b.store, b.bus, *b.model, *b.tokenizer, publish, ro, b.metrics.get());
+  b.runner = std::make_unique<JobRunner>(*b.store, b.bus, *b.model, *b.tokenizer, publish, ro,
+                                         b.metrics.get());
   b.runner->start();
 
   grpc::EnableDefaultHealthCheckService(true);
@@ -472,10 +498,12 @@ void TrainService::start() {
   builder.SetMaxReceiveMessageSize(8 << 20);
   b.server = builder.BuildAndStart();
   if (!b.server || b.port == 0) throw std::runtime_error("cannot listen on " + o.listen);
-  common::log_event(spdlog::level::info, "train.listening",
-                    {{"port", b.port}, {"metrics_port", metrics_port()}, {"data_dir", o.data_dir.string()}});
+  common::log_event(
+      spdlog::level::info, "train.listening",
+      {{"port", b.port}, {"metrics_port", metrics_port()}, {"data_dir", o.data_dir.string()}});
   if (!o.ready_file.empty()) {
-    const nlohmann::json ready = {{"port", b.port}, {"metrics_port", metrics_port()}, {"pid", ::getpid()}};
+    const nlohmann::json ready = {
+        {"port", b.port}, {"metrics_port", metrics_port()}, {"pid", ::getpid()}};
     write_durably(o.ready_file, ready.dump());
   }
 }
@@ -489,6 +517,8 @@ void TrainService::stop() {
 }
 
 int TrainService::port() const { return impl_->port; }
-int TrainService::metrics_port() const { return impl_->metrics_server ? impl_->metrics_server->port() : 0; }
+int TrainService::metrics_port() const {
+  return impl_->metrics_server ? impl_->metrics_server->port() : 0;
+}
 
 }  // namespace statetune::training

@@ -1,14 +1,16 @@
-// statetune-train: the gRPC Training service (statetune.v1.Training, grpc.health.v1.Health) over the
-// job store, the data set validator and the job runner, with Prometheus metrics on their own port.
+// statetune-train: the gRPC Training service (statetune.v1.Training, grpc.health.v1.Health) over
+// the job store, the data set validator and the job runner, with Prometheus metrics on their own
+// port.
 //
-// Storage under --data-dir: jobs.db (SQLite, WAL), datasets/<tenant>/<id>.jsonl, checkpoints/<job>/,
-// outputs/<tenant>/<job>.safetensors (every trained adapter, kept after publishing).
+// Storage under --data-dir: jobs.db (SQLite, WAL), datasets/<tenant>/<id>.jsonl,
+// checkpoints/<job>/, outputs/<tenant>/<job>.safetensors (every trained adapter, kept after
+// publishing).
 //
 // Publishing: a finished job pushes its adapter to statetune-serve through that service's Adapters
-// UploadAdapter RPC with the admin key (--serving-addr, --serving-admin-key) for the job's tenant. The
-// serving process keeps its adapter index in memory, so writing into its store folder behind its back
-// would not be seen until its restart; the RPC makes the new version current at once (hot swap) and
-// validates it against the served base model.
+// UploadAdapter RPC with the admin key (--serving-addr, --serving-admin-key) for the job's tenant.
+// The serving process keeps its adapter index in memory, so writing into its store folder behind
+// its back would not be seen until its restart; the RPC makes the new version current at once (hot
+// swap) and validates it against the served base model.
 #pragma once
 
 #include <chrono>
@@ -47,8 +49,8 @@ class TrainService {
   TrainService(const TrainService&) = delete;
   TrainService& operator=(const TrainService&) = delete;
 
-  // Loads the model and tokenizer, opens the store (re-queueing interrupted jobs), starts the worker
-  // and listens. Throws std::runtime_error naming what failed.
+  // Loads the model and tokenizer, opens the store (re-queueing interrupted jobs), starts the
+  // worker and listens. Throws std::runtime_error naming what failed.
   void start();
   // Interrupts the running job at a step boundary (it resumes after the next start) and stops.
   void stop();

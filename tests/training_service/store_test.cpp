@@ -14,7 +14,8 @@ namespace fs = std::filesystem;
 
 TEST(DatasetValidator, AcceptsGoodLinesAndSkipsBlankOnes) {
   const std::string text =
-      "{\"prompt\": \"a\", \"completion\": \"b\"}\n\n{\"completion\": \"d\", \"prompt\": \"c\"}\r\n";
+      "{\"prompt\": \"a\", \"completion\": \"b\"}\n\n{\"completion\": \"d\", \"prompt\": "
+      "\"c\"}\r\n";
   ValidationOptions o;
   o.min_examples = 2;
   const auto r = validate_jsonl(text, o);
@@ -27,13 +28,13 @@ TEST(DatasetValidator, AcceptsGoodLinesAndSkipsBlankOnes) {
 
 TEST(DatasetValidator, ReportsEveryProblemWithItsLine) {
   const std::string text =
-      "{\"prompt\": \"ok\", \"completion\": \"fine\"}\n"   // 1 ok
-      "{\"prompt\": \"x\"}\n"                              // 2 missing completion
-      "[1, 2]\n"                                           // 3 not an object
-      "{\"prompt\": \"x\", \"completion\": \"y\"\n"        // 4 truncated JSON
+      "{\"prompt\": \"ok\", \"completion\": \"fine\"}\n"         // 1 ok
+      "{\"prompt\": \"x\"}\n"                                    // 2 missing completion
+      "[1, 2]\n"                                                 // 3 not an object
+      "{\"prompt\": \"x\", \"completion\": \"y\"\n"              // 4 truncated JSON
       "{\"prompt\": \"x\", \"completion\": \"y\", \"id\": 3}\n"  // 5 extra key
-      "{\"prompt\": \"\", \"completion\": 7}\n"            // 6 empty prompt, completion not a string
-      "{\"prompt\": \"\xff\", \"completion\": \"y\"}\n";   // 7 invalid UTF-8
+      "{\"prompt\": \"\", \"completion\": 7}\n"           // 6 empty prompt, completion not a string
+      "{\"prompt\": \"\xff\", \"completion\": \"y\"}\n";  // 7 invalid UTF-8
   const auto r = validate_jsonl(text, ValidationOptions{});
   ASSERT_FALSE(r.ok());
   std::vector<int64_t> lines;
@@ -51,7 +52,10 @@ TEST(DatasetValidator, TokenLimitMinimumCountAndProblemCap) {
   o.max_example_tokens = 5;
   o.count_tokens = [](const std::string& s) { return static_cast<int64_t>(s.size()); };
   o.min_examples = 3;
-  auto r = validate_jsonl("{\"prompt\": \"ab\", \"completion\": \"c\"}\n{\"prompt\": \"abc\", \"completion\": \"def\"}\n", o);
+  auto r = validate_jsonl(
+      "{\"prompt\": \"ab\", \"completion\": \"c\"}\n{\"prompt\": \"abc\", \"completion\": "
+      "\"def\"}\n",
+      o);
   ASSERT_EQ(r.problems.size(), 1u);
   EXPECT_EQ(r.problems[0].line, 2);
   EXPECT_NE(r.problems[0].message.find("6 tokens"), std::string::npos);

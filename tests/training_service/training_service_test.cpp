@@ -1,9 +1,13 @@
-// Integration tests: the real statetune-train and statetune-serve binaries on loopback ports with a tiny
-// random model and the GPT-NeoX tokenizer, driven through the client libraries over gRPC: upload ->
-// train -> watch -> published adapter served; malformed data; cancel; kill -9 and restart; tenants.
+// Integration tests: the real statetune-train and statetune-serve binaries on loopback ports with a
+// tiny random model and the GPT-NeoX tokenizer, driven through the client libraries over gRPC:
+// upload -> train -> watch -> published adapter served; malformed data; cancel; kill -9 and
+// restart; tenants.
+#include <arpa/inet.h>
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -40,15 +44,70 @@ std::string slurp(const fs::path& p) {
   return b.str();
 }
 
+// GET http://127.0.0.1:port/path, the body.
+std::string http_get(int port, const std::string& path) {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+    ::close(fd);
+    return "";
+  }
+  const std::string req =
+      "GET " + path + " HTTP/1.0\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
+  (void)!::write(fd, req.data(), req.size());
+  std::string out;
+  char buf[8192];
+  ssize_t n;
+  while ((n = ::read(fd, buf, sizeof(buf))) > 0) out.append(buf, static_cast<size_t>(n));
+  ::close(fd);
+  const auto body = out.find("\r\n\r\n");
+  return body == std::string::npos ? out : out.substr(body + 4);
+}
+
+// The value of the first sample line that starts with `prefix` (name plus labels), or -1.
+double metric(const std::string& text, const std::string& prefix) {
+  std::istringstream in(text);
+  for (std::string line; std::getline(in, line);) {
+    if (line.compare(0, prefix.size(), prefix) == 0 && line.size() > prefix.size() &&
+        (line[prefix.size()] == ' ' || line[prefix.size()] == '{')) {
+      return std::stod(line.substr(line.rfind(' ') + 1));
+    }
+  }
+  return -1;
+}
+
+// Runs a command, its stdout and exit status.
+std::pair<std::string, int> run_command(const std::string& cmd) {
+  std::string out;
+  FILE* p = ::popen(cmd.c_str(), "r");
+  if (p == nullptr) return {"", -1};
+  char buf[4096];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof(buf), p)) > 0) out.append(buf, n);
+  const int status = ::pclose(p);
+  return {out, WIFEXITED(status) ? WEXITSTATUS(status) : -1};
+}
+
 class Process {
  public:
-  Process(std::string binary, std::string name) : binary_(std::move(binary)), name_(std::move(name)) {}
+  Process(std::string binary, std::string name)
+      : binary_(std::move(binary)), name_(std::move(name)) {}
   void start(const fs::path& work, const std::vector<std::string>& flags) {
     ready_ = work / (name_ + "-ready.json");
     fs::remove(ready_);
     log_ = work / (name_ + "-" + std::to_string(++starts_) + ".log");
-    std::vector<std::string> args = {binary_, "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0",
-                                     "--ready-file", ready_.string(), "--threads", "1"};
+    std::vector<std::string> args = {binary_,
+                                     "--listen",
+                                     "127.0.0.1:0",
+                                     "--metrics-listen",
+                                     "127.0.0.1:0",
+                                     "--ready-file",
+                                     ready_.string(),
+                                     "--threads",
+                                     "1"};
     args.insert(args.end(), flags.begin(), flags.end());
     pid_ = ::fork();
     if (pid_ == 0) {
@@ -63,13 +122,17 @@ class Process {
     }
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(90);
     while (!fs::exists(ready_)) {
-      ASSERT_LT(std::chrono::steady_clock::now(), deadline) << name_ << " never listened:\n" << slurp(log_);
+      ASSERT_LT(std::chrono::steady_clock::now(), deadline) << name_ << " never listened:\n"
+                                                            << slurp(log_);
       int status = 0;
       ASSERT_EQ(::waitpid(pid_, &status, WNOHANG), 0) << name_ << " exited:\n" << slurp(log_);
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));  // the ready file is written whole, but be safe
-    port_ = nlohmann::json::parse(slurp(ready_))["port"].get<int>();
+    std::this_thread::sleep_for(
+        std::chrono::milliseconds(50));  // the ready file is written whole, but be safe
+    const auto ready = nlohmann::json::parse(slurp(ready_));
+    port_ = ready["port"].get<int>();
+    metrics_port_ = ready["metrics_port"].get<int>();
   }
   int stop(int sig = SIGTERM) {
     if (pid_ <= 0) return -1;
@@ -88,22 +151,27 @@ class Process {
     return o;
   }
   int port() const { return port_; }
+  int metrics_port() const { return metrics_port_; }
   std::string log() const { return slurp(log_); }
 
  private:
   std::string binary_, name_;
   pid_t pid_ = -1;
-  int port_ = 0, starts_ = 0;
+  int port_ = 0, metrics_port_ = 0, starts_ = 0;
   fs::path ready_, log_;
 };
 
 // Small arithmetic-word pairs: a tiny model can lower its loss on them within a few steps.
 std::string dataset_text(int n, int offset = 0) {
-  const char* words[] = {"zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"};
+  const char* words[] = {"zero", "one", "two",   "three", "four",
+                         "five", "six", "seven", "eight", "nine"};
   std::string out;
   for (int i = 0; i < n; ++i) {
     const int k = (i + offset) % 10;
-    out += nlohmann::json({{"prompt", "Spell the digit " + std::to_string(k)}, {"completion", words[k]}}).dump() + "\n";
+    out += nlohmann::json(
+               {{"prompt", "Spell the digit " + std::to_string(k)}, {"completion", words[k]}})
+               .dump() +
+           "\n";
   }
   return out;
 }
@@ -111,7 +179,8 @@ std::string dataset_text(int n, int offset = 0) {
 class TrainingServiceTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    work_ = new fs::path(fs::temp_directory_path() / ("statetune_train_" + std::to_string(::getpid())));
+    work_ =
+        new fs::path(fs::temp_directory_path() / ("statetune_train_" + std::to_string(::getpid())));
     fs::remove_all(*work_);
     fs::create_directories(*work_);
     engine::MambaConfig c;
@@ -130,19 +199,41 @@ class TrainingServiceTest : public ::testing::Test {
          {{{"name", "acme"}, {"api_keys_sha256", {engine::Sha256::hex(kAcmeKey)}}},
           {{"name", "beta"}, {"api_keys_sha256", {engine::Sha256::hex(kBetaKey)}}}}}};
     std::ofstream(*work_ / "tenants.json") << tenants.dump(2);
-    serve_ = new Process(std::string(STATETUNE_BINARY_DIR) + "/server/serving/statetune-serve", "serve");
-    serve_->start(*work_, {"--model", (*work_ / "model").string(), "--tokenizer", tokenizer(), "--adapters-dir",
-                           (*work_ / "adapters").string(), "--tenants-file", (*work_ / "tenants.json").string(),
-                           "--max-new-tokens", "64", "--drain-seconds", "1"});
-    train_ = new Process(std::string(STATETUNE_BINARY_DIR) + "/server/training/statetune-train", "train");
+    serve_ =
+        new Process(std::string(STATETUNE_BINARY_DIR) + "/server/serving/statetune-serve", "serve");
+    serve_->start(*work_, {"--model", (*work_ / "model").string(), "--tokenizer", tokenizer(),
+                           "--adapters-dir", (*work_ / "adapters").string(), "--tenants-file",
+                           (*work_ / "tenants.json").string(), "--max-new-tokens", "64",
+                           "--drain-seconds", "1"});
+    train_ = new Process(std::string(STATETUNE_BINARY_DIR) + "/server/training/statetune-train",
+                         "train");
     start_train();
   }
   static void start_train() {
-    train_->start(*work_, {"--model", (*work_ / "model").string(), "--tokenizer", tokenizer(), "--data-dir",
-                           (*work_ / "train-data").string(), "--tenants-file", (*work_ / "tenants.json").string(),
-                           "--serving-addr", "127.0.0.1:" + std::to_string(serve_->port()), "--serving-admin-key",
-                           kAdminKey, "--min-examples", "4", "--max-example-tokens", "64", "--checkpoint-every",
-                           "2", "--max-active-jobs", "3"});
+    train_->start(*work_, {"--model",
+                           (*work_ / "model").string(),
+                           "--tokenizer",
+                           tokenizer(),
+                           "--data-dir",
+                           (*work_ / "train-data").string(),
+                           "--tenants-file",
+                           (*work_ / "tenants.json").string(),
+                           "--serving-addr",
+                           "127.0.0.1:" + std::to_string(serve_->port()),
+                           "--serving-admin-key",
+                           kAdminKey,
+                           "--min-examples",
+                           "4",
+                           "--max-example-tokens",
+                           "64",
+                           "--checkpoint-every",
+                           "2",
+                           "--max-active-jobs",
+                           "3",
+                           "--tenant-storage-bytes",
+                           "48KiB",
+                           "--max-dataset-bytes",
+                           "40KiB"});
   }
   static void TearDownTestSuite() {
     delete train_;
@@ -161,7 +252,8 @@ class TrainingServiceTest : public ::testing::Test {
     EXPECT_TRUE(st.ok()) << st.error_message();
     return info.id();
   }
-  static v1::CreateJobRequest job_request(const std::string& dataset, const std::string& adapter, int64_t steps) {
+  static v1::CreateJobRequest job_request(const std::string& dataset, const std::string& adapter,
+                                          int64_t steps) {
     v1::CreateJobRequest r;
     r.set_dataset_id(dataset);
     r.set_adapter_name(adapter);
@@ -175,7 +267,8 @@ class TrainingServiceTest : public ::testing::Test {
     return r;
   }
   // Every event until the job ends.
-  static std::vector<v1::JobEvent> watch_all(TrainingClient& c, const std::string& id, int64_t after = 0) {
+  static std::vector<v1::JobEvent> watch_all(TrainingClient& c, const std::string& id,
+                                             int64_t after = 0) {
     std::vector<v1::JobEvent> events;
     auto st = c.watch_job(id, after, [&](const v1::JobEvent& e) {
       events.push_back(e);
@@ -186,7 +279,8 @@ class TrainingServiceTest : public ::testing::Test {
   }
   // Blocks until the job reports at least `step` steps.
   static void wait_for_step(TrainingClient& c, const std::string& id, int64_t step) {
-    auto st = c.watch_job(id, 0, [&](const v1::JobEvent& e) { return !(e.has_step() && e.step().step() >= step); });
+    auto st = c.watch_job(
+        id, 0, [&](const v1::JobEvent& e) { return !(e.has_step() && e.step().step() >= step); });
     ASSERT_TRUE(st.ok()) << st.error_message();
   }
   static v1::GenerateRequest sample(const std::string& adapter) {
@@ -252,7 +346,8 @@ TEST_F(TrainingServiceTest, UploadTrainWatchPublishAndServe) {
   EXPECT_EQ(states[1], v1::JOB_STATE_RUNNING);
   EXPECT_EQ(states[2], v1::JOB_STATE_SUCCEEDED) << train_->log();
   ASSERT_EQ(losses.size(), 12u);
-  EXPECT_LT(losses.back(), losses.front()) << "training lowers the loss on this tiny, repetitive data";
+  EXPECT_LT(losses.back(), losses.front())
+      << "training lowers the loss on this tiny, repetitive data";
   EXPECT_GE(evals, 2);
 
   ASSERT_TRUE(c.get_job(job.id(), &job).ok());
@@ -285,6 +380,14 @@ TEST_F(TrainingServiceTest, UploadTrainWatchPublishAndServe) {
   bool listed = false;
   for (const auto& j : jobs.jobs()) listed = listed || j.id() == job.id();
   EXPECT_TRUE(listed);
+
+  const std::string m = http_get(train_->metrics_port(), "/metrics");
+  EXPECT_GE(metric(m, "statetune_train_jobs{state=\"succeeded\"}"), 1) << m;
+  EXPECT_GE(metric(m, "statetune_train_steps_total"), 12) << m;
+  EXPECT_GT(metric(m, "statetune_train_tokens_per_second"), 0) << m;
+  EXPECT_GE(metric(m, "statetune_train_step_seconds_count"), 11) << m;
+  EXPECT_GE(metric(m, "statetune_train_queue_wait_seconds_count"), 1) << m;
+  EXPECT_GE(metric(m, "statetune_train_dataset_uploads_total{result=\"ok\"}"), 1) << m;
 }
 
 TEST_F(TrainingServiceTest, MalformedDatasetGivesLineNumberedReportAndNoJob) {
@@ -292,10 +395,11 @@ TEST_F(TrainingServiceTest, MalformedDatasetGivesLineNumberedReportAndNoJob) {
   v1::ListDatasetsResponse before;
   ASSERT_TRUE(c.list_datasets(&before).ok());
   std::string text = dataset_text(6);
-  text += "{\"prompt\": \"no completion\"}\n";                             // line 7
-  text += "{\"prompt\": \"a\", \"completion\": \"b\", \"label\": 1}\n";    // line 8
-  text += "not json at all\n";                                             // line 9
-  text += "{\"prompt\": \"" + std::string(400, 'x') + " " + std::string(400, 'y') + "\", \"completion\": \"z\"}\n";  // 10
+  text += "{\"prompt\": \"no completion\"}\n";                           // line 7
+  text += "{\"prompt\": \"a\", \"completion\": \"b\", \"label\": 1}\n";  // line 8
+  text += "not json at all\n";                                           // line 9
+  text += "{\"prompt\": \"" + std::string(400, 'x') + " " + std::string(400, 'y') +
+          "\", \"completion\": \"z\"}\n";  // 10
   v1::DatasetInfo info;
   auto st = c.upload_dataset("broken", text, &info);
   ASSERT_EQ(st.error_code(), StatusCode::INVALID_ARGUMENT);
@@ -309,12 +413,15 @@ TEST_F(TrainingServiceTest, MalformedDatasetGivesLineNumberedReportAndNoJob) {
   ASSERT_TRUE(c.list_datasets(&after).ok());
   EXPECT_EQ(after.datasets_size(), before.datasets_size()) << "a rejected upload stores nothing";
 
-  // Too few examples for the service's minimum; a job on an unknown data set is refused without a job.
-  EXPECT_EQ(c.upload_dataset("tiny", dataset_text(2), &info).error_code(), StatusCode::INVALID_ARGUMENT);
+  // Too few examples for the service's minimum; a job on an unknown data set is refused without a
+  // job.
+  EXPECT_EQ(c.upload_dataset("tiny", dataset_text(2), &info).error_code(),
+            StatusCode::INVALID_ARGUMENT);
   v1::ListJobsResponse jobs_before, jobs_after;
   ASSERT_TRUE(c.list_jobs(&jobs_before).ok());
   v1::Job job;
-  EXPECT_EQ(c.create_job(job_request("ds-missing", "x", 2), &job).error_code(), StatusCode::NOT_FOUND);
+  EXPECT_EQ(c.create_job(job_request("ds-missing", "x", 2), &job).error_code(),
+            StatusCode::NOT_FOUND);
   const std::string ds = upload(c, "small", dataset_text(4));
   auto bad = job_request(ds, "x", 2);
   bad.set_validation_split(0.5);  // leaves 2 training examples, below --min-examples 4
@@ -383,7 +490,8 @@ TEST_F(TrainingServiceTest, KillNineMidJobThenRestartResumesFromCheckpoint) {
   bool restarted = false;
   int64_t first_after_restart = -1, max_before = 0;
   for (const auto& e : events) {
-    if (e.kind_case() == v1::JobEvent::kStateChange && e.state_change().find("service stopped") != std::string::npos) {
+    if (e.kind_case() == v1::JobEvent::kStateChange &&
+        e.state_change().find("service stopped") != std::string::npos) {
       restarted = true;
     }
     if (e.has_step()) {
@@ -402,6 +510,89 @@ TEST_F(TrainingServiceTest, KillNineMidJobThenRestartResumesFromCheckpoint) {
   const auto next = watch_all(c, queued_id);
   ASSERT_FALSE(next.empty());
   EXPECT_EQ(next.back().state(), v1::JOB_STATE_SUCCEEDED) << train_->log();
+}
+
+TEST_F(TrainingServiceTest, SigtermMidJobLeavesItResumable) {
+  auto c = trainer(kAcmeKey);
+  const std::string ds = upload(c, "term", dataset_text(10));
+  v1::Job job;
+  ASSERT_TRUE(c.create_job(job_request(ds, "term", 30), &job).ok());
+  wait_for_step(c, job.id(), 4);
+  EXPECT_EQ(train_->stop(SIGTERM), 0) << train_->log();
+  start_train();
+  auto again = trainer(kAcmeKey);
+  const auto events = watch_all(again, job.id());
+  ASSERT_FALSE(events.empty());
+  EXPECT_EQ(events.back().state(), v1::JOB_STATE_SUCCEEDED) << train_->log();
+  ASSERT_TRUE(again.get_job(job.id(), &job).ok());
+  EXPECT_EQ(job.resumes(), 1);
+  EXPECT_EQ(job.step(), 30);
+}
+
+TEST_F(TrainingServiceTest, PerTenantLimitsOnStorageAndActiveJobs) {
+  auto c = trainer(kAcmeKey);
+  v1::DatasetInfo info;
+  // Above --max-dataset-bytes (40 KiB).
+  std::string big = dataset_text(1000);
+  ASSERT_GT(big.size(), 40u << 10);
+  EXPECT_EQ(c.upload_dataset("big", big, &info).error_code(), StatusCode::RESOURCE_EXHAUSTED);
+  // Within it, but the tenant's data sets would pass --tenant-storage-bytes (48 KiB) after two.
+  std::string medium = dataset_text(500);
+  ASSERT_LT(medium.size(), 40u << 10);
+  ASSERT_GT(medium.size(), 16u << 10);
+  auto st = c.upload_dataset("m1", medium, &info);
+  ASSERT_TRUE(st.ok()) << st.error_message();
+  const std::string m1 = info.id();
+  EXPECT_EQ(c.upload_dataset("m2", medium, &info).error_code(), StatusCode::RESOURCE_EXHAUSTED);
+  // Another tenant's storage is its own.
+  auto beta = trainer(kBetaKey);
+  st = beta.upload_dataset("m1", medium, &info);
+  EXPECT_TRUE(st.ok()) << st.error_message();
+  ASSERT_TRUE(c.delete_dataset(m1).ok());
+
+  // --max-active-jobs 3 queued or running jobs per tenant.
+  const std::string ds = upload(c, "limits", dataset_text(8));
+  std::vector<std::string> ids;
+  for (int i = 0; i < 3; ++i) {
+    v1::Job job;
+    ASSERT_TRUE(c.create_job(job_request(ds, "lim", 100000), &job).ok());
+    ids.push_back(job.id());
+  }
+  v1::Job job;
+  EXPECT_EQ(c.create_job(job_request(ds, "lim", 100000), &job).error_code(),
+            StatusCode::RESOURCE_EXHAUSTED);
+  for (const auto& id : ids) ASSERT_TRUE(c.cancel_job(id, &job).ok());
+  for (const auto& id : ids) {
+    const auto events = watch_all(c, id);
+    ASSERT_FALSE(events.empty());
+    EXPECT_EQ(events.back().state(), v1::JOB_STATE_CANCELLED);
+  }
+}
+
+TEST_F(TrainingServiceTest, CommandLineUploadsTrainsAndWatches) {
+  const fs::path file = *work_ / "cli.jsonl";
+  std::ofstream(file) << dataset_text(8);
+  const std::string cli = std::string(STATETUNE_BINARY_DIR) + "/client/statetune";
+  const std::string common =
+      " --train-addr 127.0.0.1:" + std::to_string(train_->port()) + " --api-key " + kAcmeKey;
+  auto [up, rc] = run_command(cli + " datasets upload --name cli --file " + file.string() + common);
+  ASSERT_EQ(rc, 0) << up;
+  const std::string id = up.substr(0, up.find(' '));
+  ASSERT_EQ(id.rfind("ds-", 0), 0u) << up;
+  auto [out, rc2] =
+      run_command(cli + " jobs create --dataset " + id +
+                  " --adapter cli --max-steps 4 --batch-size 2 --max-length 32 --watch" + common);
+  EXPECT_EQ(rc2, 0) << out;
+  EXPECT_NE(out.find("step 4/4"), std::string::npos) << out;
+  EXPECT_NE(out.find("loss "), std::string::npos) << out;
+  EXPECT_NE(out.find("ETA "), std::string::npos) << out;
+  EXPECT_NE(out.find("succeeded: published as cli"), std::string::npos) << out;
+  auto [list, rc3] = run_command(cli + " jobs list" + common);
+  EXPECT_EQ(rc3, 0);
+  EXPECT_NE(list.find("succeeded"), std::string::npos) << list;
+  auto [bad, rc4] = run_command(cli + " datasets get --id ds-none" + common + " 2>&1");
+  EXPECT_EQ(rc4, 2);
+  EXPECT_NE(bad.find("NOT_FOUND"), std::string::npos) << bad;
 }
 
 TEST_F(TrainingServiceTest, TenantsCannotSeeOrUseEachOthersDataJobsOrAdapters) {
@@ -425,7 +616,8 @@ TEST_F(TrainingServiceTest, TenantsCannotSeeOrUseEachOthersDataJobsOrAdapters) {
   EXPECT_EQ(beta.cancel_job(job.id(), &other).error_code(), StatusCode::NOT_FOUND);
   EXPECT_EQ(beta.watch_job(job.id(), 0, [](const v1::JobEvent&) { return true; }).error_code(),
             StatusCode::NOT_FOUND);
-  EXPECT_EQ(beta.create_job(job_request(ds, "stolen", 2), &other).error_code(), StatusCode::NOT_FOUND);
+  EXPECT_EQ(beta.create_job(job_request(ds, "stolen", 2), &other).error_code(),
+            StatusCode::NOT_FOUND);
   v1::ListJobsResponse jobs;
   ASSERT_TRUE(beta.list_jobs(&jobs).ok());
   for (const auto& j : jobs.jobs()) EXPECT_NE(j.id(), job.id());
