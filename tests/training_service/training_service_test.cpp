@@ -512,6 +512,35 @@ TEST_F(TrainingServiceTest, KillNineMidJobThenRestartResumesFromCheckpoint) {
   EXPECT_EQ(next.back().state(), v1::JOB_STATE_SUCCEEDED) << train_->log();
 }
 
+TEST_F(TrainingServiceTest, UnreadableCheckpointAfterCrashFailsTheJobWithTheReason) {
+  std::string job_id;
+  {
+    auto c = trainer(kAcmeKey);
+    const std::string ds = upload(c, "broken-ckpt", dataset_text(8));
+    v1::Job job;
+    ASSERT_TRUE(c.create_job(job_request(ds, "broken", 100000), &job).ok());
+    job_id = job.id();
+    wait_for_step(c, job_id, 3);
+  }
+  EXPECT_EQ(train_->stop(SIGKILL), 128 + SIGKILL);
+  const fs::path state =
+      *work_ / "train-data" / "checkpoints" / job_id / "trainer_state.safetensors";
+  ASSERT_TRUE(fs::exists(state));
+  std::ofstream(state, std::ios::trunc) << "not a checkpoint";
+  start_train();
+  auto c = trainer(kAcmeKey);
+  const auto events = watch_all(c, job_id);
+  ASSERT_FALSE(events.empty());
+  EXPECT_EQ(events.back().state(), v1::JOB_STATE_FAILED) << train_->log();
+  v1::Job job;
+  ASSERT_TRUE(c.get_job(job_id, &job).ok());
+  EXPECT_EQ(job.state(), v1::JOB_STATE_FAILED);
+  EXPECT_EQ(job.error().code(), "INTERNAL");
+  EXPECT_NE(job.error().message().find("trainer_state.safetensors"), std::string::npos)
+      << job.error().message();
+  EXPECT_EQ(job.resumes(), 1);
+}
+
 TEST_F(TrainingServiceTest, SigtermMidJobLeavesItResumable) {
   auto c = trainer(kAcmeKey);
   const std::string ds = upload(c, "term", dataset_text(10));
