@@ -387,22 +387,26 @@ void JobRunner::run(JobRecord job) {
     }
   };
 
+  // The running job's gauges describe it only while it runs.
+  auto clear_gauges = [&] {
+    if (!metrics_) return;
+    metrics_->validation_loss.Remove(&metrics_->validation_loss.Add({{"job", job.id}}));
+    metrics_->tokens_per_second.Set(0);
+  };
   engine::training::TrainResult result;
   try {
     engine::training::AdapterTrainer trainer(model_, tokenizer_, o);
     result = trainer.train(train, validation, progress, &cancel_, /*resume=*/true);
   } catch (const std::invalid_argument& e) {
-    if (metrics_)
-      metrics_->validation_loss.Remove(&metrics_->validation_loss.Add({{"job", job.id}}));
+    clear_gauges();
     fail(job, "INVALID_ARGUMENT", e.what());
     return;
   } catch (const std::exception& e) {
-    if (metrics_)
-      metrics_->validation_loss.Remove(&metrics_->validation_loss.Add({{"job", job.id}}));
+    clear_gauges();
     fail(job, "INTERNAL", std::string("training failed: ") + e.what());
     return;
   }
-  if (metrics_) metrics_->validation_loss.Remove(&metrics_->validation_loss.Add({{"job", job.id}}));
+  clear_gauges();
   if (result.cancelled) {
     if (user_cancelled_) {
       set_state(job, JobState::kCancelled, "cancelled at step " + std::to_string(job.step));
