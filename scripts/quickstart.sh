@@ -94,20 +94,22 @@ head -n1 "$WORK/rte.jsonl" | jq .
 
 # --- 3. train an adapter -------------------------------------------------------------------------
 STEPS=${STATETUNE_QUICKSTART_STEPS:-40}
-if [[ -x $TRAIN ]] && "$CLI" datasets --help >/dev/null 2>&1; then
-  step "starting statetune-train and training through it"
+if [[ -x $TRAIN ]]; then
+  step "starting statetune-train (it publishes finished adapters to statetune-serve)"
   "$TRAIN" --model "$MODEL" --data-dir "$WORK/train" --tenants-file "$WORK/tenants.json" \
     --listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 --ready-file "$WORK/train.ready" \
     --serving-addr "$STATETUNE_ADDR" --serving-admin-key "$ADMIN_KEY" \
     >"$WORK/statetune-train.log" 2>&1 &
   PIDS+=($!)
   wait_ready "$WORK/train.ready" "${PIDS[-1]}" statetune-train
-  TRAIN_ADDR=127.0.0.1:$(port_of "$WORK/train.ready")
-  wait_serving --addr "$TRAIN_ADDR"
-  "$CLI" datasets upload --addr "$TRAIN_ADDR" --name rte --file "$WORK/rte.jsonl"
-  JOB=$("$CLI" jobs create --addr "$TRAIN_ADDR" --dataset rte --methods state_offset \
-        --max-steps "$STEPS" --adapter rte-demo --quiet)
-  "$CLI" jobs watch --addr "$TRAIN_ADDR" "$JOB"
+  export STATETUNE_TRAIN_ADDR=127.0.0.1:$(port_of "$WORK/train.ready")
+  echo "statetune-train listening on $STATETUNE_TRAIN_ADDR (log: $WORK/statetune-train.log)"
+  wait_serving --addr "$STATETUNE_TRAIN_ADDR"
+  step "uploading the data set and training a state_offset adapter ($STEPS steps) as a job"
+  DATASET=$("$CLI" datasets upload --train-addr "$STATETUNE_TRAIN_ADDR" --name rte --file "$WORK/rte.jsonl")
+  echo "$DATASET"
+  "$CLI" jobs create --train-addr "$STATETUNE_TRAIN_ADDR" --dataset "${DATASET%% *}" \
+    --adapter rte-demo --methods state_offset --lr 2e-3 --max-steps "$STEPS" --max-length 256 --watch
 else
   step "training a state_offset adapter offline (statetune-engine train, $STEPS steps)"
   "$ENGINE" train --model "$MODEL" --data "$WORK/rte.jsonl" --methods state_offset \
