@@ -20,6 +20,7 @@
 #include <thread>
 
 #include "client/statetune_client.h"
+#include "tests/support/loopback_http.h"
 #include "server/engine/adapters/adapter.h"
 #include "server/engine/model/mamba_model.h"
 #include "server/engine/model/model_init.h"
@@ -37,34 +38,8 @@ const char* kAcmeKey = "acme-secret-key";
 const char* kBetaKey = "beta-secret-key";
 const char* kAdminKey = "admin-secret-key";
 
-std::string slurp(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  std::stringstream b;
-  b << in.rdbuf();
-  return b.str();
-}
-
-// GET http://127.0.0.1:port/path, the body.
-std::string http_get(int port, const std::string& path) {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<uint16_t>(port));
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
-    ::close(fd);
-    return "";
-  }
-  const std::string req = "GET " + path + " HTTP/1.0\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
-  (void)!::write(fd, req.data(), req.size());
-  std::string out;
-  char buf[8192];
-  ssize_t n;
-  while ((n = ::read(fd, buf, sizeof(buf))) > 0) out.append(buf, static_cast<size_t>(n));
-  ::close(fd);
-  const auto body = out.find("\r\n\r\n");
-  return body == std::string::npos ? out : out.substr(body + 4);
-}
+using test_support::http_get;
+using test_support::slurp;
 
 // Sum of a metric's samples whose label set contains every `needle` (e.g. tenant="acme").
 double metric_value(const std::string& text, const std::string& name, const std::vector<std::string>& needles = {}) {
