@@ -344,15 +344,37 @@ TEST_F(SchedulerTest, MissingAdapterAndExhaustedPool) {
   EXPECT_EQ(missing.result.error_kind, ErrorKind::kNotFound);
 
   // One adapter slot, two adapters: the second waits for the first to finish instead of failing.
+  // a's first token holds the engine until b is submitted, so b surely arrives while a pins the slot
+  // (on a loaded machine the test thread could otherwise sleep through all of a's 30 tokens).
   Outcome a, b;
-  s.submit(request(prompt_of(12, 4), 0, 30, a));
-  s.submit(request(prompt_of(13, 4), 1, 5, b, 8));
+  std::promise<void> b_submitted;
+  std::shared_future<void> b_in = b_submitted.get_future().share();
+  using Clock = std::chrono::steady_clock;
+  Clock::time_point a_last, b_first;
+  auto ra = request(prompt_of(12, 4), 0, 30, a);
+  ra.on_token = [&a, &a_last, b_in](int64_t t) {
+    b_in.wait();
+    std::lock_guard<std::mutex> lock(a.mu);
+    a.tokens.push_back(t);
+    a_last = Clock::now();
+    return true;
+  };
+  auto rb = request(prompt_of(13, 4), 1, 5, b, 8);
+  rb.on_token = [&b, &b_first](int64_t t) {
+    std::lock_guard<std::mutex> lock(b.mu);
+    if (b.tokens.empty()) b_first = Clock::now();
+    b.tokens.push_back(t);
+    return true;
+  };
+  s.submit(std::move(ra));
+  s.submit(std::move(rb));
+  b_submitted.set_value();
   a.wait();
   b.wait();
   EXPECT_EQ(a.result.reason, FinishReason::kLength);
   EXPECT_EQ(b.result.reason, FinishReason::kLength);
   EXPECT_EQ(b.tokens, reference(prompt_of(13, 4), 1, 5, 8));
-  EXPECT_GE(b.result.queue_seconds, a.result.queue_seconds);
+  EXPECT_GE(b_first, a_last) << "b produced a token while a still held the only adapter slot";
 }
 
 TEST_F(SchedulerTest, DrainFinishesWorkThenRefusesAndCancelsAtTheDeadline) {
