@@ -420,30 +420,45 @@ TEST_F(ServingTest, CancellationAndQueueFull) {
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
 
-  // Fill the 8 rows with endless requests, then the 2 queue places; the next is refused.
+  // Fill the 8 rows with endless requests, then the 2 queue places; the next is refused. The two
+  // groups go in one after the other: a burst of 10 at once can race the engine's admission and see
+  // one refused early (a known gap, recorded on the Serving issue), which is not what this test checks.
   std::vector<std::thread> endless;
   std::atomic<int> cancelled{0};
   std::atomic<bool> release{false};
-  for (int i = 0; i < 10; ++i) {
-    endless.emplace_back([&, i] {
-      Client own = acme();
-      auto res = own.generate(request("", 100000, 50 + i), [&](const v1::TokenChunk&) { return !release.load(); });
-      if (res.status.error_code() == StatusCode::CANCELLED) ++cancelled;
-    });
-  }
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
-  bool full = false;
+  auto start_endless = [&](int from, int to) {
+    for (int i = from; i < to; ++i) {
+      endless.emplace_back([&, i] {
+        Client own = acme();
+        auto res = own.generate(request("", 100000, 50 + i),
+                                [&](const v1::TokenChunk&) { return !release.load(); });
+        if (res.status.error_code() == StatusCode::CANCELLED) ++cancelled;
+      });
+    }
+  };
   std::string last_metrics;
-  while (!full && std::chrono::steady_clock::now() < deadline) {
-    last_metrics = http_get(server_->metrics_port(), "/metrics");
-    full = metric_value(last_metrics, "statetune_requests_running") == 8 &&
-           metric_value(last_metrics, "statetune_requests_waiting") == 2;
-    if (!full) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  auto wait_for = [&](int running, int waiting) {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+    while (std::chrono::steady_clock::now() < deadline) {
+      last_metrics = http_get(server_->metrics_port(), "/metrics");
+      if (metric_value(last_metrics, "statetune_requests_running") == running &&
+          metric_value(last_metrics, "statetune_requests_waiting") == waiting) {
+        return true;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    return false;
+  };
+  start_endless(0, 8);
+  bool full = wait_for(8, 0);
+  if (full) {
+    start_endless(8, 10);
+    full = wait_for(8, 2);
   }
   if (!full) {  // release and join the threads before failing: a joinable std::thread aborts
     release = true;
     for (auto& t : endless) t.join();
-    FAIL() << "never saw 8 running + 2 waiting requests:\n" << last_metrics;
+    FAIL() << "never saw 8 running, then 8 running + 2 waiting requests:\n" << last_metrics;
   }
   auto refused = c.generate(request("", 4, 0));
   EXPECT_EQ(refused.status.error_code(), StatusCode::RESOURCE_EXHAUSTED) << refused.status.error_message();
