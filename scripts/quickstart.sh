@@ -126,8 +126,12 @@ PROMPT="$(jq -r .prompt "$WORK/rte-val.jsonl")
 ###
 "
 printf '%s' "$PROMPT"; echo "(expected: $(jq -r .completion "$WORK/rte-val.jsonl"))"
-step "base model (no adapter)"
-"$CLI" generate --prompt "$PROMPT" --max-tokens 8 --temperature 0
-step "with adapter rte-demo"
-"$CLI" generate --prompt "$PROMPT" --max-tokens 8 --temperature 0 --adapter rte-demo
+# Greedy, then sampled with one fixed seed: with the same seed and prompt, any difference between the
+# two runs is the adapter's (a random-weight base often answers every greedy step with the same token).
+for mode in "--temperature 0" "--temperature 1 --top-k 50 --seed 7"; do
+  step "base model (no adapter), $mode"
+  "$CLI" generate --prompt "$PROMPT" --max-tokens 12 $mode
+  step "with adapter rte-demo, $mode"
+  "$CLI" generate --prompt "$PROMPT" --max-tokens 12 $mode --adapter rte-demo
+done
 step "done: services stop now; logs and files are in $WORK"
