@@ -15,6 +15,8 @@
 #include <string>
 #include <vector>
 
+#include "tests/support/shell.h"
+
 namespace {
 
 namespace fs = std::filesystem;
@@ -22,23 +24,10 @@ namespace fs = std::filesystem;
 const fs::path kTokenizer = fs::path(STATETUNE_SHARED_DIR) / "models" / "gpt-neox-20b-tokenizer.json";
 const char* kTinyShape = "--d-model 16 --n-layer 2 --vocab 50280 --d-state 4 --expand 2 --d-conv 4";
 
-struct Result {
-  int code = -1;
-  std::string out, err;
-};
-
-std::string read_file(const fs::path& p) {
-  std::ifstream f(p, std::ios::binary);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
-
-std::string quote(const std::string& s) {
-  std::string q = "'";
-  for (char c : s) q += (c == '\'') ? std::string("'\\''") : std::string(1, c);
-  return q + "'";
-}
+using Result = statetune::test_support::ShellResult;
+using statetune::test_support::describe;
+using statetune::test_support::quote;
+using statetune::test_support::slurp;
 
 fs::path scratch() {
   static const fs::path dir = [] {
@@ -51,23 +40,9 @@ fs::path scratch() {
   return dir;
 }
 
-// Runs `statetune-engine <args>` (args already shell-quoted where needed) with 1 thread.
+// Runs `statetune-engine <args>` (args already shell-quoted where needed).
 Result engine(const std::string& args) {
-  static int n = 0;
-  const fs::path out = scratch() / ("stdout-" + std::to_string(n));
-  const fs::path err = scratch() / ("stderr-" + std::to_string(n++));
-  const std::string cmd = std::string(STATETUNE_ENGINE_BIN) + " " + args + " >" +
-                          quote(out.string()) + " 2>" + quote(err.string());
-  const int status = std::system(cmd.c_str());
-  Result r;
-  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  r.out = read_file(out);
-  r.err = read_file(err);
-  return r;
-}
-
-std::string describe(const Result& r) {
-  return "exit " + std::to_string(r.code) + "\nstdout:\n" + r.out + "\nstderr:\n" + r.err;
+  return statetune::test_support::run_shell(std::string(STATETUNE_ENGINE_BIN) + " " + args, scratch());
 }
 
 // A tiny model per seed, written once per test binary run.
@@ -83,7 +58,7 @@ fs::path tiny_model(int seed) {
 }
 
 std::vector<float> read_floats(const fs::path& p) {
-  const std::string bytes = read_file(p);
+  const std::string bytes = slurp(p);
   std::vector<float> v(bytes.size() / sizeof(float));
   std::memcpy(v.data(), bytes.data(), v.size() * sizeof(float));
   return v;
@@ -112,12 +87,12 @@ TEST(StatetuneEngine, InitModelIsDeterministicPerSeed) {
     ASSERT_EQ(r.code, 0) << describe(r);
     EXPECT_NE(r.out.find("parameters"), std::string::npos) << r.out;
   }
-  const std::string wa = read_file(a / "model.safetensors");
+  const std::string wa = slurp(a / "model.safetensors");
   ASSERT_GT(wa.size(), 50280u * 16u * 4u);  // at least the f32 embedding
-  EXPECT_EQ(wa, read_file(b / "model.safetensors"));
-  EXPECT_EQ(read_file(a / "config.json"), read_file(b / "config.json"));
-  EXPECT_NE(wa, read_file(c / "model.safetensors"));
-  const auto config = nlohmann::json::parse(read_file(a / "config.json"));
+  EXPECT_EQ(wa, slurp(b / "model.safetensors"));
+  EXPECT_EQ(slurp(a / "config.json"), slurp(b / "config.json"));
+  EXPECT_NE(wa, slurp(c / "model.safetensors"));
+  const auto config = nlohmann::json::parse(slurp(a / "config.json"));
   EXPECT_EQ(config.dump().find("50280") != std::string::npos, true) << config.dump();
 }
 
@@ -226,7 +201,7 @@ TEST(StatetuneEngine, BenchPrintsBothThroughputsAndTheRatio) {
                         "decode ratio mixed/no-adapter", "4 distinct"}) {
     EXPECT_NE(r.out.find(s), std::string::npos) << s << "\n" << r.out;
   }
-  const auto j = nlohmann::json::parse(read_file(json));
+  const auto j = nlohmann::json::parse(slurp(json));
   EXPECT_GT(j["decode_tokens_per_s"]["no_adapter"]["median"].get<double>(), 0);
   EXPECT_GT(j["decode_tokens_per_s"]["mixed"]["median"].get<double>(), 0);
   EXPECT_GT(j["prefill_tokens_per_s"]["mixed"]["median"].get<double>(), 0);

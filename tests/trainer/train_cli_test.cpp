@@ -10,29 +10,18 @@
 #include <sstream>
 #include <string>
 
+#include "tests/support/shell.h"
+
 namespace {
 
 namespace fs = std::filesystem;
 
 const fs::path kShared = fs::path(STATETUNE_SHARED_DIR);
 
-struct Result {
-  int code = -1;
-  std::string out, err;
-};
-
-std::string read_file(const fs::path& p) {
-  std::ifstream f(p, std::ios::binary);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
-
-std::string quote(const std::string& s) {
-  std::string q = "'";
-  for (char c : s) q += (c == '\'') ? std::string("'\\''") : std::string(1, c);
-  return q + "'";
-}
+using Result = statetune::test_support::ShellResult;
+using statetune::test_support::describe;
+using statetune::test_support::quote;
+using statetune::test_support::slurp;
 
 fs::path scratch() {
   static const fs::path dir = [] {
@@ -46,20 +35,9 @@ fs::path scratch() {
 
 // `threads`: append --threads 1 (every subcommand but init-model takes it).
 Result engine(const std::string& args, bool threads = true) {
-  static int n = 0;
-  const fs::path out = scratch() / ("stdout-" + std::to_string(n));
-  const fs::path err = scratch() / ("stderr-" + std::to_string(n++));
-  const std::string cmd = std::string(STATETUNE_ENGINE_BIN) + " " + args + (threads ? " --threads 1" : "") + " >" + quote(out.string()) +
-                          " 2>" + quote(err.string());
-  const int status = std::system(cmd.c_str());
-  Result r;
-  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  r.out = read_file(out);
-  r.err = read_file(err);
-  return r;
+  return statetune::test_support::run_shell(
+      std::string(STATETUNE_ENGINE_BIN) + " " + args + (threads ? " --threads 1" : ""), scratch());
 }
-
-std::string describe(const Result& r) { return "exit " + std::to_string(r.code) + "\nstdout:\n" + r.out + "\nstderr:\n" + r.err; }
 
 fs::path tiny_model() {
   const fs::path dir = scratch() / "model";
@@ -115,8 +93,8 @@ TEST(TrainCli, CheckpointResumeReproducesTheUninterruptedAdapter) {
   ASSERT_EQ(rest.code, 0) << describe(rest);
   EXPECT_NE(rest.out.find("step 9/9"), std::string::npos) << rest.out;
   // Same tensors: compare the two files' tensor bytes through the optimizer-state files' params.
-  const std::string a = read_file(scratch() / "ck-full" / "trainer_state.safetensors");
-  const std::string b = read_file(scratch() / "ck-part" / "trainer_state.safetensors");
+  const std::string a = slurp(scratch() / "ck-full" / "trainer_state.safetensors");
+  const std::string b = slurp(scratch() / "ck-part" / "trainer_state.safetensors");
   EXPECT_EQ(a, b);
 }
 
