@@ -2,7 +2,8 @@
 # Installs every Debian package statetune needs, then configures and builds it (idempotent).
 # Usage: scripts/setup.sh [build-dir]     (default: build)
 # Environment: STATETUNE_SKIP_APT=1 skips the package step (e.g. inside the Docker build's later
-# stages); STATETUNE_JOBS overrides the build parallelism.
+# stages); STATETUNE_JOBS overrides the build parallelism; STATETUNE_DEPS_ONLY=1 installs and stops
+# (the Dockerfile's first stage); STATETUNE_NO_TEST_TOOLS=1 leaves out what only the tests need.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD_DIR=${1:-build}
@@ -14,6 +15,14 @@ PACKAGES=(
   libspdlog-dev libfmt-dev prometheus-cpp-dev libgtest-dev libgmock-dev libbenchmark-dev
   nlohmann-json3-dev libsqlite3-dev jq
 )
+# Only the tests need these (tests/deploy): a real Prometheus, kubectl for `kubectl kustomize`, npm for
+# the offline manifest validator. kubectl and npm may already be on the machine from elsewhere (a newer
+# kubectl, NodeSource's Node.js with its own npm); Debian's packages are added only where they are not.
+if [[ "${STATETUNE_NO_TEST_TOOLS:-0}" != 1 ]]; then
+  PACKAGES+=(prometheus)
+  command -v kubectl >/dev/null || PACKAGES+=(kubernetes-client)
+  command -v npm >/dev/null || PACKAGES+=(npm)
+fi
 
 if [[ "${STATETUNE_SKIP_APT:-0}" != 1 ]]; then
   missing=()
@@ -34,6 +43,18 @@ if command -v update-alternatives >/dev/null; then
     target=$(update-alternatives --list "$alt" 2>/dev/null | grep openblas-pthread | head -n1 || true)
     [[ -n "$target" ]] && update-alternatives --set "$alt" "$target" >/dev/null 2>&1 || true
   done
+fi
+
+if [[ "${STATETUNE_DEPS_ONLY:-0}" == 1 ]]; then
+  exit 0
+fi
+
+# The manifest validator's npm packages, pinned by its package-lock.json, installed into the project
+# (tools/deploy-check/node_modules); reinstalled only when the lock file changed.
+if [[ "${STATETUNE_NO_TEST_TOOLS:-0}" != 1 ]]; then
+  if [[ ! tools/deploy-check/node_modules/.package-lock.json -nt tools/deploy-check/package-lock.json ]]; then
+    npm ci --prefix tools/deploy-check --no-audit --no-fund --loglevel=error
+  fi
 fi
 
 JOBS=${STATETUNE_JOBS:-$(nproc)}

@@ -1,0 +1,114 @@
+# statetune images. Two targets:
+#   docker build --target cpu  -t statetune:cpu  .    Debian 12, Debian's CPU LibTorch
+#   docker build --target cuda -t statetune:cuda .    Debian 12 + NVIDIA's CUDA toolkit + a CUDA LibTorch
+# Both hold statetune-serve, statetune-train, the statetune client and statetune-engine, and run as the
+# non-root user statetune (uid 10001). The default command serves; run statetune-train by naming it:
+#   docker run -v $PWD/m:/model -v $PWD/tenants.json:/etc/statetune/tenants.json:ro -p 50051:50051 \
+#     statetune:cpu statetune-serve --model /model --listen 0.0.0.0:50051 --metrics-listen 0.0.0.0:9090
+# The model: models/default/ of the checkout is copied in when it exists (STATETUNE_MODEL points at
+# it); until it does, give --model / STATETUNE_MODEL a mounted folder. See docs/deploy.md.
+#
+# Dependencies come from scripts/setup.sh, the one list CI installs and builds with too, so CI
+# exercises these steps on every run (without Docker itself).
+
+ARG DEBIAN_IMAGE=debian:12
+
+# ---- Debian packages (setup.sh's list), no build -------------------------------------------------
+FROM ${DEBIAN_IMAGE} AS deps
+WORKDIR /src
+COPY scripts/setup.sh scripts/setup.sh
+# STATETUNE_DEPS_ONLY: install the packages and stop; STATETUNE_NO_TEST_TOOLS: leave out what only
+# the test suite needs (prometheus, kubectl, npm and the manifest validator).
+RUN STATETUNE_DEPS_ONLY=1 STATETUNE_NO_TEST_TOOLS=1 scripts/setup.sh \
+    && rm -rf /var/lib/apt/lists/*
+
+# ---- CPU build -----------------------------------------------------------------------------------
+FROM deps AS build
+ARG STATETUNE_JOBS=
+COPY . /src
+RUN STATETUNE_SKIP_APT=1 STATETUNE_NO_TEST_TOOLS=1 \
+    STATETUNE_CMAKE_ARGS="-DSTATETUNE_BUILD_TESTS=OFF -DSTATETUNE_CUDA=OFF" \
+    scripts/setup.sh /build \
+    && mkdir -p /out/bin /out/models \
+    && cp /build/server/serving/statetune-serve /build/server/training/statetune-train \
+          /build/client/statetune /build/server/engine/tools/statetune-engine /out/bin/ \
+    && if [ -d models/default ]; then cp -r models/default /out/models/default; fi
+
+# ---- CPU image -----------------------------------------------------------------------------------
+FROM deps AS cpu
+RUN groupadd --gid 10001 statetune \
+    && useradd --uid 10001 --gid 10001 --no-create-home --home-dir /var/lib/statetune \
+               --shell /usr/sbin/nologin statetune \
+    && mkdir -p /var/lib/statetune/adapters /var/lib/statetune/train /etc/statetune \
+    && chown -R statetune:statetune /var/lib/statetune
+COPY --from=build /out/bin/ /usr/local/bin/
+COPY --from=build /out/models/ /opt/statetune/models/
+# Per-binary settings only (STATETUNE_LISTEN would be read by both services, so the listen addresses
+# are flags in CMD below, and Kubernetes sets them through its ConfigMaps).
+ENV STATETUNE_MODEL=/opt/statetune/models/default \
+    STATETUNE_TENANTS_FILE=/etc/statetune/tenants.json \
+    STATETUNE_ADAPTERS_DIR=/var/lib/statetune/adapters \
+    STATETUNE_DATA_DIR=/var/lib/statetune/train \
+    STATETUNE_HEALTH_ADDR=127.0.0.1:50051
+USER 10001:10001
+WORKDIR /var/lib/statetune
+EXPOSE 50051 9090 50061 9091
+# gRPC health through the client: NOT_SERVING (exit 1) while the model loads and while draining.
+# For a container running statetune-train set STATETUNE_HEALTH_ADDR=127.0.0.1:50061.
+HEALTHCHECK --interval=15s --timeout=5s --start-period=600s --retries=3 \
+    CMD statetune health --addr "$STATETUNE_HEALTH_ADDR" --timeout 3 || exit 1
+CMD ["statetune-serve", "--listen", "0.0.0.0:50051", "--metrics-listen", "0.0.0.0:9090"]
+
+# ---- CUDA toolkit + CUDA LibTorch on top of the same packages ------------------------------------
+# Debian's LibTorch is CPU-only, so this stage adds NVIDIA's CUDA repository for Debian 12 and a
+# cxx11-ABI CUDA LibTorch, which CMake prefers through CMAKE_PREFIX_PATH. The versions are build
+# arguments; match LIBTORCH_URL's CUDA version to CUDA_TOOLKIT.
+FROM deps AS cuda-deps
+ARG CUDA_KEYRING_URL=https://developer.download.nvidia.com/compute/cuda/repos/debian12/x86_64/cuda-keyring_1.1-1_all.deb
+ARG CUDA_TOOLKIT=cuda-toolkit-12-4
+ARG LIBTORCH_URL=https://download.pytorch.org/libtorch/cu124/libtorch-cxx11-abi-shared-with-deps-2.4.1%2Bcu124.zip
+RUN apt-get update -qq \
+    && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends wget unzip \
+    && wget -q -O /tmp/cuda-keyring.deb "$CUDA_KEYRING_URL" && dpkg -i /tmp/cuda-keyring.deb \
+    && apt-get update -qq \
+    && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$CUDA_TOOLKIT" \
+    && wget -q -O /tmp/libtorch.zip "$LIBTORCH_URL" && unzip -q /tmp/libtorch.zip -d /opt \
+    && rm -rf /tmp/*.deb /tmp/libtorch.zip /var/lib/apt/lists/*
+ENV PATH=/usr/local/cuda/bin:$PATH \
+    LD_LIBRARY_PATH=/opt/libtorch/lib
+
+FROM cuda-deps AS cuda-build
+ARG STATETUNE_JOBS=
+# Compute capabilities to compile the kernels for (80: A100, 89: L4/L40, 90: H100/H200).
+ARG CUDA_ARCHITECTURES=80;89;90
+COPY . /src
+RUN STATETUNE_SKIP_APT=1 STATETUNE_NO_TEST_TOOLS=1 \
+    STATETUNE_CMAKE_ARGS="-DSTATETUNE_BUILD_TESTS=OFF -DCMAKE_PREFIX_PATH=/opt/libtorch -DCMAKE_CUDA_ARCHITECTURES=${CUDA_ARCHITECTURES}" \
+    scripts/setup.sh /build \
+    && mkdir -p /out/bin /out/models \
+    && cp /build/server/serving/statetune-serve /build/server/training/statetune-train \
+          /build/client/statetune /build/server/engine/tools/statetune-engine /out/bin/ \
+    && if [ -d models/default ]; then cp -r models/default /out/models/default; fi
+
+FROM cuda-deps AS cuda
+RUN groupadd --gid 10001 statetune \
+    && useradd --uid 10001 --gid 10001 --no-create-home --home-dir /var/lib/statetune \
+               --shell /usr/sbin/nologin statetune \
+    && mkdir -p /var/lib/statetune/adapters /var/lib/statetune/train /etc/statetune \
+    && chown -R statetune:statetune /var/lib/statetune
+COPY --from=cuda-build /out/bin/ /usr/local/bin/
+COPY --from=cuda-build /out/models/ /opt/statetune/models/
+ENV STATETUNE_MODEL=/opt/statetune/models/default \
+    STATETUNE_TENANTS_FILE=/etc/statetune/tenants.json \
+    STATETUNE_ADAPTERS_DIR=/var/lib/statetune/adapters \
+    STATETUNE_DATA_DIR=/var/lib/statetune/train \
+    STATETUNE_DEVICE=cuda \
+    STATETUNE_HEALTH_ADDR=127.0.0.1:50051 \
+    NVIDIA_VISIBLE_DEVICES=all \
+    NVIDIA_DRIVER_CAPABILITIES=compute,utility
+USER 10001:10001
+WORKDIR /var/lib/statetune
+EXPOSE 50051 9090 50061 9091
+HEALTHCHECK --interval=15s --timeout=5s --start-period=600s --retries=3 \
+    CMD statetune health --addr "$STATETUNE_HEALTH_ADDR" --timeout 3 || exit 1
+CMD ["statetune-serve", "--listen", "0.0.0.0:50051", "--metrics-listen", "0.0.0.0:9090"]
