@@ -5,8 +5,9 @@
 # non-root user statetune (uid 10001). The default command serves; run statetune-train by naming it:
 #   docker run -v $PWD/m:/model -v $PWD/tenants.json:/etc/statetune/tenants.json:ro -p 50051:50051 \
 #     statetune:cpu statetune-serve --model /model --listen 0.0.0.0:50051 --metrics-listen 0.0.0.0:9090
-# The model: models/default/ of the checkout is copied in when it exists (STATETUNE_MODEL points at
-# it); until it does, give --model / STATETUNE_MODEL a mounted folder. See docs/deploy.md.
+# The model: models/default/ of the checkout is copied to /usr/local/share/statetune/models/default
+# when it exists, where the binaries look when no --model / STATETUNE_MODEL is given (see
+# server/engine/model/default_model.h); without it, give --model / STATETUNE_MODEL a mounted folder.
 #
 # Dependencies come from scripts/setup.sh, the one list CI installs and builds with too, so CI
 # exercises these steps on every run (without Docker itself).
@@ -42,11 +43,10 @@ RUN groupadd --gid 10001 statetune \
     && mkdir -p /var/lib/statetune/adapters /var/lib/statetune/train /etc/statetune \
     && chown -R statetune:statetune /var/lib/statetune
 COPY --from=build /out/bin/ /usr/local/bin/
-COPY --from=build /out/models/ /opt/statetune/models/
+COPY --from=build /out/models/ /usr/local/share/statetune/models/
 # Per-binary settings only (STATETUNE_LISTEN would be read by both services, so the listen addresses
 # are flags in CMD below, and Kubernetes sets them through its ConfigMaps).
-ENV STATETUNE_MODEL=/opt/statetune/models/default \
-    STATETUNE_TENANTS_FILE=/etc/statetune/tenants.json \
+ENV STATETUNE_TENANTS_FILE=/etc/statetune/tenants.json \
     STATETUNE_ADAPTERS_DIR=/var/lib/statetune/adapters \
     STATETUNE_DATA_DIR=/var/lib/statetune/train \
     STATETUNE_HEALTH_ADDR=127.0.0.1:50051
@@ -97,9 +97,8 @@ RUN groupadd --gid 10001 statetune \
     && mkdir -p /var/lib/statetune/adapters /var/lib/statetune/train /etc/statetune \
     && chown -R statetune:statetune /var/lib/statetune
 COPY --from=cuda-build /out/bin/ /usr/local/bin/
-COPY --from=cuda-build /out/models/ /opt/statetune/models/
-ENV STATETUNE_MODEL=/opt/statetune/models/default \
-    STATETUNE_TENANTS_FILE=/etc/statetune/tenants.json \
+COPY --from=cuda-build /out/models/ /usr/local/share/statetune/models/
+ENV STATETUNE_TENANTS_FILE=/etc/statetune/tenants.json \
     STATETUNE_ADAPTERS_DIR=/var/lib/statetune/adapters \
     STATETUNE_DATA_DIR=/var/lib/statetune/train \
     STATETUNE_DEVICE=cuda \

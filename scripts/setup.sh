@@ -15,11 +15,11 @@ PACKAGES=(
   libspdlog-dev libfmt-dev prometheus-cpp-dev libgtest-dev libgmock-dev libbenchmark-dev
   nlohmann-json3-dev libsqlite3-dev jq
 )
-# Only the tests need these (tests/deploy): a real Prometheus, kubectl for `kubectl kustomize`, npm for
+# Only the tests need these (tests/deploy): a real Prometheus (and curl to query it), kubectl for `kubectl kustomize`, npm for
 # the offline manifest validator. kubectl and npm may already be on the machine from elsewhere (a newer
 # kubectl, NodeSource's Node.js with its own npm); Debian's packages are added only where they are not.
 if [[ "${STATETUNE_NO_TEST_TOOLS:-0}" != 1 ]]; then
-  PACKAGES+=(prometheus)
+  PACKAGES+=(prometheus curl)
   command -v kubectl >/dev/null || PACKAGES+=(kubernetes-client)
   command -v npm >/dev/null || PACKAGES+=(npm)
 fi
