@@ -104,7 +104,7 @@ CHECKS=(
   'up{job="statetune-train"} == 1'
   'statetune_up{job="statetune-serve"} == 1'
   "sum(statetune_requests_total{job=\"statetune-serve\",tenant=\"acme\",status=\"ok\"}) >= $N"
-  'sum(statetune_requests_total{job="statetune-serve",tenant="acme",status="NOT_FOUND"}) >= 1'
+  'sum(statetune_requests_total{job="statetune-serve",tenant="acme",status="not_found"}) >= 1'
   "sum(statetune_generated_tokens_total{tenant=\"acme\"}) >= $((N * 4))"
   "sum(statetune_time_to_first_token_seconds_count{tenant=\"acme\"}) >= $N"
   "sum(statetune_request_duration_seconds_count{tenant=\"acme\"}) >= $N"
