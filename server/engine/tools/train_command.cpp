@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "server/engine/model/default_model.h"
 #include "server/engine/adapters/adapter.h"
 #include "server/engine/model/mamba_model.h"
 #include "server/engine/tasks/datasets.h"
@@ -73,6 +74,8 @@ void seeded_shuffle(std::vector<TextExample>& v, uint64_t seed) {
 }  // namespace
 
 int run_train(CliArgs& args) {
+  const std::string methods = args.str("methods", "state_offset");
+  if (methods == "full") return run_train_full(args);
 #if defined(__GLIBC__)
   // Autograd allocates its activations and gradients afresh every step (tens of MB: the logits alone
   // are rows x 50k floats). glibc would mmap and unmap each of them, page-faulting the memory in again
@@ -81,7 +84,7 @@ int run_train(CliArgs& args) {
   mallopt(M_TRIM_THRESHOLD, 1 << 30);
   mallopt(M_TOP_PAD, 256 << 20);
 #endif
-  const std::string model_dir = args.required("model");
+  const std::string model_dir = engine::model_dir_or_default(args.str("model", "")).string();
   const std::string data = args.str("data", "");
   const std::string dataset = args.str("dataset", "");
   const std::string split = args.str("split", "train");
@@ -96,7 +99,7 @@ int run_train(CliArgs& args) {
   const at::ScalarType dtype = parse_dtype("dtype", args.str("dtype", "f32"), "f32|bf16");
   const at::ScalarType disk_dtype = parse_dtype("adapter-dtype", args.str("adapter-dtype", "f32"), "f32|bf16");
   engine::training::TrainerOptions o;
-  o.methods = engine::parse_methods(args.str("methods", "state_offset"));
+  o.methods = engine::parse_methods(methods);
   const double lr_all = args.number("lr", 0.0);
   o.lr_state_offset = args.number("lr-state-offset", lr_all);
   o.lr_output_offset = args.number("lr-output-offset", lr_all);

@@ -22,6 +22,17 @@ at::Tensor one_slot(const at::Tensor& t, int64_t layer) {
   return t.defined() ? t.select(0, layer).unsqueeze(0) : at::Tensor();
 }
 
+const at::Tensor& weight(const std::map<std::string, at::Tensor>& w, const std::string& name,
+                         at::IntArrayRef shape) {
+  const auto it = w.find(name);
+  if (it == w.end()) throw std::invalid_argument("TrainableMamba: weight " + name + " is missing");
+  if (it->second.sizes() != shape || it->second.scalar_type() != at::kFloat) {
+    throw std::invalid_argument("TrainableMamba: weight " + name + " must be fp32 of shape " +
+                                c10::str(shape) + ", got " + c10::str(it->second.sizes()));
+  }
+  return it->second;
+}
+
 }  // namespace
 
 std::vector<at::Tensor> AdapterTensors::defined() const {
@@ -69,6 +80,49 @@ TrainableMamba::TrainableMamba(const MambaModel& model, int64_t scan_chunk)
   }
 }
 
+TrainableMamba::TrainableMamba(const MambaConfig& config, const std::map<std::string, at::Tensor>& weights,
+                               int64_t scan_chunk)
+    : config_(config), dtype_(at::kFloat), scan_chunk_(scan_chunk), hf_weights_(weights) {
+  if (scan_chunk < 1) throw std::invalid_argument("TrainableMamba: scan_chunk must be >= 1");
+  const int64_t V = config_.vocab_size, M = config_.d_model;
+  embedding_ = weight(weights, "backbone.embeddings.weight", {V, M});
+  device_ = embedding_.device();
+  lm_head_ = config_.tie_embeddings ? embedding_ : weight(weights, "lm_head.weight", {V, M});
+  norm_f_ = weight(weights, "backbone.norm_f.weight", {M});
+  for (int64_t i = 0; i < config_.n_layer; ++i) layer(i);  // checks every layer's weights now
+}
+
+TrainableMamba::Layer TrainableMamba::layer(int64_t i) const {
+  if (hf_weights_.empty()) return layers_[static_cast<size_t>(i)];
+  const MambaConfig& c = config_;
+  const int64_t M = c.d_model, D = c.d_inner, N = c.d_state, K = c.d_conv, R = c.dt_rank;
+  const std::map<std::string, at::Tensor>& w = hf_weights_;
+  const std::string p = "backbone.layers." + std::to_string(i) + ".";
+  Layer l;
+  l.norm = weight(w, p + "norm.weight", {M});
+  const at::Tensor& in = weight(w, p + "mixer.in_proj.weight", {2 * D, M});
+  l.in_x = in.narrow(0, 0, D);
+  l.in_z = in.narrow(0, D, D);
+  if (c.proj_bias) {
+    const at::Tensor& in_b = weight(w, p + "mixer.in_proj.bias", {2 * D});
+    l.in_x_b = in_b.narrow(0, 0, D);
+    l.in_z_b = in_b.narrow(0, D, D);
+  }
+  l.conv_w = weight(w, p + "mixer.conv1d.weight", {D, 1, K}).reshape({D, K});
+  if (c.conv_bias) l.conv_b = weight(w, p + "mixer.conv1d.bias", {D});
+  const at::Tensor& xp = weight(w, p + "mixer.x_proj.weight", {R + 2 * N, D});
+  l.x_dt = xp.narrow(0, 0, R);
+  l.x_B = xp.narrow(0, R, N);
+  l.x_C = xp.narrow(0, R + N, N);
+  l.dt_w = weight(w, p + "mixer.dt_proj.weight", {D, R});
+  l.dt_b = weight(w, p + "mixer.dt_proj.bias", {D});
+  l.A = weight(w, p + "mixer.A_log", {D, N}).exp().neg();
+  l.Dskip = weight(w, p + "mixer.D", {D});
+  l.out_w = weight(w, p + "mixer.out_proj.weight", {M, D});
+  if (c.proj_bias) l.out_b = weight(w, p + "mixer.out_proj.bias", {M});
+  return l;
+}
+
 at::Tensor TrainableMamba::hidden(const at::Tensor& tokens, const at::Tensor& lengths,
                                   const AdapterTensors& adapter) const {
   if (!tokens.defined() || tokens.dim() != 2 || tokens.scalar_type() != at::kLong) {
@@ -111,7 +165,7 @@ at::Tensor TrainableMamba::hidden(const at::Tensor& tokens, const at::Tensor& le
   const at::Tensor zero_bias = at::zeros({D}, f32);
   at::Tensor h = at::index_select(embedding_, 0, tok).to(at::kFloat);  // [T, M] residual, fp32
   for (int64_t i = 0; i < config_.n_layer; ++i) {
-    const Layer& l = layers_[static_cast<size_t>(i)];
+    const Layer l = layer(i);
     const at::Tensor normed = rmsnorm(h, l.norm, config_.norm_eps, dtype_);
     const at::Tensor x = linear(normed, l.in_x, l.in_x_b).view({B, L, D});
     const at::Tensor z = linear(normed, l.in_z, l.in_z_b).view({B, L, D});

@@ -6,6 +6,10 @@
 //
 // One adapter is trained at a time, so the slot machinery of inference is not needed: every row reads
 // "slot 0" of a one-slot view of the trainable tensors.
+//
+// Full-parameter mode (pretraining, full fine-tuning): constructed from Hugging Face-named weight
+// tensors that are themselves autograd leaves; every forward derives the per-layer pieces (the halves
+// of in_proj, the parts of x_proj, A = -exp(A_log)) from them afresh, so gradients reach every weight.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -35,6 +39,14 @@ class TrainableMamba {
   // Keeps views of `model`'s weights: the model must outlive this object.
   explicit TrainableMamba(const MambaModel& model, int64_t scan_chunk = 64);
 
+  // Full-parameter mode. `weights`: fp32 tensors named as in random_weights / a HF checkpoint
+  // (backbone.embeddings.weight, backbone.layers.i.mixer.in_proj.weight, ...; lm_head.weight only when
+  // untied), usually leaves that require grad. The tensors are shared, not copied: an optimizer
+  // updating them in place changes the next forward. Throws std::invalid_argument on a missing or
+  // mis-shaped tensor.
+  TrainableMamba(const MambaConfig& config, const std::map<std::string, at::Tensor>& weights,
+                 int64_t scan_chunk = 64);
+
   const MambaConfig& config() const { return config_; }
   at::Device device() const { return device_; }
   at::ScalarType dtype() const { return dtype_; }
@@ -57,12 +69,15 @@ class TrainableMamba {
     at::Tensor norm, in_x, in_z, in_x_b, in_z_b, conv_w, conv_b, x_dt, x_B, x_C, dt_w, dt_b, A,
         Dskip, out_w, out_b;
   };
+  // Layer i's pieces: the stored views of a frozen model, or derived from hf_weights_ (full mode).
+  Layer layer(int64_t i) const;
   MambaConfig config_;
   at::Device device_ = at::kCPU;
   at::ScalarType dtype_ = at::kFloat;
   int64_t scan_chunk_;
   at::Tensor embedding_, lm_head_, norm_f_;
-  std::vector<Layer> layers_;
+  std::vector<Layer> layers_;                      // frozen mode
+  std::map<std::string, at::Tensor> hf_weights_;   // full mode (empty otherwise)
 };
 
 }  // namespace statetune::engine::training

@@ -1,0 +1,255 @@
+#include "server/engine/training/full_trainer.h"
+
+#include <ATen/core/grad_mode.h>
+#include <nlohmann/json.hpp>
+
+#include <chrono>
+#include <cmath>
+#include <fstream>
+#include <random>
+#include <stdexcept>
+
+#include "server/engine/training/trainable_mamba.h"
+
+namespace statetune::engine::training {
+namespace {
+
+constexpr double kPi = 3.14159265358979323846;
+
+// Linear warm-up, then cosine from 1 down to `floor` at `total`.
+double lr_multiplier(int64_t step, int64_t warmup, int64_t total, double floor) {
+  if (step < warmup) return static_cast<double>(step + 1) / static_cast<double>(warmup);
+  if (total <= warmup) return 1.0;
+  const double progress = std::min(1.0, static_cast<double>(step - warmup) / static_cast<double>(total - warmup));
+  return floor + (1.0 - floor) * 0.5 * (1.0 + std::cos(kPi * progress));
+}
+
+// Matrices and the embedding decay; norms, biases, A_log and D do not (mamba_ssm's _no_weight_decay).
+bool decays(const std::string& name, const at::Tensor& t) {
+  const auto ends_with = [&name](const std::string& s) {
+    return name.size() >= s.size() && name.compare(name.size() - s.size(), s.size(), s) == 0;
+  };
+  return t.dim() >= 2 && !ends_with("A_log");
+}
+
+// Windows [B, L] of inputs and their next-token targets, starting at `offsets`.
+std::pair<at::Tensor, at::Tensor> windows(const std::vector<int32_t>& stream, const std::vector<int64_t>& offsets,
+                                          int64_t L) {
+  const int64_t B = static_cast<int64_t>(offsets.size());
+  at::Tensor in = at::empty({B, L}, at::kLong), tg = at::empty({B, L}, at::kLong);
+  int64_t* pi = in.data_ptr<int64_t>();
+  int64_t* pt = tg.data_ptr<int64_t>();
+  for (int64_t b = 0; b < B; ++b) {
+    const int32_t* s = stream.data() + offsets[static_cast<size_t>(b)];
+    for (int64_t t = 0; t < L; ++t) {
+      pi[b * L + t] = s[t];
+      pt[b * L + t] = s[t + 1];
+    }
+  }
+  return {in, tg};
+}
+
+at::Tensor window_loss(const TrainableMamba& net, const at::Tensor& in, const at::Tensor& tg) {
+  const int64_t B = in.size(0), L = in.size(1);
+  const at::Tensor lengths = at::full({B}, L, at::kLong);
+  const at::Tensor hid = net.hidden(in, lengths, AdapterTensors{});
+  const at::Tensor logits = net.logits(hid.reshape({B * L, hid.size(2)}));
+  return at::cross_entropy_loss(logits, tg.reshape({B * L}));
+}
+
+}  // namespace
+
+FullModelTrainer::FullModelTrainer(const MambaConfig& config, const std::map<std::string, at::Tensor>& weights,
+                                   FullTrainOptions options)
+    : config_(config), options_(options) {
+  if (options_.seq_len < 2 || options_.batch_size < 1 || options_.steps < 1) {
+    throw std::invalid_argument("full trainer: seq_len >= 2, batch_size >= 1 and steps >= 1 are required");
+  }
+  if (!(options_.lr > 0) || options_.warmup_steps < 0 || options_.min_lr_ratio < 0 || options_.min_lr_ratio > 1) {
+    throw std::invalid_argument("full trainer: lr > 0, warmup_steps >= 0 and min_lr_ratio in [0, 1] are required");
+  }
+  if (options_.log_every < 1) options_.log_every = 1;
+  for (const auto& [name, t] : weights) {
+    // A tied lm_head is the embedding itself; a separate copy would train two tensors.
+    if (config_.tie_embeddings && name == "lm_head.weight") continue;
+    at::Tensor leaf = t.to(at::kCPU, at::kFloat, false, /*copy=*/true).contiguous();
+    leaf.set_requires_grad(true);
+    params_[name] = leaf;
+  }
+  TrainableMamba check(config_, params_, options_.scan_chunk);  // refuses missing or mis-shaped weights
+}
+
+int64_t FullModelTrainer::parameter_count() const {
+  int64_t n = 0;
+  for (const auto& [name, t] : params_) n += t.numel();
+  return n;
+}
+
+std::map<std::string, at::Tensor> FullModelTrainer::weights() const {
+  std::map<std::string, at::Tensor> out;
+  for (const auto& [name, t] : params_) out[name] = t.detach().clone();
+  return out;
+}
+
+double FullModelTrainer::heldout_loss(const std::vector<int32_t>& tokens, int64_t windows_wanted) const {
+  at::NoGradGuard no_grad;
+  const int64_t L = options_.seq_len;
+  const int64_t available = (static_cast<int64_t>(tokens.size()) - 1) / L;
+  const int64_t n = std::min(windows_wanted, available);
+  if (n < 1) throw std::invalid_argument("full trainer: the held-out stream is shorter than one window");
+  TrainableMamba net(config_, params_, options_.scan_chunk);
+  double sum = 0;
+  for (int64_t i = 0; i < n; i += options_.batch_size) {
+    std::vector<int64_t> offsets;
+    for (int64_t j = i; j < std::min(n, i + options_.batch_size); ++j) offsets.push_back(j * L);
+    const auto [in, tg] = windows(tokens, offsets, L);
+    sum += window_loss(net, in, tg).item<double>() * static_cast<double>(offsets.size());
+  }
+  return sum / static_cast<double>(n);
+}
+
+FullTrainResult FullModelTrainer::train(const std::vector<int32_t>& train_tokens,
+                                        const std::vector<int32_t>& heldout_tokens,
+                                        const FullTrainCallback& callback, const std::function<bool()>& stop) {
+  using Clock = std::chrono::steady_clock;
+  const FullTrainOptions& o = options_;
+  const int64_t L = o.seq_len, B = o.batch_size;
+  const int64_t span = static_cast<int64_t>(train_tokens.size()) - L - 1;
+  if (span < 1) throw std::invalid_argument("full trainer: the training stream is shorter than one window");
+  for (int32_t t : train_tokens) {
+    if (t < 0 || t >= config_.vocab_size) throw std::invalid_argument("full trainer: token id outside the vocabulary");
+  }
+  TrainableMamba net(config_, params_, o.scan_chunk);
+  std::map<std::string, at::Tensor> m1, m2;
+  for (const auto& [name, p] : params_) {
+    m1[name] = at::zeros_like(p);
+    m2[name] = at::zeros_like(p);
+  }
+  FullTrainResult result;
+  result.initial_heldout_loss = heldout_loss(heldout_tokens, o.eval_windows);
+  result.heldout_curve.emplace_back(0, result.initial_heldout_loss);
+  const auto t0 = Clock::now();
+  auto elapsed = [&] { return std::chrono::duration<double>(Clock::now() - t0).count(); };
+  int64_t total = o.steps;
+  std::vector<double> recent;
+  FullTrainProgress p;
+
+  auto evaluate = [&](int64_t step) {
+    const double h = heldout_loss(heldout_tokens, o.eval_windows);
+    result.heldout_curve.emplace_back(step, h);
+    result.heldout_loss = h;
+    if (callback) {
+      FullTrainProgress e = p;
+      e.evaluation = true;
+      e.heldout_loss = h;
+      e.elapsed_s = elapsed();
+      callback(e, params_);
+    }
+  };
+
+  int64_t step = 0;
+  for (; step < total; ++step) {
+    if (stop && stop()) break;
+    // A time budget sets the schedule's length once the step time is known, so the cosine still ends
+    // at its floor instead of being cut off at a high learning rate.
+    if (o.max_seconds > 0 && step == 10) {
+      const double per_step = elapsed() / 10.0;
+      total = std::max<int64_t>(step + 1, std::min<int64_t>(o.steps, static_cast<int64_t>(o.max_seconds / per_step)));
+    }
+    std::mt19937_64 rng(o.seed * 0x9E3779B97F4A7C15ull + static_cast<uint64_t>(step) + 1);
+    std::vector<int64_t> offsets(static_cast<size_t>(B));
+    for (auto& off : offsets) off = static_cast<int64_t>(rng() % static_cast<uint64_t>(span + 1));
+    const auto [in, tg] = windows(train_tokens, offsets, L);
+    for (auto& [name, prm] : params_) prm.mutable_grad() = at::Tensor();
+    const at::Tensor loss = window_loss(net, in, tg);
+    loss.backward();
+    const double l = loss.item<double>();
+    if (!std::isfinite(l)) {
+      throw std::runtime_error("full trainer: the loss became " + std::to_string(l) + " at step " +
+                               std::to_string(step + 1) + " (learning rate too high?)");
+    }
+    double grad_norm = 0;
+    const double mult = lr_multiplier(step, o.warmup_steps, total, o.min_lr_ratio);
+    {
+      at::NoGradGuard no_grad;
+      double sq = 0;
+      for (const auto& [name, prm] : params_) {
+        if (prm.grad().defined()) sq += prm.grad().pow(2).sum().item<double>();
+      }
+      grad_norm = std::sqrt(sq);
+      const double clip = o.grad_clip > 0 && grad_norm > o.grad_clip ? o.grad_clip / (grad_norm + 1e-6) : 1.0;
+      const double lr = o.lr * mult;
+      const double bc1 = 1.0 - std::pow(o.beta1, static_cast<double>(step + 1));
+      const double bc2 = 1.0 - std::pow(o.beta2, static_cast<double>(step + 1));
+      for (auto& [name, prm] : params_) {
+        if (!prm.grad().defined()) continue;
+        const at::Tensor g = clip < 1.0 ? prm.grad() * clip : prm.grad();
+        if (o.weight_decay != 0 && decays(name, prm)) prm.mul_(1.0 - lr * o.weight_decay);
+        m1[name].mul_(o.beta1).add_(g, 1.0 - o.beta1);
+        m2[name].mul_(o.beta2).addcmul_(g, g, 1.0 - o.beta2);
+        const at::Tensor denom = (m2[name].sqrt() / std::sqrt(bc2)).add_(o.eps);
+        prm.addcdiv_(m1[name], denom, -lr / bc1);
+      }
+    }
+    result.tokens += B * L;
+    recent.push_back(l);
+    if (recent.size() > 50) recent.erase(recent.begin());
+    p.step = step + 1;
+    p.total_steps = total;
+    p.loss = l;
+    p.lr = o.lr * mult;
+    p.grad_norm = grad_norm;
+    p.tokens = result.tokens;
+    p.elapsed_s = elapsed();
+    p.tokens_per_s = p.elapsed_s > 0 ? static_cast<double>(result.tokens) / p.elapsed_s : 0;
+    if (callback && (p.step % o.log_every == 0 || p.step == total)) callback(p, params_);
+    if (o.eval_every > 0 && p.step % o.eval_every == 0 && p.step != total) evaluate(p.step);
+    if (o.max_seconds > 0 && elapsed() > o.max_seconds * 1.1) {
+      ++step;
+      break;
+    }
+  }
+  result.steps = step;
+  result.seconds = elapsed();
+  double s = 0;
+  for (double v : recent) s += v;
+  result.final_train_loss = recent.empty() ? 0 : s / static_cast<double>(recent.size());
+  evaluate(step);
+  return result;
+}
+
+std::vector<int32_t> tokenize_documents(const std::filesystem::path& jsonl,
+                                        const std::function<std::vector<int32_t>(const std::string&)>& encode,
+                                        int32_t eos_id, int64_t max_tokens) {
+  std::ifstream in(jsonl);
+  if (!in) throw std::runtime_error(jsonl.string() + ": cannot open");
+  std::vector<int32_t> out;
+  std::string line;
+  int64_t line_no = 0;
+  while (std::getline(in, line)) {
+    ++line_no;
+    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+    nlohmann::json j;
+    try {
+      j = nlohmann::json::parse(line);
+    } catch (const std::exception& e) {
+      throw std::runtime_error(jsonl.string() + ":" + std::to_string(line_no) + ": not JSON: " + e.what());
+    }
+    std::string text;
+    if (j.is_object() && j.contains("text") && j["text"].is_string()) {
+      text = j["text"].get<std::string>();
+    } else if (j.is_object() && j.contains("prompt") && j.contains("completion")) {
+      text = j["prompt"].get<std::string>() + "\n" + j["completion"].get<std::string>();
+    } else {
+      throw std::runtime_error(jsonl.string() + ":" + std::to_string(line_no) +
+                               ": expected {\"text\": ...} or {\"prompt\", \"completion\"}");
+    }
+    const std::vector<int32_t> ids = encode(text);
+    out.insert(out.end(), ids.begin(), ids.end());
+    out.push_back(eos_id);
+    if (max_tokens > 0 && static_cast<int64_t>(out.size()) >= max_tokens) break;
+  }
+  return out;
+}
+
+}  // namespace statetune::engine::training
