@@ -5,6 +5,7 @@
 #include <exception>
 #include <thread>
 
+#include "server/engine/model/default_model.h"
 #include "server/common/config.h"
 #include "server/common/logging.h"
 #include "server/common/shutdown.h"
@@ -16,7 +17,7 @@ int main(int argc, char** argv) {
   common::FlagSet flags("statetune-serve", "Serve a Mamba model with per-tenant adapters over gRPC.");
   flags.add("listen", "127.0.0.1:50051", "gRPC address host:port (port 0 picks a free one)");
   flags.add("metrics-listen", "127.0.0.1:9090", "Prometheus /metrics address host:port; 'off' disables it");
-  flags.add("model", "", "model folder (config.json + model.safetensors) [required]");
+  flags.add("model", "", "model folder (config.json + model.safetensors); default: the shipped models/default");
   flags.add("tokenizer", "", "tokenizer.json (default: <model>/tokenizer.json)");
   flags.add("adapters-dir", "adapters", "adapter store folder (created if missing; reloaded on restart)");
   flags.add("tenants-file", "", "tenants and hashed API keys, JSON (see server/serving/auth.h) [required]");
@@ -47,7 +48,7 @@ int main(int argc, char** argv) {
     serving::ServerOptions o;
     o.listen = flags.str("listen");
     o.metrics_listen = flags.str("metrics-listen") == "off" ? "" : flags.str("metrics-listen");
-    o.model_dir = flags.str("model");
+    o.model_dir = engine::model_dir_or_default(flags.str("model"));
     o.tokenizer_path = flags.str("tokenizer");
     o.adapters_dir = flags.str("adapters-dir");
     o.tenants_file = flags.str("tenants-file");

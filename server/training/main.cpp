@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <exception>
 
+#include "server/engine/model/default_model.h"
 #include "server/common/config.h"
 #include "server/common/logging.h"
 #include "server/common/shutdown.h"
@@ -18,7 +19,7 @@ int main(int argc, char** argv) {
   flags.add("listen", "127.0.0.1:50061", "gRPC address host:port (port 0 picks a free one)");
   flags.add("metrics-listen", "127.0.0.1:9091",
             "Prometheus /metrics address host:port; 'off' disables it");
-  flags.add("model", "", "model folder (config.json + model.safetensors) [required]");
+  flags.add("model", "", "model folder (config.json + model.safetensors); default: the shipped models/default");
   flags.add("tokenizer", "", "tokenizer.json (default: <model>/tokenizer.json)");
   flags.add("data-dir", "train-data",
             "jobs.db, data sets, checkpoints and trained adapters (created if missing)");
@@ -53,7 +54,7 @@ int main(int argc, char** argv) {
     training::TrainServiceOptions o;
     o.listen = flags.str("listen");
     o.metrics_listen = flags.str("metrics-listen") == "off" ? "" : flags.str("metrics-listen");
-    o.model_dir = flags.str("model");
+    o.model_dir = engine::model_dir_or_default(flags.str("model"));
     o.tokenizer_path = flags.str("tokenizer");
     o.data_dir = flags.str("data-dir");
     o.tenants_file = flags.str("tenants-file");
@@ -69,8 +70,7 @@ int main(int argc, char** argv) {
     o.checkpoint_every = flags.integer("checkpoint-every");
     o.log_every = flags.integer("log-every");
     o.ready_file = flags.str("ready-file");
-    if (o.model_dir.empty() || o.tenants_file.empty())
-      throw std::invalid_argument("--model and --tenants-file are required");
+    if (o.tenants_file.empty()) throw std::invalid_argument("--tenants-file is required");
     if (o.max_active_jobs < 1 || o.min_examples < 1 || o.checkpoint_every < 1 || o.log_every < 1) {
       throw std::invalid_argument(
           "--max-active-jobs, --min-examples, --checkpoint-every and --log-every must be >= 1");

@@ -23,6 +23,9 @@
 #include "server/engine/model/mamba_model.h"
 #include "server/engine/model/model_init.h"
 #include "server/engine/tools/commands.h"
+#ifdef STATETUNE_HAVE_TRAINER
+#include "server/engine/tools/train_step_bench.h"
+#endif
 
 namespace statetune::tools {
 
@@ -92,6 +95,7 @@ int run_bench(CliArgs& args) {
   const std::string device_name = args.str("device", "cpu");
   const int64_t seed = args.integer("seed", 0);
   const std::string json_to = args.str("json", "");
+  const int64_t train_rounds = args.integer("train-rounds", 3);
   const int threads = apply_threads(args);
   args.finish();
 
@@ -99,6 +103,7 @@ int run_bench(CliArgs& args) {
   if (prompt_len < 1) throw UsageError("--prompt-len must be >= 1");
   if (steps < 1) throw UsageError("--decode-steps must be >= 1");
   if (rounds < 1) throw UsageError("--rounds must be >= 1");
+  if (train_rounds < 0) throw UsageError("--train-rounds must be >= 0");
   if (methods.empty()) throw UsageError("--methods is empty");
   if (seed < 0) throw UsageError("--seed must be >= 0");
   at::Device device(at::kCPU);
@@ -233,6 +238,17 @@ int run_bench(CliArgs& args) {
   const Summary db = summarize(dec_base), dm = summarize(dec_mixed), dr = summarize(dec_ratio);
   const Summary pb = summarize(pre_base), pm = summarize(pre_mixed), pr = summarize(pre_ratio);
 
+  // --- training step / forward (state_offset adapter, loss on every position) -------------------
+  std::vector<double> train_fwd, train_step, train_ratio;
+#ifdef STATETUNE_HAVE_TRAINER
+  if (train_rounds > 0) {
+    const TrainStepTimes tt = measure_train_step(*model, prompt, train_rounds);
+    train_fwd = tt.forward_s;
+    train_step = tt.step_s;
+    for (size_t i = 0; i < train_fwd.size(); ++i) train_ratio.push_back(train_step[i] / train_fwd[i]);
+  }
+#endif
+
   // --- report --------------------------------------------------------------------------------
   std::printf("statetune-engine bench\n");
   std::printf("  model    %s: d_model %lld, n_layer %lld, vocab %lld, d_state %lld, d_inner %lld, "
@@ -262,6 +278,14 @@ int run_bench(CliArgs& args) {
               dr.median);
   std::printf("  prefill ratio mixed/no-adapter (paired per round): min %.4f, median %.4f\n", pr.min,
               pr.median);
+  if (!train_ratio.empty()) {
+    const Summary tf = summarize(train_fwd), ts = summarize(train_step), tr = summarize(train_ratio);
+    std::printf("\n  training step (state_offset, %lld x %lld tokens, forward + backward, loss on every "
+                "position) vs inference forward (prefill, all-position logits), %zu rounds:\n",
+                static_cast<long long>(batch), static_cast<long long>(prompt_len), train_ratio.size());
+    std::printf("  forward median %.3f s, training step median %.3f s, step/forward median %.2f (min %.2f, "
+                "max %.2f)\n", tf.median, ts.median, tr.median, tr.min, tr.max);
+  }
   std::fflush(stdout);
 
   if (!json_to.empty()) {
@@ -288,6 +312,10 @@ int run_bench(CliArgs& args) {
           {"prefill_no_adapter", pre_base},
           {"prefill_mixed", pre_mixed}}},
     };
+    if (!train_ratio.empty()) {
+      j["train_step"] = {{"forward_s", to_json(summarize(train_fwd))}, {"step_s", to_json(summarize(train_step))},
+                         {"step_over_forward", to_json(summarize(train_ratio))}};
+    }
     if (json_to == "true" || json_to == "-") {
       std::printf("%s\n", j.dump(2).c_str());
     } else {

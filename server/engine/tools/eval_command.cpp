@@ -11,6 +11,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "server/engine/model/default_model.h"
 #include "server/engine/adapters/adapter.h"
 #include "server/engine/model/mamba_model.h"
 #include "server/engine/tasks/datasets.h"
@@ -24,7 +25,7 @@ namespace statetune::tools {
 namespace fs = std::filesystem;
 
 int run_eval(CliArgs& args) {
-  const std::string model_dir = args.required("model");
+  const std::string model_dir = engine::model_dir_or_default(args.str("model", "")).string();
   const std::string adapter_file = args.str("adapter", "");
   const std::string data = args.str("data", "");
   const std::string dataset = args.str("dataset", "");

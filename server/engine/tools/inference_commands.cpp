@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "server/engine/model/default_model.h"
 #include "server/engine/adapters/adapter.h"
 #include "server/engine/adapters/adapter_pool.h"
 #include "server/engine/model/mamba_model.h"
@@ -72,7 +73,7 @@ void check_ids(const std::vector<int64_t>& ids, const engine::MambaConfig& confi
 }  // namespace
 
 int run_logits(CliArgs& args) {
-  const std::string model_dir = args.required("model");
+  const std::string model_dir = engine::model_dir_or_default(args.str("model", "")).string();
   const std::string adapter_file = args.str("adapter", "");
   const std::string tokens_flag = args.str("tokens", "");
   const std::string prompt = args.str("prompt", "");
@@ -131,7 +132,7 @@ int run_logits(CliArgs& args) {
 }
 
 int run_generate(CliArgs& args) {
-  const std::string model_dir = args.required("model");
+  const std::string model_dir = engine::model_dir_or_default(args.str("model", "")).string();
   const std::string adapter_file = args.str("adapter", "");
   const std::string prompt = args.required("prompt");
   const int64_t max_tokens = args.integer("max-tokens", 32);

@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <system_error>
 
+#include "server/engine/model/default_model.h"
 #include "server/engine/adapters/adapter.h"
 #include "server/engine/model/mamba_model.h"
 #include "server/engine/model/model_init.h"
@@ -46,7 +47,7 @@ int run_init_model(CliArgs& args) {
 }
 
 int run_init_adapter(CliArgs& args) {
-  const fs::path model_dir = args.required("model");
+  const fs::path model_dir = engine::model_dir_or_default(args.str("model", "")).string();
   const fs::path out = args.required("out");
   const std::vector<std::string> methods =
       engine::normalize_methods(args.list("methods", "state_offset,output_offset"));

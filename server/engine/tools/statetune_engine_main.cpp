@@ -52,10 +52,10 @@ Writes config.json + model.safetensors with seeded random weights (same seed -> 
 )"}},
       {"init-adapter",
        {run_init_adapter, "write a random non-zero adapter for a model",
-        R"(statetune-engine init-adapter --model DIR --out FILE [--methods LIST] [--seed S] [--scale X]
+        R"(statetune-engine init-adapter [--model DIR] --out FILE [--methods LIST] [--seed S] [--scale X]
 Writes an adapter with Normal(0, scale) tensors (or zeros with --zero: exactly the base model),
 tied to the loaded model's fingerprint, so another base model refuses it.
-  --model DIR        checkpoint folder (config.json + safetensors)
+  --model DIR        checkpoint folder (config.json + safetensors) (default: the shipped models/default, or $STATETUNE_MODEL)
   --out FILE         adapter file (.safetensors) to write
   --methods LIST     comma list of state_offset,output_offset,initial_state
                      (default state_offset,output_offset)
@@ -69,9 +69,9 @@ tied to the loaded model's fingerprint, so another base model refuses it.
 )"}},
       {"logits",
        {run_logits, "write the logits of one sequence as raw little-endian float32",
-        R"(statetune-engine logits --model DIR (--tokens 1,2,3 | --prompt TEXT) --out FILE
+        R"(statetune-engine logits [--model DIR] (--tokens 1,2,3 | --prompt TEXT) --out FILE
 Runs one prefill and writes float32 logits: the last position [V], or every position [L, V].
-  --model DIR        checkpoint folder
+  --model DIR        checkpoint folder (default: the shipped models/default, or $STATETUNE_MODEL)
   --adapter FILE     adapter file (default: none, the base model)
   --tokens LIST      comma list of token ids
   --prompt TEXT      text, encoded with --tokenizer (default DIR/tokenizer.json or the shared one)
@@ -83,9 +83,9 @@ Runs one prefill and writes float32 logits: the last position [V], or every posi
 )"}},
       {"generate",
        {run_generate, "greedy generation, streamed to stdout",
-        R"(statetune-engine generate --model DIR --prompt TEXT [--max-tokens N] [--adapter FILE]
+        R"(statetune-engine generate [--model DIR] --prompt TEXT [--max-tokens N] [--adapter FILE]
 Greedy decoding; the text is streamed to stdout as it is produced, stopping at end-of-text.
-  --model DIR        checkpoint folder
+  --model DIR        checkpoint folder (default: the shipped models/default, or $STATETUNE_MODEL)
   --adapter FILE     adapter file (default: none)
   --prompt TEXT      prompt text
   --max-tokens N     most new tokens (default 32)
@@ -111,16 +111,18 @@ process so drift cancels; plus prefill throughput (B x prompt-len tokens) for bo
   --dtype T          compute dtype f32|bf16 (default f32)
   --device D         cpu or cuda[:i] (default cpu)
   --seed S           (default 0)
+  --train-rounds N   also time a state_offset training step (forward + backward) against an
+                     inference forward of the same batch, N alternated rounds (default 3; 0 = skip)
   --json [FILE]      also print JSON to stdout, or write it to FILE
   --threads N        compute threads (default: hardware cores)
 )"}},
 #ifdef STATETUNE_HAVE_TRAINER
       {"train",
-       {run_train, "train a state-based adapter on JSONL or a named data set",
-        R"(statetune-engine train --model DIR (--data FILE.jsonl | --dataset NAME) --out ADAPTER [...]
+       {run_train, "train an adapter (or, --methods full, every weight) on JSONL or a named data set",
+        R"(statetune-engine train [--model DIR] (--data FILE.jsonl | --dataset NAME) --out ADAPTER [...]
 Trains an adapter of the frozen model: loss on the completion tokens of prompt + separator +
 completion + <|endoftext|>; AdamW, linear decay, gradient clipping 1.0. Ctrl-C stops after a step.
-  --model DIR            checkpoint folder
+  --model DIR            checkpoint folder (default: the shipped models/default, or $STATETUNE_MODEL)
   --data FILE.jsonl      {"prompt": ..., "completion": ...} lines
   --dataset NAME         a named set: glue/rte (or rte), sst2, cola, mrpc, qnli, qqp, mnli, samsum, dart,
                          spider (read from --datasets-dir, default shared/datasets); --split (train)
@@ -141,13 +143,24 @@ completion + <|endoftext|>; AdamW, linear decay, gradient clipping 1.0. Ctrl-C s
   --name, --version      adapter metadata;  --adapter-dtype f32|bf16 on disk (default f32)
   --dtype T              base compute dtype f32|bf16 (default f32)
   --tokenizer PATH  --threads N
+
+statetune-engine train --methods full --model DIR --data TEXT.jsonl --heldout-data TEXT.jsonl --out DIR
+Trains EVERY weight (pretraining / full fine-tuning) on {"text": ...} lines (documents joined by
+<|endoftext|>), next-token loss on random windows; AdamW (betas 0.9/0.95, decay on matrices), warm-up
+then cosine; writes a Hugging Face folder (config.json, model.safetensors, tokenizer.json,
+training_log.json), rewritten at every evaluation. --model is the starting point (e.g. init-model).
+  --max-length L (128)  --batch-size B (8)  --max-steps N (1000)  --max-seconds S (time budget: sets
+  the schedule's length from the measured step time)  --lr X (2e-3)  --min-lr-ratio X (0.1)
+  --warmup-steps N (100)  --weight-decay X (0.1)  --grad-clip X (1.0)  --seed S (0)
+  --eval-every N (100)  --eval-windows N (64)  --log-every N (10)  --max-tokens N (training stream cap)
+  --save-dtype bf16|f16|f32 (bf16)  --tokenizer PATH  --threads N
 )"}},
       {"eval",
        {run_eval, "generate on a data set and print the task metric",
-        R"(statetune-engine eval --model DIR [--adapter FILE] (--dataset NAME | --data FILE.jsonl) [...]
+        R"(statetune-engine eval [--model DIR] [--adapter FILE] (--dataset NAME | --data FILE.jsonl) [...]
 Greedy generation (prompt + separator), scored with the task's metrics (GLUE accuracy / MCC / F1,
 SAMSum ROUGE, DART BLEU, Spider exact match; JSONL data: exact match).
-  --model DIR  --adapter FILE (default none: the base model)
+  --model DIR (default: models/default or $STATETUNE_MODEL)  --adapter FILE (default none: the base model)
   --dataset NAME  --split S (validation)  --datasets-dir DIR  |  --data FILE.jsonl
   --max-examples N       the first N examples (default all)
   --max-new-tokens N     (default: per task)   --batch-size B (16)   --max-prompt-tokens N (1024)
