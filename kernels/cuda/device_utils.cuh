@@ -42,4 +42,23 @@ __device__ __forceinline__ int64_t clamp_length(const int64_t* lengths, int b, i
   return len < 0 ? 0 : (len > seqlen ? seqlen : len);
 }
 
+// Threads per block for kernels that give one thread to each (row, channel) and walk time
+// sequentially: fewer than max_threads when the grid would otherwise leave SMs idle (small batch),
+// since parallelism only comes from B x D. Host code.
+inline int pick_threads(int batch, int dim, int max_threads) {
+  int device = 0, sms = 0;
+  if (cudaGetDevice(&device) != cudaSuccess ||
+      cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess) {
+    cudaGetLastError();  // do not leave a sticky-looking error for the launch check
+    sms = 0;
+  }
+  int threads = max_threads;
+  while (threads > 32) {
+    const int64_t blocks = static_cast<int64_t>(batch) * ((dim + threads - 1) / threads);
+    if (blocks >= 2LL * sms) break;
+    threads /= 2;
+  }
+  return threads;
+}
+
 }  // namespace statetune::kernels::cuda_raw::detail

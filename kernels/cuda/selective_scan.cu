@@ -165,27 +165,9 @@ bool params_ok(const ScanParams& p, bool prefill) {
   return true;
 }
 
-// Fewer threads per block when the grid would otherwise leave SMs idle (small batch, prefill):
-// each block is sequential over time, so parallelism only comes from B x D.
-int pick_threads(int batch, int dim) {
-  int device = 0, sms = 0;
-  if (cudaGetDevice(&device) != cudaSuccess ||
-      cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess) {
-    cudaGetLastError();  // do not leave a sticky-looking error for the launch check
-    sms = 0;
-  }
-  int threads = kMaxThreads;
-  while (threads > 32) {
-    const int64_t blocks = static_cast<int64_t>(batch) * ((dim + threads - 1) / threads);
-    if (blocks >= 2LL * sms) break;
-    threads /= 2;
-  }
-  return threads;
-}
-
 template <typename T, int kN>
 cudaError_t launch_prefill(const ScanParams& p, cudaStream_t stream) {
-  const int threads = pick_threads(p.batch, p.dim);
+  const int threads = detail::pick_threads(p.batch, p.dim, kMaxThreads);
   const dim3 grid((p.dim + threads - 1) / threads, p.batch);
   const size_t smem = 2 * kScanChunkT * kN * sizeof(float);
   scan_prefill_kernel<T, kN><<<grid, threads, smem, stream>>>(p);

@@ -150,6 +150,16 @@ inline cudaError_t memcpy_(void* dst, const void* src, size_t bytes, cudaMemcpyK
   std::memcpy(dst, src, bytes);
   return cudaSuccess;
 }
+inline cudaError_t memset_async(void* p, int value, size_t bytes, cudaStream_t) {
+  std::memset(p, value, bytes);
+  return cudaSuccess;
+}
+// Threads run one at a time, so a plain add is atomic.
+inline float atomic_add(float* p, float v) {
+  const float old = *p;
+  *p = old + v;
+  return old;
+}
 inline cudaError_t synchronize() { return cudaSuccess; }
 inline const char* error_string(cudaError_t e) {
   return e == cudaSuccess ? "no error (emulated)" : "error (emulated)";
@@ -179,5 +189,7 @@ inline const char* error_string(cudaError_t e) {
 #define cudaMalloc(p, n) ::emu::malloc_(reinterpret_cast<void**>(p), n)
 #define cudaFree ::emu::free_
 #define cudaMemcpy ::emu::memcpy_
+#define cudaMemsetAsync ::emu::memset_async
+#define atomicAdd ::emu::atomic_add
 #define cudaDeviceSynchronize ::emu::synchronize
 #define cudaGetErrorString ::emu::error_string

@@ -2,6 +2,7 @@
 // (statetune::kernels::ref, CPU): random shapes, strided activation views, pool views with a slot
 // stride, cache views with a row stride, mixed slots, right padding, every adapter combination,
 // fp32 and bf16; and prefill == prefix prefill + decode steps == prefix prefill + resumed prefill.
+// The backward kernels (ssm_cuda_backward.cuh) are checked against the CPU backward the same way.
 // Device memory is managed here with cudaMalloc, so the test needs no CUDA LibTorch. Without a
 // device every GPU test skips (the kernels are still compiled and linked).
 #include <ATen/ATen.h>
@@ -11,6 +12,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
 #include <memory>
 #include <random>
 #include <sstream>
@@ -18,6 +20,8 @@
 #include <vector>
 
 #include "kernels/cuda/ssm_cuda.cuh"
+#include "kernels/cuda/ssm_cuda_backward.cuh"
+#include "kernels/ssm_backward.h"
 #include "kernels/ssm_kernels.h"
 
 namespace statetune::kernels {
@@ -512,6 +516,307 @@ TEST_F(KernelsCuda, PrefillEqualsPrefixThenStepsOrResume) {
              [](const raw::ConvParams& p) { return raw::causal_conv1d_prefill(p, nullptr); },
              [](const raw::ConvParams& p) { return raw::causal_conv1d_step(p, nullptr); });
   }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Backward kernels (ssm_cuda_backward.cuh) against the CPU backward (kernels::cpu::*_backward),
+// which the fp64 gradient checks in tests/training validate against finite differences. The sums
+// are reduced in a different order (atomics vs per-range partials), so the measure is relative to
+// the largest magnitude of each gradient: max|a - e| <= rtol * max|e|.
+
+// The worst relative error seen per dtype, printed at the end of each test for the record.
+struct WorstError {
+  double value = 0.0;
+  std::string where;
+  void Print(const char* what) const {
+    std::printf("[ worst ] %s: max|a-e|/max|e| = %.3g (%s)\n", what, value, where.c_str());
+  }
+};
+
+void ExpectCloseToMax(const at::Tensor& actual, const at::Tensor& expected, double rtol,
+                      const std::string& what, WorstError& worst) {
+  ASSERT_TRUE(actual.defined() && expected.defined()) << what;
+  ASSERT_EQ(actual.sizes(), expected.sizes()) << what;
+  const at::Tensor a = actual.to(at::kDouble).contiguous();
+  const at::Tensor e = expected.to(at::kDouble).contiguous();
+  ASSERT_FALSE(a.isnan().any().item<bool>()) << what << ": NaN in the CUDA result";
+  const double scale = e.numel() > 0 ? e.abs().max().item<double>() : 0.0;
+  const double err = e.numel() > 0 ? (a - e).abs().max().item<double>() : 0.0;
+  const double rel = err / std::max(scale, 1e-12);
+  if (scale > 1e-12 && rel > worst.value) {
+    worst.value = rel;
+    worst.where = what;
+  }
+  EXPECT_LE(err, rtol * scale + 1e-6) << what << ": max abs error " << err << ", max|e| " << scale;
+}
+
+// Buffers the kernels must overwrite or zero start as garbage, so a skipped write shows.
+constexpr double kGarbage = 7.0;
+
+struct ScanBackwardCase {
+  Shape s;
+  bool bf16 = false;
+  int adapters = 0;
+  bool need_dA = false;
+  bool with_skip = true;  // Dskip and delta_bias defined
+  int chunk = 64;
+};
+
+void RunScanBackwardCase(uint32_t seed, const ScanBackwardCase& c, WorstError& worst) {
+  std::mt19937 rng(seed);
+  at::manual_seed(seed);
+  const Shape& s = c.s;
+  const int64_t B = s.B, L = s.L, D = s.D, N = s.N;
+  const at::ScalarType act = c.bf16 ? at::kBFloat16 : at::kFloat;
+  std::ostringstream w;
+  w << "scan backward seed=" << seed << " " << Describe(s, c.bf16, c.adapters, false)
+    << " need_dA=" << c.need_dA << " skip=" << c.with_skip << " chunk=" << c.chunk;
+  const std::string what = w.str();
+
+  // Activations as strided views of fused buffers, as the engine passes them.
+  Mirror xdz((at::randn({B, L, 3 * D}) * 0.8).to(act).contiguous());
+  at::Tensor x = xdz.base().narrow(2, 0, D), delta = xdz.base().narrow(2, D, D),
+             z = xdz.base().narrow(2, 2 * D, D);
+  // Moderate delta (around softplus(-1)), and a few past the softplus threshold.
+  delta.copy_((at::randn({B, L, D}) * 0.5 - 1.0).to(act));
+  delta.select(2, 0).fill_(25.0);
+  xdz.upload();
+  Mirror bc(at::randn({B, L, 2 * N}).to(act).contiguous());
+  const at::Tensor Bm = bc.base().narrow(2, 0, N), Cm = bc.base().narrow(2, N, N);
+  Mirror gout(at::randn({B, L, D}).to(act).contiguous());
+  Mirror A(-at::exp(at::rand({D, N}) * 2.5 - 1.0));
+  Mirror Dskip(at::randn({D})), dbias(at::randn({D}) * 0.5);
+  Mirror lengths(RandomLengths(rng, B, L, false));
+  Mirror slots(RandomSlots(rng, B));
+  auto pool = [&](std::vector<int64_t> inner, double scale) {
+    std::vector<int64_t> sz{kSlots, kLayers};
+    sz.insert(sz.end(), inner.begin(), inner.end());
+    return std::make_unique<Mirror>(at::randn(sz) * scale);
+  };
+  std::unique_ptr<Mirror> so, oo, is;
+  LayerAdapters ad;
+  ad.slots = slots.base();
+  if (c.adapters & kStateOffset) {
+    so = pool({D, N}, 0.3);
+    ad.state_offset = so->base().select(1, kLayer);
+  }
+  if (c.adapters & kOutputOffset) {
+    oo = pool({D}, 0.5);
+    ad.output_offset = oo->base().select(1, kLayer);
+  }
+  if (c.adapters & kInitialState) {
+    is = pool({D, N}, 0.5);
+    ad.initial_state = is->base().select(1, kLayer);
+  }
+  const at::Tensor Ds = c.with_skip ? Dskip.base() : at::Tensor();
+  const at::Tensor db = c.with_skip ? dbias.base() : at::Tensor();
+
+  ScanBackwardOptions opt;
+  opt.need_dA = c.need_dA;
+  opt.chunk = c.chunk;
+  const ScanGrads want = cpu::selective_scan_backward(x, delta, db, A.base(), Bm, Cm, Ds, z,
+                                                      lengths.base(), ad, gout.base(), opt);
+
+  // Per-position gradients into one wide buffer (strided views, garbage around and in between).
+  Mirror dxdz(at::full({B, L, 3 * D + 1}, kGarbage).to(act).contiguous());
+  const at::Tensor dx_v = dxdz.base().narrow(2, 0, D), dd_v = dxdz.base().narrow(2, D, D),
+                   dz_v = dxdz.base().narrow(2, 2 * D, D);
+  auto sum_buf = [](std::vector<int64_t> sz) {
+    return std::make_unique<Mirror>(at::full(sz, kGarbage, at::kFloat));
+  };
+  auto dBm = sum_buf({B, L, N}), dCm = sum_buf({B, L, N}), dA = sum_buf({D, N}),
+       ddb = sum_buf({D}), dDs = sum_buf({D}), dso = sum_buf({kSlots, D, N}),
+       doo = sum_buf({kSlots, D}), dis = sum_buf({kSlots, D, N});
+
+  raw::ScanBackwardParams p;
+  p.dtype = c.bf16 ? raw::DType::kBFloat16 : raw::DType::kFloat32;
+  p.batch = static_cast<int>(B);
+  p.seqlen = static_cast<int>(L);
+  p.dim = static_cast<int>(D);
+  p.dstate = static_cast<int>(N);
+  p.chunk = c.chunk;
+  auto act_of = [](const Mirror& m, const at::Tensor& v) {
+    return raw::ActTensor{m.ptr(v), v.stride(0), v.stride(1)};
+  };
+  auto out_of = [](const Mirror& m, const at::Tensor& v) {
+    return raw::OutTensor{m.ptr(v), v.stride(0), v.stride(1)};
+  };
+  p.x = act_of(xdz, x);
+  p.delta = act_of(xdz, delta);
+  p.z = act_of(xdz, z);
+  p.grad_out = act_of(gout, gout.base());
+  p.Bm = act_of(bc, Bm);
+  p.Cm = act_of(bc, Cm);
+  p.A = A.ptr<float>(A.base());
+  if (c.with_skip) {
+    p.Dskip = Dskip.ptr<float>(Dskip.base());
+    p.delta_bias = dbias.ptr<float>(dbias.base());
+    p.dDskip = dDs->ptr<float>(dDs->base());
+    p.ddelta_bias = ddb->ptr<float>(ddb->base());
+  }
+  p.lengths = lengths.ptr<int64_t>(lengths.base());
+  p.slots = slots.ptr<int32_t>(slots.base());
+  p.num_slots = static_cast<int>(kSlots);
+  if (so) {
+    p.state_offset = {so->ptr<float>(ad.state_offset), ad.state_offset.stride(0)};
+    p.dstate_offset = dso->ptr<float>(dso->base());
+  }
+  if (oo) {
+    p.output_offset = {oo->ptr<float>(ad.output_offset), ad.output_offset.stride(0)};
+    p.doutput_offset = doo->ptr<float>(doo->base());
+  }
+  if (is) {
+    p.initial_state = {is->ptr<float>(ad.initial_state), ad.initial_state.stride(0)};
+    p.dinitial_state = dis->ptr<float>(dis->base());
+  }
+  p.dx = out_of(dxdz, dx_v);
+  p.ddelta = out_of(dxdz, dd_v);
+  p.dz = out_of(dxdz, dz_v);
+  p.dBm = dBm->ptr<float>(dBm->base());
+  p.dCm = dCm->ptr<float>(dCm->base());
+  if (c.need_dA) p.dA = dA->ptr<float>(dA->base());
+  Mirror ws(at::empty({static_cast<int64_t>(raw::selective_scan_backward_workspace_floats(p)) + 1},
+                      at::kFloat));
+  p.workspace = ws.ptr<float>(ws.base());
+
+  const cudaError_t e = raw::selective_scan_backward(p, nullptr);
+  ASSERT_EQ(e, cudaSuccess) << what << ": " << cudaGetErrorString(e);
+  Sync(what);
+
+  const double rtol = c.bf16 ? 1e-2 : 1e-4;
+  const at::Tensor got = dxdz.fetch();
+  ExpectCloseToMax(same_view(got, dxdz.base(), dx_v), want.dx, rtol, what + " dx", worst);
+  ExpectCloseToMax(same_view(got, dxdz.base(), dd_v), want.ddelta_in, rtol, what + " ddelta", worst);
+  ExpectCloseToMax(same_view(got, dxdz.base(), dz_v), want.dz, rtol, what + " dz", worst);
+  EXPECT_TRUE(got.narrow(2, 3 * D, 1).to(at::kFloat).eq(kGarbage).all().item<bool>())
+      << what << ": wrote outside the gradient views";
+  ExpectCloseToMax(dBm->fetch(), want.dBm, rtol, what + " dBm", worst);
+  ExpectCloseToMax(dCm->fetch(), want.dCm, rtol, what + " dCm", worst);
+  if (c.need_dA) {
+    ExpectCloseToMax(dA->fetch(), want.dA, rtol, what + " dA", worst);
+  } else {
+    EXPECT_FALSE(want.dA.defined());
+    EXPECT_TRUE(dA->fetch().eq(kGarbage).all().item<bool>()) << what << ": dA written unasked";
+  }
+  if (c.with_skip) {
+    ExpectCloseToMax(dDs->fetch(), want.dDskip, rtol, what + " dDskip", worst);
+    ExpectCloseToMax(ddb->fetch(), want.ddelta_bias, rtol, what + " ddelta_bias", worst);
+  }
+  if (so) ExpectCloseToMax(dso->fetch(), want.dstate_offset, rtol, what + " dstate_offset", worst);
+  if (oo) ExpectCloseToMax(doo->fetch(), want.doutput_offset, rtol, what + " doutput_offset", worst);
+  if (is) ExpectCloseToMax(dis->fetch(), want.dinitial_state, rtol, what + " dinitial_state", worst);
+}
+
+TEST_F(KernelsCuda, ScanBackwardMatchesCpuBackward) {
+  // Every adapter combination, both dtypes, need_dA on and off, N = 16 and another N, odd
+  // lengths with padding, chunks smaller and larger than L (several checkpoints, one).
+  const int64_t Ls[] = {1, 7, 33, 70};
+  const int64_t Ds[] = {8, 37, 160};
+  const int64_t other_Ns[] = {1, 5, 20, 64};
+  const int chunks[] = {4, 16, 64};
+  WorstError worst_fp32, worst_bf16;
+  uint32_t seed = 700;
+  for (bool bf16 : {false, true})
+    for (int adapters = 0; adapters < 8; ++adapters)
+      for (bool need_dA : {false, true}) {
+        std::mt19937 rng(seed);
+        ScanBackwardCase c;
+        c.s = Shape{1 + static_cast<int64_t>(rng() % 4), Ls[rng() % 4], Ds[rng() % 3],
+                    adapters % 2 == 0 ? 16 : other_Ns[rng() % 4], 4, 0};
+        c.bf16 = bf16;
+        c.adapters = adapters;
+        c.need_dA = need_dA;
+        c.with_skip = seed % 3 != 0;
+        c.chunk = chunks[rng() % 3];
+        RunScanBackwardCase(seed++, c, bf16 ? worst_bf16 : worst_fp32);
+      }
+  worst_fp32.Print("scan backward fp32");
+  worst_bf16.Print("scan backward bf16");
+}
+
+TEST_F(KernelsCuda, ScanBackwardCoversEveryStateSize) {
+  // Each register-array size of the backward kernel, full and partly padded, all adapters, dA.
+  WorstError worst;
+  uint32_t seed = 800;
+  for (int64_t n : {1, 8, 9, 16, 17, 32, 33, 64}) {
+    ScanBackwardCase c;
+    c.s = Shape{3, 21, 37, n, 4, 0};
+    c.adapters = kStateOffset | kOutputOffset | kInitialState;
+    c.need_dA = true;
+    c.chunk = 8;
+    RunScanBackwardCase(seed++, c, worst);
+  }
+  worst.Print("scan backward fp32, every N");
+}
+
+void RunConvBackwardCase(uint32_t seed, bool bf16, WorstError& worst) {
+  std::mt19937 rng(seed);
+  at::manual_seed(seed);
+  const Shape s = RandomShape(rng);
+  const int64_t B = s.B, L = s.L, D = s.D, K = s.K;
+  const at::ScalarType act = bf16 ? at::kBFloat16 : at::kFloat;
+  const bool weight_in_act = bf16 && seed % 2 == 0;
+  const bool with_bias = seed % 3 != 0;
+  const bool weight_grads = seed % 4 != 1;
+  std::ostringstream w;
+  w << "conv backward seed=" << seed << " " << Describe(s, bf16, 0, false) << " bias=" << with_bias
+    << " weight_bf16=" << weight_in_act << " weight_grads=" << weight_grads;
+  const std::string what = w.str();
+
+  Mirror xz(at::randn({B, L, 2 * D}).to(act).contiguous());
+  const at::Tensor x = xz.base().narrow(2, 0, D);
+  Mirror gout(at::randn({B, L, D}).to(act).contiguous());
+  const at::Tensor wt = at::randn({D, K}) * 0.5;
+  Mirror weight(weight_in_act ? wt.to(act).contiguous() : wt);
+  Mirror bias(at::randn({D}) * 0.2);
+  Mirror lengths(RandomLengths(rng, B, L, false));
+  const at::Tensor b = with_bias ? bias.base() : at::Tensor();
+  const ConvGrads want =
+      cpu::causal_conv1d_backward(x, weight.base(), b, lengths.base(), gout.base(), weight_grads);
+
+  Mirror dx(at::full({B, L, D + 2}, kGarbage).to(act).contiguous());
+  const at::Tensor dx_v = dx.base().narrow(2, 1, D);
+  Mirror dw(at::full({D, K}, kGarbage, at::kFloat)), dbias(at::full({D}, kGarbage, at::kFloat));
+
+  raw::ConvBackwardParams p;
+  p.dtype = bf16 ? raw::DType::kBFloat16 : raw::DType::kFloat32;
+  p.batch = static_cast<int>(B);
+  p.seqlen = static_cast<int>(L);
+  p.dim = static_cast<int>(D);
+  p.width = static_cast<int>(K);
+  p.x = {xz.ptr(x), x.stride(0), x.stride(1)};
+  p.grad_out = {gout.ptr(gout.base()), gout.base().stride(0), gout.base().stride(1)};
+  p.dx = {dx.ptr(dx_v), dx_v.stride(0), dx_v.stride(1)};
+  p.weight = weight.ptr(weight.base());
+  p.weight_dtype = weight_in_act ? raw::DType::kBFloat16 : raw::DType::kFloat32;
+  if (with_bias) p.bias = bias.ptr(bias.base());
+  p.lengths = lengths.ptr<int64_t>(lengths.base());
+  if (weight_grads) {
+    p.dweight = dw.ptr<float>(dw.base());
+    if (with_bias) p.dbias = dbias.ptr<float>(dbias.base());
+  }
+  const cudaError_t e = raw::causal_conv1d_backward(p, nullptr);
+  ASSERT_EQ(e, cudaSuccess) << what << ": " << cudaGetErrorString(e);
+  Sync(what);
+
+  const double rtol = bf16 ? 1e-2 : 1e-4;
+  const at::Tensor got = dx.fetch();
+  ExpectCloseToMax(same_view(got, dx.base(), dx_v), want.dx, rtol, what + " dx", worst);
+  EXPECT_TRUE(got.narrow(2, 0, 1).to(at::kFloat).eq(kGarbage).all().item<bool>()) << what;
+  EXPECT_TRUE(got.narrow(2, D + 1, 1).to(at::kFloat).eq(kGarbage).all().item<bool>()) << what;
+  if (weight_grads) {
+    ExpectCloseToMax(dw.fetch(), want.dweight, rtol, what + " dweight", worst);
+    if (with_bias) ExpectCloseToMax(dbias.fetch(), want.dbias, rtol, what + " dbias", worst);
+  }
+}
+
+TEST_F(KernelsCuda, ConvBackwardMatchesCpuBackward) {
+  WorstError worst_fp32, worst_bf16;
+  uint32_t seed = 900;
+  for (bool bf16 : {false, true})
+    for (int rep = 0; rep < 12; ++rep) RunConvBackwardCase(seed++, bf16, bf16 ? worst_bf16 : worst_fp32);
+  worst_fp32.Print("conv backward fp32");
+  worst_bf16.Print("conv backward bf16");
 }
 
 // Runs without a device: the launchers reject sizes the kernels do not support before touching it.
