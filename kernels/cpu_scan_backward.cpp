@@ -482,22 +482,4 @@ ScanGrads selective_scan_backward(const at::Tensor& x, const at::Tensor& delta_i
 
 }  // namespace cpu
 
-ScanGrads selective_scan_backward(const at::Tensor& x, const at::Tensor& delta_in,
-                                  const at::Tensor& delta_bias, const at::Tensor& A,
-                                  const at::Tensor& Bm, const at::Tensor& Cm,
-                                  const at::Tensor& Dskip, const at::Tensor& z,
-                                  const at::Tensor& lengths, const LayerAdapters& adapters,
-                                  const at::Tensor& grad_out, const ScanBackwardOptions& options) {
-  // Only the CPU backward exists so far; tensors on another device are computed on the CPU and the
-  // gradients come back in the inputs' options (slow, but correct).
-  return cpu::selective_scan_backward(x, delta_in, delta_bias, A, Bm, Cm, Dskip, z, lengths,
-                                      adapters, grad_out, options);
-}
-
-ConvGrads causal_conv1d_backward(const at::Tensor& x, const at::Tensor& weight,
-                                 const at::Tensor& bias, const at::Tensor& lengths,
-                                 const at::Tensor& grad_out, bool need_weight_grads) {
-  return cpu::causal_conv1d_backward(x, weight, bias, lengths, grad_out, need_weight_grads);
-}
-
 }  // namespace statetune::kernels

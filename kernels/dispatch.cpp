@@ -1,7 +1,8 @@
-// The device dispatch of the kernel interface: CPU tensors go to the fast CPU backend, CUDA tensors
-// to the CUDA kernels when they were compiled in.
+// The device dispatch of the kernel interface (forward and backward): CPU tensors go to the fast CPU
+// backend, CUDA tensors to the CUDA kernels when they were compiled in.
 #include <ATen/ATen.h>
 
+#include "kernels/ssm_backward.h"
 #include "kernels/ssm_kernels.h"
 
 #ifdef STATETUNE_WITH_CUDA
@@ -73,6 +74,43 @@ void selective_scan_step(const at::Tensor& x, const at::Tensor& delta_in,
                                      out);
 #endif
   unsupported("selective_scan_step", x);
+}
+
+#ifdef STATETUNE_WITH_CUDA
+namespace {
+// The backward has a CUDA implementation for fp32 / bf16 activations. Everything else (fp64 gradient
+// checks, devices without kernels) runs on the CPU backward, which copies the inputs to the CPU and
+// returns the gradients in the inputs' options: slow off the CPU, but correct.
+bool use_cuda_backward(const at::Tensor& x) {
+  return x.device().is_cuda() &&
+         (x.scalar_type() == at::kFloat || x.scalar_type() == at::kBFloat16);
+}
+}  // namespace
+#endif
+
+ScanGrads selective_scan_backward(const at::Tensor& x, const at::Tensor& delta_in,
+                                  const at::Tensor& delta_bias, const at::Tensor& A,
+                                  const at::Tensor& Bm, const at::Tensor& Cm,
+                                  const at::Tensor& Dskip, const at::Tensor& z,
+                                  const at::Tensor& lengths, const LayerAdapters& adapters,
+                                  const at::Tensor& grad_out, const ScanBackwardOptions& options) {
+#ifdef STATETUNE_WITH_CUDA
+  if (use_cuda_backward(x))
+    return cuda::selective_scan_backward(x, delta_in, delta_bias, A, Bm, Cm, Dskip, z, lengths,
+                                         adapters, grad_out, options);
+#endif
+  return cpu::selective_scan_backward(x, delta_in, delta_bias, A, Bm, Cm, Dskip, z, lengths,
+                                      adapters, grad_out, options);
+}
+
+ConvGrads causal_conv1d_backward(const at::Tensor& x, const at::Tensor& weight,
+                                 const at::Tensor& bias, const at::Tensor& lengths,
+                                 const at::Tensor& grad_out, bool need_weight_grads) {
+#ifdef STATETUNE_WITH_CUDA
+  if (use_cuda_backward(x))
+    return cuda::causal_conv1d_backward(x, weight, bias, lengths, grad_out, need_weight_grads);
+#endif
+  return cpu::causal_conv1d_backward(x, weight, bias, lengths, grad_out, need_weight_grads);
 }
 
 bool cuda_kernels_available() {

@@ -12,6 +12,9 @@
 // Memory: no [B, L, D, N] states are kept. Per (row, block of channels) a forward pass stores the
 // state every `chunk` steps; the reverse pass then recomputes each chunk's states from its checkpoint
 // and runs the adjoint recurrence backwards through the chunk. Extra memory: O(B*D*N + B*L*N).
+// The un-namespaced functions dispatch on x (kernels/dispatch.cpp): CUDA tensors with fp32 / bf16
+// activations go to the CUDA backward (kernels/cuda), everything else to cpu:: (the CUDA workspace
+// holds B*(L/chunk + chunk)*N*D floats of checkpoints instead).
 #pragma once
 
 #include <ATen/ATen.h>

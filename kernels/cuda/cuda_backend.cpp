@@ -13,6 +13,7 @@
 #include <c10/cuda/CUDAStream.h>
 
 #include "kernels/cuda/ssm_cuda.cuh"
+#include "kernels/cuda/ssm_cuda_backward.cuh"
 
 namespace statetune::kernels::cuda {
 namespace {
@@ -336,6 +337,193 @@ void selective_scan_step(const at::Tensor& x, const at::Tensor& delta_in,
   in.p.out.batch_stride = o.stride(0);
   C10_CUDA_CHECK(raw::selective_scan_step(in.p, stream_of(x)));
   finish_out(out, o);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Backward. Gradients come back in the dtypes the CPU backward uses (activation gradients in the
+// activations' dtype, sums in their input's dtype), so the autograd glue does not care which
+// backend ran. The kernels zero the fp32 sums themselves, so everything is allocated uninitialised.
+
+namespace {
+
+raw::ActTensor act_view3(const at::Tensor& t) {
+  return raw::ActTensor{t.data_ptr(), t.stride(0), t.stride(1)};
+}
+
+float* f32_or_null(const at::Tensor& t) { return t.defined() ? t.data_ptr<float>() : nullptr; }
+
+}  // namespace
+
+ScanGrads selective_scan_backward(const at::Tensor& x, const at::Tensor& delta_in,
+                                  const at::Tensor& delta_bias, const at::Tensor& A,
+                                  const at::Tensor& Bm, const at::Tensor& Cm,
+                                  const at::Tensor& Dskip, const at::Tensor& z,
+                                  const at::Tensor& lengths, const LayerAdapters& adapters,
+                                  const at::Tensor& grad_out, const ScanBackwardOptions& options) {
+  check_x(x, 3, "selective_scan_backward");
+  act_dtype(x);
+  const c10::cuda::CUDAGuard guard(x.device());
+  const int64_t B = x.size(0), L = x.size(1), D = x.size(2);
+  TORCH_CHECK(L <= INT32_MAX, "statetune cuda kernels: sequence too long");
+  TORCH_CHECK(B <= 65535, "statetune cuda kernels: batch ", B, " is too large");
+  TORCH_CHECK(A.dim() == 2 && A.size(0) == D, "statetune cuda kernels: A must be [D, N]");
+  const int64_t N = A.size(1);
+  TORCH_CHECK(N >= 1 && N <= raw::kMaxDState, "statetune cuda kernels: d_state ", N,
+              " is outside [1, ", raw::kMaxDState, "]");
+  TORCH_CHECK(options.chunk >= 1 && options.chunk <= INT32_MAX,
+              "statetune cuda kernels: backward chunk must be positive");
+
+  const at::Tensor xa = activation(x, x, "x", {B, L, D});
+  const at::Tensor da = activation(delta_in, x, "delta", {B, L, D});
+  const at::Tensor za = activation(z, x, "z", {B, L, D});
+  const at::Tensor ga = activation(grad_out, x, "grad_out", {B, L, D});
+  const at::Tensor Ba = activation(Bm, x, "B", {B, L, N});
+  const at::Tensor Ca = activation(Cm, x, "C", {B, L, N});
+  const at::Tensor Af = param_f32(A, x, "A", {D, N});
+  const at::Tensor Df = Dskip.defined() ? param_f32(Dskip, x, "D", {D}) : at::Tensor();
+  const at::Tensor dbf =
+      delta_bias.defined() ? param_f32(delta_bias, x, "delta_bias", {D}) : at::Tensor();
+  const at::Tensor slots = adapters.slots.defined()
+                               ? index_on_device(adapters.slots, x, at::kInt, B, "slots")
+                               : at::Tensor();
+  const at::Tensor len = lengths_on_device(lengths, x, B, L);
+  at::Tensor so, oo, is;
+  raw::ScanBackwardParams p;
+  p.state_offset = slot_tensor(adapters.state_offset, x, "state_offset", {D, N}, so);
+  p.output_offset = slot_tensor(adapters.output_offset, x, "output_offset", {D}, oo);
+  p.initial_state = slot_tensor(adapters.initial_state, x, "initial_state", {D, N}, is);
+  int64_t S = -1;
+  for (const at::Tensor* t : {&so, &oo, &is}) {
+    if (!t->defined()) continue;
+    TORCH_CHECK(S < 0 || S == t->size(0), "statetune cuda kernels: adapter tensors disagree on S");
+    S = t->size(0);
+  }
+
+  const auto f32 = x.options().dtype(at::kFloat);
+  ScanGrads g;
+  g.dx = at::empty({B, L, D}, x.options());
+  g.ddelta_in = at::empty({B, L, D}, x.options());
+  g.dz = at::empty({B, L, D}, x.options());
+  at::Tensor dBm = at::empty({B, L, N}, f32), dCm = at::empty({B, L, N}, f32);
+  at::Tensor dA = options.need_dA ? at::empty({D, N}, f32) : at::Tensor();
+  at::Tensor ddb = dbf.defined() ? at::empty({D}, f32) : at::Tensor();
+  at::Tensor dDs = Df.defined() ? at::empty({D}, f32) : at::Tensor();
+  at::Tensor dso = so.defined() ? at::empty({S, D, N}, f32) : at::Tensor();
+  at::Tensor doo = oo.defined() ? at::empty({S, D}, f32) : at::Tensor();
+  at::Tensor dis = is.defined() ? at::empty({S, D, N}, f32) : at::Tensor();
+
+  p.dtype = act_dtype(x);
+  p.batch = static_cast<int>(B);
+  p.seqlen = static_cast<int>(L);
+  p.dim = static_cast<int>(D);
+  p.dstate = static_cast<int>(N);
+  p.chunk = static_cast<int>(options.chunk);
+  p.x = act_view3(xa);
+  p.delta = act_view3(da);
+  p.z = act_view3(za);
+  p.grad_out = act_view3(ga);
+  p.Bm = act_view3(Ba);
+  p.Cm = act_view3(Ca);
+  p.A = Af.data_ptr<float>();
+  p.Dskip = f32_or_null(Df);
+  p.delta_bias = f32_or_null(dbf);
+  p.lengths = len.data_ptr<int64_t>();
+  p.slots = slots.defined() ? slots.data_ptr<int32_t>() : nullptr;
+  p.dx = raw::OutTensor{g.dx.data_ptr(), g.dx.stride(0), g.dx.stride(1)};
+  p.ddelta = raw::OutTensor{g.ddelta_in.data_ptr(), g.ddelta_in.stride(0), g.ddelta_in.stride(1)};
+  p.dz = raw::OutTensor{g.dz.data_ptr(), g.dz.stride(0), g.dz.stride(1)};
+  p.dBm = dBm.data_ptr<float>();
+  p.dCm = dCm.data_ptr<float>();
+  p.dA = f32_or_null(dA);
+  p.ddelta_bias = f32_or_null(ddb);
+  p.dDskip = f32_or_null(dDs);
+  p.dstate_offset = f32_or_null(dso);
+  p.doutput_offset = f32_or_null(doo);
+  p.dinitial_state = f32_or_null(dis);
+  p.num_slots = static_cast<int>(S < 0 ? 0 : S);
+  const at::Tensor workspace =
+      at::empty({static_cast<int64_t>(raw::selective_scan_backward_workspace_floats(p))}, f32);
+  p.workspace = workspace.numel() > 0 ? workspace.data_ptr<float>() : nullptr;
+  C10_CUDA_CHECK(raw::selective_scan_backward(p, stream_of(x)));
+
+  g.ddelta_in = g.ddelta_in.to(delta_in.options());
+  g.dz = g.dz.to(z.options());
+  g.dBm = dBm.to(Bm.options());
+  g.dCm = dCm.to(Cm.options());
+  if (dA.defined()) g.dA = dA.to(A.options());
+  if (ddb.defined()) g.ddelta_bias = ddb.reshape(delta_bias.sizes()).to(delta_bias.options());
+  if (dDs.defined()) g.dDskip = dDs.reshape(Dskip.sizes()).to(Dskip.options());
+  if (dso.defined()) g.dstate_offset = dso.to(adapters.state_offset.options());
+  if (doo.defined()) g.doutput_offset = doo.to(adapters.output_offset.options());
+  if (dis.defined()) g.dinitial_state = dis.to(adapters.initial_state.options());
+  return g;
+}
+
+ConvGrads causal_conv1d_backward(const at::Tensor& x, const at::Tensor& weight,
+                                 const at::Tensor& bias, const at::Tensor& lengths,
+                                 const at::Tensor& grad_out, bool need_weight_grads) {
+  check_x(x, 3, "causal_conv1d_backward");
+  act_dtype(x);
+  const c10::cuda::CUDAGuard guard(x.device());
+  const int64_t B = x.size(0), L = x.size(1), D = x.size(2);
+  TORCH_CHECK(L <= INT32_MAX, "statetune cuda kernels: sequence too long");
+  TORCH_CHECK(B <= 65535, "statetune cuda kernels: batch ", B, " is too large");
+  TORCH_CHECK(weight.dim() == 2 && weight.size(0) == D,
+              "statetune cuda kernels: conv weight must be [D, K]");
+  const int64_t K = weight.size(1);
+  TORCH_CHECK(K >= 1 && K <= raw::kMaxConvWidth, "statetune cuda kernels: conv width ", K,
+              " is outside [1, ", raw::kMaxConvWidth, "]");
+  TORCH_CHECK(weight.device() == x.device(), "statetune cuda kernels: conv weight is on ",
+              weight.device(), ", x on ", x.device());
+  const at::Tensor xa = activation(x, x, "x", {B, L, D});
+  const at::Tensor ga = activation(grad_out, x, "grad_out", {B, L, D});
+  // As in the forward: weight / bias stay in their dtype when it is fp32 or x's dtype.
+  auto keep_dtype = [&x](const at::Tensor& t) {
+    return t.scalar_type() == at::kFloat || t.scalar_type() == x.scalar_type()
+               ? t.contiguous()
+               : t.to(at::kFloat).contiguous();
+  };
+  auto dtype_of = [](const at::Tensor& t) {
+    return t.scalar_type() == at::kBFloat16 ? raw::DType::kBFloat16 : raw::DType::kFloat32;
+  };
+  const at::Tensor wk = keep_dtype(weight);
+  at::Tensor bk;
+  if (bias.defined()) {
+    TORCH_CHECK(bias.dim() == 1 && bias.size(0) == D, "statetune cuda kernels: conv bias must be [D]");
+    TORCH_CHECK(bias.device() == x.device(), "statetune cuda kernels: conv bias is on ",
+                bias.device(), ", x on ", x.device());
+    bk = keep_dtype(bias);
+  }
+  const at::Tensor len = lengths_on_device(lengths, x, B, L);
+  const auto f32 = x.options().dtype(at::kFloat);
+  ConvGrads g;
+  g.dx = at::empty({B, L, D}, x.options());
+  at::Tensor dw = need_weight_grads ? at::empty({D, K}, f32) : at::Tensor();
+  at::Tensor db = need_weight_grads && bias.defined() ? at::empty({D}, f32) : at::Tensor();
+
+  raw::ConvBackwardParams p;
+  p.dtype = act_dtype(x);
+  p.batch = static_cast<int>(B);
+  p.seqlen = static_cast<int>(L);
+  p.dim = static_cast<int>(D);
+  p.width = static_cast<int>(K);
+  p.x = act_view3(xa);
+  p.grad_out = act_view3(ga);
+  p.dx = raw::OutTensor{g.dx.data_ptr(), g.dx.stride(0), g.dx.stride(1)};
+  p.weight = wk.data_ptr();
+  p.weight_dtype = dtype_of(wk);
+  if (bk.defined()) {
+    p.bias = bk.data_ptr();
+    p.bias_dtype = dtype_of(bk);
+  }
+  p.lengths = len.data_ptr<int64_t>();
+  p.dweight = f32_or_null(dw);
+  p.dbias = f32_or_null(db);
+  C10_CUDA_CHECK(raw::causal_conv1d_backward(p, stream_of(x)));
+
+  if (dw.defined()) g.dweight = dw.to(weight.options());
+  if (db.defined()) g.dbias = db.reshape(bias.sizes()).to(bias.options());
+  return g;
 }
 
 }  // namespace statetune::kernels::cuda

@@ -1,11 +1,13 @@
 // The CUDA backend of the kernel interface in kernels/ssm_kernels.h: the same four functions as
-// ref:: and cpu::, for tensors on a CUDA device. Built only against a CUDA LibTorch
+// ref:: and cpu::, for tensors on a CUDA device, and the backward of kernels/ssm_backward.h
+// (fp32 / bf16 activations; fp64 gradient checks stay on the CPU). Built only against a CUDA LibTorch
 // (STATETUNE_TORCH_HAS_CUDA); the kernels themselves live in kernels/cuda/ssm_cuda.cuh.
 // Work is enqueued on the current CUDA stream of x's device; nothing here synchronises.
 #pragma once
 
 #include <ATen/ATen.h>
 
+#include "kernels/ssm_backward.h"
 #include "kernels/ssm_kernels.h"
 
 namespace statetune::kernels::cuda {
@@ -24,5 +26,15 @@ void selective_scan_step(const at::Tensor& x, const at::Tensor& delta_in,
                          const at::Tensor& delta_bias, const at::Tensor& A, const at::Tensor& Bm,
                          const at::Tensor& Cm, const at::Tensor& Dskip, const at::Tensor& z,
                          const LayerAdapters& adapters, LayerCache& cache, at::Tensor& out);
+
+ScanGrads selective_scan_backward(const at::Tensor& x, const at::Tensor& delta_in,
+                                  const at::Tensor& delta_bias, const at::Tensor& A,
+                                  const at::Tensor& Bm, const at::Tensor& Cm,
+                                  const at::Tensor& Dskip, const at::Tensor& z,
+                                  const at::Tensor& lengths, const LayerAdapters& adapters,
+                                  const at::Tensor& grad_out, const ScanBackwardOptions& options);
+ConvGrads causal_conv1d_backward(const at::Tensor& x, const at::Tensor& weight,
+                                 const at::Tensor& bias, const at::Tensor& lengths,
+                                 const at::Tensor& grad_out, bool need_weight_grads);
 
 }  // namespace statetune::kernels::cuda

@@ -14,6 +14,9 @@
 // the per-channel sums (dA, ddelta_bias, dDskip, adapter gradients) stay in registers over the
 // whole row and are added once per thread at the end (contention: only rows sharing a channel).
 // Padding positions get 0 in dx / ddelta / dz and are never added to the sums.
+// Registers: a thread holds A, h, the adjoint and the dA / state_offset sums (5 x kN floats), which
+// fits for N <= 16 (Mamba's d_state); the kN = 32 / 64 instances spill some to local memory (ptxas
+// warns), which costs speed, not correctness.
 #include "kernels/cuda/device_utils.cuh"
 #include "kernels/cuda/ssm_cuda_backward.cuh"
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the engine against the CUDA LibTorch of this machine's Python PyTorch and runs the kernel
-# tests on the GPU (ctest -L 'kernels|cuda'): kernels_cuda_test (raw launchers vs the reference),
-# kernels_cuda_torch_test (the at::Tensor path through dispatch), the emulated and CPU suites.
+# tests on the GPU (ctest -L 'kernels|cuda'): kernels_cuda_test (raw launchers: forward vs the
+# reference, backward vs the CPU backward), kernels_cuda_torch_test (the at::Tensor path through
+# dispatch, forward and backward), the emulated and CPU suites.
 #
 # Usage: scripts/gpu/run_kernel_tests_on_gpu.sh [build-dir]     (default: build-gpu)
 # Env:   PYTHON (default python3), STATETUNE_JOBS (default nproc), CUDA_ARCH (default: the GPU's).

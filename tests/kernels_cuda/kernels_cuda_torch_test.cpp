@@ -1,12 +1,15 @@
 // The at::Tensor path to the CUDA kernels (dispatch -> kernels/cuda/cuda_backend.cpp) against the
 // reference on the CPU: strided views, pool/cache views with layer strides, device slots/rows,
-// CPU lengths with padding, fp32 and bf16, output reuse. Built only with a CUDA LibTorch; skips
-// when no device is visible.
+// CPU lengths with padding, fp32 and bf16, output reuse; and the backward (dispatch -> CUDA
+// backward) against the CPU backward. Built only with a CUDA LibTorch; skips when no device is
+// visible.
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
 #include <string>
+#include <utility>
 
+#include "kernels/ssm_backward.h"
 #include "kernels/ssm_kernels.h"
 
 namespace statetune::kernels {
@@ -108,6 +111,78 @@ TEST_P(KernelsCudaTorch, PrefillAndStepMatchReference) {
   ExpectClose(got.scan_step, want.scan_step, rtol, "scan step out");
   ExpectClose(got.ssm, want.ssm, rtol, "ssm_state cache");
   ExpectClose(got.conv, want.conv, rtol, "conv_state cache");
+}
+
+// Sums are reduced in another order on the GPU: compare relative to each gradient's largest value.
+void ExpectCloseToMax(const at::Tensor& actual, const at::Tensor& expected, double rtol,
+                      const std::string& what) {
+  ASSERT_TRUE(actual.defined() && expected.defined()) << what;
+  const at::Tensor a = actual.to(at::kCPU).to(at::kDouble);
+  const at::Tensor e = expected.to(at::kCPU).to(at::kDouble);
+  ASSERT_EQ(a.sizes(), e.sizes()) << what;
+  const double err = (a - e).abs().max().item<double>();
+  const double scale = e.abs().max().item<double>();
+  EXPECT_LE(err, rtol * scale + 1e-6) << what << ": max abs error " << err << ", max|e| " << scale;
+}
+
+TEST_P(KernelsCudaTorch, BackwardMatchesCpuBackward) {
+  const bool bf16 = GetParam();
+  const at::ScalarType act = bf16 ? at::kBFloat16 : at::kFloat;
+  const double rtol = bf16 ? 1e-2 : 1e-4;
+  const at::Device dev(at::kCUDA, 0);
+  at::manual_seed(bf16 ? 21 : 20);
+
+  const at::Tensor xz = at::randn({B, L, 2 * D}).to(act);
+  const at::Tensor dbc = at::randn({B, L, R + 2 * N}).to(act);
+  const at::Tensor dt = (at::randn({B, L, D}) * 0.5 - 1.0).to(act);
+  const at::Tensor gout = at::randn({B, L, D}).to(act);
+  const at::Tensor A = -at::exp(at::rand({D, N}) * 2.5 - 1.0);
+  const at::Tensor Dskip = at::randn({D}), dbias = at::randn({D}) * 0.5 - 1.5;
+  const at::Tensor conv_w = at::randn({D, K}) * 0.5, conv_b = at::randn({D}) * 0.2;
+  const at::Tensor pool_so = at::randn({S, layers, D, N}) * 0.3,
+                   pool_oo = at::randn({S, layers, D}) * 0.5,
+                   pool_is = at::randn({S, layers, D, N}) * 0.5;
+  const at::Tensor lengths = at::tensor({L, int64_t{0}, int64_t{9}}, at::kLong);
+  const at::Tensor slots = at::tensor({1, 0, 1}, at::kInt);  // two rows share slot 1
+
+  auto run = [&](const at::Device& d) {
+    auto to = [&d](const at::Tensor& t) { return t.to(d); };
+    const at::Tensor xz_d = to(xz), dbc_d = to(dbc);
+    LayerAdapters ad;
+    ad.slots = to(slots);
+    ad.state_offset = to(pool_so).select(1, 1);
+    ad.output_offset = to(pool_oo).select(1, 1);
+    ad.initial_state = to(pool_is).select(1, 1);
+    const at::Tensor x = xz_d.narrow(2, 0, D), z = xz_d.narrow(2, D, D);
+    const at::Tensor Bm = dbc_d.narrow(2, R, N), Cm = dbc_d.narrow(2, R + N, N);
+    ScanBackwardOptions opt;
+    opt.need_dA = true;
+    opt.chunk = 8;
+    // The dispatching entry points: CUDA tensors must reach the CUDA backward.
+    ScanGrads sg = selective_scan_backward(x, to(dt), to(dbias), to(A), Bm, Cm, to(Dskip), z,
+                                           lengths, ad, to(gout), opt);
+    ConvGrads cg = causal_conv1d_backward(x, to(conv_w), to(conv_b), lengths, to(gout), true);
+    return std::make_pair(sg, cg);
+  };
+  const auto [want_s, want_c] = run(at::Device(at::kCPU));
+  const auto [got_s, got_c] = run(dev);
+  ASSERT_TRUE(got_s.dx.is_cuda());
+  EXPECT_EQ(got_s.dx.scalar_type(), act);
+  ExpectCloseToMax(got_s.dx, want_s.dx, rtol, "scan dx");
+  ExpectCloseToMax(got_s.ddelta_in, want_s.ddelta_in, rtol, "scan ddelta_in");
+  ExpectCloseToMax(got_s.dz, want_s.dz, rtol, "scan dz");
+  ExpectCloseToMax(got_s.dBm, want_s.dBm, rtol, "scan dBm");
+  ExpectCloseToMax(got_s.dCm, want_s.dCm, rtol, "scan dCm");
+  ExpectCloseToMax(got_s.dA, want_s.dA, rtol, "scan dA");
+  ExpectCloseToMax(got_s.dDskip, want_s.dDskip, rtol, "scan dDskip");
+  ExpectCloseToMax(got_s.ddelta_bias, want_s.ddelta_bias, rtol, "scan ddelta_bias");
+  ExpectCloseToMax(got_s.dstate_offset, want_s.dstate_offset, rtol, "scan dstate_offset");
+  ExpectCloseToMax(got_s.doutput_offset, want_s.doutput_offset, rtol, "scan doutput_offset");
+  ExpectCloseToMax(got_s.dinitial_state, want_s.dinitial_state, rtol, "scan dinitial_state");
+  ASSERT_TRUE(got_c.dx.is_cuda());
+  ExpectCloseToMax(got_c.dx, want_c.dx, rtol, "conv dx");
+  ExpectCloseToMax(got_c.dweight, want_c.dweight, rtol, "conv dweight");
+  ExpectCloseToMax(got_c.dbias, want_c.dbias, rtol, "conv dbias");
 }
 
 INSTANTIATE_TEST_SUITE_P(Dtypes, KernelsCudaTorch, ::testing::Values(false, true),
