@@ -485,22 +485,41 @@ class AdaptersService final : public v1::Adapters::Service {
       return fail(StatusCode::INVALID_ARGUMENT, "sha256 mismatch: the data hashes to " + digest +
                                                     ", the header says '" + header.sha256() + "'");
     }
+    const auto received = Clock::now();
     const auto previous = b->store->get(tenant, header.name());
     std::string version;
+    engine::Adapter adapter;
     try {
-      version = b->store->put(tenant, header.name(), data);
+      version = b->store->put(tenant, header.name(), data, &adapter);
     } catch (const std::invalid_argument& e) {
       return fail(StatusCode::INVALID_ARGUMENT, e.what());
     } catch (const std::exception& e) {
       return fail(StatusCode::INTERNAL, std::string("storing the adapter failed: ") + e.what());
     }
-    // New requests resolve the new key; the old version's slot is freed once its last lease ends.
+    const auto stored = Clock::now();
+    // New requests resolve the new key; the old version's slot is freed once its last lease ends
+    // (running requests keep the version they started with), so a hot swap can reuse that slot.
     if (previous) b->pool->invalidate(engine::AdapterStore::pool_key(tenant, header.name(), previous->version));
+    // Pre-warm: copy the adapter just validated into a pool slot now, so the first request naming it
+    // does not read and parse the file again on the engine thread (which would delay every running
+    // request's next token too). Skipped when every slot is pinned by running requests.
+    bool warmed = false;
+    try {
+      warmed = b->pool->preload(engine::AdapterStore::pool_key(tenant, header.name(), version), adapter);
+    } catch (const std::exception& e) {
+      // Stored and current all the same; the first request loads it from the file and reports why.
+      common::log_event(spdlog::level::warn, "adapter.preload_failed",
+                        {{"tenant", tenant}, {"adapter", header.name()}, {"version", version}, {"message", e.what()}});
+    }
+    const auto done = Clock::now();
+    auto ms = [](Clock::time_point a, Clock::time_point b) { return std::chrono::duration<double, std::milli>(b - a).count(); };
     s_.metrics->upload(tenant, "ok");
     common::log_event(spdlog::level::info, "adapter.uploaded",
                       {{"tenant", tenant}, {"adapter", header.name()}, {"version", version},
-                       {"bytes", data.size()},
-                       {"seconds", std::chrono::duration<double>(Clock::now() - t0).count()}});
+                       {"bytes", data.size()}, {"warmed", warmed},
+                       {"receive_ms", ms(t0, received)}, {"store_ms", ms(received, stored)},
+                       {"warm_ms", ms(stored, done)},
+                       {"seconds", std::chrono::duration<double>(done - t0).count()}});
     return fill_info(*b, tenant, header.name(), /*all_versions=*/true, reply);
   }
 

@@ -150,6 +150,40 @@ TEST(AdapterPool, PinnedSlotsAreNeverEvictedAndFullPoolIsAnError) {
   EXPECT_TRUE(slot_holds(pool, third.slot(), 9));
 }
 
+TEST(AdapterPool, PreloadMakesAKeyResidentWithoutPinningOrEvictingPinnedSlots) {
+  AdapterPool pool(tiny_fingerprint(), small_pool(3));  // 2 usable slots
+  EXPECT_TRUE(pool.preload("t/a@1", constant_adapter(4)));
+  EXPECT_TRUE(pool.contains("t/a@1"));
+  EXPECT_EQ(pool.stats().loads, 1);
+  EXPECT_EQ(pool.stats().pinned, 0);
+  // The first request is a hit: its loader never runs.
+  std::atomic<int> calls{0};
+  auto lease = pool.acquire("t/a@1", constant_loader(5, &calls));
+  EXPECT_EQ(calls.load(), 0);
+  EXPECT_TRUE(slot_holds(pool, lease.slot(), 4));
+  EXPECT_TRUE(pool.preload("t/a@1", constant_adapter(6)));  // already resident: nothing rewritten
+  EXPECT_TRUE(slot_holds(pool, lease.slot(), 4));
+  EXPECT_EQ(pool.stats().loads, 1);
+
+  // Full of pinned slots: skipped, nothing evicted, nothing counted as a refused request.
+  auto other = pool.acquire("t/b@1", constant_loader(7));
+  EXPECT_FALSE(pool.preload("t/c@1", constant_adapter(8)));
+  EXPECT_FALSE(pool.contains("t/c@1"));
+  EXPECT_TRUE(slot_holds(pool, lease.slot(), 4));
+  EXPECT_TRUE(slot_holds(pool, other.slot(), 7));
+  EXPECT_EQ(pool.stats().evictions, 0);
+  EXPECT_EQ(pool.stats().exhausted, 0);
+
+  // With an unpinned slot it takes the least recently used one, like a miss would.
+  other.release();
+  EXPECT_TRUE(pool.preload("t/c@1", constant_adapter(8)));
+  EXPECT_FALSE(pool.contains("t/b@1"));
+  EXPECT_EQ(pool.stats().evictions, 1);
+  auto c = pool.acquire("t/c@1", constant_loader(9, &calls));
+  EXPECT_EQ(calls.load(), 0);
+  EXPECT_TRUE(slot_holds(pool, c.slot(), 8));
+}
+
 TEST(AdapterPool, InvalidateWhileLeasedKeepsTheOldSlotUntilReleased) {
   AdapterPool pool(tiny_fingerprint(), small_pool(4));
   auto old_lease = pool.acquire("t/a", constant_loader(1));

@@ -201,12 +201,12 @@ std::string iso8601_utc(int64_t unix_seconds) {
 
 }  // namespace
 
-void save_adapter(const Adapter& adapter, const std::filesystem::path& path, at::ScalarType disk_dtype) {
+std::string encode_adapter(const Adapter& adapter, at::ScalarType disk_dtype) {
   if (disk_dtype != at::kFloat && disk_dtype != at::kBFloat16) {
     throw std::invalid_argument("adapter files are stored as fp32 or bf16, not " +
                                 std::string(c10::toString(disk_dtype)));
   }
-  validate_adapter(adapter, "adapter '" + adapter.name + "' (not written to " + path.string() + ")");
+  validate_adapter(adapter, "adapter '" + adapter.name + "'");
   std::map<std::string, at::Tensor> tensors;
   for (const auto& m : adapter.methods) {
     const at::Tensor& all_layers = tensor_of(adapter, m);
@@ -226,13 +226,24 @@ void save_adapter(const Adapter& adapter, const std::filesystem::path& path, at:
       {"version", adapter.version},
       {"extra", adapter.extra_metadata.is_null() ? "{}" : adapter.extra_metadata.dump()},
   };
-  replace_file_atomically(path, safetensors::encode(tensors, metadata));
+  return safetensors::encode(tensors, metadata);
 }
 
-Adapter load_adapter(const std::filesystem::path& path) {
-  const std::string source = path.string();
+void save_adapter(const Adapter& adapter, const std::filesystem::path& path, at::ScalarType disk_dtype) {
+  std::string bytes;
+  try {
+    bytes = encode_adapter(adapter, disk_dtype);
+  } catch (const std::runtime_error& e) {
+    throw std::runtime_error(std::string(e.what()) + " (not written to " + path.string() + ")");
+  }
+  replace_file_atomically(path, bytes);
+}
+
+namespace {
+
+Adapter adapter_from_file(const safetensors::File& file) {
+  const std::string& source = file.source();
   auto fail = [&](const std::string& msg) -> void { throw std::runtime_error(source + ": " + msg); };
-  const safetensors::File file = safetensors::File::parse(read_file(path), source);
   const auto& meta = file.metadata();
   auto field = [&](const std::string& key) -> std::string {
     auto it = meta.find(key);
@@ -324,6 +335,16 @@ Adapter load_adapter(const std::filesystem::path& path) {
   for (auto& [method, per_layer] : layers) tensor_of(a, method) = at::stack(per_layer);
   validate_adapter(a, source);
   return a;
+}
+
+}  // namespace
+
+Adapter load_adapter(const std::filesystem::path& path) {
+  return adapter_from_file(safetensors::File::parse(read_file(path), path.string()));
+}
+
+Adapter parse_adapter(std::string_view bytes, const std::string& source) {
+  return adapter_from_file(safetensors::File::parse_borrowed(bytes, source));
 }
 
 }  // namespace statetune::engine

@@ -19,6 +19,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "server/engine/model/model_config.h"
@@ -63,8 +64,10 @@ void validate_adapter(const Adapter& adapter, const std::string& source = "adapt
 // message saying what differs (e.g. "d_inner 1536 vs 2048" or the weights hash).
 void check_compatible(const Adapter& adapter, const ModelFingerprint& base);
 
-// Writes the file atomically (temp file + fsync + rename). disk_dtype: at::kFloat or at::kBFloat16.
-// Validates first, so an invalid adapter never reaches the disk.
+// The adapter's file bytes (validated first). disk_dtype: at::kFloat or at::kBFloat16.
+std::string encode_adapter(const Adapter& adapter, at::ScalarType disk_dtype = at::kFloat);
+// Writes encode_adapter's bytes atomically (temp file + fsync + rename), so an invalid adapter never
+// reaches the disk.
 void save_adapter(const Adapter& adapter, const std::filesystem::path& path,
                   at::ScalarType disk_dtype = at::kFloat);
 
@@ -72,6 +75,9 @@ void save_adapter(const Adapter& adapter, const std::filesystem::path& path,
 // the shape the recorded base implies, no stray tensors, finite values). Tensors come back fp32 CPU.
 // Throws std::runtime_error naming the file and the problem.
 Adapter load_adapter(const std::filesystem::path& path);
+// The same checks for file bytes already in memory (an upload), read in place without a copy;
+// `source` names them in errors.
+Adapter parse_adapter(std::string_view bytes, const std::string& source);
 
 // All-zero tensors for `methods`: reproduces the base model exactly.
 Adapter zero_adapter(const MambaConfig& config, const ModelFingerprint& base,

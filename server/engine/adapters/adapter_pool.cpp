@@ -143,6 +143,24 @@ SlotLease AdapterPool::acquire(const std::string& key, const Loader& loader) {
   return SlotLease(this, index);
 }
 
+bool AdapterPool::preload(const std::string& key, const Adapter& adapter) {
+  {
+    // Checked first so that a full pool costs neither an eviction nor an "exhausted" count.
+    std::lock_guard<std::mutex> lock(mu_);
+    if (index_.count(key) > 0) return true;
+    bool room = false;
+    for (size_t i = 1; i < slots_.size() && !room; ++i) room = slots_[i].refs == 0 && !slots_[i].loading;
+    if (!room) return false;
+  }
+  try {
+    // The lease ends right away: the slot stays resident and evictable, like any cached adapter.
+    acquire(key, [&adapter] { return adapter; });
+  } catch (const AdapterPoolExhausted&) {
+    return false;  // requests pinned the last free slot meanwhile
+  }
+  return true;
+}
+
 int32_t AdapterPool::take_victim_locked() {
   int32_t lru = -1;
   uint64_t lru_tick = std::numeric_limits<uint64_t>::max();

@@ -111,6 +111,14 @@ class AdapterPool {
   // does not fit this pool's base model or kinds, and whatever `loader` throws.
   SlotLease acquire(const std::string& key, const Loader& loader);
 
+  // Makes `key` resident from an adapter already in memory (one just uploaded), so the first request
+  // naming it finds it in a slot instead of reading the file. Takes a slot the way a miss in acquire()
+  // does (a free one, else the least recently used unpinned one) and leaves it unpinned; never evicts
+  // a pinned slot: returns false, changing nothing, when every slot is pinned (the first request then
+  // loads it). Returns true when the key is resident. Throws like acquire() for an adapter that does
+  // not fit this pool.
+  bool preload(const std::string& key, const Adapter& adapter);
+
   // The key stops resolving (its adapter was replaced or deleted). A slot still leased keeps its
   // contents until the last lease ends and is freed then; the next acquire(key) loads afresh.
   // Returns whether the key was resident.

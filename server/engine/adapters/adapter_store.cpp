@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <chrono>
 #include <system_error>
 #include <utility>
 
@@ -188,91 +189,106 @@ void AdapterStore::write_index_locked(const std::string& tenant, const std::stri
 }
 
 int64_t AdapterStore::reserve_version(const std::string& tenant, const std::string& name) {
-  validate_name("tenant", tenant);
-  validate_name("adapter", name);
   std::lock_guard<std::mutex> lock(mu_);
   const fs::path dir = adapter_dir(tenant, name);
-  const bool new_tenant = !fs::exists(dir.parent_path());
-  fs::create_directories(dir);
-  if (new_tenant) fsync_directory(root_);
-  fsync_directory(dir.parent_path());
+  // Only a folder created here needs its parent fsynced; an upload to an existing adapter pays for
+  // no folder fsync before its own file is written.
+  if (!fs::exists(dir)) {
+    const bool new_tenant = !fs::exists(dir.parent_path());
+    fs::create_directories(dir);
+    if (new_tenant) fsync_directory(root_);
+    fsync_directory(dir.parent_path());
+  }
   Entry& entry = tenants_[tenant][name];
   return entry.next_version++;
 }
 
-std::string AdapterStore::commit_staged(const std::string& tenant, const std::string& name,
-                                        int64_t number, const fs::path& staged) {
-  const std::string version = std::to_string(number);
+std::string AdapterStore::put(const std::string& tenant, const std::string& name,
+                              const std::string& file_bytes, Adapter* parsed) {
+  validate_name("tenant", tenant);
+  validate_name("adapter", name);
+  const auto t0 = std::chrono::steady_clock::now();
+  // Refuse oversized uploads before parsing: a valid file holds at most every method in fp32 plus
+  // its header.
+  const int64_t all_methods_fp32 = static_cast<int64_t>(sizeof(float)) * base_.n_layer *
+                                   base_.d_inner * (2 * base_.d_state + 1);
+  const int64_t limit = all_methods_fp32 + kMaxAdapterHeaderBytes;
+  const auto rejected = [&](const std::string& why) {
+    std::lock_guard<std::mutex> lock(mu_);
+    int64_t current = 0;
+    if (auto t = tenants_.find(tenant); t != tenants_.end()) {
+      if (auto a = t->second.find(name); a != t->second.end()) current = a->second.current;
+    }
+    return std::invalid_argument("adapter upload " + tenant + "/" + name + " rejected: " + why +
+                                 (current > 0 ? " (version " + std::to_string(current) + " stays current)"
+                                              : std::string()));
+  };
+  if (static_cast<int64_t>(file_bytes.size()) > limit) {
+    throw rejected(std::to_string(file_bytes.size()) + " bytes is larger than any adapter for this " +
+                   "base model can be (" + std::to_string(limit) + " bytes)");
+  }
+  // Validate in memory first: a rejected upload never touches the disk, and the file is parsed
+  // once (the caller gets the result instead of reading the file back).
   Adapter adapter;
   try {
-    adapter = load_adapter(staged);
+    adapter = parse_adapter(file_bytes, "upload " + tenant + "/" + name);
     check_compatible(adapter, base_);
   } catch (const std::exception& e) {
-    std::error_code ec;
-    fs::remove(staged, ec);
-    std::lock_guard<std::mutex> lock(mu_);
-    const Entry& entry = tenants_[tenant][name];
-    throw std::invalid_argument("adapter upload " + tenant + "/" + name + " rejected: " + e.what() +
-                                (entry.current > 0
-                                     ? " (version " + std::to_string(entry.current) + " stays current)"
-                                     : std::string()));
+    throw rejected(e.what());
   }
+  const auto t1 = std::chrono::steady_clock::now();
+
+  // Durable before it becomes current: staged file written and fsynced, renamed into place and the
+  // folder fsynced, then the index replaced the same way. A crash at any point leaves the previous
+  // version current (restart deletes a leftover staged file).
+  const int64_t number = reserve_version(tenant, name);
+  const std::string version = std::to_string(number);
   const fs::path final_path = adapter_dir(tenant, name) / (version + kVersionSuffix);
+  fs::path staged = final_path;
+  staged += kStagedSuffix;
+  write_file_synced(staged, file_bytes);
   rename_durably(staged, final_path);
 
   Version v;
   v.path = final_path;
-  v.size_bytes = static_cast<int64_t>(fs::file_size(final_path));
+  v.size_bytes = static_cast<int64_t>(file_bytes.size());
   v.created_unix = adapter.created_unix;
   v.methods = adapter.methods;
   v.extra_metadata = adapter.extra_metadata;
-
-  std::lock_guard<std::mutex> lock(mu_);
-  Entry& entry = tenants_[tenant][name];
-  entry.versions[number] = std::move(v);
-  // Two uploads can race: the higher number wins whatever order they finish in.
-  if (number > entry.current) entry.current = number;
-  write_index_locked(tenant, name, entry);
-  spdlog::info("adapter store: {}/{} version {} stored ({} bytes, methods {})", tenant, name, version,
-               entry.versions[number].size_bytes, join_methods(adapter.methods));
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    Entry& entry = tenants_[tenant][name];
+    entry.versions[number] = std::move(v);
+    // Two uploads can race: the higher number wins whatever order they finish in.
+    if (number > entry.current) entry.current = number;
+    write_index_locked(tenant, name, entry);
+  }
+  const auto t2 = std::chrono::steady_clock::now();
+  spdlog::info("adapter store: {}/{} version {} stored ({} bytes, methods {}; validate {:.1f} ms, "
+               "write+fsync+rename+index {:.1f} ms)",
+               tenant, name, version, file_bytes.size(), join_methods(adapter.methods),
+               std::chrono::duration<double, std::milli>(t1 - t0).count(),
+               std::chrono::duration<double, std::milli>(t2 - t1).count());
+  if (parsed != nullptr) {
+    adapter.name = name;
+    adapter.version = version;
+    *parsed = std::move(adapter);
+  }
   return version;
 }
 
 std::string AdapterStore::put(const std::string& tenant, const std::string& name,
-                              const std::string& file_bytes) {
-  // Refuse oversized uploads before they touch the disk: a valid file holds at most every method in
-  // fp32 plus its header.
-  const int64_t all_methods_fp32 = static_cast<int64_t>(sizeof(float)) * base_.n_layer *
-                                   base_.d_inner * (2 * base_.d_state + 1);
-  const int64_t limit = all_methods_fp32 + kMaxAdapterHeaderBytes;
-  if (static_cast<int64_t>(file_bytes.size()) > limit) {
-    throw std::invalid_argument("adapter upload " + tenant + "/" + name + " rejected: " +
-                                std::to_string(file_bytes.size()) + " bytes is larger than any adapter " +
-                                "for this base model can be (" + std::to_string(limit) + " bytes)");
-  }
-  const int64_t number = reserve_version(tenant, name);
-  const fs::path staged =
-      adapter_dir(tenant, name) / (std::to_string(number) + kVersionSuffix + kStagedSuffix);
-  write_file_synced(staged, file_bytes);
-  return commit_staged(tenant, name, number, staged);
-}
-
-std::string AdapterStore::put(const std::string& tenant, const std::string& name,
                               const Adapter& adapter, at::ScalarType disk_dtype) {
-  const int64_t number = reserve_version(tenant, name);
-  const fs::path staged =
-      adapter_dir(tenant, name) / (std::to_string(number) + kVersionSuffix + kStagedSuffix);
-  Adapter named = adapter;  // shallow: tensors are shared, only the metadata strings change
-  named.name = name;
-  named.version = std::to_string(number);
+  std::string bytes;
   try {
-    save_adapter(named, staged, disk_dtype);
+    Adapter named = adapter;  // shallow: tensors are shared, only the metadata strings change
+    named.name = name;
+    bytes = encode_adapter(named, disk_dtype);
   } catch (const std::runtime_error& e) {
-    std::error_code ec;
-    fs::remove(staged, ec);
     throw std::invalid_argument("adapter " + tenant + "/" + name + " not stored: " + e.what());
   }
-  return commit_staged(tenant, name, number, staged);
+  // The file's metadata `version` stays empty: the store's version is the file name (load() sets it).
+  return put(tenant, name, bytes);
 }
 
 bool AdapterStore::remove(const std::string& tenant, const std::string& name) {

@@ -67,9 +67,13 @@ class AdapterStore {
                               const std::string& version);
 
   // Stores an uploaded adapter file as the next version and makes it current, after validating it
-  // (format, shapes, finite values, same base model). Returns the new version. On a rejected file
-  // throws std::invalid_argument and the previous version stays current.
-  std::string put(const std::string& tenant, const std::string& name, const std::string& file_bytes);
+  // (format, shapes, finite values, same base model) in memory, before anything touches the disk.
+  // The version is durable when this returns (file fsynced, renamed, folder fsynced, index replaced
+  // the same way). Returns the new version; `parsed` (optional) receives the validated adapter, named
+  // and versioned like load() would return it, so the caller can use it without reading the file
+  // back. On a rejected file throws std::invalid_argument and the previous version stays current.
+  std::string put(const std::string& tenant, const std::string& name, const std::string& file_bytes,
+                  Adapter* parsed = nullptr);
   // Same for an in-memory adapter (e.g. the trainer's result); its name/version are set to the stored
   // ones. disk_dtype: at::kFloat or at::kBFloat16.
   std::string put(const std::string& tenant, const std::string& name, const Adapter& adapter,
@@ -113,10 +117,6 @@ class AdapterStore {
   void reload_adapter(const std::string& tenant, const std::string& name,
                       const std::filesystem::path& dir);
   std::filesystem::path adapter_dir(const std::string& tenant, const std::string& name) const;
-  // Validates the file at `staged` and moves it into place as version `number`; throws
-  // std::invalid_argument (and deletes `staged`) when it is rejected.
-  std::string commit_staged(const std::string& tenant, const std::string& name, int64_t number,
-                            const std::filesystem::path& staged);
   int64_t reserve_version(const std::string& tenant, const std::string& name);
   void write_index_locked(const std::string& tenant, const std::string& name, const Entry& entry);
   StoredAdapterInfo info_locked(const std::string& tenant, const std::string& name,

@@ -37,7 +37,7 @@ size_t element_size(const std::string& dtype) {
 
 std::string errno_text() { return std::strerror(errno); }
 
-// The bytes of a file: a read-only mapping, or a string for parse().
+// The bytes of a file: a read-only mapping, a string for parse(), or the caller's for parse_borrowed().
 struct Buffer {
   std::string owned;
   void* map = nullptr;
@@ -223,6 +223,17 @@ File File::parse(std::string bytes, const std::string& source) {
   impl->buffer.owned = std::move(bytes);
   impl->buffer.data = impl->buffer.owned.data();
   impl->buffer.size = impl->buffer.owned.size();
+  impl->parse();
+  File f;
+  f.impl_ = std::move(impl);
+  return f;
+}
+
+File File::parse_borrowed(std::string_view bytes, const std::string& source) {
+  auto impl = std::make_shared<Impl>();
+  impl->source = source;
+  impl->buffer.data = bytes.data();
+  impl->buffer.size = bytes.size();
   impl->parse();
   File f;
   f.impl_ = std::move(impl);

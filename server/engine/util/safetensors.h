@@ -40,6 +40,8 @@ class File {
   static File open(const std::filesystem::path& path);
   // Parses bytes held in memory; `source` names the buffer in error messages.
   static File parse(std::string bytes, const std::string& source);
+  // Parses bytes without copying them: the caller keeps `bytes` alive while the File (or a copy) lives.
+  static File parse_borrowed(std::string_view bytes, const std::string& source);
 
   const std::string& source() const;
   const std::map<std::string, std::string>& metadata() const;
