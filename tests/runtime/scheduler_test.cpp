@@ -309,6 +309,82 @@ TEST_F(SchedulerTest, FullQueueIsRefusedAndCancelledWaitersLeave) {
   running.wait();
 }
 
+// The queue bound counts every accepted request that has not finished, including those the engine
+// has taken from the queue but not yet put into a row (e.g. while their adapter loads): a burst of
+// max_batch + max_waiting at an idle scheduler is accepted whole, and one more is refused.
+TEST_F(SchedulerTest, ConcurrentBurstFillsRowsAndQueueThenIsRefused) {
+  SchedulerOptions so;
+  so.max_batch = 4;
+  so.max_waiting = 2;
+  const int capacity = static_cast<int>(so.max_batch + so.max_waiting);
+  for (int round = 0; round < 10; ++round) {
+    AdapterPool pool = make_pool(1);
+    Scheduler s(*model_, pool, so);
+    std::vector<Outcome> outcomes(static_cast<size_t>(capacity) + 1);
+    std::vector<std::shared_ptr<RequestHandle>> handles(outcomes.size());
+    std::atomic<int> refused{0}, ready{0};
+    std::atomic<bool> go{false};
+    std::vector<std::thread> threads;
+    for (size_t i = 0; i < outcomes.size(); ++i) {
+      threads.emplace_back([&, i] {
+        // Half on an adapter (admission then loads it), half on the base model.
+        GenerationRequest r = request(prompt_of(static_cast<int>(i), 4), i % 2 == 0 ? 0 : -1, 1000000, outcomes[i]);
+        ++ready;
+        while (!go) std::this_thread::yield();
+        try {
+          handles[i] = s.submit(std::move(r));
+        } catch (const QueueFull&) {
+          ++refused;
+        }
+      });
+    }
+    while (ready < static_cast<int>(outcomes.size())) std::this_thread::yield();
+    go = true;
+    for (auto& t : threads) t.join();
+    EXPECT_EQ(refused.load(), 1) << "round " << round << ": " << capacity + 1 - refused.load() << " of "
+                                 << capacity + 1 << " accepted; max_batch + max_waiting is " << capacity;
+    for (auto& h : handles) {
+      if (h) h->cancel();
+    }
+    for (size_t i = 0; i < outcomes.size(); ++i) {
+      if (handles[i]) outcomes[i].wait();
+    }
+  }
+}
+
+// The same bound while the engine is held inside admission by a slow adapter load: the request being
+// admitted still counts.
+TEST_F(SchedulerTest, RequestBeingAdmittedCountsAgainstTheQueueBound) {
+  AdapterPool pool = make_pool(1);
+  SchedulerOptions so;
+  so.max_batch = 2;
+  so.max_waiting = 1;
+  Scheduler s(*model_, pool, so);
+  std::promise<void> loading, release;
+  std::shared_future<void> released = release.get_future().share();
+  Outcome slow;
+  GenerationRequest r = request(prompt_of(20, 4), 0, 1000000, slow);
+  r.adapter_key = "slow";
+  r.adapter_loader = [&loading, released] {
+    loading.set_value();
+    released.wait();
+    return adapters_[0];
+  };
+  auto h0 = s.submit(std::move(r));
+  loading.get_future().wait();  // the engine has taken it from the queue and is loading its adapter
+  std::vector<Outcome> rest(3);
+  std::vector<std::shared_ptr<RequestHandle>> handles;
+  handles.push_back(s.submit(request(prompt_of(21, 4), -1, 1000000, rest[0])));
+  handles.push_back(s.submit(request(prompt_of(22, 4), -1, 1000000, rest[1])));
+  EXPECT_THROW(s.submit(request(prompt_of(23, 4), -1, 5, rest[2])), QueueFull);
+  release.set_value();
+  h0->cancel();
+  for (auto& h : handles) h->cancel();
+  slow.wait();
+  rest[0].wait();
+  rest[1].wait();
+}
+
 TEST_F(SchedulerTest, InvalidRequestsAreRefusedWithTheReason) {
   AdapterPool pool = make_pool(1);
   Scheduler s(*model_, pool, SchedulerOptions{});

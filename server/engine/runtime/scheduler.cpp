@@ -126,8 +126,10 @@ std::shared_ptr<RequestHandle> Scheduler::submit(GenerationRequest request) {
     std::lock_guard<std::mutex> lock(mu_);
     if (!accepting_) throw NotAccepting("the server is draining and accepts no new requests");
     // The bound is on requests that must wait for a row: arrivals the next step will admit into free
-    // rows do not count against it, so a burst smaller than the free rows is never refused.
-    const int64_t free_rows = std::max<int64_t>(options_.max_batch - running_count_, 0);
+    // rows do not count against it, so a burst smaller than the free rows is never refused. Requests
+    // admit() has taken from the queue but not yet put in a row (their adapter may be loading) hold
+    // rows already: without them a burst racing the engine would be let past the bound.
+    const int64_t free_rows = std::max<int64_t>(options_.max_batch - running_count_ - admitting_, 0);
     if (static_cast<int64_t>(waiting_.size()) >= options_.max_waiting + free_rows) {
       throw QueueFull("the request queue is full (" + std::to_string(options_.max_waiting) +
                       " waiting, --queue-size); retry later");
@@ -143,7 +145,7 @@ std::shared_ptr<RequestHandle> Scheduler::submit(GenerationRequest request) {
 int64_t Scheduler::drain(Clock::time_point deadline) {
   std::unique_lock<std::mutex> lock(mu_);
   accepting_ = false;
-  auto idle = [this] { return waiting_.empty() && running_count_ == 0; };
+  auto idle = [this] { return waiting_.empty() && running_count_ == 0 && admitting_ == 0; };
   if (!idle_cv_.wait_until(lock, deadline, idle)) {
     cancel_all_ = true;
     wake_ = true;
@@ -197,7 +199,7 @@ void Scheduler::loop() {
     if (on_step_ && (info.admitted > 0 || info.batch_size > 0)) on_step_(info);
     {
       std::lock_guard<std::mutex> lock(mu_);
-      if (waiting_.empty() && running_count_ == 0) idle_cv_.notify_all();
+      if (waiting_.empty() && running_count_ == 0 && admitting_ == 0) idle_cv_.notify_all();
     }
   }
   std::lock_guard<std::mutex> lock(mu_);
@@ -333,8 +335,15 @@ void Scheduler::admit() {
       entry = std::move(waiting_.front());
       waiting_.pop_front();
       --waiting_by_adapter_[entry->request.adapter_key];
+      ++admitting_;
     }
+    // The entry leaves admission without a row (finished with an error, or cancelled).
+    auto not_admitted = [this] {
+      std::lock_guard<std::mutex> lock(mu_);
+      --admitting_;
+    };
     if (entry->handle->cancel_requested()) {
+      not_admitted();
       finish_entry(*entry, FinishReason::kCancelled);
       continue;
     }
@@ -344,18 +353,22 @@ void Scheduler::admit() {
         lease = pool_.acquire(entry->request.adapter_key, entry->request.adapter_loader);
       } catch (const AdapterPoolExhausted& e) {
         if (running_.empty() && batch.empty()) {
+          not_admitted();
           finish_entry(*entry, FinishReason::kError, ErrorKind::kResourceExhausted, e.what());
           continue;
         }
         // Every slot is pinned by running rows: wait at the head of the queue until one retires.
         std::lock_guard<std::mutex> lock(mu_);
+        --admitting_;
         ++waiting_by_adapter_[entry->request.adapter_key];
         waiting_.push_front(std::move(entry));
         break;
       } catch (const AdapterNotFound& e) {
+        not_admitted();
         finish_entry(*entry, FinishReason::kError, ErrorKind::kNotFound, e.what());
         continue;
       } catch (const std::exception& e) {
+        not_admitted();
         finish_entry(*entry, FinishReason::kError, ErrorKind::kInternal,
                      std::string("loading the adapter failed: ") + e.what());
         continue;
@@ -391,6 +404,7 @@ void Scheduler::admit() {
   const auto now = Clock::now();
   {
     std::lock_guard<std::mutex> lock(mu_);
+    admitting_ -= B;
     for (auto& r : batch) {
       ++running_count_;
       ++running_by_adapter_[r->entry->request.adapter_key];

@@ -182,6 +182,7 @@ class Scheduler {
   std::deque<std::unique_ptr<Entry>> waiting_;
   std::map<std::string, int64_t> waiting_by_adapter_, running_by_adapter_;
   int64_t running_count_ = 0;
+  int64_t admitting_ = 0;  // taken from waiting_ by admit(), not yet running or finished
   bool accepting_ = true;
   bool stopping_ = false;
   bool wake_ = false;
