@@ -19,7 +19,7 @@ PACKAGES=(
 # the offline manifest validator. kubectl and npm may already be on the machine from elsewhere (a newer
 # kubectl, NodeSource's Node.js with its own npm); Debian's packages are added only where they are not.
 if [[ "${STATETUNE_NO_TEST_TOOLS:-0}" != 1 ]]; then
-  PACKAGES+=(prometheus curl)
+  PACKAGES+=(prometheus curl openssl)  # openssl: tests/serving makes its TLS certificates with it
   command -v kubectl >/dev/null || PACKAGES+=(kubernetes-client)
   command -v npm >/dev/null || PACKAGES+=(npm)
 fi

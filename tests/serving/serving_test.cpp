@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cstdlib>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
@@ -60,7 +61,9 @@ double metric_value(const std::string& text, const std::string& name, const std:
 
 class ServerProcess {
  public:
-  void start(const fs::path& work, const std::vector<std::string>& flags) {
+  // `tls_ca`: the server runs with TLS (its flags name the certificate); clients trust this CA file.
+  void start(const fs::path& work, const std::vector<std::string>& flags, const fs::path& tls_ca = {}) {
+    tls_ca_ = tls_ca;
     ready_ = work / "ready.json";
     fs::remove(ready_);
     log_ = work / ("server-" + std::to_string(++starts_) + ".log");
@@ -114,6 +117,7 @@ class ServerProcess {
     o.address = "127.0.0.1:" + std::to_string(port_);
     o.api_key = key;
     o.timeout = std::chrono::seconds(60);
+    o.tls_ca_file = tls_ca_.string();
     return o;
   }
   int metrics_port() const { return metrics_port_; }
@@ -122,7 +126,7 @@ class ServerProcess {
  private:
   pid_t pid_ = -1;
   int port_ = 0, metrics_port_ = 0, starts_ = 0;
-  fs::path ready_, log_;
+  fs::path ready_, log_, tls_ca_;
 };
 
 class ServingTest : public ::testing::Test {
@@ -501,6 +505,101 @@ TEST_F(ServingTest, MetricsAreScrapedFromTheRealEndpoint) {
   EXPECT_NE(m.find("statetune_adapter_load_seconds_total"), std::string::npos);
   EXPECT_NE(m.find("statetune_batch_size_bucket"), std::string::npos);
   EXPECT_EQ(metric_value(m, "statetune_up"), 1);
+}
+
+TEST_F(ServingTest, UploadLoadsTheNewVersionIntoThePoolBeforeAnyRequest) {
+  // The pool gauges are refreshed every 250 ms; wait for the loads counter to move.
+  auto loads_after = [](double before) {
+    std::string m;
+    for (int i = 0; i < 100; ++i) {
+      m = http_get(server_->metrics_port(), "/metrics");
+      if (metric_value(m, "statetune_adapter_loads_total") > before) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    return metric_value(m, "statetune_adapter_loads_total");
+  };
+  Client c = acme();
+  std::this_thread::sleep_for(std::chrono::milliseconds(600));  // the earlier tests' loads are counted
+  const double before = metric_value(http_get(server_->metrics_port(), "/metrics"), "statetune_adapter_loads_total");
+  v1::AdapterInfo info;
+  upload(c, "prewarmed", 2, &info);
+  const double after_upload = loads_after(before);
+  EXPECT_EQ(after_upload, before + 1) << "the upload did not load the new version into the pool";
+  // The first request finds it resident: no further load, and it runs the version just uploaded.
+  auto r = c.generate(request("prewarmed", 8, 7));
+  ASSERT_TRUE(r.status.ok()) << r.status.error_message();
+  EXPECT_EQ(r.done.adapter_version(), info.current_version());
+  std::this_thread::sleep_for(std::chrono::milliseconds(600));  // two refreshes
+  EXPECT_EQ(loads_after(after_upload), after_upload) << "the first request loaded the adapter again";
+  // A hot swap warms the new version too, and requests get it.
+  upload(c, "prewarmed", 3, &info);
+  EXPECT_EQ(loads_after(after_upload), after_upload + 1);
+  auto swapped = c.generate(request("prewarmed", 8, 7));
+  ASSERT_TRUE(swapped.status.ok()) << swapped.status.error_message();
+  EXPECT_EQ(swapped.done.adapter_version(), info.current_version());
+  EXPECT_NE(swapped.token_ids, r.token_ids) << "the swap to another adapter file changed nothing";
+}
+
+// Runs `command` through the shell; fails the test with its output when it exits non-zero.
+void run_or_fail(const std::string& command, const fs::path& log) {
+  const int rc = std::system((command + " >" + log.string() + " 2>&1").c_str());
+  ASSERT_EQ(rc, 0) << command << "\n" << slurp(log);
+}
+
+// A second server with TLS: a CA made at test time signs the server certificate (names 127.0.0.1
+// and localhost). Clients holding that CA are served; plaintext and wrong-CA clients are refused.
+TEST_F(ServingTest, TlsServesClientsThatTrustItsCaOnly) {
+  if (std::system("command -v openssl >/dev/null 2>&1") != 0) {
+    GTEST_SKIP() << "openssl is not installed (scripts/setup.sh installs it)";
+  }
+  const fs::path dir = *work_ / "tls";
+  fs::create_directories(dir);
+  const std::string d = dir.string();
+  const fs::path log = dir / "openssl.log";
+  const std::string ec = " -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2";
+  run_or_fail("openssl req -x509" + ec + " -keyout " + d + "/ca.key -out " + d + "/ca.pem -subj /CN=statetune-test-ca", log);
+  run_or_fail("openssl req -x509" + ec + " -keyout " + d + "/other-ca.key -out " + d + "/other-ca.pem -subj /CN=other-ca", log);
+  run_or_fail("openssl req" + ec + " -keyout " + d + "/server.key -out " + d + "/server.csr -subj /CN=localhost", log);
+  std::ofstream(dir / "san.ext") << "subjectAltName=IP:127.0.0.1,DNS:localhost\n";
+  run_or_fail("openssl x509 -req -in " + d + "/server.csr -CA " + d + "/ca.pem -CAkey " + d + "/ca.key -CAcreateserial -days 2 -extfile " + d + "/san.ext -out " + d + "/server.pem", log);
+
+  ServerProcess tls;
+  std::vector<std::string> f = flags();
+  for (size_t i = 0; i + 1 < f.size(); ++i) {
+    if (f[i] == "--adapters-dir") f[i + 1] = (dir / "adapters").string();  // its own store
+  }
+  f.insert(f.end(), {"--tls-cert", d + "/server.pem", "--tls-key", d + "/server.key"});
+  tls.start(dir, f, dir / "ca.pem");  // waits for health SERVING over TLS
+  if (HasFatalFailure()) return;
+  EXPECT_NE(tls.log().find("tls=true"), std::string::npos) << tls.log();
+
+  // (a) The CA's holder: health SERVING and a streamed generation.
+  Client good(tls.options(kAcmeKey));
+  grpc::health::v1::HealthCheckResponse::ServingStatus st{};
+  ASSERT_TRUE(good.health("", &st).ok());
+  EXPECT_EQ(st, grpc::health::v1::HealthCheckResponse::SERVING);
+  auto r = good.generate(request("", 12, 3));
+  ASSERT_TRUE(r.status.ok()) << r.status.error_message();
+  EXPECT_GE(r.chunks, 2);
+  EXPECT_EQ(r.token_ids.size(), 12u);
+
+  // (b) Plaintext against the TLS port: UNAVAILABLE, not a hang or a garbled answer.
+  ClientOptions plain = tls.options(kAcmeKey);
+  plain.tls_ca_file.clear();
+  plain.timeout = std::chrono::seconds(20);
+  auto p = Client(plain).generate(request("", 2, 0));
+  EXPECT_EQ(p.status.error_code(), StatusCode::UNAVAILABLE) << p.status.error_message();
+  EXPECT_FALSE(p.status.error_message().empty());
+
+  // (c) TLS with a CA that did not sign the server certificate: the handshake fails, UNAVAILABLE.
+  ClientOptions wrong = tls.options(kAcmeKey);
+  wrong.tls_ca_file = (dir / "other-ca.pem").string();
+  wrong.timeout = std::chrono::seconds(20);
+  auto w = Client(wrong).generate(request("", 2, 0));
+  EXPECT_EQ(w.status.error_code(), StatusCode::UNAVAILABLE) << w.status.error_message();
+  grpc::health::v1::HealthCheckResponse::ServingStatus wst{};
+  EXPECT_EQ(Client(wrong).health("", &wst).error_code(), StatusCode::UNAVAILABLE);
+  EXPECT_EQ(tls.stop(), 0) << tls.log();
 }
 
 // Last: restarts the server. Adapters persist on disk and come back with their versions.
