@@ -166,5 +166,38 @@ TEST(FullMode, TrainingFitsAPatternedStream) {
   EXPECT_EQ(trainer.weights().count("lm_head.weight"), 0u);  // tied: one tensor
 }
 
+// With a time budget the cosine runs over wall-clock time: the run stops when the budget is spent,
+// having decayed to the floor, whatever the step time.
+TEST(FullMode, TimeBudgetEndsAtTheFloorLearningRate) {
+  const MambaConfig c = small_config(true, false);
+  std::vector<int32_t> stream;
+  for (int i = 0; i < 2000; ++i) stream.push_back(static_cast<int32_t>((i * 7) % c.vocab_size));
+  FullTrainOptions o;
+  o.seq_len = 16;
+  o.batch_size = 2;
+  o.steps = 1000000;
+  o.max_seconds = 1.0;
+  o.warmup_steps = 3;
+  o.lr = 1e-3;
+  o.min_lr_ratio = 0.1;
+  o.eval_every = 0;
+  o.eval_windows = 4;
+  o.log_every = 1;
+  FullModelTrainer trainer(c, random_weights(c, 3), o);
+  std::vector<double> lrs;
+  const auto r = trainer.train(stream, stream, [&](const FullTrainProgress& p, const auto&) {
+    if (!p.evaluation) lrs.push_back(p.lr);
+  });
+  ASSERT_GT(r.steps, 10);
+  EXPECT_LT(r.steps, 1000000);
+  EXPECT_GE(r.seconds, 1.0);
+  EXPECT_LT(r.seconds, 10.0);
+  ASSERT_EQ(static_cast<int64_t>(lrs.size()), r.steps);
+  EXPECT_NEAR(lrs[2], 1e-3, 1e-12);  // the end of the warm-up
+  for (size_t i = 4; i < lrs.size(); ++i) EXPECT_LE(lrs[i], lrs[i - 1] + 1e-15) << "step " << i + 1;
+  EXPECT_LT(lrs.back(), 1e-3 * 0.15);  // at (nearly) the floor of 1e-4
+  EXPECT_GE(lrs.back(), 1e-3 * 0.1 - 1e-12);
+}
+
 }  // namespace
 }  // namespace statetune::engine::training

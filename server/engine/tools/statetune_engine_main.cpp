@@ -149,8 +149,8 @@ Trains EVERY weight (pretraining / full fine-tuning) on {"text": ...} lines (doc
 <|endoftext|>), next-token loss on random windows; AdamW (betas 0.9/0.95, decay on matrices), warm-up
 then cosine; writes a Hugging Face folder (config.json, model.safetensors, tokenizer.json,
 training_log.json), rewritten at every evaluation. --model is the starting point (e.g. init-model).
-  --max-length L (128)  --batch-size B (8)  --max-steps N (1000)  --max-seconds S (time budget: sets
-  the schedule's length from the measured step time)  --lr X (2e-3)  --min-lr-ratio X (0.1)
+  --max-length L (128)  --batch-size B (8)  --max-steps N (1000)  --max-seconds S (wall-clock budget:
+  the cosine runs over time and training stops when it is spent)  --lr X (2e-3)  --min-lr-ratio X (0.1)
   --warmup-steps N (100)  --weight-decay X (0.1)  --grad-clip X (1.0)  --seed S (0)
   --eval-every N (100)  --eval-windows N (64)  --log-every N (10)  --max-tokens N (training stream cap)
   --save-dtype bf16|f16|f32 (bf16)  --tokenizer PATH  --threads N

@@ -3,6 +3,7 @@
 #include <ATen/core/grad_mode.h>
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <fstream>
@@ -16,12 +17,9 @@ namespace {
 
 constexpr double kPi = 3.14159265358979323846;
 
-// Linear warm-up, then cosine from 1 down to `floor` at `total`.
-double lr_multiplier(int64_t step, int64_t warmup, int64_t total, double floor) {
-  if (step < warmup) return static_cast<double>(step + 1) / static_cast<double>(warmup);
-  if (total <= warmup) return 1.0;
-  const double progress = std::min(1.0, static_cast<double>(step - warmup) / static_cast<double>(total - warmup));
-  return floor + (1.0 - floor) * 0.5 * (1.0 + std::cos(kPi * progress));
+// Cosine from 1 down to `floor` as `progress` goes from 0 to 1.
+double cosine(double progress, double floor) {
+  return floor + (1.0 - floor) * 0.5 * (1.0 + std::cos(kPi * std::clamp(progress, 0.0, 1.0)));
 }
 
 // Matrices and the embedding decay; norms, biases, A_log and D do not (mamba_ssm's _no_weight_decay).
@@ -130,7 +128,7 @@ FullTrainResult FullModelTrainer::train(const std::vector<int32_t>& train_tokens
   result.heldout_curve.emplace_back(0, result.initial_heldout_loss);
   const auto t0 = Clock::now();
   auto elapsed = [&] { return std::chrono::duration<double>(Clock::now() - t0).count(); };
-  int64_t total = o.steps;
+  const int64_t total = o.steps;
   std::vector<double> recent;
   FullTrainProgress p;
 
@@ -147,15 +145,25 @@ FullTrainResult FullModelTrainer::train(const std::vector<int32_t>& train_tokens
     }
   };
 
+  // Linear warm-up over warmup_steps, then a cosine to the floor over the remaining steps or, with a
+  // time budget, over the remaining wall-clock time: the run then ends at the floor learning rate
+  // however fast the machine turns out to be (on a shared machine the step time can change threefold
+  // during a run), at the price of step counts that depend on the machine.
+  double warmup_end_s = 0;
+  auto multiplier = [&](int64_t step) {
+    if (step < o.warmup_steps) return static_cast<double>(step + 1) / static_cast<double>(o.warmup_steps);
+    if (o.max_seconds > 0) {
+      if (warmup_end_s == 0) warmup_end_s = elapsed();
+      return cosine((elapsed() - warmup_end_s) / std::max(1e-9, o.max_seconds - warmup_end_s), o.min_lr_ratio);
+    }
+    if (total <= o.warmup_steps) return 1.0;
+    return cosine(static_cast<double>(step - o.warmup_steps) / static_cast<double>(total - o.warmup_steps),
+                  o.min_lr_ratio);
+  };
   int64_t step = 0;
   for (; step < total; ++step) {
     if (stop && stop()) break;
-    // A time budget sets the schedule's length once the step time is known, so the cosine still ends
-    // at its floor instead of being cut off at a high learning rate.
-    if (o.max_seconds > 0 && step == 10) {
-      const double per_step = elapsed() / 10.0;
-      total = std::max<int64_t>(step + 1, std::min<int64_t>(o.steps, static_cast<int64_t>(o.max_seconds / per_step)));
-    }
+    if (o.max_seconds > 0 && elapsed() >= o.max_seconds) break;
     std::mt19937_64 rng(o.seed * 0x9E3779B97F4A7C15ull + static_cast<uint64_t>(step) + 1);
     std::vector<int64_t> offsets(static_cast<size_t>(B));
     for (auto& off : offsets) off = static_cast<int64_t>(rng() % static_cast<uint64_t>(span + 1));
@@ -169,7 +177,7 @@ FullTrainResult FullModelTrainer::train(const std::vector<int32_t>& train_tokens
                                std::to_string(step + 1) + " (learning rate too high?)");
     }
     double grad_norm = 0;
-    const double mult = lr_multiplier(step, o.warmup_steps, total, o.min_lr_ratio);
+    const double mult = multiplier(step);
     {
       at::NoGradGuard no_grad;
       double sq = 0;
@@ -195,7 +203,9 @@ FullTrainResult FullModelTrainer::train(const std::vector<int32_t>& train_tokens
     recent.push_back(l);
     if (recent.size() > 50) recent.erase(recent.begin());
     p.step = step + 1;
-    p.total_steps = total;
+    // With a time budget the length is an estimate from the mean step time so far.
+    p.total_steps = o.max_seconds > 0 ? std::min<int64_t>(total, static_cast<int64_t>(o.max_seconds / (elapsed() / (step + 1))))
+                                      : total;
     p.loss = l;
     p.lr = o.lr * mult;
     p.grad_norm = grad_norm;
@@ -204,10 +214,6 @@ FullTrainResult FullModelTrainer::train(const std::vector<int32_t>& train_tokens
     p.tokens_per_s = p.elapsed_s > 0 ? static_cast<double>(result.tokens) / p.elapsed_s : 0;
     if (callback && (p.step % o.log_every == 0 || p.step == total)) callback(p, params_);
     if (o.eval_every > 0 && p.step % o.eval_every == 0 && p.step != total) evaluate(p.step);
-    if (o.max_seconds > 0 && elapsed() > o.max_seconds * 1.1) {
-      ++step;
-      break;
-    }
   }
   result.steps = step;
   result.seconds = elapsed();

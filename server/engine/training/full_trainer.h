@@ -26,7 +26,8 @@ struct FullTrainOptions {
   int64_t seq_len = 128;      // tokens per window (the loss scores seq_len positions)
   int64_t batch_size = 8;     // windows per step
   int64_t steps = 1000;       // optimizer steps (the schedule's length)
-  double max_seconds = 0;     // > 0: stop early (cleanly, with a final evaluation) after this long
+  double max_seconds = 0;     // > 0: a wall-clock budget: the cosine runs over time instead of steps
+                              // and training stops (with a final evaluation) when the budget is spent
   double lr = 2e-3;
   double min_lr_ratio = 0.1;  // cosine decays to lr x this
   int64_t warmup_steps = 100;
