@@ -180,6 +180,9 @@ void scan_prefill_impl(const ScanArgs& g, const Act<T>& x, const Act<T>& dl, con
   });
 }
 
+// How far ahead (in state rows) the decode step prefetches; see step_chunk.
+constexpr int64_t kPrefetchRows = 8;
+
 // One token per row, the state updated in place in its cache row.
 template <typename T, int NT, bool SO>
 void step_chunk(const ScanArgs& g, const Act<T>& x, const Act<T>& dl, const Act<T>& bm,
@@ -203,6 +206,12 @@ void step_chunk(const ScanArgs& g, const Act<T>& x, const Act<T>& dl, const Act<
   T* ot = out + b * g.D + d0;
   for (int64_t i = 0; i < nd; ++i) {
     const int64_t d = d0 + i;
+    // A decode step does little arithmetic per state row (one 64-byte line at N = 16), so it waits on
+    // memory: the row's state and, with a state offset, the adapter's row of every sequence stream in
+    // from DRAM. Asking for the rows kPrefetchRows ahead hides that latency (past the chunk's end they
+    // are the next chunk's rows, which this task or its neighbour reads next; prefetches never fault).
+    __builtin_prefetch(h + (d + kPrefetchRows) * N, 1);
+    if constexpr (SO) __builtin_prefetch(so + (d + kPrefetchRows) * N, 0);
     const float dt = s.dt[i], xv = s.xv[i];
     float y = update_row<NT, SO>(N, h + d * N, g.A + d * N, s.bv.data(), s.cv.data(),
                                  SO ? so + d * N : nullptr, dt, dt * xv);
