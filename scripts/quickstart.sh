@@ -38,13 +38,13 @@ trap cleanup EXIT
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
 # --- the base model ------------------------------------------------------------------------------
-# The shipped default model lives in models/default when it has been trained and committed (see the
-# Training engine issue); until then the quickstart makes a small randomly initialised model of the same
-# architecture, so its text is gibberish, but every step below runs for real.
+# The shipped default model, models/default (scripts/pretrain/ made it), unless STATETUNE_MODEL names
+# another folder. A checkout without it (e.g. one that dropped the weights) falls back to a small
+# randomly initialised model of the same architecture: its text is gibberish, but every step runs.
 MODEL=${STATETUNE_MODEL:-}
 if [[ -z $MODEL && -f $ROOT/models/default/config.json ]]; then MODEL=$ROOT/models/default; fi
 if [[ -z $MODEL ]]; then
-  step "no default model shipped yet: writing a random-weight Mamba (d_model 256, 4 layers)"
+  step "models/default is missing: writing a random-weight Mamba (d_model 256, 4 layers)"
   MODEL=$WORK/model
   "$ENGINE" init-model --out "$MODEL" --d-model 256 --n-layer 4 --seed 1 \
     --tokenizer "$SHARED/models/gpt-neox-20b-tokenizer.json"
