@@ -7,7 +7,8 @@
 #   --seconds S   wall-clock budget of the training run (default 3600); the cosine schedule is fitted
 #                 to it from the measured step time, so the run ends at its floor learning rate
 #   --out DIR     where the model folder goes (default models/default)
-# Environment: STATETUNE_CORPUS_DIR (default /tmp/statetune-corpus), STATETUNE_THREADS.
+# Environment: STATETUNE_CORPUS_DIR (default /tmp/statetune-corpus), STATETUNE_THREADS,
+# STATETUNE_PRETRAIN_DEVICE (cpu, or cuda with a CUDA LibTorch build; default cpu).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 SECONDS_BUDGET=3600
@@ -38,7 +39,7 @@ WORK=$(mktemp -d /tmp/statetune-pretrain.XXXXXX)
   --data "$CORPUS/train.jsonl" --heldout-data "$CORPUS/heldout.jsonl" --out "$OUT" \
   --max-length 128 --batch-size 8 --max-steps 100000 --max-seconds "$SECONDS_BUDGET" \
   --lr 3e-3 --warmup-steps 100 --min-lr-ratio 0.1 --weight-decay 0.1 --eval-every 200 \
-  --eval-windows 128 --log-every 20 --seed 0 --save-dtype bf16 \
+  --eval-windows 128 --log-every 20 --seed 0 --save-dtype bf16 --device "${STATETUNE_PRETRAIN_DEVICE:-cpu}" \
   --threads "${STATETUNE_THREADS:-$(nproc)}" 2>&1 | tee "$WORK/train.log"
 cp "$WORK/train.log" "$OUT/training_output.txt"
 echo "pretrain: model in $OUT (log $OUT/training_log.json)"

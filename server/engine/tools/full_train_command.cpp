@@ -55,7 +55,7 @@ void write_model(const fs::path& out, const engine::MambaConfig& config,
   engine::CheckpointWriteOptions wo;
   wo.dtype = dtype;
   std::map<std::string, at::Tensor> detached;
-  for (const auto& [name, t] : weights) detached[name] = t.detach();
+  for (const auto& [name, t] : weights) detached[name] = t.detach().cpu();
   engine::write_checkpoint(tmp, config, detached, wo);
   fs::copy_file(tokenizer, tmp / "tokenizer.json");
   std::ofstream(tmp / "training_log.json") << log.dump(2) << "\n";
@@ -98,6 +98,12 @@ int run_train_full(CliArgs& args) {
   o.eval_every = args.integer("eval-every", o.eval_every);
   o.eval_windows = args.integer("eval-windows", o.eval_windows);
   o.log_every = args.integer("log-every", o.log_every);
+  const std::string device = args.str("device", "cpu");
+  try {
+    o.device = at::Device(device);
+  } catch (const std::exception&) {
+    throw UsageError("--device expects cpu or cuda[:i], got '" + device + "'");
+  }
   const int threads = apply_threads(args);
   args.finish();
 

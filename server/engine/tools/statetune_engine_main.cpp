@@ -153,7 +153,7 @@ training_log.json), rewritten at every evaluation. --model is the starting point
   the cosine runs over time and training stops when it is spent)  --lr X (2e-3)  --min-lr-ratio X (0.1)
   --warmup-steps N (100)  --weight-decay X (0.1)  --grad-clip X (1.0)  --seed S (0)
   --eval-every N (100)  --eval-windows N (64)  --log-every N (10)  --max-tokens N (training stream cap)
-  --save-dtype bf16|f16|f32 (bf16)  --tokenizer PATH  --threads N
+  --save-dtype bf16|f16|f32 (bf16)  --device cpu|cuda[:i] (cpu)  --tokenizer PATH  --threads N
 )"}},
       {"eval",
        {run_eval, "generate on a data set and print the task metric",

@@ -52,7 +52,7 @@ at::Tensor window_loss(const TrainableMamba& net, const at::Tensor& in, const at
   const at::Tensor lengths = at::full({B}, L, at::kLong);
   const at::Tensor hid = net.hidden(in, lengths, AdapterTensors{});
   const at::Tensor logits = net.logits(hid.reshape({B * L, hid.size(2)}));
-  return at::cross_entropy_loss(logits, tg.reshape({B * L}));
+  return at::cross_entropy_loss(logits, tg.reshape({B * L}).to(logits.device()));
 }
 
 }  // namespace
@@ -70,7 +70,7 @@ FullModelTrainer::FullModelTrainer(const MambaConfig& config, const std::map<std
   for (const auto& [name, t] : weights) {
     // A tied lm_head is the embedding itself; a separate copy would train two tensors.
     if (config_.tie_embeddings && name == "lm_head.weight") continue;
-    at::Tensor leaf = t.to(at::kCPU, at::kFloat, false, /*copy=*/true).contiguous();
+    at::Tensor leaf = t.to(options_.device, at::kFloat, false, /*copy=*/true).contiguous();
     leaf.set_requires_grad(true);
     params_[name] = leaf;
   }
@@ -85,7 +85,7 @@ int64_t FullModelTrainer::parameter_count() const {
 
 std::map<std::string, at::Tensor> FullModelTrainer::weights() const {
   std::map<std::string, at::Tensor> out;
-  for (const auto& [name, t] : params_) out[name] = t.detach().clone();
+  for (const auto& [name, t] : params_) out[name] = t.detach().to(at::kCPU, /*non_blocking=*/false, /*copy=*/true);
   return out;
 }
 

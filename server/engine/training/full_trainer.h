@@ -38,6 +38,7 @@ struct FullTrainOptions {
   int64_t eval_windows = 64;  // held-out windows scored per evaluation (fixed, non-overlapping)
   int64_t log_every = 10;
   int64_t scan_chunk = 64;
+  at::Device device = at::kCPU;  // where the weights, optimizer state and activations live
 };
 
 struct FullTrainProgress {
@@ -66,7 +67,7 @@ using FullTrainCallback =
 class FullModelTrainer {
  public:
   // `weights`: Hugging Face-named tensors of a model of `config` (e.g. random_weights(config, seed));
-  // they are copied into fp32 trainable leaves on the CPU.
+  // they are copied into fp32 trainable leaves on options.device.
   FullModelTrainer(const MambaConfig& config, const std::map<std::string, at::Tensor>& weights,
                    FullTrainOptions options);
 
