@@ -4,7 +4,6 @@
 #include <ATen/ATen.h>
 #include <ATen/core/grad_mode.h>
 #include <gtest/gtest.h>
-#include <unistd.h>
 
 #include <cmath>
 #include <filesystem>
@@ -16,24 +15,18 @@
 #include "server/engine/model/model_init.h"
 #include "server/engine/training/full_trainer.h"
 #include "server/engine/training/trainable_mamba.h"
+#include "tests/model/model_test_util.h"
 
 namespace statetune::engine::training {
 namespace {
 
 namespace fs = std::filesystem;
 
+// The model suites' tiny shape, with a few more tokens (the patterned stream below uses ids up to 41)
+// and the optional biases switchable.
 MambaConfig small_config(bool tied, bool biases) {
-  MambaConfig c;
-  c.d_model = 16;
-  c.n_layer = 2;
-  c.vocab_size = 48;
-  c.unpadded_vocab_size = 48;
-  c.d_state = 4;
-  c.expand = 2;
-  c.d_inner = 32;
-  c.d_conv = 4;
-  c.dt_rank = 2;
-  c.tie_embeddings = tied;
+  MambaConfig c = testing::tiny_config(tied);
+  c.vocab_size = c.unpadded_vocab_size = 48;
   c.proj_bias = biases;
   c.conv_bias = true;
   return c;
@@ -65,11 +58,9 @@ TEST(FullMode, ForwardEqualsInferenceModel) {
   for (const bool tied : {true, false}) {
     const MambaConfig c = small_config(tied, /*biases=*/!tied);
     const auto w = lively_weights(c, 7);
-    const fs::path dir = fs::path(STATETUNE_BINARY_DIR) / "test-tmp" / "full-trainer" /
-                         ("fwd-" + std::to_string(tied) + "-" + std::to_string(getpid()));
-    fs::remove_all(dir);
+    const fs::path dir = testing::fresh_dir("full-forward");
     write_checkpoint(dir, c, w);
-    auto model = MambaModel::load(dir, LoadOptions{});
+    auto model = testing::load(dir);
     TrainableMamba frozen(*model);
     TrainableMamba full(c, leaves(w));
     at::manual_seed(3);
@@ -78,8 +69,7 @@ TEST(FullMode, ForwardEqualsInferenceModel) {
     at::NoGradGuard no_grad;
     const at::Tensor a = frozen.forward(tokens, lengths, {});
     const at::Tensor b = full.forward(tokens, lengths, {});
-    const double err = (a - b).abs().max().item<double>() / a.abs().max().item<double>();
-    EXPECT_LT(err, 1e-5) << "tied=" << tied;
+    EXPECT_LT(testing::rel_err(b, a), 1e-5) << "tied=" << tied;
   }
 }
 
