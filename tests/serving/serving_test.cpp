@@ -22,6 +22,7 @@
 
 #include "client/statetune_client.h"
 #include "tests/support/loopback_http.h"
+#include "tests/support/service_process.h"
 #include "server/engine/adapters/adapter.h"
 #include "server/engine/model/mamba_model.h"
 #include "server/engine/model/model_init.h"
@@ -59,74 +60,14 @@ double metric_value(const std::string& text, const std::string& name, const std:
   return total;
 }
 
-class ServerProcess {
+// statetune-serve from this build, started and waited on until its health says SERVING.
+class ServerProcess : public test_support::ServiceProcess {
  public:
-  // `tls_ca`: the server runs with TLS (its flags name the certificate); clients trust this CA file.
+  ServerProcess() : ServiceProcess(std::string(STATETUNE_BINARY_DIR) + "/server/serving/statetune-serve", "server") {}
   void start(const fs::path& work, const std::vector<std::string>& flags, const fs::path& tls_ca = {}) {
-    tls_ca_ = tls_ca;
-    ready_ = work / "ready.json";
-    fs::remove(ready_);
-    log_ = work / ("server-" + std::to_string(++starts_) + ".log");
-    std::vector<std::string> args = {std::string(STATETUNE_BINARY_DIR) + "/server/serving/statetune-serve",
-                                     "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0",
-                                     "--ready-file", ready_.string(), "--threads", "1"};
-    args.insert(args.end(), flags.begin(), flags.end());
-    pid_ = ::fork();
-    if (pid_ == 0) {
-      int fd = ::open(log_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-      ::dup2(fd, 1);
-      ::dup2(fd, 2);
-      std::vector<char*> argv;
-      for (auto& a : args) argv.push_back(a.data());
-      argv.push_back(nullptr);
-      ::execv(argv[0], argv.data());
-      ::_exit(127);
-    }
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
-    while (!fs::exists(ready_)) {
-      ASSERT_LT(std::chrono::steady_clock::now(), deadline) << "server never listened:\n" << slurp(log_);
-      int status = 0;
-      ASSERT_EQ(::waitpid(pid_, &status, WNOHANG), 0) << "server exited:\n" << slurp(log_);
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    }
-    const auto j = nlohmann::json::parse(slurp(ready_));
-    port_ = j["port"].get<int>();
-    metrics_port_ = j["metrics_port"].get<int>();
-    Client c(options(""));
-    while (true) {
-      grpc::health::v1::HealthCheckResponse::ServingStatus st{};
-      if (c.health("", &st).ok() && st == grpc::health::v1::HealthCheckResponse::SERVING) break;
-      ASSERT_LT(std::chrono::steady_clock::now(), deadline) << "server never became SERVING:\n" << slurp(log_);
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    }
+    ServiceProcess::start(work, flags, tls_ca, std::chrono::seconds(60));
+    if (!::testing::Test::HasFatalFailure()) wait_serving();
   }
-
-  // SIGTERM and wait: returns the exit status.
-  int stop() {
-    if (pid_ <= 0) return -1;
-    ::kill(pid_, SIGTERM);
-    int status = 0;
-    ::waitpid(pid_, &status, 0);
-    pid_ = -1;
-    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  }
-  ~ServerProcess() { stop(); }
-
-  ClientOptions options(const std::string& key) const {
-    ClientOptions o;
-    o.address = "127.0.0.1:" + std::to_string(port_);
-    o.api_key = key;
-    o.timeout = std::chrono::seconds(60);
-    o.tls_ca_file = tls_ca_.string();
-    return o;
-  }
-  int metrics_port() const { return metrics_port_; }
-  std::string log() const { return slurp(log_); }
-
- private:
-  pid_t pid_ = -1;
-  int port_ = 0, metrics_port_ = 0, starts_ = 0;
-  fs::path ready_, log_, tls_ca_;
 };
 
 class ServingTest : public ::testing::Test {

@@ -20,6 +20,7 @@
 
 #include "client/statetune_client.h"
 #include "tests/support/loopback_http.h"
+#include "tests/support/service_process.h"
 #include "client/training_client.h"
 #include "server/engine/model/mamba_model.h"
 #include "server/engine/model/model_init.h"
@@ -65,75 +66,7 @@ std::pair<std::string, int> run_command(const std::string& cmd) {
   return {out, WIFEXITED(status) ? WEXITSTATUS(status) : -1};
 }
 
-class Process {
- public:
-  Process(std::string binary, std::string name)
-      : binary_(std::move(binary)), name_(std::move(name)) {}
-  void start(const fs::path& work, const std::vector<std::string>& flags) {
-    ready_ = work / (name_ + "-ready.json");
-    fs::remove(ready_);
-    log_ = work / (name_ + "-" + std::to_string(++starts_) + ".log");
-    std::vector<std::string> args = {binary_,
-                                     "--listen",
-                                     "127.0.0.1:0",
-                                     "--metrics-listen",
-                                     "127.0.0.1:0",
-                                     "--ready-file",
-                                     ready_.string(),
-                                     "--threads",
-                                     "1"};
-    args.insert(args.end(), flags.begin(), flags.end());
-    pid_ = ::fork();
-    if (pid_ == 0) {
-      int fd = ::open(log_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-      ::dup2(fd, 1);
-      ::dup2(fd, 2);
-      std::vector<char*> argv;
-      for (auto& a : args) argv.push_back(a.data());
-      argv.push_back(nullptr);
-      ::execv(argv[0], argv.data());
-      ::_exit(127);
-    }
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(90);
-    while (!fs::exists(ready_)) {
-      ASSERT_LT(std::chrono::steady_clock::now(), deadline) << name_ << " never listened:\n"
-                                                            << slurp(log_);
-      int status = 0;
-      ASSERT_EQ(::waitpid(pid_, &status, WNOHANG), 0) << name_ << " exited:\n" << slurp(log_);
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    }
-    std::this_thread::sleep_for(
-        std::chrono::milliseconds(50));  // the ready file is written whole, but be safe
-    const auto ready = nlohmann::json::parse(slurp(ready_));
-    port_ = ready["port"].get<int>();
-    metrics_port_ = ready["metrics_port"].get<int>();
-  }
-  int stop(int sig = SIGTERM) {
-    if (pid_ <= 0) return -1;
-    ::kill(pid_, sig);
-    int status = 0;
-    ::waitpid(pid_, &status, 0);
-    pid_ = -1;
-    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  }
-  ~Process() { stop(); }
-  ClientOptions options(const std::string& key) const {
-    ClientOptions o;
-    o.address = "127.0.0.1:" + std::to_string(port_);
-    o.api_key = key;
-    o.timeout = std::chrono::seconds(60);
-    return o;
-  }
-  int port() const { return port_; }
-  int metrics_port() const { return metrics_port_; }
-  std::string log() const { return slurp(log_); }
-
- private:
-  std::string binary_, name_;
-  pid_t pid_ = -1;
-  int port_ = 0, metrics_port_ = 0, starts_ = 0;
-  fs::path ready_, log_;
-};
+using Process = test_support::ServiceProcess;
 
 // Small arithmetic-word pairs: a tiny model can lower its loss on them within a few steps.
 std::string dataset_text(int n, int offset = 0) {
