@@ -493,7 +493,7 @@ int run(int argc, char** argv) {
   f.add("d-model", "256", "random model (--spawn without --model): d_model");
   f.add("n-layer", "4", "random model: layers");
   f.add("vocab", "50280", "random model: vocabulary size (padded)");
-  f.add("server-threads", "0", "--spawn: the server's --threads (0: LibTorch's default)");
+  f.add("server-threads", "0", "--spawn: the server's --threads (0: one per core)");
   f.add("max-batch", "0", "--spawn: the server's --max-batch (0: --clients)");
   f.add("server-flags", "",
         "--spawn: more statetune-serve flags, comma-separated (e.g. "

@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <sstream>
 #include <stdexcept>
+#include <thread>
 
 namespace statetune::common {
 namespace {
@@ -22,6 +23,15 @@ std::string trim(const std::string& s) {
 }
 
 }  // namespace
+
+int resolve_thread_count(int64_t flag_value) {
+  if (flag_value < 0 || flag_value > 1024) {
+    throw std::invalid_argument("--threads expects 0 (one per core) .. 1024, got " + std::to_string(flag_value));
+  }
+  if (flag_value > 0) return static_cast<int>(flag_value);
+  const unsigned cores = std::thread::hardware_concurrency();
+  return cores == 0 ? 1 : static_cast<int>(cores);
+}
 
 int64_t parse_byte_size(const std::string& text) {
   const std::string t = trim(text);

@@ -58,4 +58,9 @@ class FlagSet {
 // "64MiB" -> 67108864; throws std::invalid_argument on anything else.
 int64_t parse_byte_size(const std::string& text);
 
+// The intra-op thread count a --threads value asks for: the value itself when > 0, else one per
+// hardware core. (Debian's LibTorch starts with 1 thread, so "its default" would leave cores idle.)
+// Throws std::invalid_argument for a negative value.
+int resolve_thread_count(int64_t flag_value);
+
 }  // namespace statetune::common

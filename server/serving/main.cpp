@@ -25,7 +25,7 @@ int main(int argc, char** argv) {
   flags.add("tls-key", "", "PEM private key for --tls-cert");
   flags.add("device", "cpu", "cpu | cuda | cuda:N");
   flags.add("dtype", "f32", "compute dtype of the weights: f32 | bf16");
-  flags.add("threads", "0", "intra-op CPU threads (0: LibTorch's default)");
+  flags.add("threads", "0", "intra-op CPU threads (0: one per core)");
   flags.add("max-batch", "32", "most requests decoded together");
   flags.add("queue-size", "64", "most waiting requests; beyond it Generate answers RESOURCE_EXHAUSTED");
   flags.add("max-prefill-tokens", "4096", "padded prompt tokens prefilled together per step");
@@ -71,9 +71,7 @@ int main(int argc, char** argv) {
       throw std::invalid_argument("--max-batch, --max-prompt-tokens and --max-new-tokens must be >= 1, "
                                   "--queue-size >= 0");
     }
-    if (const int64_t threads = flags.integer("threads"); threads > 0) {
-      at::set_num_threads(static_cast<int>(threads));
-    }
+    at::set_num_threads(common::resolve_thread_count(flags.integer("threads")));
 
     // Signals go to the watcher thread only; block them before any other thread starts.
     common::block_termination_signals();

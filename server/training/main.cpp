@@ -31,7 +31,7 @@ int main(int argc, char** argv) {
             "statetune-serve's admin key (publishing uploads for the job's tenant)");
   flags.add("device", "cpu", "cpu | cuda | cuda:N");
   flags.add("dtype", "f32", "compute dtype of the frozen weights: f32 | bf16");
-  flags.add("threads", "0", "intra-op CPU threads (0: LibTorch's default)");
+  flags.add("threads", "0", "intra-op CPU threads (0: one per core)");
   flags.add("max-dataset-bytes", "256MiB", "largest data set upload");
   flags.add("tenant-storage-bytes", "1GiB", "most data set bytes one tenant may store");
   flags.add("max-active-jobs", "4", "most queued + running jobs per tenant");
@@ -75,8 +75,7 @@ int main(int argc, char** argv) {
       throw std::invalid_argument(
           "--max-active-jobs, --min-examples, --checkpoint-every and --log-every must be >= 1");
     }
-    if (const int64_t threads = flags.integer("threads"); threads > 0)
-      at::set_num_threads(static_cast<int>(threads));
+    at::set_num_threads(common::resolve_thread_count(flags.integer("threads")));
 
     common::block_termination_signals();
     common::ShutdownSignal shutdown(/*watch_signals=*/true);
