@@ -39,6 +39,7 @@
 #include "client/statetune_client.h"
 #include "server/common/config.h"
 #include "server/engine/util/sha256.h"
+#include "tests/support/subprocess.h"
 
 namespace statetune::tools {
 namespace {
@@ -98,21 +99,8 @@ fs::path find_binary(const std::string& flag, const std::string& name, const std
 // Runs a command to completion with its output in `log`; throws with the log
 // when it fails.
 void run_command(std::vector<std::string> args, const fs::path& log) {
-  const pid_t pid = ::fork();
-  if (pid < 0) throw std::runtime_error("fork failed");
-  if (pid == 0) {
-    const int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    ::dup2(fd, 1);
-    ::dup2(fd, 2);
-    std::vector<char*> argv;
-    for (auto& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    ::execv(argv[0], argv.data());
-    ::_exit(127);
-  }
-  int status = 0;
-  ::waitpid(pid, &status, 0);
-  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+  const pid_t pid = test_support::spawn_logged(args, log);
+  if (test_support::wait_exit_status(pid) != 0) {
     std::string cmd;
     for (const auto& a : args) cmd += (cmd.empty() ? "" : " ") + a;
     throw std::runtime_error("`" + cmd + "` failed:\n" + slurp(log));
@@ -129,18 +117,7 @@ class SpawnedServer {
                                      "--metrics-listen", "off",      "--ready-file",
                                      ready_.string()};
     args.insert(args.end(), flags.begin(), flags.end());
-    pid_ = ::fork();
-    if (pid_ < 0) throw std::runtime_error("fork failed");
-    if (pid_ == 0) {
-      const int fd = ::open(log_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-      ::dup2(fd, 1);
-      ::dup2(fd, 2);
-      std::vector<char*> argv;
-      for (auto& a : args) argv.push_back(a.data());
-      argv.push_back(nullptr);
-      ::execv(argv[0], argv.data());
-      ::_exit(127);
-    }
+    pid_ = test_support::spawn_logged(std::move(args), log_);
     const auto deadline = Clock::now() + std::chrono::seconds(300);
     while (!fs::exists(ready_)) {
       int status = 0;
@@ -168,11 +145,9 @@ class SpawnedServer {
 
   int stop() {
     if (pid_ <= 0) return -1;
-    ::kill(pid_, SIGTERM);
-    int status = 0;
-    ::waitpid(pid_, &status, 0);
+    const int status = test_support::signal_and_wait(pid_);
     pid_ = -1;
-    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    return status;
   }
   std::string address() const { return "127.0.0.1:" + std::to_string(port_); }
   std::string log() const { return slurp(log_); }

@@ -4,11 +4,8 @@
 // messages quote.
 #pragma once
 
-#include <fcntl.h>
 #include <gtest/gtest.h>
-#include <signal.h>
 #include <sys/wait.h>
-#include <unistd.h>
 
 #include <chrono>
 #include <filesystem>
@@ -20,6 +17,7 @@
 
 #include "client/statetune_client.h"
 #include "tests/support/loopback_http.h"
+#include "tests/support/subprocess.h"
 
 namespace statetune::test_support {
 
@@ -44,17 +42,7 @@ class ServiceProcess {
     std::vector<std::string> args = {binary_,     "--listen",       "127.0.0.1:0", "--metrics-listen",
                                      "127.0.0.1:0", "--ready-file", ready_.string(), "--threads", "1"};
     args.insert(args.end(), flags.begin(), flags.end());
-    pid_ = ::fork();
-    if (pid_ == 0) {
-      const int fd = ::open(log_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-      ::dup2(fd, 1);
-      ::dup2(fd, 2);
-      std::vector<char*> argv;
-      for (auto& a : args) argv.push_back(a.data());
-      argv.push_back(nullptr);
-      ::execv(argv[0], argv.data());
-      ::_exit(127);
-    }
+    pid_ = spawn_logged(std::move(args), log_);
     deadline_ = std::chrono::steady_clock::now() + timeout;
     while (!std::filesystem::exists(ready_)) {
       ASSERT_LT(std::chrono::steady_clock::now(), deadline_) << name_ << " never listened:\n" << log();
@@ -82,11 +70,9 @@ class ServiceProcess {
   // Sends `sig` and waits: returns the exit status (128 + signal when killed by one).
   int stop(int sig = SIGTERM) {
     if (pid_ <= 0) return -1;
-    ::kill(pid_, sig);
-    int status = 0;
-    ::waitpid(pid_, &status, 0);
+    const int status = signal_and_wait(pid_, sig);
     pid_ = -1;
-    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    return status;
   }
 
   client::ClientOptions options(const std::string& key) const {
