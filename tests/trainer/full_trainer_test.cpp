@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <map>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "server/engine/model/mamba_model.h"
@@ -143,8 +144,15 @@ TEST(FullMode, TrainingFitsAPatternedStream) {
   o.eval_windows = 16;
   FullModelTrainer trainer(c, random_weights(c, 2), o);
   int reports = 0;
-  const auto r = trainer.train(train, heldout, [&](const FullTrainProgress&, const auto&) { ++reports; });
+  std::vector<std::pair<int64_t, bool>> evaluations;  // (step, final)
+  const auto r = trainer.train(train, heldout, [&](const FullTrainProgress& p, const auto&) {
+    ++reports;
+    if (p.evaluation) evaluations.emplace_back(p.step, p.final);
+  });
   EXPECT_EQ(r.steps, 80);
+  // The periodic evaluation, then the one after the last step, marked final (the CLI writes its
+  // snapshot only for the others: the final model is written once, with the result).
+  EXPECT_EQ(evaluations, (std::vector<std::pair<int64_t, bool>>{{40, false}, {80, true}}));
   EXPECT_EQ(r.tokens, 80 * 8 * 20);
   EXPECT_GT(reports, 3);
   ASSERT_EQ(r.heldout_curve.size(), 3u);  // before, step 40, end

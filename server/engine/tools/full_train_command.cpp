@@ -148,7 +148,9 @@ int run_train_full(CliArgs& args) {
                       p.heldout_loss, std::exp(p.heldout_loss));
           log["evaluations"].push_back({{"step", p.step}, {"tokens", p.tokens}, {"elapsed_s", p.elapsed_s},
                                         {"train_loss", p.loss}, {"heldout_loss", p.heldout_loss}});
-          write_model(out, config, weights, disk_dtype, tok_path, log);
+          // A snapshot, so a long run that dies keeps its last evaluation; the final one is written
+          // below with the result in its log.
+          if (!p.final) write_model(out, config, weights, disk_dtype, tok_path, log);
         }
         std::fflush(stdout);
       },

@@ -10,6 +10,7 @@
 #include <random>
 #include <stdexcept>
 
+#include "server/engine/training/linear_cross_entropy.h"
 #include "server/engine/training/trainable_mamba.h"
 
 namespace statetune::engine::training {
@@ -51,8 +52,8 @@ at::Tensor window_loss(const TrainableMamba& net, const at::Tensor& in, const at
   const int64_t B = in.size(0), L = in.size(1);
   const at::Tensor lengths = at::full({B}, L, at::kLong);
   const at::Tensor hid = net.hidden(in, lengths, AdapterTensors{});
-  const at::Tensor logits = net.logits(hid.reshape({B * L, hid.size(2)}));
-  return at::cross_entropy_loss(logits, tg.reshape({B * L}).to(logits.device()));
+  // Every position is scored: the fused op never builds the [B * L, V] logits (linear_cross_entropy.h).
+  return linear_cross_entropy(hid.reshape({B * L, hid.size(2)}), net.lm_head(), tg.reshape({B * L}));
 }
 
 }  // namespace
@@ -118,10 +119,13 @@ FullTrainResult FullModelTrainer::train(const std::vector<int32_t>& train_tokens
     if (t < 0 || t >= config_.vocab_size) throw std::invalid_argument("full trainer: token id outside the vocabulary");
   }
   TrainableMamba net(config_, params_, o.scan_chunk);
-  std::map<std::string, at::Tensor> m1, m2;
+  // Adam moments, and a workspace for the update's denominator: the embedding alone is 51 MB, and a
+  // fresh tensor of that size every step costs its page faults again.
+  std::map<std::string, at::Tensor> m1, m2, denom;
   for (const auto& [name, p] : params_) {
     m1[name] = at::zeros_like(p);
     m2[name] = at::zeros_like(p);
+    denom[name] = at::empty_like(p);
   }
   FullTrainResult result;
   result.initial_heldout_loss = heldout_loss(heldout_tokens, o.eval_windows);
@@ -132,13 +136,14 @@ FullTrainResult FullModelTrainer::train(const std::vector<int32_t>& train_tokens
   std::vector<double> recent;
   FullTrainProgress p;
 
-  auto evaluate = [&](int64_t step) {
+  auto evaluate = [&](int64_t step, bool final) {
     const double h = heldout_loss(heldout_tokens, o.eval_windows);
     result.heldout_curve.emplace_back(step, h);
     result.heldout_loss = h;
     if (callback) {
       FullTrainProgress e = p;
       e.evaluation = true;
+      e.final = final;
       e.heldout_loss = h;
       e.elapsed_s = elapsed();
       callback(e, params_);
@@ -182,7 +187,7 @@ FullTrainResult FullModelTrainer::train(const std::vector<int32_t>& train_tokens
       at::NoGradGuard no_grad;
       double sq = 0;
       for (const auto& [name, prm] : params_) {
-        if (prm.grad().defined()) sq += prm.grad().pow(2).sum().item<double>();
+        if (prm.grad().defined()) sq += std::pow(prm.grad().norm().item<double>(), 2);
       }
       grad_norm = std::sqrt(sq);
       const double clip = o.grad_clip > 0 && grad_norm > o.grad_clip ? o.grad_clip / (grad_norm + 1e-6) : 1.0;
@@ -191,12 +196,14 @@ FullTrainResult FullModelTrainer::train(const std::vector<int32_t>& train_tokens
       const double bc2 = 1.0 - std::pow(o.beta2, static_cast<double>(step + 1));
       for (auto& [name, prm] : params_) {
         if (!prm.grad().defined()) continue;
-        const at::Tensor g = clip < 1.0 ? prm.grad() * clip : prm.grad();
+        const at::Tensor& g = prm.grad();
+        if (clip < 1.0) g.mul_(clip);  // the gradient is dropped before the next step anyway
         if (o.weight_decay != 0 && decays(name, prm)) prm.mul_(1.0 - lr * o.weight_decay);
         m1[name].mul_(o.beta1).add_(g, 1.0 - o.beta1);
         m2[name].mul_(o.beta2).addcmul_(g, g, 1.0 - o.beta2);
-        const at::Tensor denom = (m2[name].sqrt() / std::sqrt(bc2)).add_(o.eps);
-        prm.addcdiv_(m1[name], denom, -lr / bc1);
+        at::Tensor& d = denom[name];
+        at::sqrt_out(d, m2[name]).div_(std::sqrt(bc2)).add_(o.eps);
+        prm.addcdiv_(m1[name], d, -lr / bc1);
       }
     }
     result.tokens += B * L;
@@ -213,14 +220,14 @@ FullTrainResult FullModelTrainer::train(const std::vector<int32_t>& train_tokens
     p.elapsed_s = elapsed();
     p.tokens_per_s = p.elapsed_s > 0 ? static_cast<double>(result.tokens) / p.elapsed_s : 0;
     if (callback && (p.step % o.log_every == 0 || p.step == total)) callback(p, params_);
-    if (o.eval_every > 0 && p.step % o.eval_every == 0 && p.step != total) evaluate(p.step);
+    if (o.eval_every > 0 && p.step % o.eval_every == 0 && p.step != total) evaluate(p.step, false);
   }
   result.steps = step;
   result.seconds = elapsed();
   double s = 0;
   for (double v : recent) s += v;
   result.final_train_loss = recent.empty() ? 0 : s / static_cast<double>(recent.size());
-  evaluate(step);
+  evaluate(step, true);
   return result;
 }
 

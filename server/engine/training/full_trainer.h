@@ -43,6 +43,7 @@ struct FullTrainOptions {
 
 struct FullTrainProgress {
   bool evaluation = false;  // false: a training step report; true: a held-out evaluation
+  bool final = false;       // evaluation only: the one after the last step (train() returns next)
   int64_t step = 0, total_steps = 0;
   double loss = 0;          // training loss of the last step (nats per token)
   double lr = 0, grad_norm = 0, tokens_per_s = 0, elapsed_s = 0;

@@ -59,6 +59,8 @@ class TrainableMamba {
 
   // lm_head on some hidden rows [P, M] -> fp32 logits [P, V].
   at::Tensor logits(const at::Tensor& hidden_rows) const;
+  // The output layer [V, M] (the embedding when tied), for losses that fuse it (linear_cross_entropy.h).
+  const at::Tensor& lm_head() const { return lm_head_; }
 
   // Convenience for tests: logits at every position, [B, L, V] fp32.
   at::Tensor forward(const at::Tensor& tokens, const at::Tensor& lengths,
