@@ -50,7 +50,7 @@ TEST(DatasetValidator, ReportsEveryProblemWithItsLine) {
 TEST(DatasetValidator, TokenLimitMinimumCountAndProblemCap) {
   ValidationOptions o;
   o.max_example_tokens = 5;
-  o.count_tokens = [](const std::string& s) { return static_cast<int64_t>(s.size()); };
+  o.count_tokens = [](std::string_view s, int64_t) { return static_cast<int64_t>(s.size()); };
   o.min_examples = 3;
   auto r = validate_jsonl(
       "{\"prompt\": \"ab\", \"completion\": \"c\"}\n{\"prompt\": \"abc\", \"completion\": "
@@ -70,7 +70,10 @@ TEST(DatasetValidator, TokenLimitMinimumCountAndProblemCap) {
   capped.max_problems = 10;
   r = validate_jsonl(many, capped);
   EXPECT_EQ(r.problems.size(), 10u);
-  EXPECT_TRUE(r.truncated);
+  EXPECT_EQ(r.total_problems, 50);
+  EXPECT_NE(r.summary(5).find("the data set has 50 problems: line 1: "), std::string::npos)
+      << r.summary(5);
+  EXPECT_NE(r.summary(5).find("; and 45 more"), std::string::npos) << r.summary(5);
 }
 
 TEST(DatasetValidator, Utf8) {
