@@ -22,10 +22,10 @@
 
 #include "client/statetune_client.h"
 #include "client/training_client.h"
-#include "server/engine/model/model_init.h"
-#include "server/engine/util/sha256.h"
 #include "tests/support/loopback_http.h"
+#include "tests/support/prometheus_text.h"
 #include "tests/support/service_process.h"
+#include "tests/support/tiny_model.h"
 
 namespace statetune::training {
 namespace {
@@ -39,23 +39,11 @@ using Process = test_support::ServiceProcess;
 const char* kAcmeKey = "acme-harden-key";
 const char* kAdminKey = "admin-harden-key";
 
-// The value of the first sample line that starts with `prefix` (name plus labels), or -1.
-double metric(const std::string& text, const std::string& prefix) {
-  std::istringstream in(text);
-  for (std::string line; std::getline(in, line);) {
-    if (line.compare(0, prefix.size(), prefix) == 0 && line.size() > prefix.size() &&
-        (line[prefix.size()] == ' ' || line[prefix.size()] == '{')) {
-      return std::stod(line.substr(line.rfind(' ') + 1));
-    }
-  }
-  return -1;
-}
-
 // Failed RPCs of `method` with `code` in the service's metrics (0 when none yet).
 double rpc_errors(const Process& p, const std::string& method, const std::string& code) {
   const std::string m = test_support::http_get(p.metrics_port(), "/metrics");
   // prometheus-cpp writes labels in name order.
-  return std::max(0.0, metric(m, "statetune_train_rpc_errors_total{code=\"" + code +
+  return std::max(0.0, test_support::metric_sample(m, "statetune_train_rpc_errors_total{code=\"" + code +
                                      "\",method=\"" + method + "\"}"));
 }
 
@@ -110,20 +98,8 @@ class TrainingHardeningTest : public ::testing::Test {
                          ("statetune_harden_" + std::to_string(::getpid())));
     fs::remove_all(*work_);
     fs::create_directories(*work_);
-    engine::MambaConfig c;
-    c.d_model = 32;
-    c.n_layer = 1;
-    c.vocab_size = 50280;
-    c.d_state = 8;
-    c.expand = 2;
-    c.d_inner = 64;
-    c.d_conv = 4;
-    c.dt_rank = 2;
-    engine::write_random_checkpoint(*work_ / "model", c, 7);
-    nlohmann::json tenants = {
-        {"admin_key_sha256", engine::Sha256::hex(kAdminKey)},
-        {"tenants", {{{"name", "acme"}, {"api_keys_sha256", {engine::Sha256::hex(kAcmeKey)}}}}}};
-    std::ofstream(*work_ / "tenants.json") << tenants.dump(2);
+    test_support::write_tiny_model(*work_ / "model", 32, 1, 7);
+    test_support::write_tenants_file(*work_ / "tenants.json", kAdminKey, {{"acme", kAcmeKey}});
   }
   static void TearDownTestSuite() {
     fs::remove_all(*work_);
