@@ -21,9 +21,10 @@ namespace {
 }  // namespace
 
 void write_durably(const fs::path& path, const std::string& bytes) {
+  const fs::path folder = path.parent_path().empty() ? fs::path(".") : path.parent_path();
   std::error_code ec;
-  fs::create_directories(path.parent_path(), ec);
-  if (ec) fail("cannot create", path.parent_path(), ec.value());
+  fs::create_directories(folder, ec);
+  if (ec) fail("cannot create", folder, ec.value());
   const fs::path tmp = path.string() + ".tmp";
   const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) fail("cannot create", tmp, errno);
@@ -51,7 +52,7 @@ void write_durably(const fs::path& path, const std::string& bytes) {
     ::unlink(tmp.c_str());
     fail("cannot rename", tmp, err);
   }
-  const int dfd = ::open(path.parent_path().c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  const int dfd = ::open(folder.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (dfd >= 0) {
     ::fsync(dfd);
     ::close(dfd);
