@@ -15,10 +15,7 @@ Status RpcRunner::run(grpc::ServerContext* ctx, const char* method, const Body& 
   call.method = method;
   call.request_id = common::new_request_id();
   Status status = authenticate(ctx, method, call.principal);
-  if (!status.ok()) {
-    metrics_.rpc_failed(method, code_name(status.error_code()));
-    return status;
-  }
+  if (!status.ok()) return status;
   std::string detail;
   try {
     status = bounded_status(body(call));
@@ -27,7 +24,6 @@ Status RpcRunner::run(grpc::ServerContext* ctx, const char* method, const Body& 
     status = status_for_exception(std::current_exception(), call.request_id, &detail);
   }
   if (!status.ok()) {
-    metrics_.rpc_failed(method, code_name(status.error_code()));
     const bool server_fault = status.error_code() == StatusCode::INTERNAL || status.error_code() == StatusCode::UNKNOWN;
     common::log_event(server_fault ? spdlog::level::err : spdlog::level::info, "rpc.failed",
                       {{"method", method}, {"request_id", call.request_id}, {"tenant", call.tenant_label()},

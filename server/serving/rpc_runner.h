@@ -1,7 +1,7 @@
 // What every statetune-serve handler does around its own work, in one place: authenticate the caller
 // (failures logged, rate-limited, never with the key), run the handler, turn anything it throws into a
-// real status (rpc_errors.h), bound the message, and log and count every failed RPC
-// (statetune_rpc_errors_total{method,code}).
+// real status (rpc_errors.h), bound the message, and log every failed call with its request id.
+// (RpcStatusInterceptor counts them, with the failures gRPC answers before any handler runs.)
 #pragma once
 
 #include <grpcpp/grpcpp.h>
@@ -13,7 +13,6 @@
 #include <string>
 
 #include "server/serving/auth.h"
-#include "server/serving/serving_metrics.h"
 
 namespace statetune::serving {
 
@@ -32,7 +31,7 @@ class RpcRunner {
   // Runs after an authenticated call's final status is known (per-RPC metrics).
   using Finished = std::function<void(const RpcCall&, const grpc::Status&)>;
 
-  RpcRunner(const TenantRegistry& tenants, ServingMetrics& metrics) : tenants_(tenants), metrics_(metrics) {}
+  explicit RpcRunner(const TenantRegistry& tenants) : tenants_(tenants) {}
 
   grpc::Status run(grpc::ServerContext* ctx, const char* method, const Body& body, const Finished& finished = {});
 
@@ -42,7 +41,6 @@ class RpcRunner {
   void log_auth_failure(grpc::ServerContext* ctx, const char* method, const char* reason);
 
   const TenantRegistry& tenants_;
-  ServingMetrics& metrics_;
   std::mutex auth_log_mu_;
   std::chrono::steady_clock::time_point last_auth_log_{};
   int64_t auth_failures_unlogged_ = 0;

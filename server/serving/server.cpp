@@ -33,6 +33,7 @@
 #include "server/serving/auth.h"
 #include "server/serving/rpc_errors.h"
 #include "server/serving/rpc_runner.h"
+#include "server/serving/rpc_status_interceptor.h"
 #include "server/serving/serving_metrics.h"
 #include "server/serving/upload_limiter.h"
 #include "statetune/v1/adapters.grpc.pb.h"
@@ -672,7 +673,7 @@ void ServingServer::start() {
   } else {
     creds = grpc::InsecureServerCredentials();
   }
-  m.shared.rpc = std::make_unique<RpcRunner>(*m.shared.tenants, *m.shared.metrics);
+  m.shared.rpc = std::make_unique<RpcRunner>(*m.shared.tenants);
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   m.generation = std::make_unique<GenerationService>(m.shared);
@@ -687,6 +688,9 @@ void ServingServer::start() {
   grpc::ResourceQuota quota("statetune-serve");
   quota.SetMaxThreads(static_cast<int>(rpc_thread_limit(o)));
   builder.SetResourceQuota(quota);
+  std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;
+  interceptors.push_back(std::make_unique<RpcStatusInterceptorFactory>(*m.shared.metrics));
+  builder.experimental().SetInterceptorCreators(std::move(interceptors));
   builder.RegisterService(m.generation.get());
   builder.RegisterService(m.adapters.get());
   m.server = builder.BuildAndStart();

@@ -15,7 +15,7 @@
 //   statetune_adapter_uploads_total{tenant,status}      counter
 //   statetune_adapter_uploads_running                   gauge: uploads admitted and not finished
 //   statetune_rpc_errors_total{method,code}             counter: every failed RPC of every service, by
-//       method and status code (unauthenticated ones too)
+//       method and status code (unauthenticated ones, and those gRPC refused before any handler ran)
 //   statetune_up                                        gauge: 1 serving, 0 loading or draining
 #pragma once
 

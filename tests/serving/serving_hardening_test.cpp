@@ -162,6 +162,10 @@ TEST_F(ServingHardeningTest, FailedRpcsAreCountedByMethodAndCode) {
   EXPECT_EQ(c.generate(request("no-such-adapter")).status.error_code(), StatusCode::NOT_FOUND);
   v1::AdapterInfo info;
   EXPECT_EQ(c.get_adapter("no-such-adapter", &info).error_code(), StatusCode::NOT_FOUND);
+  // Not UTF-8 in a proto3 `string` field: gRPC's own parser refuses it before any handler runs.
+  const grpc::Status unparsable = c.get_adapter(std::string("bad\xff"), &info);
+  EXPECT_EQ(unparsable.error_code(), StatusCode::INVALID_ARGUMENT) << client::status_code_name(unparsable.error_code());
+  EXPECT_NE(unparsable.error_message().find("not valid UTF-8"), std::string::npos) << unparsable.error_message();
   uint32_t n = 0;
   EXPECT_EQ(c.delete_adapter("bad/name", &n).error_code(), StatusCode::INVALID_ARGUMENT);
   v1::ListAdaptersResponse list;
@@ -171,6 +175,7 @@ TEST_F(ServingHardeningTest, FailedRpcsAreCountedByMethodAndCode) {
   EXPECT_EQ(delta(after, "Generate", "invalid_argument"), 2) << after;
   EXPECT_EQ(delta(after, "Generate", "not_found"), 1);
   EXPECT_EQ(delta(after, "GetAdapter", "not_found"), 1);
+  EXPECT_EQ(delta(after, "GetAdapter", "invalid_argument"), 1);
   EXPECT_EQ(delta(after, "DeleteAdapter", "invalid_argument"), 1);
   EXPECT_EQ(delta(after, "ListAdapters", "unauthenticated"), 1);
   EXPECT_EQ(delta(after, "UploadAdapter", "invalid_argument"), 1);
