@@ -90,13 +90,31 @@ class ServingHardeningTest : public ::testing::Test {
     fs::remove_all(*work_);
     delete work_;
   }
-  static std::vector<std::string> flags(const fs::path& adapters, const std::string& idle_seconds) {
+  // `caps`: --max-concurrent-uploads and --max-concurrent-uploads-per-tenant.
+  static std::vector<std::string> flags(const fs::path& adapters, const std::string& idle_seconds,
+                                        std::pair<int, int> caps = {6, 4}) {
     return {"--model", (*work_ / "model").string(),
             "--tokenizer", std::string(STATETUNE_SHARED_DIR) + "/models/gpt-neox-20b-tokenizer.json",
             "--adapters-dir", adapters.string(), "--tenants-file", (*work_ / "tenants.json").string(),
             "--max-batch", "4", "--queue-size", "4", "--max-new-tokens", "64",
-            "--max-concurrent-uploads", "6", "--max-concurrent-uploads-per-tenant", "4",
+            "--max-concurrent-uploads", std::to_string(caps.first),
+            "--max-concurrent-uploads-per-tenant", std::to_string(caps.second),
             "--upload-idle-seconds", idle_seconds, "--drain-seconds", "2"};
+  }
+  // The number of threads of the server process whose ready file is in `dir`.
+  static long threads_of(const fs::path& dir) {
+    const auto ready = nlohmann::json::parse(slurp(dir / "server-ready.json"));
+    const fs::path tasks = "/proc/" + std::to_string(ready["pid"].get<int>()) + "/task";
+    return static_cast<long>(std::distance(fs::directory_iterator(tasks), fs::directory_iterator{}));
+  }
+  // Finishes every stream at once (a status the server sent counts only once Finish() asks for it,
+  // and a stalled stream's Finish() returns only when it ends) and returns their statuses.
+  static std::vector<grpc::Status> finish_all(std::vector<std::unique_ptr<RawUpload>>& streams) {
+    std::vector<grpc::Status> outcomes(streams.size());
+    std::vector<std::thread> finishers;
+    for (size_t i = 0; i < streams.size(); ++i) finishers.emplace_back([&, i] { outcomes[i] = streams[i]->finish(); });
+    for (auto& t : finishers) t.join();
+    return outcomes;
   }
   static Client client(const char* key) { return Client(server_->options(key)); }
   static std::string metrics() { return http_get(server_->metrics_port(), "/metrics"); }
@@ -383,11 +401,8 @@ TEST_F(ServingHardeningTest, IdleUploadsAreCancelledAndStartupCountsAdapters) {
 // Item 4: open upload streams cannot make the server start a thread each: beyond the caps they are
 // refused at once, and gRPC's thread quota bounds the rest.
 TEST_F(ServingHardeningTest, StalledUploadsDoNotPinAThreadEach) {
-  const auto ready = nlohmann::json::parse(slurp(*work_ / "server-ready.json"));
-  const fs::path tasks = "/proc/" + std::to_string(ready["pid"].get<int>()) + "/task";
-  auto threads = [&] { return std::distance(fs::directory_iterator(tasks), fs::directory_iterator{}); };
   ASSERT_TRUE(wait_uploads_running(0));
-  const auto baseline = threads();
+  const long baseline = threads_of(*work_);
   Client c = client(kAcmeKey);
   std::vector<std::unique_ptr<RawUpload>> streams;
   // The four admitted streams end at their 10 s client deadline; the others are refused at once.
@@ -396,17 +411,54 @@ TEST_F(ServingHardeningTest, StalledUploadsDoNotPinAThreadEach) {
     streams.back()->send_header("stall" + std::to_string(i), 1000);
   }
   ASSERT_TRUE(wait_uploads_running(4)) << metrics();
-  const auto during = threads();
-  // Finished in parallel: a status the server sent counts only once Finish() asks for it, and the
-  // admitted streams' Finish() returns at their deadline only.
-  std::vector<grpc::Status> outcomes(streams.size());
-  std::vector<std::thread> finishers;
-  for (size_t i = 0; i < streams.size(); ++i) finishers.emplace_back([&, i] { outcomes[i] = streams[i]->finish(); });
-  for (auto& t : finishers) t.join();
+  const long during = threads_of(*work_);
   int refused = 0;
-  for (const auto& st : outcomes) refused += st.error_code() == StatusCode::RESOURCE_EXHAUSTED;
+  for (const auto& st : finish_all(streams)) refused += st.error_code() == StatusCode::RESOURCE_EXHAUSTED;
   EXPECT_EQ(refused, 56);
   EXPECT_LT(during - baseline, 20) << "threads " << baseline << " -> " << during;
+}
+
+// Item 4: with the upload caps set out of the way, gRPC's thread quota (--max-rpc-threads) still bounds
+// the threads open calls hold: calls beyond it are refused (RESOURCE_EXHAUSTED, answered by gRPC
+// itself) and counted like every other failure.
+TEST_F(ServingHardeningTest, ThreadQuotaBoundsTheThreadsOpenCallsHold) {
+  const fs::path dir = *work_ / "threads";
+  fs::create_directories(dir);
+  test_support::ServingProcess server;
+  std::vector<std::string> f = flags(dir / "adapters", "5", {1000, 1000});
+  f.insert(f.end(), {"--max-rpc-threads", "24"});
+  server.start(dir, f);
+  if (HasFatalFailure()) return;
+  const long baseline = threads_of(dir);
+  Client c(server.options(kAcmeKey));
+  std::vector<std::unique_ptr<RawUpload>> streams;
+  for (int i = 0; i < 80; ++i) {
+    streams.push_back(std::make_unique<RawUpload>(c, kAcmeKey, std::chrono::seconds(20)));
+    streams.back()->send_header("held" + std::to_string(i), 1000);
+  }
+  // Every call has been either admitted (and holds its thread until the 5 s idle deadline) or refused.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(4);
+  std::string m;
+  do {
+    m = http_get(server.metrics_port(), "/metrics");
+  } while (metric_value(m, "statetune_adapter_uploads_running") +
+                   metric_value(m, "statetune_rpc_errors_total", {"code=\"resource_exhausted\""}) < 80 &&
+           std::chrono::steady_clock::now() < deadline);
+  const long during = threads_of(dir);
+  std::printf("80 stalled uploads, --max-rpc-threads 24: %g admitted, threads %ld -> %ld\n",
+              metric_value(m, "statetune_adapter_uploads_running"), baseline, during);
+  int refused = 0, idle_cancelled = 0;
+  for (const auto& st : finish_all(streams)) {
+    refused += st.error_code() == StatusCode::RESOURCE_EXHAUSTED;
+    idle_cancelled += st.error_code() == StatusCode::CANCELLED;
+  }
+  EXPECT_LE(during, baseline + 24) << "threads " << baseline << " -> " << during;
+  EXPECT_GT(refused, 0);
+  EXPECT_EQ(refused + idle_cancelled, 80);
+  m = http_get(server.metrics_port(), "/metrics");
+  EXPECT_EQ(metric_value(m, "statetune_rpc_errors_total", {"method=\"UploadAdapter\"", "code=\"resource_exhausted\""}),
+            refused)
+      << m;
 }
 
 // Item 11: the tenants file is parsed with bounds: a deeply nested one stops start-up with a message,
