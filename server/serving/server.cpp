@@ -525,7 +525,7 @@ class AdaptersService final : public v1::Adapters::Service {
                                                       " bytes; header.total_bytes is " +
                                                       std::to_string(header.total_bytes()));
     }
-    slot.reset();  // the bytes are all here; storing no longer depends on the client
+    slot->received_all();  // still counted while it is stored: the bytes stay in memory until then
     const std::string digest = hash.hex_digest();
     if (digest != header.sha256()) {
       return Status(StatusCode::INVALID_ARGUMENT, "sha256 mismatch: the data hashes to " + digest +

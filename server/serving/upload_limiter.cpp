@@ -20,6 +20,11 @@ void UploadLimiter::Slot::touch() {
   last_activity_ = Clock::now();
 }
 
+void UploadLimiter::Slot::received_all() {
+  std::lock_guard<std::mutex> lock(owner_.mu_);
+  receiving_ = false;
+}
+
 bool UploadLimiter::Slot::idle_cancelled() const {
   std::lock_guard<std::mutex> lock(owner_.mu_);
   return idle_cancelled_;
@@ -71,7 +76,7 @@ void UploadLimiter::watch() {
     const auto now = Clock::now();
     auto next = Clock::time_point::max();
     for (Slot* s : open_) {
-      if (s->idle_cancelled_) continue;
+      if (s->idle_cancelled_ || !s->receiving_) continue;
       const auto deadline = s->last_activity_ + limits_.idle_timeout;
       if (deadline <= now) {
         s->idle_cancelled_ = true;

@@ -26,8 +26,8 @@ struct UploadLimits {
 
 class UploadLimiter {
  public:
-  // One admitted upload: holds its place until destroyed. While it lives, the stream is cancelled if
-  // `idle_timeout` passes without touch().
+  // One admitted upload: holds its place until destroyed. Until received_all(), the stream is
+  // cancelled if `idle_timeout` passes without touch().
   class Slot {
    public:
     ~Slot();
@@ -35,6 +35,9 @@ class UploadLimiter {
     Slot& operator=(const Slot&) = delete;
     // Data arrived: the idle clock starts again.
     void touch();
+    // Every byte is in: the upload keeps its place while it is stored, but no longer depends on the
+    // client, so the idle clock stops.
+    void received_all();
     // True once the limiter cancelled the stream for sending nothing.
     bool idle_cancelled() const;
 
@@ -46,6 +49,7 @@ class UploadLimiter {
     grpc::ServerContext* ctx_;
     std::chrono::steady_clock::time_point last_activity_;  // guarded by owner_.mu_
     bool idle_cancelled_ = false;                           // guarded by owner_.mu_
+    bool receiving_ = true;                                 // guarded by owner_.mu_
   };
 
   explicit UploadLimiter(UploadLimits limits);
