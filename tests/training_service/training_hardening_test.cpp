@@ -23,9 +23,8 @@
 #include "client/statetune_client.h"
 #include "client/training_client.h"
 #include "tests/support/loopback_http.h"
-#include "tests/support/prometheus_text.h"
+#include "tests/support/serving_fixture.h"
 #include "tests/support/service_process.h"
-#include "tests/support/tiny_model.h"
 
 namespace statetune::training {
 namespace {
@@ -36,15 +35,14 @@ using client::TrainingClient;
 using grpc::StatusCode;
 using Process = test_support::ServiceProcess;
 
-const char* kAcmeKey = "acme-harden-key";
-const char* kAdminKey = "admin-harden-key";
+using test_support::kAcmeKey;
+using test_support::kAdminKey;
 
-// Failed RPCs of `method` with `code` in the service's metrics (0 when none yet).
+// Failed RPCs of `method` with `code` in the service's metrics.
 double rpc_errors(const Process& p, const std::string& method, const std::string& code) {
-  const std::string m = test_support::http_get(p.metrics_port(), "/metrics");
-  // prometheus-cpp writes labels in name order.
-  return std::max(0.0, test_support::metric_sample(m, "statetune_train_rpc_errors_total{code=\"" + code +
-                                     "\",method=\"" + method + "\"}"));
+  return test_support::metric_value(test_support::http_get(p.metrics_port(), "/metrics"),
+                                    "statetune_train_rpc_errors_total",
+                                    {"code=\"" + code + "\"", "method=\"" + method + "\""});
 }
 
 std::string dataset_text(int n) {
@@ -98,8 +96,7 @@ class TrainingHardeningTest : public ::testing::Test {
                          ("statetune_harden_" + std::to_string(::getpid())));
     fs::remove_all(*work_);
     fs::create_directories(*work_);
-    test_support::write_tiny_model(*work_ / "model", 32, 1, 7);
-    test_support::write_tenants_file(*work_ / "tenants.json", kAdminKey, {{"acme", kAcmeKey}});
+    test_support::write_serving_files(*work_, /*adapters=*/0);  // model/ and tenants.json
   }
   static void TearDownTestSuite() {
     fs::remove_all(*work_);
