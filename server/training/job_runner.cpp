@@ -247,7 +247,9 @@ std::string JobRunner::without_server_paths(std::string message) const {
     std::string prefix = dir.lexically_normal().string();
     if (prefix.empty() || prefix == ".") continue;
     if (prefix.back() != '/') prefix += '/';
-    for (size_t at; (at = message.find(prefix)) != std::string::npos;) message.erase(at, prefix.size());
+    for (size_t at; (at = message.find(prefix)) != std::string::npos;) {
+      message.erase(at, prefix.size());
+    }
   }
   return message;
 }
@@ -501,7 +503,8 @@ void JobRunner::run(JobRecord job) {
     fs::create_directories(out.parent_path());
     engine::save_adapter(adapter, out);
   } catch (const std::exception& e) {
-    common::log_event(spdlog::level::err, "job.save_failed", {{"job", job.id}, {"error", e.what()}});
+    common::log_event(spdlog::level::err, "job.save_failed",
+                      {{"job", job.id}, {"error", e.what()}});
     fail(job, "INTERNAL", "training finished but the service could not store the trained adapter");
     return;
   }
@@ -536,14 +539,14 @@ std::string JobRunner::publish_with_retry(JobRecord& job, const std::string& ada
     bool retryable = true;
     try {
       return publish_(job.tenant, adapter_name, file);
-    } catch (const PublishError& e) {
-      code = e.code;
-      retryable = e.retryable;
-      common::log_event(spdlog::level::warn, "job.publish_failed",
-                        {{"job", job.id}, {"attempt", attempt}, {"code", code}, {"error", e.what()}});
     } catch (const std::exception& e) {
-      common::log_event(spdlog::level::warn, "job.publish_failed",
-                        {{"job", job.id}, {"attempt", attempt}, {"code", code}, {"error", e.what()}});
+      if (const auto* pe = dynamic_cast<const PublishError*>(&e)) {
+        code = pe->code;
+        retryable = pe->retryable;
+      }
+      common::log_event(
+          spdlog::level::warn, "job.publish_failed",
+          {{"job", job.id}, {"attempt", attempt}, {"code", code}, {"error", e.what()}});
     }
     const auto now = std::chrono::steady_clock::now();
     if (!retryable || now + backoff > deadline) {

@@ -190,7 +190,9 @@ void JobStore::exec(const std::string& sql) {
 void JobStore::report_bad_record(const std::string& table, const std::string& id,
                                  const std::string& error) {
   // Once per row and process: listings run again and again (the worker polls the queue).
-  if (on_bad_record_ && reported_bad_.insert(table + "/" + id).second) on_bad_record_(table, id, error);
+  if (on_bad_record_ && reported_bad_.insert(table + "/" + id).second) {
+    on_bad_record_(table, id, error);
+  }
 }
 
 // After a failed statement SQLite may already have rolled the transaction back itself; a second

@@ -36,7 +36,9 @@ Status from_exception(const char* method, const std::string& request_id) {
     return Status(StatusCode::INTERNAL, "internal error (request " + request_id + ")");
   } catch (...) {
     common::log_event(spdlog::level::err, "rpc.internal_error",
-                      {{"method", method}, {"request_id", request_id}, {"error", "not a std::exception"}});
+                      {{"method", method},
+                       {"request_id", request_id},
+                       {"error", "not a std::exception"}});
     return Status(StatusCode::INTERNAL, "internal error (request " + request_id + ")");
   }
 }
@@ -54,7 +56,8 @@ Status run_rpc(const char* method, prometheus::Family<prometheus::Counter>& erro
     st = from_exception(method, request_id);
   }
   if (st.ok()) return st;
-  const StatusCode code = st.error_code() == StatusCode::UNKNOWN ? StatusCode::INTERNAL : st.error_code();
+  const StatusCode code =
+      st.error_code() == StatusCode::UNKNOWN ? StatusCode::INTERNAL : st.error_code();
   const std::string message = cap_message(st.error_message());
   const std::string code_name = client::status_code_name(code);
   errors.Add({{"method", method}, {"code", code_name}}).Increment();
