@@ -1055,7 +1055,7 @@ TEST_F(KernelsCuda, Mamba28BSizedPrefillAndBackwardSmoke) {
   std::printf("2.8B-sized scan backward workspace at chunk %d: %.2f GB\n", chunk,
               static_cast<double>(ws_floats) * 4 / 1e9);
   float* ws = nullptr;
-  ASSERT_EQ(cudaMalloc(&ws, ws_floats * sizeof(float)), cudaSuccess);
+  ASSERT_EQ(cudaMalloc(reinterpret_cast<void**>(&ws), ws_floats * sizeof(float)), cudaSuccess);
   bp.workspace = ws;
   cudaEventRecord(t0, nullptr);
   const cudaError_t e = raw::selective_scan_backward(bp, nullptr);
