@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <exception>
 
+#include "kernels/cpu_level.h"
 #include "server/engine/model/default_model.h"
 #include "server/common/config.h"
 #include "server/common/logging.h"
@@ -76,6 +77,9 @@ int main(int argc, char** argv) {
           "--max-active-jobs, --min-examples, --checkpoint-every and --log-every must be >= 1");
     }
     at::set_num_threads(common::resolve_thread_count(flags.integer("threads")));
+    // Which build of the CPU kernels runs (and a bad STATETUNE_CPU_LEVEL stops the start here).
+    common::log_event(spdlog::level::info, "cpu.kernels",
+                      {{"level", kernels::cpu::active_cpu_level().describe()}});
 
     common::block_termination_signals();
     common::ShutdownSignal shutdown(/*watch_signals=*/true);
