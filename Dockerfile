@@ -70,9 +70,9 @@ CMD ["statetune-serve", "--listen", "0.0.0.0:50051", "--metrics-listen", "0.0.0.
 
 # ---- CPU image: the runtime libraries, Debian's CPU LibTorch, the binaries -------------------------
 FROM runtime AS cpu
-RUN --mount=type=bind,source=scripts/setup.sh,target=/tmp/statetune/scripts/setup.sh \
-    STATETUNE_RUNTIME_ONLY=1 /tmp/statetune/scripts/setup.sh \
-    && rm -rf /var/lib/apt/lists/*
+RUN --mount=type=bind,source=scripts,target=/tmp/statetune/scripts \
+    STATETUNE_RUNTIME_ONLY=1 STATETUNE_PRUNE_RUNTIME=1 /tmp/statetune/scripts/setup.sh \
+    && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin
 COPY --from=build /out/bin/ /usr/local/bin/
 COPY --from=build /out/models/ /usr/local/share/statetune/models/
 USER 10001:10001
@@ -116,9 +116,10 @@ RUN --mount=type=cache,target=/root/.cache/ccache \
 # libcudart.so.12, copied from the toolkit; the GPU driver comes from the host (NVIDIA Container
 # Toolkit). No compiler, toolkit or header ships.
 FROM runtime AS cuda
-RUN --mount=type=bind,source=scripts/setup.sh,target=/tmp/statetune/scripts/setup.sh \
-    STATETUNE_RUNTIME_ONLY=1 STATETUNE_NO_DEBIAN_TORCH=1 /tmp/statetune/scripts/setup.sh \
-    && rm -rf /var/lib/apt/lists/*
+RUN --mount=type=bind,source=scripts,target=/tmp/statetune/scripts \
+    STATETUNE_RUNTIME_ONLY=1 STATETUNE_NO_DEBIAN_TORCH=1 STATETUNE_PRUNE_RUNTIME=1 \
+    /tmp/statetune/scripts/setup.sh \
+    && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin
 COPY --from=cuda-build /opt/libtorch/lib/ /opt/libtorch/lib/
 COPY --from=cuda-build /out/lib/ /opt/statetune/lib/
 COPY --from=cuda-build /out/bin/ /usr/local/bin/

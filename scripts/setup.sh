@@ -6,7 +6,7 @@
 # (the Dockerfile's first stage); STATETUNE_NO_TEST_TOOLS=1 leaves out what only the tests need;
 # STATETUNE_RUNTIME_ONLY=1 installs only the shared libraries the binaries load, and stops (the
 # images' runtime stages), with STATETUNE_NO_DEBIAN_TORCH=1 also without Debian's CPU LibTorch (the
-# cuda image brings its own).
+# cuda image brings its own) and STATETUNE_PRUNE_RUNTIME=1 purging the packages nothing loads.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD_DIR=${1:-build}
@@ -35,6 +35,10 @@ elif [[ "${STATETUNE_NO_TEST_TOOLS:-0}" != 1 ]]; then
   command -v npm >/dev/null || PACKAGES+=(npm)
 fi
 
+if [[ "${STATETUNE_RUNTIME_ONLY:-0}" == 1 && "${STATETUNE_PRUNE_RUNTIME:-0}" == 1 ]]; then
+  dpkg-query -W -f='${Package}\n' >/tmp/statetune-packages-before
+fi
+
 if [[ "${STATETUNE_SKIP_APT:-0}" != 1 ]]; then
   missing=()
   for p in "${PACKAGES[@]}"; do
@@ -54,6 +58,12 @@ if command -v update-alternatives >/dev/null; then
     target=$(update-alternatives --list "$alt" 2>/dev/null | grep openblas-pthread | head -n1 || true)
     [[ -n "$target" ]] && update-alternatives --set "$alt" "$target" >/dev/null 2>&1 || true
   done
+fi
+
+# Runtime images: drop what apt pulled in but nothing loads (see the script).
+if [[ "${STATETUNE_RUNTIME_ONLY:-0}" == 1 && "${STATETUNE_PRUNE_RUNTIME:-0}" == 1 ]]; then
+  scripts/prune-runtime-packages.sh /tmp/statetune-packages-before "${RUNTIME_PACKAGES[@]}"
+  rm -f /tmp/statetune-packages-before
 fi
 
 if [[ "${STATETUNE_DEPS_ONLY:-0}" == 1 || "${STATETUNE_RUNTIME_ONLY:-0}" == 1 ]]; then

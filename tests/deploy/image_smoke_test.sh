@@ -2,24 +2,26 @@
 # The container image, built and run the way a cluster runs it: builds the Dockerfile's `cpu` target
 # with Debian's buildah and runs it with podman (no Docker daemon, no registry), then checks
 #   - the four binaries start, as uid 10001; no compiler, build tool, header or source is left in the
-#     image, which is at most STATETUNE_IMAGE_MAX_MB (700) MB;
-#   - convert-dataset says where data sets go (and reads them when mounted there); the CPU kernels
-#     also run forced to x86-64-v2 (STATETUNE_CPU_LEVEL), the level every x86-64 node has;
+#     image, which is at most STATETUNE_IMAGE_MAX_MB (1100) MB (measured: 1,047 MB; docs/deploy.md);
+#   - convert-dataset says where data sets go (and reads them when mounted there); a generation runs
+#     on a CPU without AVX (QEMU's Nehalem), where the CPU kernels pick their x86-64-v2 build;
 #   - statetune-serve with the default model and a mounted tenants file: the image's HEALTHCHECK
 #     passes (gRPC health SERVING), a generation streams, and SIGTERM drains: a generation in flight
 #     when it arrives completes, the server logs server.stopped with nothing cancelled, and exits 0.
 # No registry is reachable from CI, so the base image debian:12 is made here with mmdebstrap from the
 # machine's own Debian mirror. podman's layer cache (/var/lib/containers) and the build stage's ccache
 # mount make a rebuild on the same machine fast. .ci/run calls this after the test suite (not
-# scripts/test.sh: it takes minutes). Needs root; installs buildah, podman, runc and mmdebstrap.
+# scripts/test.sh: it takes minutes). Needs root; installs buildah, podman, runc, mmdebstrap and
+# qemu-user-static.
 # Usage: tests/deploy/image_smoke_test.sh
-# Environment: STATETUNE_IMAGE (default localhost/statetune:cpu), STATETUNE_IMAGE_MAX_MB (700),
-#              STATETUNE_SHARED_DIR (../shared beside the checkout: its datasets/ are mounted).
+# Environment: STATETUNE_IMAGE (default localhost/statetune:cpu), STATETUNE_IMAGE_MAX_MB (1100),
+#              STATETUNE_SHARED_DIR (../shared beside the checkout: its datasets/ are mounted),
+#              STATETUNE_IMAGE_PREBUILT=1: check $STATETUNE_IMAGE as it is, without building it.
 set -euo pipefail
 SRC=$(cd "$(dirname "$0")/../.." && pwd)
 [[ $(id -u) == 0 ]] || exec sudo -E "$0" "$@"
 IMAGE=${STATETUNE_IMAGE:-localhost/statetune:cpu}
-MAX_MB=${STATETUNE_IMAGE_MAX_MB:-700}
+MAX_MB=${STATETUNE_IMAGE_MAX_MB:-1100}
 SHARED=${STATETUNE_SHARED_DIR:-$SRC/../shared}
 BASE=docker.io/library/debian:12
 # runc and rlimits every container can have, without touching the machine's configuration.
@@ -40,12 +42,13 @@ die() {
   exit 1
 }
 step() { echo "== $(date -u +%T) $*"; }
-# Containers have no network: every check talks to the server over the container's loopback.
-run() { podman run --rm --network none "$@"; }
+# Containers have no network: every check talks to the server over the container's loopback. One-off
+# containers skip the HEALTHCHECK (podman would try to schedule it through systemd).
+run() { podman run --rm --network none --no-healthcheck "$@"; }
 
 # ---- tools -----------------------------------------------------------------------------------------
 missing=()
-for p in buildah podman runc mmdebstrap; do
+for p in buildah podman runc mmdebstrap qemu-user-static; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 if ((${#missing[@]})); then
@@ -55,7 +58,8 @@ if ((${#missing[@]})); then
 fi
 
 # ---- base image --------------------------------------------------------------------------------------
-if ! podman image exists "$BASE"; then
+PREBUILT=${STATETUNE_IMAGE_PREBUILT:-0}
+if [[ $PREBUILT != 1 ]] && ! podman image exists "$BASE"; then
   step "making $BASE with mmdebstrap (minbase, this machine's mirror)"
   sources=/etc/apt/sources.list.d/debian.sources
   [[ -f $sources ]] || sources=/etc/apt/sources.list
@@ -75,12 +79,14 @@ if ! podman image exists "$BASE"; then
 fi
 
 # ---- build -----------------------------------------------------------------------------------------
-step "building the cpu target as $IMAGE (log: $TMP/build.log)"
 t0=$SECONDS
-# docker format: OCI images have no HEALTHCHECK. --pull=never: the base is the local one.
-buildah bud --pull=never --format docker --layers --target cpu --tag "$IMAGE" \
-  --build-arg STATETUNE_JOBS="$(nproc)" --file "$SRC/Dockerfile" "$SRC" >"$TMP/build.log" 2>&1 ||
-  { tail -n 60 "$TMP/build.log"; die "buildah bud"; }
+if [[ $PREBUILT != 1 ]]; then
+  step "building the cpu target as $IMAGE (log: $TMP/build.log)"
+  # docker format: OCI images have no HEALTHCHECK. --pull=never: the base is the local one.
+  buildah bud --pull=never --format docker --layers --target cpu --tag "$IMAGE" \
+    --build-arg STATETUNE_JOBS="$(nproc)" --file "$SRC/Dockerfile" "$SRC" >"$TMP/build.log" 2>&1 ||
+    { tail -n 60 "$TMP/build.log"; die "buildah bud"; }
+fi
 build_s=$((SECONDS - t0))
 size=$(podman image inspect --format '{{.Size}}' "$IMAGE")
 echo "built in ${build_s} s; $((size / 1000000)) MB"
@@ -106,7 +112,7 @@ out=$(run "$IMAGE" sh -c '
 step "data sets: where they go, and read when mounted there"
 out=$(run "$IMAGE" statetune-engine convert-dataset --dataset rte --out /tmp/rte.jsonl 2>&1) &&
   die "convert-dataset without data sets succeeded: $out"
-[[ $out == *"/var/lib/statetune/datasets (STATETUNE_DATASETS_DIR)"* ]] ||
+[[ $out == *"/var/lib/statetune/datasets/glue (STATETUNE_DATASETS_DIR)"* ]] ||
   die "convert-dataset does not say where data sets go: $out"
 if [[ -d $SHARED/datasets/glue ]]; then
   out=$(run -v "$SHARED/datasets:/var/lib/statetune/datasets:ro" "$IMAGE" \
@@ -115,10 +121,13 @@ if [[ -d $SHARED/datasets/glue ]]; then
   [[ $out == "wrote 5 examples of rte/train"* ]] || die "convert-dataset: $out"
 fi
 
-step "generation with the CPU kernels forced to x86-64-v2"
-out=$(run -e STATETUNE_CPU_LEVEL=v2 "$IMAGE" statetune-engine generate --prompt "The" \
-  --max-tokens 8 --threads 2 2>&1) || die "statetune-engine generate at v2: $out"
-[[ $out == *"8 generated"* ]] || die "statetune-engine generate at v2: $out"
+# A node without AVX: QEMU emulating a Nehalem (x86-64-v2, no AVX) runs the image's binary. Built
+# with -march=x86-64-v3, as before the kernels chose their level at start-up, it died with SIGILL.
+step "generation on an emulated CPU without AVX (qemu -cpu Nehalem)"
+out=$(run -v /usr/bin/qemu-x86_64-static:/usr/local/bin/qemu-x86_64:ro "$IMAGE" \
+  qemu-x86_64 -cpu Nehalem /usr/local/bin/statetune-engine generate --prompt "The" --max-tokens 8 \
+  --threads 2 2>&1) || die "statetune-engine generate without AVX: $out"
+[[ $out == *"8 generated"* ]] || die "statetune-engine generate without AVX: $out"
 
 # ---- serving -----------------------------------------------------------------------------------------
 step "statetune-serve: health, generation, drain on SIGTERM"

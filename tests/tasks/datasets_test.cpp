@@ -51,7 +51,7 @@ TEST(Datasets, MissingFolderSaysWhereTheDataGoes) {
     return std::string("no error");
   };
   const std::string from_flag = message(missing);
-  EXPECT_NE(from_flag.find("no data sets folder at " + missing + " (--datasets-dir)"), std::string::npos)
+  EXPECT_NE(from_flag.find("no data sets at " + missing + "/glue (--datasets-dir)"), std::string::npos)
       << from_flag;
   EXPECT_NE(from_flag.find("STATETUNE_DATASETS_DIR"), std::string::npos) << from_flag;
 
@@ -60,7 +60,12 @@ TEST(Datasets, MissingFolderSaysWhereTheDataGoes) {
   ::setenv("STATETUNE_DATASETS_DIR", missing.c_str(), 1);
   const std::string from_env = message("");
   if (before) ::setenv("STATETUNE_DATASETS_DIR", saved.c_str(), 1); else ::unsetenv("STATETUNE_DATASETS_DIR");
-  EXPECT_NE(from_env.find(missing + " (STATETUNE_DATASETS_DIR)"), std::string::npos) << from_env;
+  EXPECT_NE(from_env.find(missing + "/glue (STATETUNE_DATASETS_DIR)"), std::string::npos) << from_env;
+  // An empty folder (a volume mounted without the data) is no better.
+  std::filesystem::create_directories(missing);
+  const std::string empty = message(missing);
+  std::filesystem::remove_all(missing);
+  EXPECT_NE(empty.find("no data sets at " + missing + "/glue (--datasets-dir)"), std::string::npos) << empty;
 }
 
 TEST(Datasets, GlueCountsLabelsAndPrompts) {

@@ -40,10 +40,10 @@ struct DatasetOptions {
 std::string default_datasets_dir();
 
 // The folder the readers use for `given` (a --datasets-dir value; empty: default_datasets_dir()).
-// Throws std::invalid_argument when it is not a folder, naming it and where it came from (flag,
-// STATETUNE_DATASETS_DIR or the build's default), so that a container without the data sets
-// mounted says where they go.
-std::string existing_datasets_dir(const std::string& given);
+// Throws std::invalid_argument when it (or its `task_folder`, e.g. "glue") is not a folder, naming
+// it and where it came from (flag, STATETUNE_DATASETS_DIR or the build's default), so that a
+// container without the data sets mounted says where they go.
+std::string existing_datasets_dir(const std::string& given, const std::string& task_folder = "");
 
 // Splits: GLUE train / validation (the official dev set; GLUE's test labels are not public); SAMSum
 // train / validation / test; Spider train / validation (dev.json); DART train / validation (the dev json,

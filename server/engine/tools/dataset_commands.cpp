@@ -22,7 +22,8 @@ int run_convert_dataset(CliArgs& args) {
   if (limit < 0) throw UsageError("--max-examples must be >= 0, got " + std::to_string(limit));
 
   const std::string canonical = tasks::canonical_task_name(task);  // throws for an unknown task
-  options.datasets_dir = tasks::existing_datasets_dir(options.datasets_dir);  // says where data goes
+  options.datasets_dir = tasks::existing_datasets_dir(
+      options.datasets_dir, tasks::is_glue_task(canonical) ? "glue" : canonical);  // where data goes
   const size_t n = tasks::convert_dataset(canonical, split, out, static_cast<size_t>(limit), options);
   std::printf("wrote %zu examples of %s/%s (from %s) to %s\n", n, canonical.c_str(), split.c_str(),
               options.datasets_dir.c_str(), out.c_str());
