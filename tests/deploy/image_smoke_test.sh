@@ -146,7 +146,7 @@ until podman healthcheck run "$NAME" >/dev/null 2>&1; do
   ((SECONDS < deadline)) || die "not healthy within 600 s"
   sleep 1
 done
-podman logs "$NAME" 2>&1 | grep -q 'cpu.kernels' || die "no cpu.kernels line in the log"
+grep -q 'cpu.kernels' <<<"$(podman logs "$NAME" 2>&1)" || die "no cpu.kernels line in the log"
 out=$(podman exec "$NAME" statetune generate --api-key "$KEY" --prompt "Once upon a time" \
   --max-tokens 16 --temperature 0 --timeout 120 2>&1) || die "generate: $out"
 [[ $out == *"16 generated"* ]] || die "generate: $out"
