@@ -6,6 +6,7 @@
 #include <string>
 #include <exception>
 
+#include "kernels/cpu_level.h"
 #include "server/engine/model/default_model.h"
 #include "server/common/config.h"
 #include "server/common/logging.h"
@@ -86,6 +87,9 @@ int main(int argc, char** argv) {
           "--max-active-jobs, --min-examples, --checkpoint-every and --log-every must be >= 1");
     }
     at::set_num_threads(common::resolve_thread_count(flags.integer("threads")));
+    // Which build of the CPU kernels runs (and a bad STATETUNE_CPU_LEVEL stops the start here).
+    common::log_event(spdlog::level::info, "cpu.kernels",
+                      {{"level", kernels::cpu::active_cpu_level().describe()}});
 
     // A file-size limit (RLIMIT_FSIZE) must fail the write (EFBIG, answered as a full disk), not
     // kill the service with SIGXFSZ.

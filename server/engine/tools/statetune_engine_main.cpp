@@ -25,13 +25,15 @@ struct Command {
 const std::map<std::string, Command>& commands() {
   static const std::map<std::string, Command> table = {
       {"convert-dataset",
-       {run_convert_dataset, "write a shared/datasets task split as prompt/completion JSONL",
+       {run_convert_dataset, "write a data set task split (GLUE, SAMSum, ...) as prompt/completion JSONL",
         R"(statetune-engine convert-dataset --dataset NAME --out FILE.jsonl [--split S] [...]
 Writes {"prompt": ..., "completion": ...} lines (the format of `train --data` and of the training
-service's dataset upload) from a real data set under ../shared/datasets, with the experiments'
-prompt templates. Tasks: cola mrpc rte sst2 mnli qnli qqp samsum spider dart.
+service's dataset upload) from a real data set (its folder holds glue/, samsum/, spider/, dart/),
+with the experiments' prompt templates. Tasks: cola mrpc rte sst2 mnli qnli qqp samsum spider dart.
   --split train|validation|test (default train)   --max-examples N (default all)
-  --datasets-dir DIR (default: STATETUNE_DATASETS_DIR or ../shared/datasets)
+  --datasets-dir DIR (default: $STATETUNE_DATASETS_DIR; without it, shared/datasets beside the
+                      checkout the binary was built from; the container image sets
+                      STATETUNE_DATASETS_DIR=/var/lib/statetune/datasets: mount them there)
   --seed S               DART's train/validation split of its dev file (default 42)
 )"}},
       {"init-model",
