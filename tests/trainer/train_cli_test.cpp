@@ -10,6 +10,7 @@
 #include <fstream>
 #include <sstream>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -82,6 +83,14 @@ std::vector<std::string> completions(const fs::path& file) {
   return out;
 }
 
+// `statetune-engine eval <args> --json FILE`: what it printed, and the JSON it wrote (null on failure).
+std::pair<Result, nlohmann::json> eval_json(const std::string& args, const std::string& name) {
+  const fs::path json = scratch() / (name + ".eval.json");
+  const Result r = engine("eval " + args + " --json " + quote(json.string()));
+  EXPECT_EQ(r.code, 0) << describe(r);
+  return {r, r.code == 0 ? nlohmann::json::parse(slurp(json)) : nlohmann::json()};
+}
+
 fs::path jsonl() {
   const fs::path p = scratch() / "data.jsonl";
   std::ofstream f(p);
@@ -103,13 +112,10 @@ TEST(TrainCli, TrainsOnJsonlWritesAdapterAndEvaluates) {
   EXPECT_NE(r.out.find("eval step 2 val_loss"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("done "), std::string::npos);
   ASSERT_TRUE(fs::exists(out));
-  const fs::path json = scratch() / "a.eval.json";
-  const Result e = engine("eval --model " + quote(model.string()) + " --adapter " + quote(out.string()) +
-                          " --data " + quote(data.string()) + " --max-new-tokens 4 --show 1 --json " +
-                          quote(json.string()));
-  ASSERT_EQ(e.code, 0) << describe(e);
+  const auto [e, j] = eval_json("--model " + quote(model.string()) + " --adapter " + quote(out.string()) +
+                                     " --data " + quote(data.string()) + " --max-new-tokens 4 --show 1", "a");
+  ASSERT_EQ(e.code, 0);
   // The metric is what the predictions score against the data's completions, printed and in the JSON.
-  const auto j = nlohmann::json::parse(slurp(json));
   const auto predictions = j.at("predictions").get<std::vector<std::string>>();
   ASSERT_EQ(predictions.size(), 6u);
   const double exact = share_equal(predictions, completions(data));
@@ -148,11 +154,10 @@ TEST(TrainCli, NamedDatasetTrainAndEval) {
                           " --max-length 96 --out " + quote(out.string()) + ds);
   ASSERT_EQ(r.code, 0) << describe(r);
   EXPECT_NE(r.out.find("train: 4 examples, 0 validation"), std::string::npos) << r.out;
-  const fs::path named_json = scratch() / "rte.eval.json";
-  const Result e = engine("eval --model " + quote(model.string()) + " --adapter " + quote(out.string()) +
-                          " --dataset glue/rte --split validation --max-examples 3 --max-new-tokens 4 --json " +
-                          quote(named_json.string()) + ds);
-  ASSERT_EQ(e.code, 0) << describe(e);
+  const std::string with_adapter = "--model " + quote(model.string()) + " --adapter " + quote(out.string());
+  const auto [e, named] = eval_json(with_adapter + " --dataset glue/rte --split validation --max-examples 3"
+                                    " --max-new-tokens 4" + ds, "rte");
+  ASSERT_EQ(e.code, 0);
   EXPECT_NE(e.out.find("eval rte split validation, 3 examples"), std::string::npos) << e.out;
   // The same three examples through convert-dataset: the JSONL a tenant uploads holds the split's
   // prompts and labels, and evaluating it as plain data gives the same predictions and score.
@@ -164,13 +169,9 @@ TEST(TrainCli, NamedDatasetTrainAndEval) {
   const std::vector<std::string> labels = completions(converted);
   ASSERT_EQ(labels.size(), 3u);
   for (const auto& l : labels) EXPECT_TRUE(l == "0" || l == "1") << "an RTE label digit, got \"" << l << "\"";
-  const fs::path data_json = scratch() / "rte-as-data.eval.json";
-  const Result d = engine("eval --model " + quote(model.string()) + " --adapter " + quote(out.string()) +
-                          " --data " + quote(converted.string()) + " --max-new-tokens 4 --json " +
-                          quote(data_json.string()));
-  ASSERT_EQ(d.code, 0) << describe(d);
-  const auto named = nlohmann::json::parse(slurp(named_json));
-  const auto as_data = nlohmann::json::parse(slurp(data_json));
+  const auto [d, as_data] = eval_json(with_adapter + " --data " + quote(converted.string()) + " --max-new-tokens 4",
+                                      "rte-as-data");
+  ASSERT_EQ(d.code, 0);
   const auto predictions = named.at("predictions").get<std::vector<std::string>>();
   EXPECT_EQ(as_data.at("predictions").get<std::vector<std::string>>(), predictions);
   const double accuracy = share_equal(predictions, labels);
