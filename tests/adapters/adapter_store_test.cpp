@@ -420,6 +420,124 @@ TEST(AdapterStore, ConcurrentPutsGetDistinctVersions) {
   EXPECT_EQ(reopened.get("acme", "a")->version, "12");
 }
 
+// The size of every file constant_adapter() makes (all three methods, fp32).
+int64_t adapter_file_size(const fs::path& scratch) {
+  return static_cast<int64_t>(file_bytes(constant_adapter(1), scratch).size());
+}
+
+std::string quota_error(AdapterStore& store, const std::string& tenant, const std::string& name) {
+  try {
+    store.put(tenant, name, constant_adapter(9));
+  } catch (const AdapterQuotaExceeded& e) {
+    return e.what();
+  }
+  return "";
+}
+
+TEST(AdapterStoreQuota, TenantBytesAreLimited) {
+  const auto root = fresh_dir("quota-bytes");
+  const int64_t size = adapter_file_size(root);
+  AdapterQuota quota;
+  quota.tenant_bytes = 2 * size + size / 2;
+  AdapterStore store(root / "store", tiny_fingerprint(), quota);
+  store.put("acme", "a", constant_adapter(1));
+  store.put("acme", "b", constant_adapter(2));
+  const std::string msg = quota_error(store, "acme", "c");
+  EXPECT_NE(msg.find("quota is " + std::to_string(quota.tenant_bytes)), std::string::npos) << msg;
+  EXPECT_NE(quota_error(store, "acme", "a"), "");  // a new version counts as much as a new adapter
+  EXPECT_EQ(store.put("globex", "a", constant_adapter(3)), "1");  // the quota is per tenant
+  EXPECT_EQ(files_in(root / "store" / "acme"), (std::set<std::string>{"a", "b"}));
+  EXPECT_EQ(files_in(root / "store" / "acme" / "a"), (std::set<std::string>{"1.safetensors", "index.json"}));
+  EXPECT_EQ(store.get("acme", "a")->version, "1");
+  // Deleting makes room.
+  EXPECT_TRUE(store.remove("acme", "b"));
+  EXPECT_EQ(store.put("acme", "c", constant_adapter(4)), "1");
+  EXPECT_EQ(store.tenant_bytes("acme"), 2 * size);
+}
+
+TEST(AdapterStoreQuota, AdapterCountIsLimitedAcrossRestarts) {
+  const auto root = fresh_dir("quota-count");
+  AdapterQuota quota;
+  quota.tenant_adapters = 2;
+  {
+    AdapterStore store(root, tiny_fingerprint(), quota);
+    store.put("acme", "a", constant_adapter(1));
+    store.put("acme", "b", constant_adapter(2));
+    const std::string msg = quota_error(store, "acme", "c");
+    EXPECT_NE(msg.find("has 2 adapters"), std::string::npos) << msg;
+    EXPECT_EQ(store.put("acme", "a", constant_adapter(3)), "2");  // new versions are not new adapters
+    EXPECT_FALSE(fs::exists(root / "acme" / "c"));
+  }
+  AdapterStore store(root, tiny_fingerprint(), quota);
+  EXPECT_NE(quota_error(store, "acme", "c"), "");
+  EXPECT_TRUE(store.remove("acme", "b"));
+  EXPECT_EQ(store.put("acme", "c", constant_adapter(4)), "1");
+}
+
+TEST(AdapterStoreQuota, VersionsPerAdapterAreLimitedOrTheOldestArePruned) {
+  const auto root = fresh_dir("quota-versions");
+  const int64_t size = adapter_file_size(root);
+  AdapterQuota quota;
+  quota.versions_per_adapter = 2;
+  {
+    AdapterStore store(root / "store", tiny_fingerprint(), quota);
+    store.put("acme", "a", constant_adapter(1));
+    store.put("acme", "a", constant_adapter(2));
+    const std::string msg = quota_error(store, "acme", "a");
+    EXPECT_NE(msg.find("keeps 2 versions"), std::string::npos) << msg;
+    EXPECT_EQ(store.get("acme", "a")->version, "2");
+  }
+  // Pruning: the oldest non-current version goes, and its bytes count as freed (the tenant is at
+  // its byte quota with two versions, yet a third fits).
+  quota.prune_old_versions = true;
+  quota.tenant_bytes = 2 * size;
+  AdapterStore store(root / "store", tiny_fingerprint(), quota);
+  EXPECT_EQ(store.put("acme", "a", constant_adapter(3)), "3");
+  EXPECT_EQ(store.put("acme", "a", constant_adapter(4)), "4");
+  EXPECT_EQ(files_in(root / "store" / "acme" / "a"),
+            (std::set<std::string>{"3.safetensors", "4.safetensors", "index.json"}));
+  EXPECT_EQ(store.versions("acme", "a").size(), 2u);
+  EXPECT_EQ(first_value(store.load("acme", "a", "4")), 4.0f);
+  EXPECT_NE(quota_error(store, "acme", "b"), "");  // pruning frees only the adapter's own versions
+  AdapterStore reopened(root / "store", tiny_fingerprint(), quota);
+  EXPECT_TRUE(reopened.problems().empty());
+  EXPECT_EQ(reopened.get("acme", "a")->version, "4");
+  EXPECT_EQ(reopened.versions("acme", "a").size(), 2u);
+}
+
+TEST(AdapterStoreQuota, ConcurrentPutsCannotOvershootTogether) {
+  const auto root = fresh_dir("quota-concurrent");
+  const int64_t size = adapter_file_size(root);
+  AdapterQuota quota;
+  quota.versions_per_adapter = 5;
+  quota.tenant_bytes = 8 * size;
+  AdapterStore store(root / "store", tiny_fingerprint(), quota);
+  std::atomic<int> stored{0}, refused{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < 3; ++i) {
+        // Thread 0..3 each put 3 versions of "shared" and then 3 of their own adapter.
+        for (const std::string name : {std::string("shared"), "own-" + std::to_string(t)}) {
+          try {
+            store.put("acme", name, constant_adapter(static_cast<float>(t)));
+            ++stored;
+          } catch (const AdapterQuotaExceeded&) {
+            ++refused;
+          }
+        }
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(stored.load(), 8);
+  EXPECT_EQ(refused.load(), 16);
+  EXPECT_LE(store.versions("acme", "shared").size(), 5u);
+  EXPECT_EQ(store.tenant_bytes("acme"), 8 * size);
+  AdapterStore reopened(root / "store", tiny_fingerprint(), quota);
+  EXPECT_EQ(reopened.tenant_bytes("acme"), 8 * size);
+}
+
 TEST_F(AdapterStoreOnASmallDisk, FailedUploadsLeaveNoLeftoversAndThePreviousVersionCurrent) {
   AdapterStore store(store_dir(), tiny_fingerprint());
   ASSERT_EQ(store.put("acme", "a", small_adapter(1)), "1");
