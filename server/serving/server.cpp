@@ -493,6 +493,8 @@ class AdaptersService final : public v1::Adapters::Service {
       version = b->store->put(tenant, header.name(), data, &adapter);
     } catch (const std::invalid_argument& e) {
       return fail(StatusCode::INVALID_ARGUMENT, e.what());
+    } catch (const engine::AdapterQuotaExceeded& e) {
+      return fail(StatusCode::RESOURCE_EXHAUSTED, e.what());
     } catch (const std::exception& e) {
       return fail(StatusCode::INTERNAL, std::string("storing the adapter failed: ") + e.what());
     }
@@ -708,7 +710,12 @@ void ServingServer::load() {
   b->model = engine::MambaModel::load(o.model_dir, lo);
   const fs::path tok = o.tokenizer_path.empty() ? o.model_dir / "tokenizer.json" : o.tokenizer_path;
   b->tokenizer.emplace(engine::Tokenizer::from_file(tok.string()));
-  b->store = std::make_unique<engine::AdapterStore>(o.adapters_dir, b->model->fingerprint());
+  engine::AdapterQuota quota;
+  quota.tenant_bytes = o.tenant_adapter_bytes;
+  quota.tenant_adapters = o.tenant_adapters;
+  quota.versions_per_adapter = o.adapter_versions;
+  quota.prune_old_versions = o.prune_adapter_versions;
+  b->store = std::make_unique<engine::AdapterStore>(o.adapters_dir, b->model->fingerprint(), quota);
   engine::AdapterPoolOptions po;
   po.device = lo.device;
   po.budget_bytes = o.adapter_pool_bytes;

@@ -113,7 +113,7 @@ class ServingTest : public ::testing::Test {
             "--adapters-dir", (*work_ / "adapters").string(), "--tenants-file", (*work_ / "tenants.json").string(),
             "--max-batch", "8", "--queue-size", "2", "--max-new-tokens", "100000", "--max-prompt-tokens", "64",
             "--max-request-bytes", "64KiB", "--max-upload-bytes", "4MiB", "--adapter-slots", "3",
-            "--drain-seconds", "2"};
+            "--adapter-versions", "6", "--drain-seconds", "2"};
   }
 
   static Client acme() { return Client(server_->options(kAcmeKey)); }
@@ -316,6 +316,23 @@ TEST_F(ServingTest, BadUploadsAreRefusedAndKeepTheCurrentVersion) {
   EXPECT_NE(st.error_message().find("--max-upload-bytes"), std::string::npos) << st.error_message();
   ASSERT_TRUE(c.get_adapter("keep", &info).ok());
   EXPECT_EQ(info.current_version(), good.current_version());
+}
+
+TEST_F(ServingTest, UploadsPastAStorageQuotaAreResourceExhausted) {
+  Client c = acme();
+  v1::AdapterInfo info;
+  for (int i = 0; i < 6; ++i) upload(c, "quota", i % 4, &info);  // --adapter-versions 6
+  auto st = c.upload_adapter("quota", adapter_files_[0], &info);
+  EXPECT_EQ(st.error_code(), StatusCode::RESOURCE_EXHAUSTED) << st.error_message();
+  EXPECT_NE(st.error_message().find("versions"), std::string::npos) << st.error_message();
+  ASSERT_TRUE(c.get_adapter("quota", &info).ok());
+  EXPECT_EQ(info.current_version(), "6");
+  // Deleting makes room again.
+  uint32_t deleted = 0;
+  ASSERT_TRUE(c.delete_adapter("quota", &deleted).ok());
+  EXPECT_EQ(deleted, 6u);
+  upload(c, "quota", 0, &info);
+  EXPECT_EQ(info.current_version(), "7");
 }
 
 TEST_F(ServingTest, BadRequestsNameTheLimit) {
