@@ -27,6 +27,7 @@
 #include "server/engine/model/mamba_model.h"
 #include "server/engine/model/model_init.h"
 #include "server/engine/util/sha256.h"
+#include "tests/adapters/test_fixtures.h"
 
 namespace statetune::serving {
 namespace {
@@ -316,6 +317,21 @@ TEST_F(ServingTest, BadUploadsAreRefusedAndKeepTheCurrentVersion) {
   EXPECT_NE(st.error_message().find("--max-upload-bytes"), std::string::npos) << st.error_message();
   ASSERT_TRUE(c.get_adapter("keep", &info).ok());
   EXPECT_EQ(info.current_version(), good.current_version());
+}
+
+TEST_F(ServingTest, DeeplyNestedMetadataIsRefusedAndTheServerStaysUp) {
+  // This upload used to overflow the server's stack, and, stored first, again at every restart.
+  Client c = acme();
+  engine::testing::RawFile hostile = engine::testing::RawFile::parse(adapter_files_[0]);
+  hostile.metadata["extra"] = std::string(100000, '[') + std::string(100000, ']');
+  v1::AdapterInfo info;
+  auto st = c.upload_adapter("nested", hostile.serialize(), &info);
+  EXPECT_EQ(st.error_code(), StatusCode::INVALID_ARGUMENT) << st.error_message();
+  EXPECT_NE(st.error_message().find("nests deeper"), std::string::npos) << st.error_message();
+  EXPECT_LT(st.error_message().size(), 1000u);
+  EXPECT_EQ(c.get_adapter("nested", &info).error_code(), StatusCode::NOT_FOUND);
+  EXPECT_FALSE(fs::exists(*work_ / "adapters" / "acme" / "nested"));
+  upload(c, "nested", 1, &info);  // still serving
 }
 
 TEST_F(ServingTest, UploadsPastAStorageQuotaAreResourceExhausted) {
