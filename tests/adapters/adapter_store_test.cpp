@@ -559,8 +559,10 @@ TEST_F(AdapterStoreOnASmallDisk, FailedUploadsLeaveNoLeftoversAndThePreviousVers
     EXPECT_EQ(files_in(dir), (std::set<std::string>{"1.safetensors", "index.json"}));
     disk_->free_all();
   }
-  // With room again uploads work, and a restart sees exactly what memory saw.
+  // With room again uploads work (the failed attempts used up no version number), and a restart
+  // sees exactly what memory saw.
   const std::string version = store.put("acme", "a", small_adapter(5));
+  EXPECT_EQ(version, "2");
   AdapterStore reopened(store_dir(), tiny_fingerprint());
   EXPECT_TRUE(reopened.problems().empty());
   EXPECT_EQ(reopened.get("acme", "a")->version, version);

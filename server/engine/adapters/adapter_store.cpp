@@ -378,6 +378,9 @@ void AdapterStore::abandon_version(const std::string& tenant, const std::string&
   Entry& entry = tenants_.at(tenant).at(name);
   --entry.pending;
   entry.pending_bytes -= bytes;
+  // The number named no content anywhere, so unless a later put reserved one since, it is given
+  // back: memory is then exactly as before the attempt.
+  if (entry.next_version == number + 1) entry.next_version = number;
   spdlog::warn("adapter store: {}/{} version {} not stored: {}", tenant, name, number, why);
   drop_if_unused_locked(tenant, name);
 }
