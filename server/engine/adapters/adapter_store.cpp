@@ -220,7 +220,7 @@ void AdapterStore::reload_adapter(const std::string& tenant, const std::string& 
     v.created_unix = adapter.created_unix;
     v.methods = adapter.methods;
     v.extra_metadata = adapter.extra_metadata;
-    entry.versions.emplace(number, std::move(v));
+    entry.add(number, std::move(v));
   }
 
   if (index_ok) {
@@ -277,8 +277,7 @@ int64_t AdapterStore::reserve_version(const std::string& tenant, const std::stri
       const bool in_use = !entry.versions.empty() || entry.pending > 0;
       adapters += in_use ? 1 : 0;
       if (other == name && in_use) existing = &entry;
-      used_bytes += entry.pending_bytes;
-      for (const auto& [number, v] : entry.versions) used_bytes += v.size_bytes;
+      used_bytes += entry.stored_bytes + entry.pending_bytes;
     }
   }
   if (existing == nullptr && adapters >= quota_.tenant_adapters) {
@@ -342,7 +341,7 @@ void AdapterStore::commit_version(const std::string& tenant, const std::string& 
   write_index(tenant, name, current, entry.next_version);
   --entry.pending;
   entry.pending_bytes -= v.size_bytes;
-  entry.versions[number] = std::move(v);
+  entry.add(number, std::move(v));
   entry.current = current;
   if (quota_.prune_old_versions) prune_locked(tenant, name, entry);
 }
@@ -365,7 +364,7 @@ void AdapterStore::prune_locked(const std::string& tenant, const std::string& na
     }
     spdlog::info("adapter store: {}/{} version {} pruned (over {} versions)", tenant, name, it->first,
                  quota_.versions_per_adapter);
-    it = entry.versions.erase(it);
+    it = entry.erase(it);
   }
 }
 
@@ -500,7 +499,7 @@ bool AdapterStore::remove(const std::string& tenant, const std::string& name) {
       throw std::runtime_error("adapter " + tenant + "/" + name + " not deleted: its current version " +
                                "cannot be deleted: " + ec.message());
     }
-    entry.versions.erase(entry.current);
+    entry.erase(entry.versions.find(entry.current));
     entry.current = 0;
   }
   std::string failure;
@@ -515,7 +514,7 @@ bool AdapterStore::remove(const std::string& tenant, const std::string& name) {
       ++failed;
       ++it;
     } else {
-      it = entry.versions.erase(it);
+      it = entry.erase(it);
     }
   }
   try {
@@ -626,7 +625,7 @@ int64_t AdapterStore::tenant_bytes(const std::string& tenant) const {
   auto t = tenants_.find(tenant);
   if (t == tenants_.end()) return 0;
   for (const auto& [name, entry] : t->second) {
-    for (const auto& [number, v] : entry.versions) bytes += v.size_bytes;
+    bytes += entry.stored_bytes;
   }
   return bytes;
 }

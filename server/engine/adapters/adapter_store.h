@@ -145,6 +145,17 @@ class AdapterStore {
     // Puts that reserved a number and are writing their file: they count against the quotas.
     int64_t pending = 0;
     int64_t pending_bytes = 0;
+    // The versions' size_bytes summed, so that a quota check walks adapters, not every version.
+    int64_t stored_bytes = 0;
+
+    void add(int64_t number, Version v) {
+      stored_bytes += v.size_bytes;
+      versions[number] = std::move(v);
+    }
+    std::map<int64_t, Version>::iterator erase(std::map<int64_t, Version>::iterator it) {
+      stored_bytes -= it->second.size_bytes;
+      return versions.erase(it);
+    }
   };
 
   void reload();
