@@ -88,6 +88,9 @@ class AdapterStore {
   // Tenant and adapter names: [A-Za-z0-9._-]{1,64}, not starting with '.' (so no "." / ".." and no
   // hidden files). Throws std::invalid_argument naming `what` and the rule.
   static void validate_name(const std::string& what, const std::string& value);
+  // The largest adapter file put() can accept for this base (every method in fp32 plus header room),
+  // so a receiver can refuse a bigger upload before it has read it.
+  int64_t max_file_bytes() const;
   // The pool key for one stored version: "tenant/name@version".
   static std::string pool_key(const std::string& tenant, const std::string& name,
                               const std::string& version);
@@ -162,8 +165,6 @@ class AdapterStore {
   void reload_adapter(const std::string& tenant, const std::string& name,
                       const std::filesystem::path& dir);
   std::filesystem::path adapter_dir(const std::string& tenant, const std::string& name) const;
-  // The largest file an adapter for this base can be: every method in fp32 plus a generous header.
-  int64_t max_file_bytes() const;
   // Checks the quotas for one more version of `bytes`, creates the folders and reserves a number.
   int64_t reserve_version(const std::string& tenant, const std::string& name, int64_t bytes);
   // Makes a written version file known: index first, then memory; prunes old versions if asked to.
