@@ -518,7 +518,7 @@ TEST(AdapterStoreQuota, ConcurrentPutsCannotOvershootTogether) {
     threads.emplace_back([&, t] {
       for (int i = 0; i < 3; ++i) {
         // Thread 0..3 each put 3 versions of "shared" and then 3 of their own adapter.
-        for (const std::string name : {std::string("shared"), "own-" + std::to_string(t)}) {
+        for (const std::string& name : {std::string("shared"), "own-" + std::to_string(t)}) {
           try {
             store.put("acme", name, constant_adapter(static_cast<float>(t)));
             ++stored;
