@@ -13,8 +13,10 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <string>
 #include <vector>
 
+#include "kernels/batch_indices.h"
 #include "kernels/ssm_kernels.h"
 
 namespace statetune::kernels::cpu::detail {
@@ -213,9 +215,10 @@ inline bool contiguous_inside_rows(const at::Tensor& t) {
   return true;
 }
 
+// Rows in range and unique: the batch rows run in parallel, two on one cache row would race.
 inline void check_rows(const int64_t* rows, int64_t B, int64_t C) {
-  for (int64_t b = 0; b < B; ++b)
-    TORCH_CHECK(rows[b] >= 0 && rows[b] < C, "cache row ", rows[b], " out of range [0, ", C, ")");
+  const std::string bad = describe_bad_rows(rows, B, C);
+  TORCH_CHECK(bad.empty(), bad);
 }
 
 // Work split: batch rows x chunks of channels.

@@ -4,9 +4,11 @@
 #include <spdlog/spdlog.h>
 
 #include <fstream>
+#include <limits>
 #include <map>
 #include <optional>
 #include <sstream>
+#include <type_traits>
 
 #include "server/common/logging.h"
 #include "server/common/metrics.h"
@@ -68,27 +70,62 @@ TrainingMetrics::TrainingMetrics(prometheus::Registry& r)
       datasets(prometheus::BuildCounter()
                    .Name("statetune_train_dataset_uploads_total")
                    .Help("Data set uploads by result")
-                   .Register(r)) {}
+                   .Register(r)),
+      rpc_errors(prometheus::BuildCounter()
+                     .Name("statetune_train_rpc_errors_total")
+                     .Help("Failed Training RPCs by method and gRPC status code")
+                     .Register(r)) {}
 
 namespace {
 
-int64_t get_i64(const nlohmann::json& j, const char* key, int64_t fallback) {
+// Protobuf's JSON mapping writes 64-bit integers as strings (and may write doubles as strings:
+// "NaN", "Infinity"). A value that does not fit is the caller's error, named by its field.
+template <typename T>
+T get_number(const nlohmann::json& j, const char* key, T fallback) {
   auto it = j.find(key);
   if (it == j.end() || it->is_null()) return fallback;
-  // Protobuf's JSON mapping writes 64-bit integers as strings.
-  if (it->is_string()) return std::stoll(it->get<std::string>());
-  return it->get<int64_t>();
+  try {
+    if (it->is_string()) {
+      const std::string& text = it->get_ref<const std::string&>();
+      size_t used = 0;
+      T value;
+      if constexpr (std::is_same_v<T, double>) {
+        value = std::stod(text, &used);
+      } else if constexpr (std::is_same_v<T, uint64_t>) {
+        if (text.empty() || text[0] == '-') throw std::out_of_range(key);
+        value = std::stoull(text, &used);
+      } else {
+        value = std::stoll(text, &used);
+      }
+      if (used == text.size()) return value;
+    } else if (it->is_number()) {
+      if constexpr (std::is_same_v<T, double>) return it->get<double>();
+      if (it->is_number_float()) throw std::out_of_range(key);
+      if constexpr (std::is_same_v<T, uint64_t>) {
+        if (it->is_number_unsigned()) return it->get<uint64_t>();
+        if (it->get<int64_t>() >= 0) return static_cast<uint64_t>(it->get<int64_t>());
+      } else {
+        if (!it->is_number_unsigned() ||
+            it->get<uint64_t>() <= static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) {
+          return it->get<int64_t>();
+        }
+      }
+    }
+  } catch (const std::logic_error&) {
+    // std::stoll's out_of_range / invalid_argument: reported below by field name.
+  }
+  throw std::invalid_argument(std::string(key) + " is not a number in range");
+}
+int64_t get_i64(const nlohmann::json& j, const char* key, int64_t fallback) {
+  return get_number<int64_t>(j, key, fallback);
 }
 double get_f64(const nlohmann::json& j, const char* key, double fallback) {
-  auto it = j.find(key);
-  if (it == j.end() || it->is_null()) return fallback;
-  if (it->is_string()) return std::stod(it->get<std::string>());
-  return it->get<double>();
+  return get_number<double>(j, key, fallback);
 }
 
 std::string slurp(const fs::path& p) {
   std::ifstream in(p, std::ios::binary);
-  if (!in) throw std::runtime_error("cannot read " + p.string());
+  if (!in) throw std::runtime_error("cannot read the stored data set " + p.filename().string());
   std::stringstream b;
   b << in.rdbuf();
   return b.str();
@@ -100,8 +137,7 @@ std::vector<engine::training::TextExample> load_examples(const fs::path& path) {
   vo.min_examples = 0;
   const auto report = validate_jsonl(text, vo);
   if (!report.ok()) {
-    throw std::runtime_error("stored data set " + path.string() +
-                             " is no longer valid: " + report.summary(5));
+    throw std::runtime_error("the stored data set is no longer valid: " + report.summary(5));
   }
   std::vector<engine::training::TextExample> out;
   out.reserve(report.examples.size());
@@ -111,7 +147,19 @@ std::vector<engine::training::TextExample> load_examples(const fs::path& path) {
 
 }  // namespace
 
+static JobParams parse_job_params_checked(const nlohmann::json& spec);
+
 JobParams parse_job_params(const nlohmann::json& spec) {
+  try {
+    return parse_job_params_checked(spec);
+  } catch (const nlohmann::json::exception& e) {
+    // A field of the wrong JSON type (a stored spec edited by hand): the caller's error.
+    throw std::invalid_argument(std::string("the job request has a field of the wrong type: ") +
+                                e.what());
+  }
+}
+
+static JobParams parse_job_params_checked(const nlohmann::json& spec) {
   JobParams p;
   p.dataset_id = spec.value("dataset_id", "");
   p.validation_dataset_id = spec.value("validation_dataset_id", "");
@@ -130,7 +178,7 @@ JobParams parse_job_params(const nlohmann::json& spec) {
   p.max_length = get_i64(hp, "max_length", 0);
   p.warmup_steps = get_i64(hp, "warmup_steps", 0);
   p.eval_every = get_i64(hp, "eval_every", 0);
-  p.seed = static_cast<uint64_t>(get_i64(hp, "seed", 0));
+  p.seed = get_number<uint64_t>(hp, "seed", 0);  // a uint64 in the proto: all 64 bits are valid
   p.early_stopping_patience = get_i64(hp, "early_stopping_patience", 0);
   p.checkpoint_every = get_i64(hp, "checkpoint_every", 0);
   if (p.epochs == 0) p.epochs = 3;
@@ -193,8 +241,23 @@ void JobRunner::set_state(JobRecord& job, JobState state, const std::string& mes
   bus_.notify();
 }
 
-void JobRunner::fail(JobRecord& job, const std::string& code, const std::string& message,
+std::string JobRunner::without_server_paths(std::string message) const {
+  std::error_code ec;
+  for (const fs::path& dir : {fs::absolute(options_.data_dir, ec), options_.data_dir}) {
+    std::string prefix = dir.lexically_normal().string();
+    if (prefix.empty() || prefix == ".") continue;
+    if (prefix.back() != '/') prefix += '/';
+    for (size_t at; (at = message.find(prefix)) != std::string::npos;) {
+      message.erase(at, prefix.size());
+    }
+  }
+  return message;
+}
+
+void JobRunner::fail(JobRecord& job, const std::string& code, const std::string& log_message,
                      int64_t line) {
+  // The tenant reads job errors: the service's folders become relative names in them.
+  const std::string message = without_server_paths(log_message);
   job.error_code = code;
   job.error_message = message;
   job.error_line = line;
@@ -203,7 +266,7 @@ void JobRunner::fail(JobRecord& job, const std::string& code, const std::string&
   store_.update_job(job, "error", {{"code", code}, {"message", message}, {"line", line}});
   common::log_event(
       spdlog::level::warn, "job.failed",
-      {{"job", job.id}, {"tenant", job.tenant}, {"code", code}, {"message", message}});
+      {{"job", job.id}, {"tenant", job.tenant}, {"code", code}, {"message", log_message}});
   refresh_state_gauge();
   bus_.notify();
 }
@@ -239,6 +302,7 @@ bool JobRunner::cancel(const std::string& id) {
   if (running_id_ == id) {
     user_cancelled_ = true;
     cancel_ = true;
+    cv_.notify_all();  // a job waiting to retry publishing wakes up
     return true;
   }
   set_state(*job, JobState::kCancelled, "cancelled before it started");
@@ -435,33 +499,80 @@ void JobRunner::run(JobRecord job) {
                                    {"early_stopped", result.early_stopped},
                                    {"best_step", result.best_step}};
   const fs::path out = options_.data_dir / "outputs" / job.tenant / (job.id + ".safetensors");
-  std::string version;
-  std::string last_error;
   try {
     fs::create_directories(out.parent_path());
     engine::save_adapter(adapter, out);
-    for (int attempt = 0; attempt < options_.publish_attempts && version.empty(); ++attempt) {
-      try {
-        version = publish_(job.tenant, p.adapter_name, out);
-      } catch (const std::exception& e) {
-        last_error = e.what();
-        std::this_thread::sleep_for(std::chrono::milliseconds(500 << attempt));
-      }
-    }
   } catch (const std::exception& e) {
-    last_error = e.what();
+    common::log_event(spdlog::level::err, "job.save_failed",
+                      {{"job", job.id}, {"error", e.what()}});
+    fail(job, "INTERNAL", "training finished but the service could not store the trained adapter");
+    return;
   }
   job.eval = eval;
+  std::string error;
+  bool interrupted = false;
+  const std::string version = publish_with_retry(job, p.adapter_name, out, error, interrupted);
+  if (interrupted) {
+    if (user_cancelled_) {
+      set_state(job, JobState::kCancelled, "cancelled while publishing");
+      fs::remove_all(o.checkpoint_dir);
+    }
+    return;  // the service is stopping: the job stays running and publishes after the restart
+  }
   if (version.empty()) {
-    fail(job, "UNAVAILABLE",
-         "training finished but publishing the adapter failed (" + last_error +
-             "); the file is kept at " + out.string());
+    fail(job, "UNAVAILABLE", error);
     return;
   }
   job.adapter_name = p.adapter_name;
   job.adapter_version = version;
   set_state(job, JobState::kSucceeded, "published as " + p.adapter_name + " version " + version);
   fs::remove_all(o.checkpoint_dir);
+}
+
+std::string JobRunner::publish_with_retry(JobRecord& job, const std::string& adapter_name,
+                                          const fs::path& file, std::string& error,
+                                          bool& interrupted) {
+  const auto deadline = std::chrono::steady_clock::now() + options_.publish_retry_for;
+  auto backoff = std::chrono::milliseconds(500);
+  for (int attempt = 1;; ++attempt) {
+    std::string code = "INTERNAL";
+    bool retryable = true;
+    try {
+      return publish_(job.tenant, adapter_name, file);
+    } catch (const std::exception& e) {
+      if (const auto* pe = dynamic_cast<const PublishError*>(&e)) {
+        code = pe->code;
+        retryable = pe->retryable;
+      }
+      common::log_event(
+          spdlog::level::warn, "job.publish_failed",
+          {{"job", job.id}, {"attempt", attempt}, {"code", code}, {"error", e.what()}});
+    }
+    const auto now = std::chrono::steady_clock::now();
+    if (!retryable || now + backoff > deadline) {
+      const auto tried_s =
+          std::chrono::duration_cast<std::chrono::seconds>(options_.publish_retry_for).count();
+      error = "training finished but publishing the adapter to the serving service failed (" +
+              code + ")" +
+              (retryable ? " for " + std::to_string(tried_s) + " s, " + std::to_string(attempt) +
+                               " attempts"
+                         : std::string()) +
+              "; the trained adapter is kept: ask the operator to publish job " + job.id;
+      return "";
+    }
+    // Visible to the tenant as an event; the job stays running meanwhile.
+    set_state(job, JobState::kRunning,
+              "training finished; publishing to the serving service failed (" + code +
+                  "), trying again in " + std::to_string(backoff.count()) + " ms");
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      if (cv_.wait_for(lock, backoff, [&] { return stopping_ || user_cancelled_; })) {
+        interrupted = true;
+        return "";
+      }
+    }
+    backoff = std::min<std::chrono::milliseconds>(backoff * 2, std::chrono::seconds(30));
+  }
 }
 
 }  // namespace statetune::training

@@ -106,12 +106,7 @@ int run_bench(CliArgs& args) {
   if (train_rounds < 0) throw UsageError("--train-rounds must be >= 0");
   if (methods.empty()) throw UsageError("--methods is empty");
   if (seed < 0) throw UsageError("--seed must be >= 0");
-  at::Device device(at::kCPU);
-  try {
-    device = at::Device(device_name);
-  } catch (const std::exception&) {
-    throw UsageError("--device expects cpu or cuda[:i], got '" + device_name + "'");
-  }
+  const at::Device device = parse_device(device_name);
   engine::MambaConfig shape;
   if (model_dir.empty()) {
     shape = config_from_shape(d_model, n_layer, vocab, d_state, expand, d_conv, dt_rank);

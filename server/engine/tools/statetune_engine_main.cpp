@@ -79,6 +79,7 @@ Runs one prefill and writes float32 logits: the last position [V], or every posi
   --all-positions    write [L, V] instead of [V]
   --out FILE         raw little-endian float32 output
   --dtype T          compute dtype f32|bf16 (default f32)
+  --device D         cpu or cuda[:i] (default cpu)
   --threads N        compute threads (default: hardware cores)
 )"}},
       {"generate",
@@ -188,6 +189,14 @@ int apply_threads(CliArgs& args) {
   if (n < 1 || n > 1024) throw UsageError("--threads expects 1..1024, got " + std::to_string(n));
   at::set_num_threads(static_cast<int>(n));
   return static_cast<int>(n);
+}
+
+at::Device parse_device(const std::string& value) {
+  try {
+    return at::Device(value);
+  } catch (const std::exception&) {
+    throw UsageError("--device expects cpu or cuda[:i], got '" + value + "'");
+  }
 }
 
 at::ScalarType parse_dtype(const std::string& flag, const std::string& value,
