@@ -29,6 +29,7 @@
 #include "tests/support/shell.h"
 #include "server/engine/text/tokenizer.h"
 #include "server/engine/util/sha256.h"
+#include "tests/adapters/test_fixtures.h"
 
 namespace statetune::serving {
 namespace {
@@ -93,7 +94,7 @@ class ServingTest : public ::testing::Test {
             "--adapters-dir", (work_ / "adapters").string(), "--tenants-file", (*suite_ / "tenants.json").string(),
             "--max-batch", "8", "--queue-size", "2", "--max-new-tokens", "100000", "--max-prompt-tokens", "64",
             "--max-request-bytes", "64KiB", "--max-upload-bytes", "4MiB", "--adapter-slots", "3",
-            "--drain-seconds", "2"};
+            "--adapter-versions", "6", "--drain-seconds", "2"};
   }
 
   Client acme() const { return Client(server_->options(kAcmeKey)); }
@@ -330,6 +331,38 @@ TEST_F(ServingTest, BadUploadsAreRefusedAndKeepTheCurrentVersion) {
   EXPECT_NE(st.error_message().find("--max-upload-bytes"), std::string::npos) << st.error_message();
   ASSERT_TRUE(c.get_adapter("keep", &info).ok());
   EXPECT_EQ(info.current_version(), good.current_version());
+}
+
+TEST_F(ServingTest, DeeplyNestedMetadataIsRefusedAndTheServerStaysUp) {
+  // This upload used to overflow the server's stack, and, stored first, again at every restart.
+  Client c = acme();
+  engine::testing::RawFile hostile = engine::testing::RawFile::parse(adapter_files_[0]);
+  hostile.metadata["extra"] = std::string(100000, '[') + std::string(100000, ']');
+  v1::AdapterInfo info;
+  auto st = c.upload_adapter("nested", hostile.serialize(), &info);
+  EXPECT_EQ(st.error_code(), StatusCode::INVALID_ARGUMENT) << st.error_message();
+  EXPECT_NE(st.error_message().find("nests deeper"), std::string::npos) << st.error_message();
+  EXPECT_LT(st.error_message().size(), 1000u);
+  EXPECT_EQ(c.get_adapter("nested", &info).error_code(), StatusCode::NOT_FOUND);
+  EXPECT_FALSE(fs::exists(*work_ / "adapters" / "acme" / "nested"));
+  upload(c, "nested", 1, &info);  // still serving
+}
+
+TEST_F(ServingTest, UploadsPastAStorageQuotaAreResourceExhausted) {
+  Client c = acme();
+  v1::AdapterInfo info;
+  for (int i = 0; i < 6; ++i) upload(c, "quota", i % 4, &info);  // --adapter-versions 6
+  auto st = c.upload_adapter("quota", adapter_files_[0], &info);
+  EXPECT_EQ(st.error_code(), StatusCode::RESOURCE_EXHAUSTED) << st.error_message();
+  EXPECT_NE(st.error_message().find("versions"), std::string::npos) << st.error_message();
+  ASSERT_TRUE(c.get_adapter("quota", &info).ok());
+  EXPECT_EQ(info.current_version(), "6");
+  // Deleting makes room again.
+  uint32_t deleted = 0;
+  ASSERT_TRUE(c.delete_adapter("quota", &deleted).ok());
+  EXPECT_EQ(deleted, 6u);
+  upload(c, "quota", 0, &info);
+  EXPECT_EQ(info.current_version(), "7");
 }
 
 TEST_F(ServingTest, BadRequestsNameTheLimit) {
