@@ -72,20 +72,6 @@ TrainingMetrics::TrainingMetrics(prometheus::Registry& r)
 
 namespace {
 
-int64_t get_i64(const nlohmann::json& j, const char* key, int64_t fallback) {
-  auto it = j.find(key);
-  if (it == j.end() || it->is_null()) return fallback;
-  // Protobuf's JSON mapping writes 64-bit integers as strings.
-  if (it->is_string()) return std::stoll(it->get<std::string>());
-  return it->get<int64_t>();
-}
-double get_f64(const nlohmann::json& j, const char* key, double fallback) {
-  auto it = j.find(key);
-  if (it == j.end() || it->is_null()) return fallback;
-  if (it->is_string()) return std::stod(it->get<std::string>());
-  return it->get<double>();
-}
-
 std::string slurp(const fs::path& p) {
   std::ifstream in(p, std::ios::binary);
   if (!in) throw std::runtime_error("cannot read " + p.string());
@@ -110,52 +96,6 @@ std::vector<engine::training::TextExample> load_examples(const fs::path& path) {
 }
 
 }  // namespace
-
-JobParams parse_job_params(const nlohmann::json& spec) {
-  JobParams p;
-  p.dataset_id = spec.value("dataset_id", "");
-  p.validation_dataset_id = spec.value("validation_dataset_id", "");
-  p.adapter_name = spec.value("adapter_name", "");
-  p.validation_split = get_f64(spec, "validation_split", 0);
-  if (auto it = spec.find("methods"); it != spec.end()) {
-    for (const auto& m : *it) p.methods.push_back(m.get<std::string>());
-  }
-  if (p.methods.empty()) p.methods = {engine::kStateOffset};
-  p.methods = engine::normalize_methods(p.methods);  // throws on an unknown method
-  const nlohmann::json hp = spec.value("hyperparameters", nlohmann::json::object());
-  p.learning_rate = get_f64(hp, "learning_rate", 0);
-  p.epochs = get_i64(hp, "epochs", 0);
-  p.batch_size = get_i64(hp, "batch_size", 0);
-  p.max_steps = get_i64(hp, "max_steps", 0);
-  p.max_length = get_i64(hp, "max_length", 0);
-  p.warmup_steps = get_i64(hp, "warmup_steps", 0);
-  p.eval_every = get_i64(hp, "eval_every", 0);
-  p.seed = static_cast<uint64_t>(get_i64(hp, "seed", 0));
-  p.early_stopping_patience = get_i64(hp, "early_stopping_patience", 0);
-  p.checkpoint_every = get_i64(hp, "checkpoint_every", 0);
-  if (p.epochs == 0) p.epochs = 3;
-  if (p.batch_size == 0) p.batch_size = 4;
-  if (p.max_length == 0) p.max_length = 512;
-  auto range = [](bool ok, const std::string& what) {
-    if (!ok) throw std::invalid_argument(what);
-  };
-  range(p.learning_rate >= 0 && p.learning_rate <= 1,
-        "hyperparameters.learning_rate must be in [0, 1]");
-  range(p.epochs >= 1 && p.epochs <= 1000, "hyperparameters.epochs must be in [1, 1000]");
-  range(p.batch_size >= 1 && p.batch_size <= 256, "hyperparameters.batch_size must be in [1, 256]");
-  range(p.max_steps >= 0, "hyperparameters.max_steps must be >= 0");
-  range(p.max_length >= 8 && p.max_length <= 8192,
-        "hyperparameters.max_length must be in [8, 8192]");
-  range(p.warmup_steps >= 0 && p.eval_every >= 0 && p.early_stopping_patience >= 0 &&
-            p.checkpoint_every >= 0,
-        "hyperparameters.warmup_steps, eval_every, early_stopping_patience and checkpoint_every "
-        "must be >= 0");
-  range(p.validation_split >= 0 && p.validation_split <= 0.5,
-        "validation_split must be in [0, 0.5]");
-  range(p.validation_split == 0 || p.validation_dataset_id.empty(),
-        "give either validation_dataset_id or validation_split, not both");
-  return p;
-}
 
 JobRunner::JobRunner(JobStore& store, EventBus& bus, const engine::MambaModel& model,
                      const engine::Tokenizer& tokenizer, PublishFn publish, RunnerOptions options,
