@@ -20,6 +20,9 @@ PACKAGES=(
 # kubectl, NodeSource's Node.js with its own npm); Debian's packages are added only where they are not.
 if [[ "${STATETUNE_NO_TEST_TOOLS:-0}" != 1 ]]; then
   PACKAGES+=(prometheus curl openssl)  # openssl: tests/serving makes its TLS certificates with it
+  # clang + its runtimes (libFuzzer, ASan, UBSan, TSan): scripts/fuzz.sh, which scripts/test.sh runs,
+  # and scripts/sanitize.sh.
+  PACKAGES+=(clang libclang-rt-14-dev)
   command -v kubectl >/dev/null || PACKAGES+=(kubernetes-client)
   command -v npm >/dev/null || PACKAGES+=(npm)
 fi
