@@ -60,13 +60,15 @@ class JsonFormatter final : public spdlog::formatter {
 };
 
 std::string render_value(const nlohmann::json& v) {
+  // A value that is not valid UTF-8 is written with U+FFFD, not thrown at the caller.
+  const auto dump = [&] { return v.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace); };
   if (v.is_string()) {
     const std::string s = v.get<std::string>();
     // Quote values a reader could not split on spaces.
-    if (s.empty() || s.find_first_of(" \t\"=") != std::string::npos) return v.dump();
+    if (s.empty() || s.find_first_of(" \t\"=") != std::string::npos) return dump();
     return s;
   }
-  return v.dump();
+  return dump();
 }
 
 }  // namespace

@@ -9,10 +9,16 @@
 #include <stdexcept>
 
 #include "server/engine/adapters/adapter_store.h"
+#include "server/engine/util/bounded_json.h"
 #include "server/engine/util/sha256.h"
 
 namespace statetune::serving {
 namespace {
+
+// A tenants file lists names and 64-character hashes: 64 MiB is millions of tenants, and its
+// structure nests three levels.
+constexpr size_t kMaxTenantsFileBytes = size_t{64} << 20;
+constexpr int kMaxTenantsFileDepth = 8;
 
 bool is_hex64(const std::string& s) {
   return s.size() == 64 && std::all_of(s.begin(), s.end(), [](char c) {
@@ -32,18 +38,29 @@ std::string TenantRegistry::hash_key(const std::string& api_key) { return engine
 TenantRegistry TenantRegistry::from_file(const std::filesystem::path& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) throw std::runtime_error("cannot read the tenants file " + path.string());
+  std::error_code ec;
+  if (const auto size = std::filesystem::file_size(path, ec); !ec && size > kMaxTenantsFileBytes) {
+    throw std::runtime_error("the tenants file " + path.string() + " is " + std::to_string(size) +
+                             " bytes; the limit is " + std::to_string(kMaxTenantsFileBytes));
+  }
   std::stringstream buf;
   buf << in.rdbuf();
   return from_json_text(buf.str(), path.string());
 }
 
 TenantRegistry TenantRegistry::from_json_text(const std::string& text, const std::string& origin) {
-  nlohmann::json j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded() || !j.is_object()) {
+  nlohmann::json j;
+  try {
+    j = engine::parse_bounded_json(text, engine::JsonLimits{kMaxTenantsFileBytes, kMaxTenantsFileDepth}, origin);
+  } catch (const engine::JsonInputError& e) {
+    throw std::runtime_error(std::string(e.what()) + " (see server/serving/auth.h for the format)");
+  }
+  if (!j.is_object()) {
     throw std::runtime_error(origin + ": not a JSON object (see server/serving/auth.h for the format)");
   }
   TenantRegistry out;
   if (j.contains("admin_key_sha256")) {
+    if (!j["admin_key_sha256"].is_string()) throw std::runtime_error(origin + ": admin_key_sha256 is not a string");
     const std::string h = lower(j["admin_key_sha256"].get<std::string>());
     if (!is_hex64(h)) throw std::runtime_error(origin + ": admin_key_sha256 is not 64 hex characters");
     out.admin_hash_ = h;
@@ -57,7 +74,7 @@ TenantRegistry TenantRegistry::from_json_text(const std::string& text, const std
     }
     const std::string name = t["name"].get<std::string>();
     try {
-      engine::AdapterStore::validate_name("tenant name", name);
+      engine::AdapterStore::validate_name("tenant", name);
     } catch (const std::exception& e) {
       throw std::runtime_error(origin + ": " + e.what());
     }
@@ -68,6 +85,7 @@ TenantRegistry TenantRegistry::from_json_text(const std::string& text, const std
       throw std::runtime_error(origin + ": tenant '" + name + "' needs an \"api_keys_sha256\" array");
     }
     for (const auto& k : t["api_keys_sha256"]) {
+      if (!k.is_string()) throw std::runtime_error(origin + ": tenant '" + name + "' has a key hash that is not a string");
       const std::string h = lower(k.get<std::string>());
       if (!is_hex64(h)) {
         throw std::runtime_error(origin + ": tenant '" + name + "' has a key hash that is not 64 hex characters");

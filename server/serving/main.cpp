@@ -32,7 +32,11 @@ int main(int argc, char** argv) {
   flags.add("max-prompt-tokens", "2048", "longest prompt accepted");
   flags.add("max-new-tokens", "256", "largest max_tokens accepted (and the default)");
   flags.add("max-request-bytes", "1MiB", "largest Generate request");
-  flags.add("max-upload-bytes", "64MiB", "largest adapter upload");
+  flags.add("max-upload-bytes", "64MiB", "largest adapter upload (never above the largest adapter file the base can have)");
+  flags.add("max-concurrent-uploads", "8", "adapter uploads running at once; beyond it RESOURCE_EXHAUSTED");
+  flags.add("max-concurrent-uploads-per-tenant", "2", "adapter uploads one API key's tenant may run at once");
+  flags.add("upload-idle-seconds", "30", "an adapter upload that sends nothing for this long is cancelled");
+  flags.add("max-rpc-threads", "0", "gRPC handler threads (0: max-batch + queue-size + max-concurrent-uploads + 32)");
   flags.add("adapter-pool-bytes", "256MiB", "device memory for resident adapters (LRU beyond it)");
   flags.add("adapter-slots", "0", "cap on resident adapters (0: as many as --adapter-pool-bytes holds)");
   flags.add("drain-seconds", "30", "on SIGTERM: how long running requests may finish before being cancelled");
@@ -63,6 +67,10 @@ int main(int argc, char** argv) {
     o.max_new_tokens = flags.integer("max-new-tokens");
     o.max_request_bytes = flags.bytes("max-request-bytes");
     o.max_upload_bytes = flags.bytes("max-upload-bytes");
+    o.max_uploads = flags.integer("max-concurrent-uploads");
+    o.max_uploads_per_tenant = flags.integer("max-concurrent-uploads-per-tenant");
+    o.upload_idle_timeout = std::chrono::milliseconds(static_cast<int64_t>(flags.number("upload-idle-seconds") * 1000));
+    o.max_rpc_threads = flags.integer("max-rpc-threads");
     o.adapter_pool_bytes = flags.bytes("adapter-pool-bytes");
     o.adapter_slots = flags.integer("adapter-slots");
     o.drain_timeout = std::chrono::milliseconds(static_cast<int64_t>(flags.number("drain-seconds") * 1000));
@@ -70,6 +78,11 @@ int main(int argc, char** argv) {
     if (o.max_batch < 1 || o.queue_size < 0 || o.max_prompt_tokens < 1 || o.max_new_tokens < 1) {
       throw std::invalid_argument("--max-batch, --max-prompt-tokens and --max-new-tokens must be >= 1, "
                                   "--queue-size >= 0");
+    }
+    if (o.max_uploads < 1 || o.max_uploads_per_tenant < 1 || o.upload_idle_timeout.count() <= 0 ||
+        o.max_rpc_threads < 0) {
+      throw std::invalid_argument("--max-concurrent-uploads, --max-concurrent-uploads-per-tenant and "
+                                  "--upload-idle-seconds must be > 0, --max-rpc-threads >= 0");
     }
     at::set_num_threads(common::resolve_thread_count(flags.integer("threads")));
 

@@ -1,5 +1,6 @@
 #include "server/serving/server.h"
 
+#include <fmt/format.h>
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
@@ -9,6 +10,7 @@
 #include <ATen/ATen.h>
 #include <atomic>
 #include <condition_variable>
+#include <cstdio>
 #include <deque>
 #include <fstream>
 #include <mutex>
@@ -25,9 +27,15 @@
 #include "server/engine/runtime/scheduler.h"
 #include "server/engine/text/streaming_decoder.h"
 #include "server/engine/text/tokenizer.h"
+#include "server/engine/text/unicode.h"
+#include "server/engine/util/printable.h"
 #include "server/engine/util/sha256.h"
 #include "server/serving/auth.h"
+#include "server/serving/rpc_errors.h"
+#include "server/serving/rpc_runner.h"
+#include "server/serving/rpc_status_interceptor.h"
 #include "server/serving/serving_metrics.h"
+#include "server/serving/upload_limiter.h"
 #include "statetune/v1/adapters.grpc.pb.h"
 #include "statetune/v1/generation.grpc.pb.h"
 
@@ -53,20 +61,14 @@ std::string read_file(const std::string& path, const char* what) {
   return buf.str();
 }
 
-std::string code_name(StatusCode code) {
-  switch (code) {
-    case StatusCode::OK: return "ok";
-    case StatusCode::CANCELLED: return "cancelled";
-    case StatusCode::INVALID_ARGUMENT: return "invalid_argument";
-    case StatusCode::DEADLINE_EXCEEDED: return "deadline_exceeded";
-    case StatusCode::NOT_FOUND: return "not_found";
-    case StatusCode::PERMISSION_DENIED: return "permission_denied";
-    case StatusCode::RESOURCE_EXHAUSTED: return "resource_exhausted";
-    case StatusCode::UNAVAILABLE: return "unavailable";
-    case StatusCode::UNAUTHENTICATED: return "unauthenticated";
-    case StatusCode::INTERNAL: return "internal";
-    default: return "code_" + std::to_string(static_cast<int>(code));
-  }
+// Throws std::invalid_argument naming `field` and the first byte that is not valid UTF-8.
+void require_utf8(const std::string& field, const std::string& bytes) {
+  const size_t bad = engine::unicode::first_invalid_utf8(bytes);
+  if (bad == std::string::npos) return;
+  char hex[8];
+  std::snprintf(hex, sizeof(hex), "0x%02x", static_cast<unsigned char>(bytes[bad]));
+  throw std::invalid_argument(field + " is not valid UTF-8: byte " + hex + " at offset " + std::to_string(bad) +
+                              " (of " + std::to_string(bytes.size()) + ") does not start a complete character");
 }
 
 // Everything that exists only once the model is loaded.
@@ -83,28 +85,23 @@ struct Shared {
   ServerOptions options;
   std::optional<TenantRegistry> tenants;
   std::unique_ptr<ServingMetrics> metrics;
+  std::unique_ptr<RpcRunner> rpc;
+  std::unique_ptr<UploadLimiter> uploads;
   std::atomic<Backend*> backend{nullptr};
   std::atomic<bool> draining{false};
 
   Backend* ready() const { return draining.load() ? nullptr : backend.load(); }
 
-  Status authenticate(ServerContext* ctx, Principal& out) const {
-    const auto& md = ctx->client_metadata();
-    auto it = md.find("authorization");
-    if (it == md.end()) {
-      return Status(StatusCode::UNAUTHENTICATED, "missing `authorization: Bearer <api key>` metadata");
-    }
-    auto p = tenants->authenticate_header(std::string(it->second.data(), it->second.size()));
-    if (!p) return Status(StatusCode::UNAUTHENTICATED, "unknown API key");
-    out = *p;
-    return Status::OK;
-  }
-
-  // The tenant an adapter call acts on: the caller's own, or (admin key only) the one it names.
+  // The tenant an adapter call acts on: the caller's own, or (admin key only) the one it names, which
+  // must be in the tenants file.
   Status scope(const Principal& p, const std::string& requested, std::string& tenant) const {
     if (p.admin) {
       if (requested.empty()) {
         return Status(StatusCode::INVALID_ARGUMENT, "the admin key must name the tenant to act on (`tenant`)");
+      }
+      engine::AdapterStore::validate_name("tenant", requested);
+      if (!tenants->has_tenant(requested)) {
+        return Status(StatusCode::NOT_FOUND, "tenant '" + requested + "' is not in the tenants file");
       }
       tenant = requested;
     } else {
@@ -112,11 +109,6 @@ struct Shared {
         return Status(StatusCode::PERMISSION_DENIED, "a tenant key may only act on its own adapters");
       }
       tenant = p.tenant;
-    }
-    try {
-      engine::AdapterStore::validate_name("tenant", tenant);
-    } catch (const std::exception& e) {
-      return Status(StatusCode::INVALID_ARGUMENT, e.what());
     }
     return Status::OK;
   }
@@ -154,31 +146,25 @@ class GenerationService final : public v1::Generation::Service {
 
   Status Generate(ServerContext* ctx, const v1::GenerateRequest* req,
                   grpc::ServerWriter<v1::GenerateResponse>* writer) override {
-    Principal principal;
-    if (Status st = s_.authenticate(ctx, principal); !st.ok()) return st;
-    const std::string tenant = principal.admin ? "_admin" : principal.tenant;
-    const std::string request_id = common::new_request_id();
-    Status st = run(ctx, *req, writer, principal, request_id);
-    const std::string status = code_name(st.error_code());
-    s_.metrics->request_finished(tenant, status);
-    if (!st.ok()) {
-      common::log_event(st.error_code() == StatusCode::INTERNAL ? spdlog::level::err : spdlog::level::info,
-                        "generate.error", {{"request_id", request_id}, {"tenant", tenant},
-                                           {"code", status}, {"message", st.error_message()}});
-    }
-    return st;
+    return s_.rpc->run(
+        ctx, "Generate", [&](const RpcCall& call) { return run(ctx, *req, writer, call); },
+        [this](const RpcCall& call, const Status& st) {
+          s_.metrics->request_finished(call.tenant_label(), code_name(st.error_code()));
+        });
   }
 
  private:
   Status run(ServerContext* ctx, const v1::GenerateRequest& req, grpc::ServerWriter<v1::GenerateResponse>* writer,
-             const Principal& principal, const std::string& request_id) {
+             const RpcCall& call) {
+    const Principal& principal = call.principal;
+    const std::string& request_id = call.request_id;
     Backend* b = s_.ready();
     if (b == nullptr) {
       return Status(StatusCode::UNAVAILABLE,
                     s_.draining ? "the server is draining" : "the model is still loading; retry shortly");
     }
     const ServerOptions& o = s_.options;
-    const std::string tenant = principal.admin ? "_admin" : principal.tenant;
+    const std::string tenant = call.tenant_label();
     if (static_cast<int64_t>(req.ByteSizeLong()) > o.max_request_bytes) {
       return Status(StatusCode::INVALID_ARGUMENT, "the request is " + std::to_string(req.ByteSizeLong()) +
                                                       " bytes; --max-request-bytes is " +
@@ -196,6 +182,7 @@ class GenerationService final : public v1::Generation::Service {
         g.prompt.push_back(id);
       }
     } else if (req.prompt_case() == v1::GenerateRequest::kText) {
+      require_utf8("the prompt `text`", req.text());
       for (int32_t id : b->tokenizer->encode(req.text())) g.prompt.push_back(id);
     }
     if (g.prompt.empty()) {
@@ -229,6 +216,7 @@ class GenerationService final : public v1::Generation::Service {
         return Status(StatusCode::INVALID_ARGUMENT,
                       "each stop string must be 1.." + std::to_string(kMaxStopBytes) + " bytes");
       }
+      require_utf8("stop string " + std::to_string(state->stops.size()), stop);
       state->stops.push_back(stop);
       state->hold_back = std::max(state->hold_back, stop.size() - 1);
     }
@@ -239,11 +227,6 @@ class GenerationService final : public v1::Generation::Service {
         return Status(StatusCode::PERMISSION_DENIED, "the admin key has no adapters; generate with a tenant key");
       }
       const std::string& name = req.adapter().name();
-      try {
-        engine::AdapterStore::validate_name("adapter name", name);
-      } catch (const std::exception& e) {
-        return Status(StatusCode::INVALID_ARGUMENT, e.what());
-      }
       std::optional<std::string> version;
       if (!req.adapter().version().empty()) version = req.adapter().version();
       auto info = b->store->get(tenant, name, version);
@@ -309,16 +292,8 @@ class GenerationService final : public v1::Generation::Service {
 
     const int64_t prompt_tokens = static_cast<int64_t>(g.prompt.size());
     state->submitted = Clock::now();
-    std::shared_ptr<engine::RequestHandle> handle;
-    try {
-      handle = b->scheduler->submit(std::move(g));
-    } catch (const engine::QueueFull& e) {
-      return Status(StatusCode::RESOURCE_EXHAUSTED, e.what());
-    } catch (const engine::NotAccepting& e) {
-      return Status(StatusCode::UNAVAILABLE, e.what());
-    } catch (const std::invalid_argument& e) {
-      return Status(StatusCode::INVALID_ARGUMENT, e.what());
-    }
+    // QueueFull, NotAccepting and invalid requests throw; RpcRunner maps them to their status.
+    std::shared_ptr<engine::RequestHandle> handle = b->scheduler->submit(std::move(g));
     common::log_event(spdlog::level::debug, "generate.start",
                       {{"request_id", request_id}, {"tenant", tenant}, {"prompt_tokens", prompt_tokens},
                        {"adapter", req.has_adapter() ? req.adapter().name() : ""}, {"version", adapter_version}});
@@ -361,12 +336,13 @@ class GenerationService final : public v1::Generation::Service {
     s_.metrics->request_duration(tenant, result.total_seconds);
     s_.metrics->tokens(tenant, result.prompt_tokens, result.completion_tokens);
     if (result.reason == engine::FinishReason::kError) {
-      switch (result.error_kind) {
-        case engine::ErrorKind::kNotFound: return Status(StatusCode::NOT_FOUND, result.error);
-        case engine::ErrorKind::kResourceExhausted: return Status(StatusCode::RESOURCE_EXHAUSTED, result.error);
-        case engine::ErrorKind::kInvalidArgument: return Status(StatusCode::INVALID_ARGUMENT, result.error);
-        default: return Status(StatusCode::INTERNAL, result.error);
+      std::string detail;
+      Status st = status_for_engine_error(result.error_kind, result.error, request_id, &detail);
+      if (st.error_code() == StatusCode::INTERNAL) {
+        common::log_event(spdlog::level::err, "generate.engine_error",
+                          {{"request_id", request_id}, {"message", detail}});
       }
+      return st;
     }
     if (client_gone || (result.reason == engine::FinishReason::kCancelled && handle->cancel_requested())) {
       return Status(ctx->deadline() <= std::chrono::system_clock::now() ? StatusCode::DEADLINE_EXCEEDED
@@ -433,69 +409,134 @@ class AdaptersService final : public v1::Adapters::Service {
 
   Status UploadAdapter(ServerContext* ctx, grpc::ServerReader<v1::UploadAdapterRequest>* reader,
                        v1::AdapterInfo* reply) override {
-    Principal p;
-    if (Status st = s_.authenticate(ctx, p); !st.ok()) return st;
+    std::string tenant;  // known once the header is read; uploads are counted per tenant
+    return s_.rpc->run(
+        ctx, "UploadAdapter", [&](const RpcCall& call) { return upload(ctx, reader, reply, call, tenant); },
+        [this, &tenant](const RpcCall&, const Status& st) {
+          if (!tenant.empty()) s_.metrics->upload(tenant, code_name(st.error_code()));
+        });
+  }
+
+  Status ListAdapters(ServerContext* ctx, const v1::ListAdaptersRequest* req,
+                      v1::ListAdaptersResponse* reply) override {
+    return s_.rpc->run(ctx, "ListAdapters", [&](const RpcCall& call) {
+      Backend* b = s_.ready();
+      if (b == nullptr) return unavailable();
+      std::string tenant;
+      if (Status st = s_.scope(call.principal, req->tenant(), tenant); !st.ok()) return st;
+      for (const auto& info : b->store->list(tenant)) {
+        fill_info(*b, tenant, info.name, /*all_versions=*/false, reply->add_adapters());
+      }
+      return Status::OK;
+    });
+  }
+
+  Status GetAdapter(ServerContext* ctx, const v1::GetAdapterRequest* req, v1::AdapterInfo* reply) override {
+    return s_.rpc->run(ctx, "GetAdapter", [&](const RpcCall& call) {
+      Backend* b = s_.ready();
+      if (b == nullptr) return unavailable();
+      std::string tenant;
+      if (Status st = s_.scope(call.principal, req->tenant(), tenant); !st.ok()) return st;
+      return fill_info(*b, tenant, req->name(), /*all_versions=*/true, reply);
+    });
+  }
+
+  Status DeleteAdapter(ServerContext* ctx, const v1::DeleteAdapterRequest* req,
+                       v1::DeleteAdapterResponse* reply) override {
+    return s_.rpc->run(ctx, "DeleteAdapter", [&](const RpcCall& call) {
+      Backend* b = s_.ready();
+      if (b == nullptr) return unavailable();
+      std::string tenant;
+      if (Status st = s_.scope(call.principal, req->tenant(), tenant); !st.ok()) return st;
+      const auto versions = b->store->versions(tenant, req->name());  // validates the name
+      if (versions.empty() || !b->store->remove(tenant, req->name())) {
+        return Status(StatusCode::NOT_FOUND, "adapter '" + req->name() + "' not found");
+      }
+      for (const auto& v : versions) {
+        b->pool->invalidate(engine::AdapterStore::pool_key(tenant, req->name(), v.version));
+      }
+      reply->set_versions_deleted(static_cast<uint32_t>(versions.size()));
+      common::log_event(spdlog::level::info, "adapter.deleted",
+                        {{"tenant", tenant}, {"adapter", req->name()}, {"versions", versions.size()}});
+      return Status::OK;
+    });
+  }
+
+ private:
+  static Status unavailable() { return Status(StatusCode::UNAVAILABLE, "the server is loading or draining"); }
+
+  // The largest upload accepted: --max-upload-bytes, and never more than a valid adapter file for the
+  // served base can be, so an oversized upload is refused from its header, before its bytes arrive.
+  int64_t upload_limit(const Backend& b) const {
+    return std::min<int64_t>(s_.options.max_upload_bytes, b.store->max_file_bytes());
+  }
+
+  Status upload(ServerContext* ctx, grpc::ServerReader<v1::UploadAdapterRequest>* reader, v1::AdapterInfo* reply,
+                const RpcCall& call, std::string& tenant) {
     Backend* b = s_.ready();
-    if (b == nullptr) return Status(StatusCode::UNAVAILABLE, "the server is loading or draining");
+    if (b == nullptr) return unavailable();
     const auto t0 = Clock::now();
+    // Admitted before the first read: a stream that never sends its header holds a place (and a
+    // thread) too, and the idle deadline covers it.
+    std::string refusal;
+    auto slot = s_.uploads->admit(call.tenant_label(), ctx, &refusal);
+    if (!slot) return Status(StatusCode::RESOURCE_EXHAUSTED, refusal);
+    const auto idle = [&] {
+      return Status(StatusCode::CANCELLED, fmt::format("the upload sent nothing for {:g} s (--upload-idle-seconds)",
+                                                       s_.uploads->limits().idle_timeout.count() / 1000.0));
+    };
     v1::UploadAdapterRequest msg;
-    if (!reader->Read(&msg) || !msg.has_header()) {
+    if (!reader->Read(&msg)) {
+      if (slot->idle_cancelled()) return idle();
       return Status(StatusCode::INVALID_ARGUMENT, "the first upload message must carry `header`");
     }
+    slot->touch();
+    if (!msg.has_header()) return Status(StatusCode::INVALID_ARGUMENT, "the first upload message must carry `header`");
     const v1::UploadHeader header = msg.header();
-    std::string tenant;
-    if (Status st = s_.scope(p, header.tenant(), tenant); !st.ok()) return st;
-    const std::string metric_tenant = tenant;
-    auto fail = [&](StatusCode code, const std::string& message) {
-      s_.metrics->upload(metric_tenant, code_name(code));
-      return Status(code, message);
-    };
-    try {
-      engine::AdapterStore::validate_name("adapter name", header.name());
-    } catch (const std::exception& e) {
-      return fail(StatusCode::INVALID_ARGUMENT, e.what());
-    }
-    if (header.total_bytes() == 0) return fail(StatusCode::INVALID_ARGUMENT, "header.total_bytes is 0");
-    if (header.total_bytes() > static_cast<uint64_t>(s_.options.max_upload_bytes)) {
-      return fail(StatusCode::RESOURCE_EXHAUSTED, "the adapter is " + std::to_string(header.total_bytes()) +
-                                                      " bytes; --max-upload-bytes is " +
-                                                      std::to_string(s_.options.max_upload_bytes));
+    if (Status st = s_.scope(call.principal, header.tenant(), tenant); !st.ok()) return st;
+    engine::AdapterStore::validate_name("adapter", header.name());
+    const uint64_t limit = static_cast<uint64_t>(upload_limit(*b));
+    if (header.total_bytes() == 0) return Status(StatusCode::INVALID_ARGUMENT, "header.total_bytes is 0");
+    if (header.total_bytes() > limit) {
+      return Status(StatusCode::RESOURCE_EXHAUSTED,
+                    "the adapter is " + std::to_string(header.total_bytes()) + " bytes; the limit is " +
+                        std::to_string(limit) + " (--max-upload-bytes " + std::to_string(s_.options.max_upload_bytes) +
+                        ", largest adapter file for this base model " + std::to_string(b->store->max_file_bytes()) + ")");
     }
     std::string data;
-    data.reserve(header.total_bytes());
+    data.reserve(header.total_bytes());  // at most the limit above
     engine::Sha256 hash;
-    do {
+    while (true) {
       if (msg.data().size() > kMaxUploadChunk) {
-        return fail(StatusCode::INVALID_ARGUMENT, "an upload message carries more than 4 MiB of data");
+        return Status(StatusCode::INVALID_ARGUMENT, "an upload message carries more than 4 MiB of data");
       }
       if (data.size() + msg.data().size() > header.total_bytes()) {
-        return fail(StatusCode::INVALID_ARGUMENT, "more data than header.total_bytes (" +
-                                                      std::to_string(header.total_bytes()) + ")");
+        return Status(StatusCode::INVALID_ARGUMENT, "more data than header.total_bytes (" +
+                                                        std::to_string(header.total_bytes()) + ")");
       }
       hash.update(msg.data());
       data += msg.data();
-    } while (reader->Read(&msg));
-    if (data.size() != header.total_bytes()) {
-      return fail(StatusCode::INVALID_ARGUMENT, "received " + std::to_string(data.size()) +
-                                                    " bytes; header.total_bytes is " +
-                                                    std::to_string(header.total_bytes()));
+      if (!reader->Read(&msg)) break;
+      slot->touch();
     }
+    if (slot->idle_cancelled()) return idle();
+    if (data.size() != header.total_bytes()) {
+      return Status(StatusCode::INVALID_ARGUMENT, "received " + std::to_string(data.size()) +
+                                                      " bytes; header.total_bytes is " +
+                                                      std::to_string(header.total_bytes()));
+    }
+    slot->received_all();  // still counted while it is stored: the bytes stay in memory until then
     const std::string digest = hash.hex_digest();
     if (digest != header.sha256()) {
-      return fail(StatusCode::INVALID_ARGUMENT, "sha256 mismatch: the data hashes to " + digest +
-                                                    ", the header says '" + header.sha256() + "'");
+      return Status(StatusCode::INVALID_ARGUMENT, "sha256 mismatch: the data hashes to " + digest +
+                                                      ", the header says '" +
+                                                      engine::printable_excerpt(header.sha256(), 64) + "'");
     }
     const auto received = Clock::now();
     const auto previous = b->store->get(tenant, header.name());
-    std::string version;
     engine::Adapter adapter;
-    try {
-      version = b->store->put(tenant, header.name(), data, &adapter);
-    } catch (const std::invalid_argument& e) {
-      return fail(StatusCode::INVALID_ARGUMENT, e.what());
-    } catch (const std::exception& e) {
-      return fail(StatusCode::INTERNAL, std::string("storing the adapter failed: ") + e.what());
-    }
+    // A rejected file throws std::invalid_argument (INVALID_ARGUMENT); RpcRunner maps it.
+    const std::string version = b->store->put(tenant, header.name(), data, &adapter);
     const auto stored = Clock::now();
     // New requests resolve the new key; the old version's slot is freed once its last lease ends
     // (running requests keep the version they started with), so a hot swap can reuse that slot.
@@ -513,73 +554,21 @@ class AdaptersService final : public v1::Adapters::Service {
     }
     const auto done = Clock::now();
     auto ms = [](Clock::time_point a, Clock::time_point b) { return std::chrono::duration<double, std::milli>(b - a).count(); };
-    s_.metrics->upload(tenant, "ok");
     common::log_event(spdlog::level::info, "adapter.uploaded",
                       {{"tenant", tenant}, {"adapter", header.name()}, {"version", version},
                        {"bytes", data.size()}, {"warmed", warmed},
                        {"receive_ms", ms(t0, received)}, {"store_ms", ms(received, stored)},
                        {"warm_ms", ms(stored, done)},
                        {"seconds", std::chrono::duration<double>(done - t0).count()}});
-    return fill_info(*b, tenant, header.name(), /*all_versions=*/true, reply);
+    Status st = fill_info(*b, tenant, header.name(), /*all_versions=*/true, reply);
+    // The version this upload created, not whichever a concurrent upload of the name made current.
+    if (st.ok()) reply->set_current_version(version);
+    return st;
   }
 
-  Status ListAdapters(ServerContext* ctx, const v1::ListAdaptersRequest* req,
-                      v1::ListAdaptersResponse* reply) override {
-    Principal p;
-    if (Status st = s_.authenticate(ctx, p); !st.ok()) return st;
-    Backend* b = s_.ready();
-    if (b == nullptr) return Status(StatusCode::UNAVAILABLE, "the server is loading or draining");
-    std::string tenant;
-    if (Status st = s_.scope(p, req->tenant(), tenant); !st.ok()) return st;
-    for (const auto& info : b->store->list(tenant)) {
-      fill_info(*b, tenant, info.name, /*all_versions=*/false, reply->add_adapters());
-    }
-    return Status::OK;
-  }
-
-  Status GetAdapter(ServerContext* ctx, const v1::GetAdapterRequest* req, v1::AdapterInfo* reply) override {
-    Principal p;
-    if (Status st = s_.authenticate(ctx, p); !st.ok()) return st;
-    Backend* b = s_.ready();
-    if (b == nullptr) return Status(StatusCode::UNAVAILABLE, "the server is loading or draining");
-    std::string tenant;
-    if (Status st = s_.scope(p, req->tenant(), tenant); !st.ok()) return st;
-    return fill_info(*b, tenant, req->name(), /*all_versions=*/true, reply);
-  }
-
-  Status DeleteAdapter(ServerContext* ctx, const v1::DeleteAdapterRequest* req,
-                       v1::DeleteAdapterResponse* reply) override {
-    Principal p;
-    if (Status st = s_.authenticate(ctx, p); !st.ok()) return st;
-    Backend* b = s_.ready();
-    if (b == nullptr) return Status(StatusCode::UNAVAILABLE, "the server is loading or draining");
-    std::string tenant;
-    if (Status st = s_.scope(p, req->tenant(), tenant); !st.ok()) return st;
-    try {
-      engine::AdapterStore::validate_name("adapter name", req->name());
-    } catch (const std::exception& e) {
-      return Status(StatusCode::INVALID_ARGUMENT, e.what());
-    }
-    const auto versions = b->store->versions(tenant, req->name());
-    if (versions.empty() || !b->store->remove(tenant, req->name())) {
-      return Status(StatusCode::NOT_FOUND, "adapter '" + req->name() + "' not found");
-    }
-    for (const auto& v : versions) b->pool->invalidate(engine::AdapterStore::pool_key(tenant, req->name(), v.version));
-    reply->set_versions_deleted(static_cast<uint32_t>(versions.size()));
-    common::log_event(spdlog::level::info, "adapter.deleted",
-                      {{"tenant", tenant}, {"adapter", req->name()}, {"versions", versions.size()}});
-    return Status::OK;
-  }
-
- private:
   Status fill_info(Backend& b, const std::string& tenant, const std::string& name, bool all_versions,
                    v1::AdapterInfo* out) {
-    try {
-      engine::AdapterStore::validate_name("adapter name", name);
-    } catch (const std::exception& e) {
-      return Status(StatusCode::INVALID_ARGUMENT, e.what());
-    }
-    auto current = b.store->get(tenant, name);
+    auto current = b.store->get(tenant, name);  // validates the name
     if (!current) return Status(StatusCode::NOT_FOUND, "adapter '" + name + "' not found");
     out->set_tenant(tenant);
     out->set_name(name);
@@ -595,6 +584,13 @@ class AdaptersService final : public v1::Adapters::Service {
 
   Shared& s_;
 };
+
+int64_t rpc_thread_limit(const ServerOptions& o) {
+  if (o.max_rpc_threads > 0) return o.max_rpc_threads;
+  // Every running or queued Generate stream and every admitted upload holds a thread, plus room for
+  // the short calls (health, list, get, delete) and gRPC's own pollers.
+  return o.max_batch + o.queue_size + o.max_uploads + 32;
+}
 
 }  // namespace
 
@@ -622,6 +618,7 @@ struct ServingServer::Impl {
   }
 
   void refresh_metrics() {
+    shared.metrics->set_uploads_running(shared.uploads->running());
     Backend* b = shared.backend.load();
     if (b == nullptr) return;
     const auto counts = b->scheduler->counts();
@@ -652,6 +649,11 @@ void ServingServer::start() {
   const ServerOptions& o = m.shared.options;
   if (o.tenants_file.empty()) throw std::runtime_error("--tenants-file is required");
   m.shared.tenants = TenantRegistry::from_file(o.tenants_file);
+  UploadLimits upload_limits;
+  upload_limits.max_uploads = o.max_uploads;
+  upload_limits.max_uploads_per_tenant = o.max_uploads_per_tenant;
+  upload_limits.idle_timeout = o.upload_idle_timeout;
+  m.shared.uploads = std::make_unique<UploadLimiter>(upload_limits);
   if (!o.metrics_listen.empty()) {
     m.metrics_server = std::make_unique<common::MetricsServer>(o.metrics_listen);
     m.shared.metrics = std::make_unique<ServingMetrics>(m.metrics_server->registry());
@@ -671,6 +673,7 @@ void ServingServer::start() {
   } else {
     creds = grpc::InsecureServerCredentials();
   }
+  m.shared.rpc = std::make_unique<RpcRunner>(*m.shared.tenants);
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   m.generation = std::make_unique<GenerationService>(m.shared);
@@ -680,6 +683,14 @@ void ServingServer::start() {
   // Uploads stream 4 MiB chunks; Generate requests are checked against --max-request-bytes by hand so
   // the client gets INVALID_ARGUMENT naming the limit rather than gRPC's own RESOURCE_EXHAUSTED.
   builder.SetMaxReceiveMessageSize(static_cast<int>(std::max<int64_t>(o.max_request_bytes, kMaxUploadChunk) + (64 << 10)));
+  // The synchronous server runs every open call on a thread of its own; cap them so that no number
+  // of open streams can make it start more (beyond the cap, new calls are refused).
+  grpc::ResourceQuota quota("statetune-serve");
+  quota.SetMaxThreads(static_cast<int>(rpc_thread_limit(o)));
+  builder.SetResourceQuota(quota);
+  std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;
+  interceptors.push_back(std::make_unique<RpcStatusInterceptorFactory>(*m.shared.metrics));
+  builder.experimental().SetInterceptorCreators(std::move(interceptors));
   builder.RegisterService(m.generation.get());
   builder.RegisterService(m.adapters.get());
   m.server = builder.BuildAndStart();
@@ -735,8 +746,11 @@ void ServingServer::load() {
     }
   });
   m.set_health(true);
+  size_t adapters = 0;
+  const auto tenants = m.backend->store->tenants();
+  for (const auto& t : tenants) adapters += m.backend->store->list(t).size();
   common::log_event(spdlog::level::info, "server.serving",
-                    {{"model", o.model_dir.string()}, {"adapters", m.backend->store->tenants().size()},
+                    {{"model", o.model_dir.string()}, {"tenants", tenants.size()}, {"adapters", adapters},
                      {"slots", m.backend->pool->capacity()}, {"max_batch", o.max_batch},
                      {"load_seconds", std::chrono::duration<double>(Clock::now() - t0).count()}});
 }

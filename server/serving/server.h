@@ -32,7 +32,11 @@ struct ServerOptions {
   int64_t max_prompt_tokens = 2048;
   int64_t max_new_tokens = 256;
   int64_t max_request_bytes = int64_t{1} << 20;
-  int64_t max_upload_bytes = int64_t{64} << 20;
+  int64_t max_upload_bytes = int64_t{64} << 20;  // also capped by the largest adapter the base can have
+  int64_t max_uploads = 8;                         // uploads running at once, in all
+  int64_t max_uploads_per_tenant = 2;              // ... per caller (API principal)
+  std::chrono::milliseconds upload_idle_timeout{30000};  // an upload sending nothing this long is cancelled
+  int64_t max_rpc_threads = 0;  // gRPC handler threads; 0: max_batch + queue_size + max_uploads + 32
   int64_t adapter_pool_bytes = int64_t{256} << 20;
   int64_t adapter_slots = 0;  // 0: as many as the budget holds
   std::chrono::milliseconds drain_timeout{30000};

@@ -51,6 +51,8 @@ ServingMetrics::ServingMetrics(prometheus::Registry& r)
       load_seconds_(BuildCounter().Name("statetune_adapter_load_seconds_total").Help("Seconds spent loading adapters").Register(r).Add({})),
       adapter_requests_(BuildGauge().Name("statetune_adapter_requests").Help("Running/waiting requests per adapter (routing info)").Register(r)),
       uploads_(BuildCounter().Name("statetune_adapter_uploads_total").Help("Adapter uploads by tenant and status").Register(r)),
+      rpc_errors_(BuildCounter().Name("statetune_rpc_errors_total").Help("Failed RPCs by method and status code").Register(r)),
+      uploads_running_(BuildGauge().Name("statetune_adapter_uploads_running").Help("Adapter uploads admitted and not finished").Register(r).Add({})),
       up_(BuildGauge().Name("statetune_up").Help("1 while serving, 0 while loading or draining").Register(r).Add({})) {}
 
 void ServingMetrics::request_finished(const std::string& tenant, const std::string& status) {
@@ -72,6 +74,10 @@ void ServingMetrics::batch(int64_t rows) { batch_.Observe(static_cast<double>(ro
 void ServingMetrics::upload(const std::string& tenant, const std::string& status) {
   uploads_.Add({{"tenant", tenant}, {"status", status}}).Increment();
 }
+void ServingMetrics::rpc_failed(const std::string& method, const std::string& code) {
+  rpc_errors_.Add({{"method", method}, {"code", code}}).Increment();
+}
+void ServingMetrics::set_uploads_running(int64_t n) { uploads_running_.Set(static_cast<double>(n)); }
 void ServingMetrics::set_up(bool serving) { up_.Set(serving ? 1 : 0); }
 
 void ServingMetrics::set_load(int64_t running, int64_t waiting, const std::map<std::string, int64_t>& running_by_key,

@@ -13,6 +13,9 @@
 //   statetune_adapter_requests{tenant,adapter,version,state}   info gauge: running / waiting requests
 //       per adapter, for a gateway to route tenants to replicas that already hold their adapters
 //   statetune_adapter_uploads_total{tenant,status}      counter
+//   statetune_adapter_uploads_running                   gauge: uploads admitted and not finished
+//   statetune_rpc_errors_total{method,code}             counter: every failed RPC of every service, by
+//       method and status code (unauthenticated ones, and those gRPC refused before any handler ran)
 //   statetune_up                                        gauge: 1 serving, 0 loading or draining
 #pragma once
 
@@ -47,6 +50,8 @@ class ServingMetrics {
   void tokens(const std::string& tenant, int64_t prompt, int64_t generated);
   void batch(int64_t rows);
   void upload(const std::string& tenant, const std::string& status);
+  void rpc_failed(const std::string& method, const std::string& code);
+  void set_uploads_running(int64_t n);
   void set_up(bool serving);
   // Running / waiting totals and per-adapter counts (pool keys "tenant/name@version"; "" = base).
   void set_load(int64_t running, int64_t waiting, const std::map<std::string, int64_t>& running_by_key,
@@ -73,6 +78,8 @@ class ServingMetrics {
   prometheus::Counter& load_seconds_;
   prometheus::Family<prometheus::Gauge>& adapter_requests_;
   prometheus::Family<prometheus::Counter>& uploads_;
+  prometheus::Family<prometheus::Counter>& rpc_errors_;
+  prometheus::Gauge& uploads_running_;
   prometheus::Gauge& up_;
 
   std::mutex mu_;

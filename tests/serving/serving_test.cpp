@@ -22,10 +22,7 @@
 
 #include "client/statetune_client.h"
 #include "tests/support/loopback_http.h"
-#include "tests/support/service_process.h"
-#include "server/engine/adapters/adapter.h"
-#include "server/engine/model/mamba_model.h"
-#include "server/engine/model/model_init.h"
+#include "tests/support/serving_fixture.h"
 #include "server/engine/util/sha256.h"
 
 namespace statetune::serving {
@@ -36,69 +33,19 @@ using client::Client;
 using client::ClientOptions;
 using grpc::StatusCode;
 
-const char* kAcmeKey = "acme-secret-key";
-const char* kBetaKey = "beta-secret-key";
-const char* kAdminKey = "admin-secret-key";
-
 using test_support::http_get;
+using test_support::kAcmeKey;
+using test_support::kAdminKey;
+using test_support::kBetaKey;
+using test_support::metric_value;
 using test_support::slurp;
-
-// Sum of a metric's samples whose label set contains every `needle` (e.g. tenant="acme").
-double metric_value(const std::string& text, const std::string& name, const std::vector<std::string>& needles = {}) {
-  std::istringstream in(text);
-  std::string line;
-  double total = 0;
-  while (std::getline(in, line)) {
-    if (line.empty() || line[0] == '#') continue;
-    if (line.compare(0, name.size(), name) != 0) continue;
-    const char next = line.size() > name.size() ? line[name.size()] : ' ';
-    if (next != ' ' && next != '{') continue;
-    bool ok = true;
-    for (const auto& n : needles) ok = ok && line.find(n) != std::string::npos;
-    if (ok) total += std::stod(line.substr(line.rfind(' ') + 1));
-  }
-  return total;
-}
-
-// statetune-serve from this build, started and waited on until its health says SERVING.
-class ServerProcess : public test_support::ServiceProcess {
- public:
-  ServerProcess() : ServiceProcess(std::string(STATETUNE_BINARY_DIR) + "/server/serving/statetune-serve", "server") {}
-  void start(const fs::path& work, const std::vector<std::string>& flags, const fs::path& tls_ca = {}) {
-    ServiceProcess::start(work, flags, tls_ca, std::chrono::seconds(60));
-    if (!::testing::Test::HasFatalFailure()) wait_serving();
-  }
-};
+using ServerProcess = test_support::ServingProcess;
 
 class ServingTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     work_ = new fs::path(fs::temp_directory_path() / ("statetune_serving_" + std::to_string(::getpid())));
-    fs::create_directories(*work_);
-    engine::MambaConfig c;
-    c.d_model = 64;
-    c.n_layer = 2;
-    c.vocab_size = 50280;
-    c.d_state = 16;
-    c.expand = 2;
-    c.d_inner = 128;
-    c.d_conv = 4;
-    c.dt_rank = 4;
-    engine::write_random_checkpoint(*work_ / "model", c, 77);
-    auto model = engine::MambaModel::load(*work_ / "model", engine::LoadOptions{});
-    for (int i = 0; i < 4; ++i) {
-      engine::Adapter a = engine::random_adapter(model->config(), model->fingerprint(),
-                                                 {engine::kStateOffset, engine::kOutputOffset}, 10 + i, 0.5);
-      const fs::path p = *work_ / ("adapter" + std::to_string(i) + ".safetensors");
-      engine::save_adapter(a, p);
-      adapter_files_.push_back(slurp(p));
-    }
-    nlohmann::json tenants = {
-        {"admin_key_sha256", engine::Sha256::hex(kAdminKey)},
-        {"tenants",
-         {{{"name", "acme"}, {"api_keys_sha256", {engine::Sha256::hex(kAcmeKey)}}},
-          {{"name", "beta"}, {"api_keys_sha256", {engine::Sha256::hex(kBetaKey)}}}}}};
-    std::ofstream(*work_ / "tenants.json") << tenants.dump(2);
+    adapter_files_ = test_support::write_serving_files(*work_, 4);
     server_ = new ServerProcess();
     server_->start(*work_, flags());
   }

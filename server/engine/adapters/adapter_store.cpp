@@ -9,6 +9,7 @@
 #include <utility>
 
 #include "server/engine/adapters/durable_file.h"
+#include "server/engine/util/printable.h"
 
 namespace statetune::engine {
 namespace fs = std::filesystem;
@@ -55,10 +56,17 @@ AdapterStore::AdapterStore(fs::path root, ModelFingerprint base)
 
 void AdapterStore::validate_name(const std::string& what, const std::string& value) {
   if (!is_valid_name(value)) {
-    throw std::invalid_argument(what + " name '" + value +
+    throw std::invalid_argument(what + " name '" + printable_excerpt(value) +
                                 "' is invalid: use 1-64 characters from A-Z a-z 0-9 . _ - and do "
                                 "not start with '.'");
   }
+}
+
+int64_t AdapterStore::max_file_bytes() const {
+  // A valid file holds at most every method in fp32 plus its header.
+  const int64_t all_methods_fp32 = static_cast<int64_t>(sizeof(float)) * base_.n_layer * base_.d_inner *
+                                   (2 * base_.d_state + 1);
+  return all_methods_fp32 + kMaxAdapterHeaderBytes;
 }
 
 std::string AdapterStore::pool_key(const std::string& tenant, const std::string& name,
@@ -208,11 +216,8 @@ std::string AdapterStore::put(const std::string& tenant, const std::string& name
   validate_name("tenant", tenant);
   validate_name("adapter", name);
   const auto t0 = std::chrono::steady_clock::now();
-  // Refuse oversized uploads before parsing: a valid file holds at most every method in fp32 plus
-  // its header.
-  const int64_t all_methods_fp32 = static_cast<int64_t>(sizeof(float)) * base_.n_layer *
-                                   base_.d_inner * (2 * base_.d_state + 1);
-  const int64_t limit = all_methods_fp32 + kMaxAdapterHeaderBytes;
+  // Refuse oversized uploads before parsing.
+  const int64_t limit = max_file_bytes();
   const auto rejected = [&](const std::string& why) {
     std::lock_guard<std::mutex> lock(mu_);
     int64_t current = 0;
@@ -341,7 +346,7 @@ std::optional<StoredAdapterInfo> AdapterStore::get(const std::string& tenant, co
   if (version) {
     number = parse_version_number(*version);
     if (number == 0) {
-      throw std::invalid_argument("adapter version '" + *version +
+      throw std::invalid_argument("adapter version '" + printable_excerpt(*version) +
                                   "' is invalid: versions are positive integers (1, 2, ...)");
     }
   }

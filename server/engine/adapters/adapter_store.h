@@ -62,6 +62,9 @@ class AdapterStore {
   // Tenant and adapter names: [A-Za-z0-9._-]{1,64}, not starting with '.' (so no "." / ".." and no
   // hidden files). Throws std::invalid_argument naming `what` and the rule.
   static void validate_name(const std::string& what, const std::string& value);
+  // The largest adapter file put() can accept for this base (every method in fp32 plus header room),
+  // so a receiver can refuse a bigger upload before it has read it.
+  int64_t max_file_bytes() const;
   // The pool key for one stored version: "tenant/name@version".
   static std::string pool_key(const std::string& tenant, const std::string& name,
                               const std::string& version);

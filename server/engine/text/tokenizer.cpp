@@ -764,26 +764,9 @@ Tokenizer Tokenizer::from_json(std::string_view text, const std::string& origin)
 }
 
 std::vector<int32_t> Tokenizer::encode(std::string_view text, bool parse_special_tokens) const {
-  size_t bad = 0;
   // Strict check up front: everything after it may assume valid UTF-8.
-  {
-    const auto* p = reinterpret_cast<const unsigned char*>(text.data());
-    for (size_t i = 0; i < text.size();) {
-      if (p[i] < 0x80) {
-        ++i;
-        continue;
-      }
-      const auto step = unicode::decode_utf8_step(p + i, text.size() - i);
-      if (step.status != unicode::Utf8Status::kValid) {
-        bad = i + 1;
-        break;
-      }
-      i += step.length;
-    }
-  }
-  if (bad != 0) {
-    throw std::invalid_argument("Tokenizer::encode: text is not valid UTF-8 at byte " +
-                                std::to_string(bad - 1));
+  if (const size_t bad = unicode::first_invalid_utf8(text); bad != std::string_view::npos) {
+    throw std::invalid_argument("Tokenizer::encode: text is not valid UTF-8 at byte " + std::to_string(bad));
   }
   std::vector<int32_t> out;
   out.reserve(text.size() / 3 + 4);

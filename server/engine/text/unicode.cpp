@@ -149,6 +149,20 @@ bool decode_utf8(std::string_view text, std::vector<char32_t>& out, size_t* erro
   return true;
 }
 
+size_t first_invalid_utf8(std::string_view text) {
+  const auto* p = reinterpret_cast<const unsigned char*>(text.data());
+  for (size_t i = 0; i < text.size();) {
+    if (p[i] < 0x80) {
+      ++i;
+      continue;
+    }
+    const auto step = decode_utf8_step(p + i, text.size() - i);
+    if (step.status != Utf8Status::kValid) return i;
+    i += step.length;
+  }
+  return std::string_view::npos;
+}
+
 std::string utf8_lossy(std::string_view bytes) {
   std::string out;
   out.reserve(bytes.size());

@@ -37,6 +37,10 @@ void append_utf8(std::string& out, char32_t cp);
 // Strict decoding; returns false and sets *error_offset at the first byte that is not valid UTF-8.
 bool decode_utf8(std::string_view text, std::vector<char32_t>& out, size_t* error_offset);
 
+// The offset of the first byte of `text` that does not start a complete, valid UTF-8 sequence;
+// std::string_view::npos when all of it is valid. ASCII runs cost one comparison per byte.
+size_t first_invalid_utf8(std::string_view text);
+
 // Lossy decoding to valid UTF-8: each maximal invalid subpart (and an incomplete tail) becomes
 // U+FFFD.
 std::string utf8_lossy(std::string_view bytes);
