@@ -1,33 +1,43 @@
 # statetune images. Two targets:
 #   docker build --target cpu  -t statetune:cpu  .    Debian 12, Debian's CPU LibTorch
 #   docker build --target cuda -t statetune:cuda .    Debian 12 + NVIDIA's CUDA toolkit + a CUDA LibTorch
-# Both hold statetune-serve, statetune-train, the statetune client and statetune-engine, and run as the
+# (or `buildah bud --format docker --target cpu ...`: the OCI format has no HEALTHCHECK). Both hold
+# statetune-serve, statetune-train, the statetune client and statetune-engine, and run as the
 # non-root user statetune (uid 10001). The default command serves; run statetune-train by naming it:
 #   docker run -v $PWD/m:/model -v $PWD/tenants.json:/etc/statetune/tenants.json:ro -p 50051:50051 \
 #     statetune:cpu statetune-serve --model /model --listen 0.0.0.0:50051 --metrics-listen 0.0.0.0:9090
 # The model: models/default/ of the checkout is copied to /usr/local/share/statetune/models/default
 # when it exists, where the binaries look when no --model / STATETUNE_MODEL is given (see
 # server/engine/model/default_model.h); without it, give --model / STATETUNE_MODEL a mounted folder.
+# Data sets for `statetune-engine convert-dataset` / `eval` / `train --dataset` are read from
+# STATETUNE_DATASETS_DIR=/var/lib/statetune/datasets: mount them there.
 #
-# Dependencies come from scripts/setup.sh, the one list CI installs and builds with too, so CI
-# exercises these steps on every run (without Docker itself).
+# Build stages have the compilers and -dev packages; the runtime stages (runtime, then cpu / cuda) start
+# again from plain Debian and install only the shared libraries the binaries load, so no compiler,
+# header or source ships. Every package list is scripts/setup.sh's, the one CI builds with; CI also
+# builds the cpu target and runs it (tests/deploy/image_smoke_test.sh, from .ci/run).
+# The CPU kernels pick their instruction set (x86-64-v2, v3 or v4) at start-up, so the binaries do not
+# depend on the building machine's CPU (kernels/cpu_level.h).
 
 ARG DEBIAN_IMAGE=debian:12
 
-# ---- Debian packages (setup.sh's list), no build -------------------------------------------------
+# ---- Debian build packages (setup.sh's list), no build -------------------------------------------
 FROM ${DEBIAN_IMAGE} AS deps
-WORKDIR /src
-COPY scripts/setup.sh scripts/setup.sh
 # STATETUNE_DEPS_ONLY: install the packages and stop; STATETUNE_NO_TEST_TOOLS: leave out what only
 # the test suite needs (prometheus, kubectl, npm and the manifest validator).
-RUN STATETUNE_DEPS_ONLY=1 STATETUNE_NO_TEST_TOOLS=1 scripts/setup.sh \
+RUN --mount=type=bind,source=scripts/setup.sh,target=/tmp/statetune/scripts/setup.sh \
+    STATETUNE_DEPS_ONLY=1 STATETUNE_NO_TEST_TOOLS=1 /tmp/statetune/scripts/setup.sh \
     && rm -rf /var/lib/apt/lists/*
 
 # ---- CPU build -----------------------------------------------------------------------------------
 FROM deps AS build
 ARG STATETUNE_JOBS=
+WORKDIR /src
 COPY . /src
-RUN STATETUNE_SKIP_APT=1 STATETUNE_NO_TEST_TOOLS=1 \
+# The ccache cache mount lets a rebuild after a source change (CI on the same machine) recompile only
+# what changed; it is not part of the image.
+RUN --mount=type=cache,target=/root/.cache/ccache \
+    STATETUNE_SKIP_APT=1 STATETUNE_NO_TEST_TOOLS=1 \
     STATETUNE_CMAKE_ARGS="-DSTATETUNE_BUILD_TESTS=OFF -DSTATETUNE_CUDA=OFF" \
     scripts/setup.sh /build \
     && mkdir -p /out/bin /out/models \
@@ -35,22 +45,21 @@ RUN STATETUNE_SKIP_APT=1 STATETUNE_NO_TEST_TOOLS=1 \
           /build/client/statetune /build/server/engine/tools/statetune-engine /out/bin/ \
     && if [ -d models/default ]; then cp -r models/default /out/models/default; fi
 
-# ---- CPU image -----------------------------------------------------------------------------------
-FROM deps AS cpu
+# ---- What both images share: user, folders, settings, health check; no statetune packages yet -----
+FROM ${DEBIAN_IMAGE} AS runtime
 RUN groupadd --gid 10001 statetune \
     && useradd --uid 10001 --gid 10001 --no-create-home --home-dir /var/lib/statetune \
                --shell /usr/sbin/nologin statetune \
-    && mkdir -p /var/lib/statetune/adapters /var/lib/statetune/train /etc/statetune \
+    && mkdir -p /var/lib/statetune/adapters /var/lib/statetune/train /var/lib/statetune/datasets \
+                /etc/statetune \
     && chown -R statetune:statetune /var/lib/statetune
-COPY --from=build /out/bin/ /usr/local/bin/
-COPY --from=build /out/models/ /usr/local/share/statetune/models/
 # Per-binary settings only (STATETUNE_LISTEN would be read by both services, so the listen addresses
 # are flags in CMD below, and Kubernetes sets them through its ConfigMaps).
 ENV STATETUNE_TENANTS_FILE=/etc/statetune/tenants.json \
     STATETUNE_ADAPTERS_DIR=/var/lib/statetune/adapters \
     STATETUNE_DATA_DIR=/var/lib/statetune/train \
+    STATETUNE_DATASETS_DIR=/var/lib/statetune/datasets \
     STATETUNE_HEALTH_ADDR=127.0.0.1:50051
-USER 10001:10001
 WORKDIR /var/lib/statetune
 EXPOSE 50051 9090 50061 9091
 # gRPC health through the client: NOT_SERVING (exit 1) while the model loads and while draining.
@@ -59,7 +68,16 @@ HEALTHCHECK --interval=15s --timeout=5s --start-period=600s --retries=3 \
     CMD statetune health --addr "$STATETUNE_HEALTH_ADDR" --timeout 3 || exit 1
 CMD ["statetune-serve", "--listen", "0.0.0.0:50051", "--metrics-listen", "0.0.0.0:9090"]
 
-# ---- CUDA toolkit + CUDA LibTorch on top of the same packages ------------------------------------
+# ---- CPU image: the runtime libraries, Debian's CPU LibTorch, the binaries -------------------------
+FROM runtime AS cpu
+RUN --mount=type=bind,source=scripts,target=/tmp/statetune/scripts \
+    STATETUNE_RUNTIME_ONLY=1 STATETUNE_PRUNE_RUNTIME=1 /tmp/statetune/scripts/setup.sh \
+    && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin
+COPY --from=build /out/bin/ /usr/local/bin/
+COPY --from=build /out/models/ /usr/local/share/statetune/models/
+USER 10001:10001
+
+# ---- CUDA toolkit + CUDA LibTorch on top of the build packages (cannot be built without them) -----
 # Debian's LibTorch is CPU-only, so this stage adds NVIDIA's CUDA repository for Debian 12 and a
 # cxx11-ABI CUDA LibTorch, which CMake prefers through CMAKE_PREFIX_PATH. The versions are build
 # arguments; match LIBTORCH_URL's CUDA version to CUDA_TOOLKIT.
@@ -81,33 +99,33 @@ FROM cuda-deps AS cuda-build
 ARG STATETUNE_JOBS=
 # Compute capabilities to compile the kernels for (80: A100, 89: L4/L40, 90: H100/H200).
 ARG CUDA_ARCHITECTURES=80;89;90
+WORKDIR /src
 COPY . /src
-RUN STATETUNE_SKIP_APT=1 STATETUNE_NO_TEST_TOOLS=1 \
+RUN --mount=type=cache,target=/root/.cache/ccache \
+    STATETUNE_SKIP_APT=1 STATETUNE_NO_TEST_TOOLS=1 \
     STATETUNE_CMAKE_ARGS="-DSTATETUNE_BUILD_TESTS=OFF -DCMAKE_PREFIX_PATH=/opt/libtorch -DCMAKE_CUDA_ARCHITECTURES=${CUDA_ARCHITECTURES}" \
     scripts/setup.sh /build \
-    && mkdir -p /out/bin /out/models \
+    && mkdir -p /out/bin /out/models /out/lib \
     && cp /build/server/serving/statetune-serve /build/server/training/statetune-train \
           /build/client/statetune /build/server/engine/tools/statetune-engine /out/bin/ \
+    && cp -L /usr/local/cuda/lib64/libcudart.so.12 /out/lib/ \
     && if [ -d models/default ]; then cp -r models/default /out/models/default; fi
 
-FROM cuda-deps AS cuda
-RUN groupadd --gid 10001 statetune \
-    && useradd --uid 10001 --gid 10001 --no-create-home --home-dir /var/lib/statetune \
-               --shell /usr/sbin/nologin statetune \
-    && mkdir -p /var/lib/statetune/adapters /var/lib/statetune/train /etc/statetune \
-    && chown -R statetune:statetune /var/lib/statetune
+# ---- CUDA image: the runtime libraries without Debian's LibTorch, plus the CUDA LibTorch's libraries.
+# Those bundle cuBLAS, cuDNN and their own (renamed) CUDA runtime ("with-deps"); our kernels load
+# libcudart.so.12, copied from the toolkit; the GPU driver comes from the host (NVIDIA Container
+# Toolkit). No compiler, toolkit or header ships.
+FROM runtime AS cuda
+RUN --mount=type=bind,source=scripts,target=/tmp/statetune/scripts \
+    STATETUNE_RUNTIME_ONLY=1 STATETUNE_NO_DEBIAN_TORCH=1 STATETUNE_PRUNE_RUNTIME=1 \
+    /tmp/statetune/scripts/setup.sh \
+    && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin
+COPY --from=cuda-build /opt/libtorch/lib/ /opt/libtorch/lib/
+COPY --from=cuda-build /out/lib/ /opt/statetune/lib/
 COPY --from=cuda-build /out/bin/ /usr/local/bin/
 COPY --from=cuda-build /out/models/ /usr/local/share/statetune/models/
-ENV STATETUNE_TENANTS_FILE=/etc/statetune/tenants.json \
-    STATETUNE_ADAPTERS_DIR=/var/lib/statetune/adapters \
-    STATETUNE_DATA_DIR=/var/lib/statetune/train \
+ENV LD_LIBRARY_PATH=/opt/libtorch/lib:/opt/statetune/lib \
     STATETUNE_DEVICE=cuda \
-    STATETUNE_HEALTH_ADDR=127.0.0.1:50051 \
     NVIDIA_VISIBLE_DEVICES=all \
     NVIDIA_DRIVER_CAPABILITIES=compute,utility
 USER 10001:10001
-WORKDIR /var/lib/statetune
-EXPOSE 50051 9090 50061 9091
-HEALTHCHECK --interval=15s --timeout=5s --start-period=600s --retries=3 \
-    CMD statetune health --addr "$STATETUNE_HEALTH_ADDR" --timeout 3 || exit 1
-CMD ["statetune-serve", "--listen", "0.0.0.0:50051", "--metrics-listen", "0.0.0.0:9090"]

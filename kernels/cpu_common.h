@@ -1,9 +1,10 @@
-// Helpers shared by the CPU kernels (cpu_conv.cpp, cpu_scan.cpp); private to them.
+// Helpers shared by the CPU kernels (cpu_conv.cpp, cpu_scan.cpp, cpu_scan_backward.cpp); private to
+// them. Include it LAST in those files: it switches on the instruction set of the level being built.
 //
 // The inner loops use GCC/Clang vector extensions (8 x fp32) rather than hoping the auto-vectoriser
 // copes with exp and a float reduction: without -ffast-math the compiler may neither call a vector
 // exp nor reorder a sum, and we do not want -ffast-math (NaN/inf handling, reproducibility).
-// On x86-64-v3 one v8f is one AVX2 register; on older targets GCC splits it into two SSE halves.
+// On x86-64-v3 and v4 one v8f is one AVX2 register; on v2 GCC splits it into two SSE halves.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -13,11 +14,43 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <string>
 #include <vector>
 
+#include "kernels/batch_indices.h"
+#include "kernels/cpu_backend.h"
 #include "kernels/ssm_kernels.h"
 
-namespace statetune::kernels::cpu::detail {
+// Per-level builds (kernels/CMakeLists.txt, cpu_level.h): from here on, code is compiled for the
+// level's instruction set, and lives in its namespace cpu::<level>. The headers above stay at the
+// baseline on purpose: the inline functions and templates they define are compiled into every
+// level's object files and the linker keeps ONE copy of each, which must run on every CPU (an
+// AVX-512 copy of an ATen helper, kept by chance, would crash a v2 machine). tests/kernels'
+// cpu_level_isolation_test checks that no shared symbol of the v3/v4 objects uses AVX registers.
+#if !defined(STATETUNE_CPU_LEVEL) || !defined(STATETUNE_CPU_LEVEL_NUMBER)
+#error "the CPU kernels are compiled per level by kernels/CMakeLists.txt"
+#elif STATETUNE_CPU_LEVEL_NUMBER == 2
+#define STATETUNE_CPU_TARGET "arch=x86-64-v2"
+#elif STATETUNE_CPU_LEVEL_NUMBER == 3
+#define STATETUNE_CPU_TARGET "arch=x86-64-v3"
+#elif STATETUNE_CPU_LEVEL_NUMBER == 4
+#define STATETUNE_CPU_TARGET "arch=x86-64-v4"
+#endif
+// Each cpu_*.cpp ends with STATETUNE_CPU_LEVEL_END (clang's attribute push must be popped).
+#define STATETUNE_CPU_PRAGMA_(text) _Pragma(#text)
+#define STATETUNE_CPU_PRAGMA(text) STATETUNE_CPU_PRAGMA_(text)
+#if !defined(STATETUNE_CPU_TARGET)
+#define STATETUNE_CPU_LEVEL_END
+#elif defined(__clang__)
+STATETUNE_CPU_PRAGMA(clang attribute push(__attribute__((target(STATETUNE_CPU_TARGET))),
+                                          apply_to = function))
+#define STATETUNE_CPU_LEVEL_END _Pragma("clang attribute pop")
+#else
+STATETUNE_CPU_PRAGMA(GCC target(STATETUNE_CPU_TARGET))
+#define STATETUNE_CPU_LEVEL_END
+#endif
+
+namespace statetune::kernels::cpu::STATETUNE_CPU_LEVEL::detail {
 
 typedef float v8f __attribute__((vector_size(32)));
 typedef int32_t v8i __attribute__((vector_size(32)));
@@ -213,12 +246,13 @@ inline bool contiguous_inside_rows(const at::Tensor& t) {
   return true;
 }
 
+// Rows in range and unique: the batch rows run in parallel, two on one cache row would race.
 inline void check_rows(const int64_t* rows, int64_t B, int64_t C) {
-  for (int64_t b = 0; b < B; ++b)
-    TORCH_CHECK(rows[b] >= 0 && rows[b] < C, "cache row ", rows[b], " out of range [0, ", C, ")");
+  const std::string bad = describe_bad_rows(rows, B, C);
+  TORCH_CHECK(bad.empty(), bad);
 }
 
 // Work split: batch rows x chunks of channels.
 constexpr int64_t kChunk = 64;
 
-}  // namespace statetune::kernels::cpu::detail
+}  // namespace statetune::kernels::cpu::STATETUNE_CPU_LEVEL::detail

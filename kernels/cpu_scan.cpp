@@ -5,10 +5,10 @@
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
-#include "kernels/cpu_common.h"
 #include "kernels/ssm_kernels.h"
+#include "kernels/cpu_common.h"  // last: it switches on the level's instruction set
 
-namespace statetune::kernels::cpu {
+namespace statetune::kernels::cpu::STATETUNE_CPU_LEVEL {
 namespace {
 
 using namespace detail;
@@ -347,4 +347,6 @@ void selective_scan_step(const at::Tensor& x, const at::Tensor& delta_in,
   }
 }
 
-}  // namespace statetune::kernels::cpu
+}  // namespace statetune::kernels::cpu::STATETUNE_CPU_LEVEL
+
+STATETUNE_CPU_LEVEL_END

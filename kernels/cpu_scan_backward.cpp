@@ -5,9 +5,9 @@
 // channels. Per tile: one forward pass keeps the state every `chunk` steps; then chunks are visited
 // last to first, each one's states are recomputed from its checkpoint and the adjoint
 //   gh_t = C_t * gy_t + exp(delta_{t+1} A) * gh_{t+1}
-// runs backwards through it. The inner loops run over d_state with no branches (compiled with -O3 and
-// -march, like the other cpu_*.cpp). Sums over channels (dB, dC) go to per-range partial buffers
-// and per-row buffers (dDskip, adapters, ...) so tasks never write the same memory.
+// runs backwards through it. The inner loops run over d_state with no branches (compiled with -O3,
+// once per CPU level, like the other cpu_*.cpp). Sums over channels (dB, dC) go to per-range partial
+// buffers and per-row buffers (dDskip, adapters, ...) so tasks never write the same memory.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
@@ -15,11 +15,10 @@
 #include <cmath>
 #include <vector>
 
-#include "kernels/cpu_common.h"
 #include "kernels/ssm_backward.h"
+#include "kernels/cpu_common.h"  // last: it switches on the level's instruction set
 
-namespace statetune::kernels {
-namespace cpu {
+namespace statetune::kernels::cpu::STATETUNE_CPU_LEVEL {
 namespace {
 
 constexpr int64_t kTile = 8;  // channels whose states (kTile * N values) are walked together
@@ -480,6 +479,6 @@ ScanGrads selective_scan_backward(const at::Tensor& x, const at::Tensor& delta_i
   return g;
 }
 
-}  // namespace cpu
+}  // namespace statetune::kernels::cpu::STATETUNE_CPU_LEVEL
 
-}  // namespace statetune::kernels
+STATETUNE_CPU_LEVEL_END

@@ -32,6 +32,7 @@ __global__ void __launch_bounds__(kThreads) conv_prefill_kernel(const ConvParams
   const int k_width = p.width;
   const int64_t len = clamp_length(p.lengths, b, p.seqlen);
   const int64_t row = p.rows != nullptr ? p.rows[b] : b;
+  if (!detail::index_ok(row, p.num_rows)) return;
 
   const T* xp = static_cast<const T*>(p.x.ptr) + b * p.x.batch_stride + d;
   T* op = static_cast<T*>(p.out.ptr) + b * p.out.batch_stride + d;
@@ -95,6 +96,7 @@ __global__ void __launch_bounds__(kThreads) conv_step_kernel(const ConvParams p)
   const int b = blockIdx.y;
   const int k_width = p.width;
   const int64_t row = p.rows != nullptr ? p.rows[b] : b;
+  if (!detail::index_ok(row, p.num_rows)) return;
   float* st = p.conv_state + row * p.conv_state_row_stride + static_cast<int64_t>(d) * (k_width - 1);
   const int64_t w0 = static_cast<int64_t>(d) * k_width;
 
@@ -112,6 +114,7 @@ bool params_ok(const ConvParams& p, bool prefill) {
   if (prefill && p.seqlen < 0) return false;
   if (p.weight == nullptr || (p.width > 1 && p.conv_state == nullptr)) return false;
   if (p.batch > 65535) return false;  // grid.z / grid.y
+  if (p.num_rows < (p.rows != nullptr ? 1 : p.batch)) return false;
   return true;
 }
 
@@ -126,7 +129,7 @@ cudaError_t launch_prefill(const ConvParams& p, cudaStream_t stream) {
   } else {
     conv_prefill_kernel<T, kMaxConvWidth><<<grid, kThreads, 0, stream>>>(p);
   }
-  return cudaGetLastError();
+  return detail::launch_status();
 }
 
 }  // namespace
@@ -147,7 +150,7 @@ cudaError_t causal_conv1d_step(const ConvParams& p, cudaStream_t stream) {
   } else {
     conv_step_kernel<float><<<grid, kThreads, 0, stream>>>(p);
   }
-  return cudaGetLastError();
+  return detail::launch_status();
 }
 
 }  // namespace statetune::kernels::cuda_raw

@@ -122,7 +122,7 @@ cudaError_t launch(const ConvBackwardParams& p, cudaStream_t stream) {
   } else {
     conv_backward_kernel<T, kMaxConvWidth><<<grid, kThreads, 0, stream>>>(p);
   }
-  return cudaGetLastError();
+  return detail::launch_status();
 }
 
 }  // namespace

@@ -5,6 +5,7 @@
 #include "kernels/cuda/cuda_backend.h"
 
 #include <cstdint>
+#include <initializer_list>
 #include <vector>
 
 #include <ATen/ATen.h>
@@ -12,6 +13,7 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 
+#include "kernels/batch_indices.h"
 #include "kernels/cuda/ssm_cuda.cuh"
 #include "kernels/cuda/ssm_cuda_backward.cuh"
 
@@ -27,8 +29,12 @@ raw::DType act_dtype(const at::Tensor& x) {
   return x.scalar_type() == at::kBFloat16 ? raw::DType::kBFloat16 : raw::DType::kFloat32;
 }
 
-// Whether the last `inner` dims are laid out as in a contiguous tensor (size-1 dims ignored).
+// Whether the last `inner` dims are laid out as in a contiguous tensor (size-1 dims ignored; an
+// empty block, e.g. the [C, D, 0] conv state of d_conv = 1, has no layout to get wrong).
 bool inner_contiguous(const at::Tensor& t, int inner) {
+  for (int i = 0; i < inner; ++i) {
+    if (t.size(t.dim() - 1 - i) == 0) return true;
+  }
   int64_t expected = 1;
   for (int i = 0; i < inner; ++i) {
     const int64_t dim = t.dim() - 1 - i;
@@ -76,8 +82,21 @@ raw::SlotTensor slot_tensor(const at::Tensor& t, const at::Tensor& x, const char
   keep = t.scalar_type() == at::kFloat ? t : t.to(at::kFloat);
   if (!inner_contiguous(keep, static_cast<int>(inner_sizes.size()))) keep = keep.contiguous();
   s.ptr = keep.data_ptr<float>();
-  s.slot_stride = keep.size(0) > 1 ? keep.stride(0) : 0;
+  // The real stride even for a one-slot pool: slot validation, not a zero stride, keeps a bad
+  // slot from reading someone else's adapter.
+  s.slot_stride = keep.stride(0);
   return s;
+}
+
+// S, the slot count the adapter tensors agree on (0 when none is given).
+int64_t pool_slots(std::initializer_list<const at::Tensor*> pools) {
+  int64_t S = 0;
+  for (const at::Tensor* t : pools) {
+    if (!t->defined()) continue;
+    TORCH_CHECK(S == 0 || S == t->size(0), "statetune cuda kernels: adapter tensors disagree on S");
+    S = t->size(0);
+  }
+  return S;
 }
 
 // Cache tensors are updated in place: they must already be fp32 on x's device, contiguous in a row.
@@ -98,21 +117,38 @@ float* cache_tensor(at::Tensor& t, const at::Tensor& x, const char* name,
   return t.data_ptr<float>();
 }
 
-at::Tensor index_on_device(const at::Tensor& t, const at::Tensor& x, at::ScalarType type,
-                           int64_t batch, const char* name) {
-  TORCH_CHECK(t.dim() == 1 && t.size(0) == batch, "statetune cuda kernels: ", name,
-              " must be [B]");
-  return t.to(x.device(), type).contiguous();
+// Index tensors ([B]) on x's device. Callers that run many kernels per forward (the model) build
+// and validate them once on the host and move them to the device once; a CPU tensor given here is
+// validated and copied per call (kernels/batch_indices.h). A device tensor is not read back (that
+// would synchronise): the kernels skip rows whose index is out of range.
+at::Tensor rows_on_device(const at::Tensor& rows, const at::Tensor& x, int64_t batch,
+                          int64_t capacity) {
+  TORCH_CHECK(rows.defined(), "statetune cuda kernels: cache.rows is required");
+  TORCH_CHECK(rows.dim() == 1 && rows.size(0) == batch, "statetune cuda kernels: rows must be [B]");
+  check_rows_on_host(rows, capacity, "statetune cuda kernels");
+  return rows.to(x.device(), at::kLong).contiguous();
+}
+
+at::Tensor slots_on_device(const at::Tensor& slots, const at::Tensor& x, int64_t batch,
+                           int64_t num_slots) {
+  if (!slots.defined()) return slots;
+  TORCH_CHECK(slots.dim() == 1 && slots.size(0) == batch, "statetune cuda kernels: slots must be [B]");
+  // Without an adapter tensor no slot is read, so there is nothing to check a slot against.
+  if (num_slots > 0) check_slots_on_host(slots, num_slots, "statetune cuda kernels");
+  return slots.to(x.device(), at::kInt).contiguous();
 }
 
 at::Tensor lengths_on_device(const at::Tensor& lengths, const at::Tensor& x, int64_t batch,
                              int64_t seqlen) {
   TORCH_CHECK(lengths.dim() == 1 && lengths.size(0) == batch,
               "statetune cuda kernels: lengths must be [B]");
-  if (lengths.device().is_cpu() && batch > 0) {  // cheap to validate before it goes to the device
-    const at::Tensor l = lengths.to(at::kLong);
-    TORCH_CHECK(l.min().item<int64_t>() >= 0 && l.max().item<int64_t>() <= seqlen,
-                "statetune cuda kernels: lengths must lie in [0, L]");
+  if (lengths.device().is_cpu()) {  // cheap to validate before it goes to the device
+    const at::Tensor l = lengths.to(at::kLong).contiguous();
+    const int64_t* v = l.data_ptr<int64_t>();
+    for (int64_t b = 0; b < batch; ++b) {
+      TORCH_CHECK(v[b] >= 0 && v[b] <= seqlen, "statetune cuda kernels: lengths[", b, "] = ", v[b],
+                  " outside [0, ", seqlen, "]");
+    }
   }
   return lengths.to(x.device(), at::kLong).contiguous();
 }
@@ -175,9 +211,6 @@ void fill_scan(ScanInputs& in, const at::Tensor& x, const at::Tensor& delta_in,
   in.A = param_f32(A, x, "A", {D, N});
   if (Dskip.defined()) in.Dskip = param_f32(Dskip, x, "D", {D});
   if (delta_bias.defined()) in.delta_bias = param_f32(delta_bias, x, "delta_bias", {D});
-  if (adapters.slots.defined()) in.slots = index_on_device(adapters.slots, x, at::kInt, batch, "slots");
-  TORCH_CHECK(cache.rows.defined(), "statetune cuda kernels: cache.rows is required");
-  in.rows = index_on_device(cache.rows, x, at::kLong, batch, "rows");
 
   raw::ScanParams& p = in.p;
   p.dtype = act_dtype(x);
@@ -200,11 +233,19 @@ void fill_scan(ScanInputs& in, const at::Tensor& x, const at::Tensor& delta_in,
   p.A = in.A.data_ptr<float>();
   p.Dskip = in.Dskip.defined() ? in.Dskip.data_ptr<float>() : nullptr;
   p.delta_bias = in.delta_bias.defined() ? in.delta_bias.data_ptr<float>() : nullptr;
-  p.slots = in.slots.defined() ? in.slots.data_ptr<int32_t>() : nullptr;
-  p.rows = in.rows.data_ptr<int64_t>();
   p.state_offset = slot_tensor(adapters.state_offset, x, "state_offset", {D, N}, in.so);
   p.output_offset = slot_tensor(adapters.output_offset, x, "output_offset", {D}, in.oo);
   p.ssm_state = cache_tensor(cache.ssm_state, x, "ssm_state", {D, N}, &p.ssm_state_row_stride);
+  p.num_rows = cache.ssm_state.size(0);
+  in.rows = rows_on_device(cache.rows, x, batch, p.num_rows);
+  p.rows = in.rows.data_ptr<int64_t>();
+}
+
+// The slots, once every adapter tensor of the call is known (prefill adds initial_state).
+void fill_slots(ScanInputs& in, const at::Tensor& x, const LayerAdapters& adapters) {
+  in.p.num_slots = static_cast<int>(pool_slots({&in.so, &in.oo, &in.is}));
+  in.slots = slots_on_device(adapters.slots, x, in.p.batch, in.p.num_slots);
+  in.p.slots = in.slots.defined() ? in.slots.data_ptr<int32_t>() : nullptr;
 }
 
 struct ConvInputs {
@@ -243,10 +284,10 @@ void fill_conv(ConvInputs& in, const at::Tensor& x, const at::Tensor& weight,
     p.bias = in.bias.data_ptr();
     p.bias_dtype = in.bias.scalar_type() == at::kBFloat16 ? raw::DType::kBFloat16 : raw::DType::kFloat32;
   }
-  TORCH_CHECK(cache.rows.defined(), "statetune cuda kernels: cache.rows is required");
-  in.rows = index_on_device(cache.rows, x, at::kLong, batch, "rows");
-  p.rows = in.rows.data_ptr<int64_t>();
   p.conv_state = cache_tensor(cache.conv_state, x, "conv_state", {D, K - 1}, &p.conv_state_row_stride);
+  p.num_rows = cache.conv_state.size(0);
+  in.rows = rows_on_device(cache.rows, x, batch, p.num_rows);
+  p.rows = in.rows.data_ptr<int64_t>();
   p.batch = static_cast<int>(batch);
   p.dim = static_cast<int>(D);
   p.width = static_cast<int>(K);
@@ -309,6 +350,7 @@ void selective_scan_prefill(const at::Tensor& x, const at::Tensor& delta_in,
   fill_scan(in, x, delta_in, delta_bias, A, Bm, Cm, Dskip, z, adapters, cache, {B, L});
   const int64_t N = in.p.dstate;
   if (!resume) in.p.initial_state = slot_tensor(adapters.initial_state, x, "initial_state", {D, N}, in.is);
+  fill_slots(in, x, adapters);
   const at::Tensor len = lengths_on_device(lengths, x, B, L);
   prepare_out(out, {B, L, D}, x);
   at::Tensor o = writable_out(out);
@@ -331,6 +373,7 @@ void selective_scan_step(const at::Tensor& x, const at::Tensor& delta_in,
   const c10::cuda::CUDAGuard guard(x.device());
   ScanInputs in;
   fill_scan(in, x, delta_in, delta_bias, A, Bm, Cm, Dskip, z, adapters, cache, {x.size(0)});
+  fill_slots(in, x, adapters);
   prepare_out(out, {x.size(0), x.size(1)}, x);
   at::Tensor o = writable_out(out);
   in.p.out.ptr = o.data_ptr();
@@ -383,21 +426,14 @@ ScanGrads selective_scan_backward(const at::Tensor& x, const at::Tensor& delta_i
   const at::Tensor Df = Dskip.defined() ? param_f32(Dskip, x, "D", {D}) : at::Tensor();
   const at::Tensor dbf =
       delta_bias.defined() ? param_f32(delta_bias, x, "delta_bias", {D}) : at::Tensor();
-  const at::Tensor slots = adapters.slots.defined()
-                               ? index_on_device(adapters.slots, x, at::kInt, B, "slots")
-                               : at::Tensor();
   const at::Tensor len = lengths_on_device(lengths, x, B, L);
   at::Tensor so, oo, is;
   raw::ScanBackwardParams p;
   p.state_offset = slot_tensor(adapters.state_offset, x, "state_offset", {D, N}, so);
   p.output_offset = slot_tensor(adapters.output_offset, x, "output_offset", {D}, oo);
   p.initial_state = slot_tensor(adapters.initial_state, x, "initial_state", {D, N}, is);
-  int64_t S = -1;
-  for (const at::Tensor* t : {&so, &oo, &is}) {
-    if (!t->defined()) continue;
-    TORCH_CHECK(S < 0 || S == t->size(0), "statetune cuda kernels: adapter tensors disagree on S");
-    S = t->size(0);
-  }
+  const int64_t S = pool_slots({&so, &oo, &is});
+  const at::Tensor slots = slots_on_device(adapters.slots, x, B, S);
 
   const auto f32 = x.options().dtype(at::kFloat);
   ScanGrads g;
@@ -440,7 +476,7 @@ ScanGrads selective_scan_backward(const at::Tensor& x, const at::Tensor& delta_i
   p.dstate_offset = f32_or_null(dso);
   p.doutput_offset = f32_or_null(doo);
   p.dinitial_state = f32_or_null(dis);
-  p.num_slots = static_cast<int>(S < 0 ? 0 : S);
+  p.num_slots = static_cast<int>(S);
   const at::Tensor workspace =
       at::empty({static_cast<int64_t>(raw::selective_scan_backward_workspace_floats(p))}, f32);
   p.workspace = workspace.numel() > 0 ? workspace.data_ptr<float>() : nullptr;

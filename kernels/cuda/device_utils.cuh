@@ -42,23 +42,26 @@ __device__ __forceinline__ int64_t clamp_length(const int64_t* lengths, int b, i
   return len < 0 ? 0 : (len > seqlen ? seqlen : len);
 }
 
-// Threads per block for kernels that give one thread to each (row, channel) and walk time
-// sequentially: fewer than max_threads when the grid would otherwise leave SMs idle (small batch),
-// since parallelism only comes from B x D. Host code.
-inline int pick_threads(int batch, int dim, int max_threads) {
+// Whether a batch row's cache row / adapter slot lies inside what the launcher was told exists.
+// The host validates indices where it builds them; this is the last line that keeps an unchecked
+// index from touching memory of another sequence or tenant.
+__device__ __forceinline__ bool index_ok(int64_t i, int64_t count) { return i >= 0 && i < count; }
+
+// The same for the current device. A failed device query is returned (not cleared: clearing would
+// hide it from whoever owns it), and the launcher reports it instead of launching.
+inline cudaError_t pick_threads(int batch, int dim, int max_threads, int* threads) {
   int device = 0, sms = 0;
-  if (cudaGetDevice(&device) != cudaSuccess ||
-      cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess) {
-    cudaGetLastError();  // do not leave a sticky-looking error for the launch check
-    sms = 0;
-  }
-  int threads = max_threads;
-  while (threads > 32) {
-    const int64_t blocks = static_cast<int64_t>(batch) * ((dim + threads - 1) / threads);
-    if (blocks >= 2LL * sms) break;
-    threads /= 2;
-  }
-  return threads;
+  cudaError_t e = cudaGetDevice(&device);
+  if (e == cudaSuccess) e = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
+  if (e != cudaSuccess) return e;
+  *threads = block_threads_for(batch, dim, max_threads, sms);
+  return cudaSuccess;
 }
+
+// The status of the launch just made. Launch configurations are checked before launching (block
+// size, grid limits, shared memory), so what this reports is a real launch failure (no kernel
+// image for the device, a sticky error of the context). Peek, not Get: an error is not cleared
+// from under whoever else should see it.
+inline cudaError_t launch_status() { return cudaPeekAtLastError(); }
 
 }  // namespace statetune::kernels::cuda_raw::detail

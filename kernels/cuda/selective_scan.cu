@@ -28,6 +28,12 @@ constexpr int kMaxThreads = 128;
 // exp(a) = exp2(a * log2(e)): A is pre-scaled once per thread so each step costs one ex2.
 constexpr float kLog2e = 1.4426950408889634f;
 
+// Whether the call reads the slot pool (only then is a slot index meaningful).
+__host__ __device__ inline bool uses_slots(const ScanParams& p) {
+  return p.state_offset.ptr != nullptr || p.output_offset.ptr != nullptr ||
+         p.initial_state.ptr != nullptr;
+}
+
 template <typename T, int kN>
 __global__ void __launch_bounds__(kMaxThreads) scan_prefill_kernel(const ScanParams p) {
   extern __shared__ float smem[];  // sB[kScanChunkT][kN], then sC[kScanChunkT][kN]
@@ -41,6 +47,10 @@ __global__ void __launch_bounds__(kMaxThreads) scan_prefill_kernel(const ScanPar
   const int64_t len = clamp_length(p.lengths, b, p.seqlen);
   const int64_t slot = p.slots != nullptr ? p.slots[b] : 0;
   const int64_t row = p.rows != nullptr ? p.rows[b] : b;
+  // b is the same for the whole block, so a bad index returns the whole block before any barrier.
+  if (!detail::index_ok(row, p.num_rows) || (uses_slots(p) && !detail::index_ok(slot, p.num_slots))) {
+    return;
+  }
   const int64_t dn = static_cast<int64_t>(d) * n_state;
 
   float* state = p.ssm_state + row * p.ssm_state_row_stride + dn;
@@ -129,6 +139,9 @@ __global__ void __launch_bounds__(kMaxThreads) scan_step_kernel(const ScanParams
   const int n_state = p.dstate;
   const int64_t slot = p.slots != nullptr ? p.slots[b] : 0;
   const int64_t row = p.rows != nullptr ? p.rows[b] : b;
+  if (!detail::index_ok(row, p.num_rows) || (uses_slots(p) && !detail::index_ok(slot, p.num_slots))) {
+    return;
+  }
   const int64_t dn = static_cast<int64_t>(d) * n_state;
 
   float* state = p.ssm_state + row * p.ssm_state_row_stride + dn;
@@ -162,16 +175,22 @@ bool params_ok(const ScanParams& p, bool prefill) {
   if (prefill && p.seqlen < 0) return false;
   if (p.batch > 65535) return false;  // grid.y
   if (p.A == nullptr || p.ssm_state == nullptr) return false;
+  if (p.num_rows < (p.rows != nullptr ? 1 : p.batch)) return false;
+  if (uses_slots(p) && p.num_slots < 1) return false;
   return true;
 }
 
 template <typename T, int kN>
 cudaError_t launch_prefill(const ScanParams& p, cudaStream_t stream) {
-  const int threads = detail::pick_threads(p.batch, p.dim, kMaxThreads);
+  int threads = kMaxThreads;
+  const cudaError_t e = detail::pick_threads(p.batch, p.dim, kMaxThreads, &threads);
+  if (e != cudaSuccess) return e;
   const dim3 grid((p.dim + threads - 1) / threads, p.batch);
   const size_t smem = 2 * kScanChunkT * kN * sizeof(float);
+  static_assert(2 * kScanChunkT * 64 * sizeof(float) <= 48 * 1024,
+                "the scan prefill's shared memory must fit the default 48 KiB per block");
   scan_prefill_kernel<T, kN><<<grid, threads, smem, stream>>>(p);
-  return cudaGetLastError();
+  return detail::launch_status();
 }
 
 template <typename T>
@@ -200,7 +219,7 @@ cudaError_t selective_scan_step(const ScanParams& p, cudaStream_t stream) {
   } else {
     scan_step_kernel<float><<<grid, kMaxThreads, 0, stream>>>(p);
   }
-  return cudaGetLastError();
+  return detail::launch_status();
 }
 
 }  // namespace statetune::kernels::cuda_raw

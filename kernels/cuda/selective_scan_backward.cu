@@ -44,6 +44,9 @@ __global__ void __launch_bounds__(kMaxThreads) scan_backward_kernel(const ScanBa
   const int chunk = p.chunk;
   const int64_t len = clamp_length(p.lengths, b, p.seqlen);
   const int64_t slot = p.slots != nullptr ? p.slots[b] : 0;
+  const bool uses_slots = p.state_offset.ptr != nullptr || p.output_offset.ptr != nullptr ||
+                          p.initial_state.ptr != nullptr;
+  if (uses_slots && !detail::index_ok(slot, p.num_slots)) return;  // nothing read, nothing written
   const int64_t dn = static_cast<int64_t>(d) * n_state;
 
   const T* xp = static_cast<const T*>(p.x.ptr) + b * p.x.batch_stride + d;
@@ -205,9 +208,9 @@ bool params_ok(const ScanBackwardParams& p) {
   if (p.dstate_offset != nullptr && p.state_offset.ptr == nullptr) return false;
   if (p.doutput_offset != nullptr && p.output_offset.ptr == nullptr) return false;
   if (p.dinitial_state != nullptr && p.initial_state.ptr == nullptr) return false;
-  const bool adapter_grads =
-      p.dstate_offset != nullptr || p.doutput_offset != nullptr || p.dinitial_state != nullptr;
-  if (adapter_grads && p.num_slots < 1) return false;
+  const bool adapters = p.state_offset.ptr != nullptr || p.output_offset.ptr != nullptr ||
+                        p.initial_state.ptr != nullptr;
+  if (adapters && p.num_slots < 1) return false;
   return true;
 }
 
@@ -218,10 +221,12 @@ cudaError_t zero(float* ptr, int64_t count, cudaStream_t stream) {
 
 template <typename T, int kN>
 cudaError_t launch(const ScanBackwardParams& p, cudaStream_t stream) {
-  const int threads = detail::pick_threads(p.batch, p.dim, kMaxThreads);
+  int threads = kMaxThreads;
+  const cudaError_t e = detail::pick_threads(p.batch, p.dim, kMaxThreads, &threads);
+  if (e != cudaSuccess) return e;
   const dim3 grid((p.dim + threads - 1) / threads, p.batch);
   scan_backward_kernel<T, kN><<<grid, threads, 0, stream>>>(p);
-  return cudaGetLastError();
+  return detail::launch_status();
 }
 
 template <typename T>

@@ -14,8 +14,15 @@
 //   - slots: int32 [B] (nullptr: every row uses slot 0). rows: int64 [B] (nullptr: row b uses
 //     cache row b). lengths: int64 [B] (nullptr: every row is full length); values are clamped to
 //     [0, L]. Positions t >= lengths[b] do not advance any state and produce output 0.
-//   - Launchers only enqueue work on `stream` and return the launch status (cudaSuccess, or
-//     cudaErrorInvalidValue when a size is outside what the kernels support).
+//   - Indices are validated on the host where they are built (kernels/batch_indices.h: rows in
+//     range and unique, slots in range). The kernels still get the counts (num_rows, num_slots)
+//     and leave a batch row whose row or slot is out of range entirely untouched (no state, no
+//     output written), so a bad index can never reach another sequence's state or another
+//     tenant's adapter. Rows must be unique: two batch rows on one cache row race.
+//   - Launchers only enqueue work on `stream` and return the launch status: cudaSuccess,
+//     cudaErrorInvalidValue when a size is outside what the kernels support (checked before any
+//     launch), or the launch's own error (cudaPeekAtLastError right after it: an earlier,
+//     unrelated error is neither cleared nor blamed on the launch when the launch itself worked).
 #pragma once
 
 #include <cuda_runtime_api.h>
@@ -29,6 +36,20 @@ enum class DType : int { kFloat32 = 0, kBFloat16 = 1 };
 // Largest d_state the scan kernels keep in registers, and largest conv width.
 inline constexpr int kMaxDState = 64;
 inline constexpr int kMaxConvWidth = 8;
+
+// Threads per block for the kernels that give one thread to each (row, channel) and walk time
+// sequentially (scan prefill, scan backward): fewer than max_threads when B x D would otherwise
+// leave multiprocessors idle, since parallelism only comes from B x D. Plain arithmetic, so tests
+// can say which block size a shape gets on a given GPU (e.g. 132 SMs on an H200).
+inline int block_threads_for(int batch, int dim, int max_threads, int multiprocessors) {
+  int threads = max_threads;
+  while (threads > 32) {
+    const int64_t blocks = static_cast<int64_t>(batch) * ((dim + threads - 1) / threads);
+    if (blocks >= 2LL * multiprocessors) break;
+    threads /= 2;
+  }
+  return threads;
+}
 
 struct ActTensor {
   const void* ptr = nullptr;
@@ -64,8 +85,10 @@ struct ScanParams {
   SlotTensor state_offset;            // [S, D, N]
   SlotTensor output_offset;           // [S, D]
   SlotTensor initial_state;           // [S, D, N] (prefill only, when !resume)
+  int num_slots = 0;                  // S (needed when an adapter tensor is given)
   float* ssm_state = nullptr;         // [C, D, N]: read (resume / step) and written
   int64_t ssm_state_row_stride = 0;
+  int64_t num_rows = 0;           // C, the cache's capacity (>= B when rows is nullptr)
   const int64_t* rows = nullptr;  // [B]
   bool resume = false;            // prefill: start from ssm_state[rows[b]]
 };
@@ -91,6 +114,7 @@ struct ConvParams {
   const int64_t* lengths = nullptr;  // [B] (prefill only)
   float* conv_state = nullptr;       // [C, D, K-1], oldest input first
   int64_t conv_state_row_stride = 0;
+  int64_t num_rows = 0;           // C, the cache's capacity (>= B when rows is nullptr)
   const int64_t* rows = nullptr;  // [B]
   bool resume = false;            // prefill: inputs before t=0 come from conv_state, else 0
 };

@@ -52,7 +52,9 @@ struct ScanBackwardParams {
   float* dstate_offset = nullptr;   // [S, D, N]; needs state_offset
   float* doutput_offset = nullptr;  // [S, D]; needs output_offset
   float* dinitial_state = nullptr;  // [S, D, N]; needs initial_state
-  int num_slots = 0;                // S: the size of the adapter gradients (zeroed as a whole)
+  int num_slots = 0;                // S (needed with any adapter): the size of the adapter
+                                    // gradients (zeroed as a whole); a batch row whose slot lies
+                                    // outside [0, S) is left untouched (see ssm_cuda.cuh)
   float* workspace = nullptr;       // selective_scan_backward_workspace_floats(p) floats
 };
 

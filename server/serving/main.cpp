@@ -5,6 +5,7 @@
 #include <exception>
 #include <thread>
 
+#include "kernels/cpu_level.h"
 #include "server/engine/model/default_model.h"
 #include "server/common/config.h"
 #include "server/common/logging.h"
@@ -85,6 +86,9 @@ int main(int argc, char** argv) {
                                   "--upload-idle-seconds must be > 0, --max-rpc-threads >= 0");
     }
     at::set_num_threads(common::resolve_thread_count(flags.integer("threads")));
+    // Which build of the CPU kernels runs (and a bad STATETUNE_CPU_LEVEL stops the start here).
+    common::log_event(spdlog::level::info, "cpu.kernels",
+                      {{"level", kernels::cpu::active_cpu_level().describe()}});
 
     // Signals go to the watcher thread only; block them before any other thread starts.
     common::block_termination_signals();

@@ -2,7 +2,16 @@
 
 #include <nlohmann/json.hpp>
 
+#include "server/engine/util/bounded_json.h"
+#include "server/training/bounded_text.h"
+
 namespace statetune::training {
+namespace {
+
+// A value from the file quoted in a problem, cut so that one line cannot blow up the report.
+std::string shorten(const std::string& text) { return cut_text(text, 160, "..."); }
+
+}  // namespace
 
 bool is_valid_utf8(std::string_view s) {
   size_t i = 0;
@@ -39,16 +48,22 @@ bool is_valid_utf8(std::string_view s) {
 }
 
 std::string ValidationReport::summary(size_t limit) const {
-  std::string out;
+  std::string out = "the data set has " + std::to_string(total_problems) +
+                    (total_problems == 1 ? " problem: " : " problems: ");
+  // Few enough entries to stay well within a gRPC status message (its metadata is bounded).
+  constexpr size_t kMaxBytes = 1536;
   size_t shown = 0;
   for (const auto& p : problems) {
     if (shown == limit) break;
-    if (!out.empty()) out += "; ";
-    out += p.line > 0 ? "line " + std::to_string(p.line) + ": " + p.message : p.message;
+    const std::string entry =
+        (shown > 0 ? "; " : "") +
+        (p.line > 0 ? "line " + std::to_string(p.line) + ": " + p.message : p.message);
+    if (shown > 0 && out.size() + entry.size() > kMaxBytes) break;
+    out += entry;
     ++shown;
   }
-  if (problems.size() > shown || truncated) {
-    out += "; ... and more problems";
+  if (total_problems > static_cast<int64_t>(shown)) {
+    out += "; and " + std::to_string(total_problems - static_cast<int64_t>(shown)) + " more";
   }
   return out;
 }
@@ -56,12 +71,14 @@ std::string ValidationReport::summary(size_t limit) const {
 ValidationReport validate_jsonl(std::string_view text, const ValidationOptions& options) {
   ValidationReport r;
   auto problem = [&](int64_t line, std::string message) {
-    if (static_cast<int64_t>(r.problems.size()) >= options.max_problems) {
-      r.truncated = true;
-      return;
-    }
+    ++r.total_problems;
+    if (static_cast<int64_t>(r.problems.size()) >= options.max_problems) return;
     r.problems.push_back({line, std::move(message)});
   };
+  const size_t max_line_bytes =
+      options.max_example_tokens > 0 && options.max_token_bytes > 0
+          ? static_cast<size_t>(options.max_example_tokens) * options.max_token_bytes
+          : size_t{0};
   int64_t line_no = 0;
   size_t pos = 0;
   while (pos < text.size()) {
@@ -73,19 +90,31 @@ ValidationReport validate_jsonl(std::string_view text, const ValidationOptions& 
     if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
     if (line.find_first_not_of(" \t") == std::string_view::npos)
       continue;  // blank lines are allowed
+    if (max_line_bytes > 0 && line.size() > max_line_bytes) {
+      problem(line_no, "the line is " + std::to_string(line.size()) +
+                           " bytes: more than " + std::to_string(options.max_example_tokens) +
+                           " tokens can hold");
+      continue;
+    }
     if (!is_valid_utf8(line)) {
       problem(line_no, "not valid UTF-8");
       continue;
     }
     nlohmann::json j;
     try {
-      j = nlohmann::json::parse(line);
-    } catch (const nlohmann::json::parse_error& e) {
+      // A line is a flat object: 8 levels leave room for nothing legitimate to be refused.
+      j = engine::parse_bounded_json(line, {line.size(), 8}, "the line");
+    } catch (const engine::JsonInputError& e) {
+      // "the line is not valid JSON: ..." / "the line nests deeper than 8 levels" -> without the
+      // subject, after "line N: ".
       std::string what = e.what();
-      // nlohmann's "[json.exception.parse_error.101] parse error at line 1, column 9: ..." -> the
-      // tail.
-      if (auto c = what.find("column"); c != std::string::npos) what = what.substr(c);
-      problem(line_no, "not valid JSON (" + what + ")");
+      for (const char* subject : {"the line is ", "the line "}) {
+        if (what.rfind(subject, 0) == 0) {
+          what.erase(0, std::string(subject).size());
+          break;
+        }
+      }
+      problem(line_no, shorten(what));
       continue;
     }
     if (!j.is_object()) {
@@ -95,8 +124,8 @@ ValidationReport validate_jsonl(std::string_view text, const ValidationOptions& 
     bool bad = false;
     for (auto it = j.begin(); it != j.end(); ++it) {
       if (it.key() != "prompt" && it.key() != "completion") {
-        problem(line_no,
-                "unexpected field \"" + it.key() + "\" (only \"prompt\" and \"completion\")");
+        problem(line_no, "unexpected field \"" + shorten(it.key()) +
+                             "\" (only \"prompt\" and \"completion\")");
         bad = true;
       }
     }
@@ -119,9 +148,15 @@ ValidationReport validate_jsonl(std::string_view text, const ValidationOptions& 
     }
     if (bad) continue;
     if (options.max_example_tokens > 0 && options.count_tokens) {
-      const int64_t tokens = options.count_tokens(fields[0]) + options.count_tokens(fields[1]);
+      const int64_t prompt_tokens = options.count_tokens(fields[0], options.max_example_tokens);
+      const int64_t tokens =
+          prompt_tokens > options.max_example_tokens
+              ? prompt_tokens
+              : prompt_tokens +
+                    options.count_tokens(fields[1], options.max_example_tokens - prompt_tokens);
       if (tokens > options.max_example_tokens) {
-        problem(line_no, "prompt + completion are " + std::to_string(tokens) +
+        // Counting stops past the limit: the count is a lower bound.
+        problem(line_no, "prompt + completion are at least " + std::to_string(tokens) +
                              " tokens, above the limit of " +
                              std::to_string(options.max_example_tokens));
         continue;

@@ -24,23 +24,30 @@ struct ValidatedExample {
 };
 
 struct ValidationOptions {
-  int64_t max_problems = 100;  // stop collecting beyond this many (the report says so)
+  // Problems kept with their messages; the rest are only counted. Small, because the report goes
+  // back in a gRPC status, whose message travels in metadata of bounded size.
+  int64_t max_problems = 20;
   int64_t min_examples = 1;
   int64_t max_example_tokens = 0;  // 0: no token limit
-  // Tokens of one text (the model's tokenizer); needed when max_example_tokens > 0.
-  std::function<int64_t(const std::string&)> count_tokens;
+  // Bytes of the tokenizer's longest token. With a token limit, a line longer than
+  // max_example_tokens * max_token_bytes cannot fit and is rejected before it is parsed or
+  // tokenized (tokenizing 20 MB takes seconds). 0: no such check.
+  size_t max_token_bytes = 0;
+  // Tokens of one text (the model's tokenizer); needed when max_example_tokens > 0. It may stop
+  // counting once the count is above `limit` (and return any count above it).
+  std::function<int64_t(std::string_view text, int64_t limit)> count_tokens;
 };
 
 struct ValidationReport {
   std::vector<ValidatedExample> examples;  // the valid lines, in order
-  std::vector<DatasetProblem> problems;    // empty = valid
-  bool truncated = false;                  // more problems than max_problems
+  std::vector<DatasetProblem> problems;    // empty = valid; the first max_problems only
+  int64_t total_problems = 0;              // all of them, kept or not
   int64_t max_example_tokens = 0;          // longest valid example, in tokens (when counted)
 
   bool ok() const { return problems.empty(); }
-  // "line 3: missing field \"completion\"; line 7: ..." (at most `limit` entries, then "... and N
-  // more").
-  std::string summary(size_t limit = 100) const;
+  // "the data set has 2000 problems: line 3: missing field \"completion\"; line 7: ...; and 1980
+  // more" (at most `limit` entries, and no more than fit in about 1.5 KB).
+  std::string summary(size_t limit = 20) const;
 };
 
 ValidationReport validate_jsonl(std::string_view text, const ValidationOptions& options);

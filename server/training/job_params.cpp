@@ -1,29 +1,75 @@
 #include "server/training/job_params.h"
 
+#include <limits>
 #include <stdexcept>
+#include <string>
+#include <type_traits>
 
 #include "server/engine/adapters/adapter.h"
 
 namespace statetune::training {
 namespace {
 
-int64_t get_i64(const nlohmann::json& j, const char* key, int64_t fallback) {
+// Protobuf's JSON mapping writes 64-bit integers as strings (and may write doubles as strings:
+// "NaN", "Infinity"). A value that does not fit is the caller's error, named by its field.
+template <typename T>
+T get_number(const nlohmann::json& j, const char* key, T fallback) {
   auto it = j.find(key);
   if (it == j.end() || it->is_null()) return fallback;
-  // Protobuf's JSON mapping writes 64-bit integers as strings.
-  if (it->is_string()) return std::stoll(it->get<std::string>());
-  return it->get<int64_t>();
+  try {
+    if (it->is_string()) {
+      const std::string& text = it->get_ref<const std::string&>();
+      size_t used = 0;
+      T value;
+      if constexpr (std::is_same_v<T, double>) {
+        value = std::stod(text, &used);
+      } else if constexpr (std::is_same_v<T, uint64_t>) {
+        if (text.empty() || text[0] == '-') throw std::out_of_range(key);
+        value = std::stoull(text, &used);
+      } else {
+        value = std::stoll(text, &used);
+      }
+      if (used == text.size()) return value;
+    } else if (it->is_number()) {
+      if constexpr (std::is_same_v<T, double>) return it->get<double>();
+      if (it->is_number_float()) throw std::out_of_range(key);
+      if constexpr (std::is_same_v<T, uint64_t>) {
+        if (it->is_number_unsigned()) return it->get<uint64_t>();
+        if (it->get<int64_t>() >= 0) return static_cast<uint64_t>(it->get<int64_t>());
+      } else {
+        if (!it->is_number_unsigned() ||
+            it->get<uint64_t>() <= static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) {
+          return it->get<int64_t>();
+        }
+      }
+    }
+  } catch (const std::logic_error&) {
+    // std::stoll's out_of_range / invalid_argument: reported below by field name.
+  }
+  throw std::invalid_argument(std::string(key) + " is not a number in range");
+}
+int64_t get_i64(const nlohmann::json& j, const char* key, int64_t fallback) {
+  return get_number<int64_t>(j, key, fallback);
 }
 double get_f64(const nlohmann::json& j, const char* key, double fallback) {
-  auto it = j.find(key);
-  if (it == j.end() || it->is_null()) return fallback;
-  if (it->is_string()) return std::stod(it->get<std::string>());
-  return it->get<double>();
+  return get_number<double>(j, key, fallback);
 }
 
 }  // namespace
 
+static JobParams parse_job_params_checked(const nlohmann::json& spec);
+
 JobParams parse_job_params(const nlohmann::json& spec) {
+  try {
+    return parse_job_params_checked(spec);
+  } catch (const nlohmann::json::exception& e) {
+    // A field of the wrong JSON type (a stored spec edited by hand): the caller's error.
+    throw std::invalid_argument(std::string("the job request has a field of the wrong type: ") +
+                                e.what());
+  }
+}
+
+static JobParams parse_job_params_checked(const nlohmann::json& spec) {
   JobParams p;
   p.dataset_id = spec.value("dataset_id", "");
   p.validation_dataset_id = spec.value("validation_dataset_id", "");
@@ -42,7 +88,7 @@ JobParams parse_job_params(const nlohmann::json& spec) {
   p.max_length = get_i64(hp, "max_length", 0);
   p.warmup_steps = get_i64(hp, "warmup_steps", 0);
   p.eval_every = get_i64(hp, "eval_every", 0);
-  p.seed = static_cast<uint64_t>(get_i64(hp, "seed", 0));
+  p.seed = get_number<uint64_t>(hp, "seed", 0);  // a uint64 in the proto: all 64 bits are valid
   p.early_stopping_patience = get_i64(hp, "early_stopping_patience", 0);
   p.checkpoint_every = get_i64(hp, "checkpoint_every", 0);
   if (p.epochs == 0) p.epochs = 3;

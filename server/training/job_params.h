@@ -23,7 +23,7 @@ struct JobParams {
   double validation_split = 0;
   std::string dataset_id, validation_dataset_id, adapter_name;
 };
-// Throws std::invalid_argument naming the field that is out of range.
+// Throws std::invalid_argument naming the field that is out of range or of the wrong type.
 JobParams parse_job_params(const nlohmann::json& spec);
 
 }  // namespace statetune::training

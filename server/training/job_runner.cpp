@@ -4,9 +4,11 @@
 #include <spdlog/spdlog.h>
 
 #include <fstream>
+#include <limits>
 #include <map>
 #include <optional>
 #include <sstream>
+#include <type_traits>
 
 #include "server/common/logging.h"
 #include "server/common/metrics.h"
@@ -68,13 +70,17 @@ TrainingMetrics::TrainingMetrics(prometheus::Registry& r)
       datasets(prometheus::BuildCounter()
                    .Name("statetune_train_dataset_uploads_total")
                    .Help("Data set uploads by result")
-                   .Register(r)) {}
+                   .Register(r)),
+      rpc_errors(prometheus::BuildCounter()
+                     .Name("statetune_train_rpc_errors_total")
+                     .Help("Failed Training RPCs by method and gRPC status code")
+                     .Register(r)) {}
 
 namespace {
 
 std::string slurp(const fs::path& p) {
   std::ifstream in(p, std::ios::binary);
-  if (!in) throw std::runtime_error("cannot read " + p.string());
+  if (!in) throw std::runtime_error("cannot read the stored data set " + p.filename().string());
   std::stringstream b;
   b << in.rdbuf();
   return b.str();
@@ -86,8 +92,7 @@ std::vector<engine::training::TextExample> load_examples(const fs::path& path) {
   vo.min_examples = 0;
   const auto report = validate_jsonl(text, vo);
   if (!report.ok()) {
-    throw std::runtime_error("stored data set " + path.string() +
-                             " is no longer valid: " + report.summary(5));
+    throw std::runtime_error("the stored data set is no longer valid: " + report.summary(5));
   }
   std::vector<engine::training::TextExample> out;
   out.reserve(report.examples.size());
@@ -133,8 +138,23 @@ void JobRunner::set_state(JobRecord& job, JobState state, const std::string& mes
   bus_.notify();
 }
 
-void JobRunner::fail(JobRecord& job, const std::string& code, const std::string& message,
+std::string JobRunner::without_server_paths(std::string message) const {
+  std::error_code ec;
+  for (const fs::path& dir : {fs::absolute(options_.data_dir, ec), options_.data_dir}) {
+    std::string prefix = dir.lexically_normal().string();
+    if (prefix.empty() || prefix == ".") continue;
+    if (prefix.back() != '/') prefix += '/';
+    for (size_t at; (at = message.find(prefix)) != std::string::npos;) {
+      message.erase(at, prefix.size());
+    }
+  }
+  return message;
+}
+
+void JobRunner::fail(JobRecord& job, const std::string& code, const std::string& log_message,
                      int64_t line) {
+  // The tenant reads job errors: the service's folders become relative names in them.
+  const std::string message = without_server_paths(log_message);
   job.error_code = code;
   job.error_message = message;
   job.error_line = line;
@@ -143,7 +163,7 @@ void JobRunner::fail(JobRecord& job, const std::string& code, const std::string&
   store_.update_job(job, "error", {{"code", code}, {"message", message}, {"line", line}});
   common::log_event(
       spdlog::level::warn, "job.failed",
-      {{"job", job.id}, {"tenant", job.tenant}, {"code", code}, {"message", message}});
+      {{"job", job.id}, {"tenant", job.tenant}, {"code", code}, {"message", log_message}});
   refresh_state_gauge();
   bus_.notify();
 }
@@ -179,6 +199,7 @@ bool JobRunner::cancel(const std::string& id) {
   if (running_id_ == id) {
     user_cancelled_ = true;
     cancel_ = true;
+    cv_.notify_all();  // a job waiting to retry publishing wakes up
     return true;
   }
   set_state(*job, JobState::kCancelled, "cancelled before it started");
@@ -375,33 +396,80 @@ void JobRunner::run(JobRecord job) {
                                    {"early_stopped", result.early_stopped},
                                    {"best_step", result.best_step}};
   const fs::path out = options_.data_dir / "outputs" / job.tenant / (job.id + ".safetensors");
-  std::string version;
-  std::string last_error;
   try {
     fs::create_directories(out.parent_path());
     engine::save_adapter(adapter, out);
-    for (int attempt = 0; attempt < options_.publish_attempts && version.empty(); ++attempt) {
-      try {
-        version = publish_(job.tenant, p.adapter_name, out);
-      } catch (const std::exception& e) {
-        last_error = e.what();
-        std::this_thread::sleep_for(std::chrono::milliseconds(500 << attempt));
-      }
-    }
   } catch (const std::exception& e) {
-    last_error = e.what();
+    common::log_event(spdlog::level::err, "job.save_failed",
+                      {{"job", job.id}, {"error", e.what()}});
+    fail(job, "INTERNAL", "training finished but the service could not store the trained adapter");
+    return;
   }
   job.eval = eval;
+  std::string error;
+  bool interrupted = false;
+  const std::string version = publish_with_retry(job, p.adapter_name, out, error, interrupted);
+  if (interrupted) {
+    if (user_cancelled_) {
+      set_state(job, JobState::kCancelled, "cancelled while publishing");
+      fs::remove_all(o.checkpoint_dir);
+    }
+    return;  // the service is stopping: the job stays running and publishes after the restart
+  }
   if (version.empty()) {
-    fail(job, "UNAVAILABLE",
-         "training finished but publishing the adapter failed (" + last_error +
-             "); the file is kept at " + out.string());
+    fail(job, "UNAVAILABLE", error);
     return;
   }
   job.adapter_name = p.adapter_name;
   job.adapter_version = version;
   set_state(job, JobState::kSucceeded, "published as " + p.adapter_name + " version " + version);
   fs::remove_all(o.checkpoint_dir);
+}
+
+std::string JobRunner::publish_with_retry(JobRecord& job, const std::string& adapter_name,
+                                          const fs::path& file, std::string& error,
+                                          bool& interrupted) {
+  const auto deadline = std::chrono::steady_clock::now() + options_.publish_retry_for;
+  auto backoff = std::chrono::milliseconds(500);
+  for (int attempt = 1;; ++attempt) {
+    std::string code = "INTERNAL";
+    bool retryable = true;
+    try {
+      return publish_(job.tenant, adapter_name, file);
+    } catch (const std::exception& e) {
+      if (const auto* pe = dynamic_cast<const PublishError*>(&e)) {
+        code = pe->code;
+        retryable = pe->retryable;
+      }
+      common::log_event(
+          spdlog::level::warn, "job.publish_failed",
+          {{"job", job.id}, {"attempt", attempt}, {"code", code}, {"error", e.what()}});
+    }
+    const auto now = std::chrono::steady_clock::now();
+    if (!retryable || now + backoff > deadline) {
+      const auto tried_s =
+          std::chrono::duration_cast<std::chrono::seconds>(options_.publish_retry_for).count();
+      error = "training finished but publishing the adapter to the serving service failed (" +
+              code + ")" +
+              (retryable ? " for " + std::to_string(tried_s) + " s, " + std::to_string(attempt) +
+                               " attempts"
+                         : std::string()) +
+              "; the trained adapter is kept: ask the operator to publish job " + job.id;
+      return "";
+    }
+    // Visible to the tenant as an event; the job stays running meanwhile.
+    set_state(job, JobState::kRunning,
+              "training finished; publishing to the serving service failed (" + code +
+                  "), trying again in " + std::to_string(backoff.count()) + " ms");
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      if (cv_.wait_for(lock, backoff, [&] { return stopping_ || user_cancelled_; })) {
+        interrupted = true;
+        return "";
+      }
+    }
+    backoff = std::min<std::chrono::milliseconds>(backoff * 2, std::chrono::seconds(30));
+  }
 }
 
 }  // namespace statetune::training

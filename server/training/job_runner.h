@@ -16,6 +16,7 @@
 #include <prometheus/registry.h>
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <filesystem>
@@ -59,10 +60,22 @@ struct TrainingMetrics {
   prometheus::Counter& steps;                              // statetune_train_steps_total
   prometheus::Family<prometheus::Counter>&
       datasets;  // statetune_train_dataset_uploads_total{result}
+  prometheus::Family<prometheus::Counter>& rpc_errors;  // statetune_train_rpc_errors_total{method,code}
+};
+
+// Why publishing failed: `code` is the serving service's gRPC code name; `retryable` says whether
+// trying again later can help (the service was down or busy) or not (it rejected the adapter).
+// what() is for the log (it may name addresses); the tenant is told the code only.
+class PublishError : public std::runtime_error {
+ public:
+  PublishError(const std::string& what, std::string code, bool retryable)
+      : std::runtime_error(what), code(std::move(code)), retryable(retryable) {}
+  std::string code;
+  bool retryable;
 };
 
 // Publishes a trained adapter file for `tenant` as `name`; returns the version it got. Throws
-// std::runtime_error with the reason when publishing fails.
+// PublishError when publishing fails.
 using PublishFn = std::function<std::string(const std::string& tenant, const std::string& name,
                                             const std::filesystem::path& file)>;
 
@@ -70,7 +83,9 @@ struct RunnerOptions {
   std::filesystem::path data_dir;  // datasets/, checkpoints/, outputs/ live here
   int64_t checkpoint_every = 10;   // default steps between checkpoints
   int64_t log_every = 1;           // steps between step events
-  int publish_attempts = 3;
+  // How long a finished job keeps trying to publish (backing off from 0.5 s up to 30 s between
+  // tries) while the serving service is unavailable; the job stays running meanwhile.
+  std::chrono::milliseconds publish_retry_for{std::chrono::minutes(10)};
 };
 
 class JobRunner {
@@ -97,6 +112,14 @@ class JobRunner {
   void run(JobRecord job);
   void set_state(JobRecord& job, JobState state, const std::string& message);
   void fail(JobRecord& job, const std::string& code, const std::string& message, int64_t line = 0);
+  // Publishes `file` for the job, retrying while that can help and the time allows. Returns the
+  // version, or "" with `error` set (a message fit for the tenant), or "" with `interrupted` set
+  // when the service is stopping.
+  std::string publish_with_retry(JobRecord& job, const std::string& adapter_name,
+                                 const std::filesystem::path& file, std::string& error,
+                                 bool& interrupted);
+  // `message` without the service's own folders in it (tenants see job errors).
+  std::string without_server_paths(std::string message) const;
 
   JobStore& store_;
   EventBus& bus_;

@@ -3,6 +3,8 @@
 #include <chrono>
 #include <stdexcept>
 
+#include "server/training/storage_error.h"
+
 namespace statetune::training {
 namespace {
 
@@ -34,6 +36,21 @@ const char* const kMigrations[] = {
     R"sql(ALTER TABLE jobs ADD COLUMN resumes INTEGER NOT NULL DEFAULT 0;)sql",
 };
 
+// SQLITE_FULL: the disk (or the process's file-size limit) ran out; a partial write beyond the
+// limit becomes SQLITE_FULL, one wholly beyond it SQLITE_IOERR with errno EFBIG.
+[[noreturn]] void throw_sqlite_error(sqlite3* db, int rc, const std::string& step) {
+  const bool full = (rc & 0xff) == SQLITE_FULL ||
+                    ((rc & 0xff) == SQLITE_IOERR && is_storage_full_errno(sqlite3_system_errno(db)));
+  throw StorageError(step + ": " + sqlite3_errmsg(db) + " (sqlite " +
+                         std::to_string(sqlite3_extended_errcode(db)) + ", errno " +
+                         std::to_string(sqlite3_system_errno(db)) + ")",
+                     full);
+}
+
+nlohmann::json parse_stored(const std::string& text, const char* what) {
+  return engine::parse_bounded_json(text, kJobJsonLimits, what);
+}
+
 struct Stmt {
   sqlite3_stmt* s = nullptr;
   sqlite3* db;
@@ -59,7 +76,7 @@ struct Stmt {
     const int rc = sqlite3_step(s);
     if (rc == SQLITE_ROW) return true;
     if (rc == SQLITE_DONE) return false;
-    throw std::runtime_error(std::string("sqlite step: ") + sqlite3_errmsg(db));
+    throw_sqlite_error(db, rc, "sqlite step");
   }
   std::string text(int c) {
     auto p = sqlite3_column_text(s, c);
@@ -80,7 +97,7 @@ JobRecord read_job(Stmt& q) {
   j.id = q.text(0);
   j.tenant = q.text(1);
   j.state = static_cast<JobState>(q.i64(2));
-  j.spec = nlohmann::json::parse(q.text(3));
+  j.spec = parse_stored(q.text(3), "a stored job spec");
   j.created_ms = q.i64(4);
   j.started_ms = q.i64(5);
   j.finished_ms = q.i64(6);
@@ -93,7 +110,7 @@ JobRecord read_job(Stmt& q) {
   j.error_line = q.i64(13);
   j.adapter_name = q.text(14);
   j.adapter_version = q.text(15);
-  j.eval = nlohmann::json::parse(q.text(16));
+  j.eval = parse_stored(q.text(16), "a stored job's evaluation");
   j.resumes = q.i64(17);
   return j;
 }
@@ -144,7 +161,8 @@ bool is_terminal(JobState s) {
   return s == JobState::kSucceeded || s == JobState::kFailed || s == JobState::kCancelled;
 }
 
-JobStore::JobStore(const std::filesystem::path& db_path) : path_(db_path) {
+JobStore::JobStore(const std::filesystem::path& db_path, BadRecordFn on_bad_record)
+    : on_bad_record_(std::move(on_bad_record)), path_(db_path) {
   if (sqlite3_open_v2(db_path.c_str(), &db_,
                       SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX,
                       nullptr) != SQLITE_OK) {
@@ -165,12 +183,22 @@ JobStore::JobStore(const std::filesystem::path& db_path) : path_(db_path) {
 JobStore::~JobStore() { sqlite3_close(db_); }
 
 void JobStore::exec(const std::string& sql) {
-  char* err = nullptr;
-  if (sqlite3_exec(db_, sql.c_str(), nullptr, nullptr, &err) != SQLITE_OK) {
-    const std::string msg = err ? err : "unknown error";
-    sqlite3_free(err);
-    throw std::runtime_error(path_.string() + ": " + msg);
+  const int rc = sqlite3_exec(db_, sql.c_str(), nullptr, nullptr, nullptr);
+  if (rc != SQLITE_OK) throw_sqlite_error(db_, rc, path_.string());
+}
+
+void JobStore::report_bad_record(const std::string& table, const std::string& id,
+                                 const std::string& error) {
+  // Once per row and process: listings run again and again (the worker polls the queue).
+  if (on_bad_record_ && reported_bad_.insert(table + "/" + id).second) {
+    on_bad_record_(table, id, error);
   }
+}
+
+// After a failed statement SQLite may already have rolled the transaction back itself; a second
+// ROLLBACK then fails, and that must not replace the error being handled.
+void JobStore::rollback_locked() {
+  if (!sqlite3_get_autocommit(db_)) sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
 }
 
 int JobStore::schema_version() {
@@ -199,7 +227,7 @@ void JobStore::migrate() {
       exec("PRAGMA user_version=" + std::to_string(v + 1));
       exec("COMMIT");
     } catch (...) {
-      exec("ROLLBACK");
+      rollback_locked();
       throw;
     }
   }
@@ -301,7 +329,7 @@ void JobStore::insert_job(const JobRecord& j, const std::string& message) {
     append_event_locked(j, "state", {{"message", message}});
     exec("COMMIT");
   } catch (...) {
-    exec("ROLLBACK");
+    rollback_locked();
     throw;
   }
 }
@@ -320,7 +348,14 @@ std::vector<JobRecord> JobStore::jobs(const std::string& tenant) {
                   " FROM jobs WHERE tenant=? ORDER BY created_ms DESC, id DESC");
   q.bind(1, tenant);
   std::vector<JobRecord> out;
-  while (q.step()) out.push_back(read_job(q));
+  while (q.step()) {
+    try {
+      out.push_back(read_job(q));
+    } catch (const engine::JsonInputError& e) {
+      // One corrupt row must not hide the others (or stop the service from starting).
+      report_bad_record("jobs", q.text(0), e.what());
+    }
+  }
   return out;
 }
 
@@ -330,7 +365,14 @@ std::vector<JobRecord> JobStore::jobs_in_state(JobState state) {
          std::string("SELECT ") + kJobColumns + " FROM jobs WHERE state=? ORDER BY created_ms, id");
   q.bind(1, static_cast<int64_t>(state));
   std::vector<JobRecord> out;
-  while (q.step()) out.push_back(read_job(q));
+  while (q.step()) {
+    try {
+      out.push_back(read_job(q));
+    } catch (const engine::JsonInputError& e) {
+      // One corrupt row must not hide the others (or stop the service from starting).
+      report_bad_record("jobs", q.text(0), e.what());
+    }
+  }
   return out;
 }
 
@@ -359,7 +401,12 @@ bool JobStore::dataset_in_use(const std::string& tenant, const std::string& data
   Stmt q(db_, "SELECT spec FROM jobs WHERE tenant=? AND state IN (1, 2, 3)");
   q.bind(1, tenant);
   while (q.step()) {
-    const auto spec = nlohmann::json::parse(q.text(0));
+    nlohmann::json spec;
+    try {
+      spec = parse_stored(q.text(0), "a stored job spec");
+    } catch (const engine::JsonInputError&) {
+      continue;  // an unreadable job uses nothing (jobs() reports it)
+    }
     if (spec.value("dataset_id", "") == dataset_id ||
         spec.value("validation_dataset_id", "") == dataset_id) {
       return true;
@@ -378,7 +425,7 @@ int64_t JobStore::update_job(const JobRecord& job, const std::string& type,
     exec("COMMIT");
     return seq;
   } catch (...) {
-    exec("ROLLBACK");
+    rollback_locked();
     throw;
   }
 }
@@ -402,7 +449,12 @@ std::vector<EventRecord> JobStore::events(const std::string& job_id, int64_t aft
     e.time_ms = q.i64(1);
     e.state = static_cast<JobState>(q.i64(2));
     e.type = q.text(3);
-    e.payload = nlohmann::json::parse(q.text(4));
+    try {
+      e.payload = parse_stored(q.text(4), "a stored event");
+    } catch (const engine::JsonInputError& err) {
+      report_bad_record("events", job_id + "#" + std::to_string(e.seq), err.what());
+      continue;
+    }
     out.push_back(std::move(e));
   }
   return out;

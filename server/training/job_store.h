@@ -8,13 +8,21 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
+#include "server/engine/util/bounded_json.h"
+
 namespace statetune::training {
+
+// Job requests and what the store reads back (specs, metrics, event payloads): far below the
+// limits, which only stop a corrupt or hostile document from costing memory or the stack.
+inline const engine::JsonLimits kJobJsonLimits{size_t{1} << 20, 32};
 
 struct DatasetRecord {
   std::string id, tenant, name, path, sha256;
@@ -57,9 +65,13 @@ struct EventRecord {
 
 class JobStore {
  public:
+  // Told about a stored row that cannot be read (e.g. its JSON is corrupt); the listing skips it.
+  using BadRecordFn = std::function<void(const std::string& table, const std::string& id,
+                                         const std::string& error)>;
   // Opens (creating) the database and runs pending migrations. Throws std::runtime_error on
-  // failure.
-  explicit JobStore(const std::filesystem::path& db_path);
+  // failure. A write that fails throws StorageError (full() when the disk or file-size limit ran
+  // out) and changes nothing.
+  explicit JobStore(const std::filesystem::path& db_path, BadRecordFn on_bad_record = {});
   ~JobStore();
   JobStore(const JobStore&) = delete;
   JobStore& operator=(const JobStore&) = delete;
@@ -97,8 +109,13 @@ class JobStore {
                               const nlohmann::json& payload);
   void write_job_locked(const JobRecord& job);
 
+  void rollback_locked();
+  void report_bad_record(const std::string& table, const std::string& id, const std::string& error);
+
   std::mutex mu_;
   sqlite3* db_ = nullptr;
+  BadRecordFn on_bad_record_;
+  std::set<std::string> reported_bad_;
   std::filesystem::path path_;
 };
 

@@ -1,9 +1,12 @@
 // statetune-train: see service.h. Every flag also reads STATETUNE_<FLAG> from the environment.
 #include <ATen/Parallel.h>
 
+#include <csignal>
 #include <cstdio>
+#include <string>
 #include <exception>
 
+#include "kernels/cpu_level.h"
 #include "server/engine/model/default_model.h"
 #include "server/common/config.h"
 #include "server/common/logging.h"
@@ -41,6 +44,9 @@ int main(int argc, char** argv) {
   flags.add("checkpoint-every", "10",
             "steps between checkpoints (a restart resumes from the last one)");
   flags.add("log-every", "1", "steps between step events of a job");
+  flags.add("publish-retry-seconds", "600",
+            "how long a finished job keeps retrying to publish while statetune-serve is down "
+            "(it stays running meanwhile; then it fails, its adapter kept)");
   flags.add("ready-file", "", "write {port, metrics_port, pid} as JSON here once serving");
   flags.add("log-format", "text", "text | json");
   flags.add("log-level", "info", "trace | debug | info | warn | error");
@@ -70,13 +76,24 @@ int main(int argc, char** argv) {
     o.checkpoint_every = flags.integer("checkpoint-every");
     o.log_every = flags.integer("log-every");
     o.ready_file = flags.str("ready-file");
+    const double retry_s = std::stod(flags.str("publish-retry-seconds"));
+    if (!(retry_s >= 0 && retry_s <= 7 * 24 * 3600)) {
+      throw std::invalid_argument("--publish-retry-seconds must be in [0, 604800]");
+    }
+    o.publish_retry_for = std::chrono::milliseconds(static_cast<int64_t>(retry_s * 1000));
     if (o.tenants_file.empty()) throw std::invalid_argument("--tenants-file is required");
     if (o.max_active_jobs < 1 || o.min_examples < 1 || o.checkpoint_every < 1 || o.log_every < 1) {
       throw std::invalid_argument(
           "--max-active-jobs, --min-examples, --checkpoint-every and --log-every must be >= 1");
     }
     at::set_num_threads(common::resolve_thread_count(flags.integer("threads")));
+    // Which build of the CPU kernels runs (and a bad STATETUNE_CPU_LEVEL stops the start here).
+    common::log_event(spdlog::level::info, "cpu.kernels",
+                      {{"level", kernels::cpu::active_cpu_level().describe()}});
 
+    // A file-size limit (RLIMIT_FSIZE) must fail the write (EFBIG, answered as a full disk), not
+    // kill the service with SIGXFSZ.
+    std::signal(SIGXFSZ, SIG_IGN);
     common::block_termination_signals();
     common::ShutdownSignal shutdown(/*watch_signals=*/true);
     training::TrainService service(o);

@@ -18,9 +18,12 @@
 #include "server/engine/text/tokenizer.h"
 #include "server/engine/util/sha256.h"
 #include "server/serving/auth.h"
+#include "server/engine/util/bounded_json.h"
 #include "server/training/dataset_validator.h"
+#include "server/training/durable_file.h"
 #include "server/training/job_runner.h"
 #include "server/training/job_store.h"
+#include "server/training/rpc_status.h"
 #include "statetune/v1/training.grpc.pb.h"
 
 namespace statetune::training {
@@ -39,30 +42,6 @@ std::string random_id(const std::string& prefix) {
   char buf[17];
   std::snprintf(buf, sizeof(buf), "%016llx", static_cast<unsigned long long>(rng()));
   return prefix + buf;
-}
-
-// temp file + fsync + rename + fsync of the folder: the data set is whole or absent after a crash.
-void write_durably(const fs::path& path, const std::string& bytes) {
-  fs::create_directories(path.parent_path());
-  const fs::path tmp = path.string() + ".tmp";
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  if (fd < 0) throw std::runtime_error("cannot write " + tmp.string());
-  size_t done = 0;
-  while (done < bytes.size()) {
-    const ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
-    if (n <= 0) {
-      ::close(fd);
-      throw std::runtime_error("cannot write " + tmp.string());
-    }
-    done += static_cast<size_t>(n);
-  }
-  if (::fsync(fd) != 0 || ::close(fd) != 0) throw std::runtime_error("cannot sync " + tmp.string());
-  fs::rename(tmp, path);
-  const int dfd = ::open(path.parent_path().c_str(), O_RDONLY | O_DIRECTORY);
-  if (dfd >= 0) {
-    ::fsync(dfd);
-    ::close(dfd);
-  }
 }
 
 v1::JobState to_proto(JobState s) { return static_cast<v1::JobState>(static_cast<int>(s)); }
@@ -154,6 +133,9 @@ struct TrainService::Impl final : public v1::Training::Service {
   std::atomic<bool> stopping{false};
   int port = 0;
   std::mutex upload_mu;  // storage-limit check + insert are one step per process
+  // The longest token's bytes: a data-set line longer than max_example_tokens times this is over the
+  // token limit without tokenizing it.
+  size_t max_token_bytes = 0;
 
   Status authenticate(ServerContext* ctx, std::string& tenant) const {
     const auto& md = ctx->client_metadata();
@@ -172,12 +154,32 @@ struct TrainService::Impl final : public v1::Training::Service {
     return Status::OK;
   }
 
-  int64_t count_tokens(const std::string& text) const {
-    return static_cast<int64_t>(tokenizer->encode(text, /*parse_special_tokens=*/false).size());
+  // Tokens of `text`, counted a chunk at a time and no further once above `limit` (tokenizing a
+  // 20 MB line whole takes seconds). A chunk ends before a single space between two non-space
+  // characters: the byte-level pre-tokenizer always starts a new piece there (" word"), so the
+  // chunks' counts add up to the whole text's.
+  int64_t count_tokens(std::string_view text, int64_t limit) const {
+    constexpr size_t kChunk = 4096;
+    auto is_space = [](char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v'; };
+    int64_t total = 0;
+    size_t pos = 0;
+    while (pos < text.size() && total <= limit) {
+      size_t end = text.size();
+      for (size_t i = pos + kChunk; i + 1 < text.size(); ++i) {
+        if (text[i] == ' ' && !is_space(text[i - 1]) && !is_space(text[i + 1])) {
+          end = i;
+          break;
+        }
+      }
+      total += static_cast<int64_t>(
+          tokenizer->encode(text.substr(pos, end - pos), /*parse_special_tokens=*/false).size());
+      pos = end;
+    }
+    return total;
   }
 
-  Status UploadDataset(ServerContext* ctx, grpc::ServerReader<v1::UploadDatasetRequest>* reader,
-                       v1::DatasetInfo* reply) override {
+  Status upload_dataset(ServerContext* ctx, grpc::ServerReader<v1::UploadDatasetRequest>* reader,
+                       v1::DatasetInfo* reply) {
     std::string tenant;
     if (Status st = authenticate(ctx, tenant); !st.ok()) return st;
     const std::string rid = common::new_request_id();
@@ -194,7 +196,8 @@ struct TrainService::Impl final : public v1::Training::Service {
       result("invalid");
       return Status(StatusCode::INVALID_ARGUMENT, e.what());
     }
-    if (static_cast<int64_t>(header.total_bytes()) > o.max_dataset_bytes) {
+    // Compared unsigned: total_bytes is a uint64 and 2^64-1 must not wrap to -1 and pass.
+    if (header.total_bytes() > static_cast<uint64_t>(o.max_dataset_bytes)) {
       result("too_large");
       return Status(StatusCode::RESOURCE_EXHAUSTED,
                     "total_bytes " + std::to_string(header.total_bytes()) +
@@ -230,16 +233,15 @@ struct TrainService::Impl final : public v1::Training::Service {
     ValidationOptions vo;
     vo.min_examples = o.min_examples;
     vo.max_example_tokens = o.max_example_tokens;
-    vo.count_tokens = [this](const std::string& t) { return count_tokens(t); };
+    vo.max_token_bytes = max_token_bytes;
+    vo.count_tokens = [this](std::string_view t, int64_t limit) { return count_tokens(t, limit); };
     const ValidationReport report = validate_jsonl(bytes, vo);
     if (!report.ok()) {
       result("invalid");
       common::log_event(
           spdlog::level::info, "dataset.rejected",
-          {{"request_id", rid}, {"tenant", tenant}, {"problems", report.problems.size()}});
-      return Status(StatusCode::INVALID_ARGUMENT,
-                    "the data set has " + std::to_string(report.problems.size()) +
-                        (report.truncated ? "+" : "") + " problem(s): " + report.summary());
+          {{"request_id", rid}, {"tenant", tenant}, {"problems", report.total_problems}});
+      return Status(StatusCode::INVALID_ARGUMENT, report.summary());
     }
     DatasetRecord d;
     d.id = random_id("ds-");
@@ -258,11 +260,18 @@ struct TrainService::Impl final : public v1::Training::Service {
         return Status(StatusCode::RESOURCE_EXHAUSTED,
                       "the tenant's data sets would exceed --tenant-storage-bytes");
       }
-      write_durably(d.path, bytes);
-      store->insert_dataset(d);
-    } catch (const std::exception& e) {
+      write_durably(d.path, bytes);  // removes its temporary file when it fails
+      try {
+        store->insert_dataset(d);
+      } catch (...) {
+        // No record, no file: the failed upload leaves the disk as it was.
+        std::error_code ec;
+        fs::remove(d.path, ec);
+        throw;
+      }
+    } catch (...) {
       result("error");
-      return Status(StatusCode::INTERNAL, std::string("storing the data set failed: ") + e.what());
+      throw;  // run_rpc logs it and answers RESOURCE_EXHAUSTED (storage full) or INTERNAL
     }
     result("ok");
     common::log_event(spdlog::level::info, "dataset.uploaded",
@@ -275,16 +284,16 @@ struct TrainService::Impl final : public v1::Training::Service {
     return Status::OK;
   }
 
-  Status ListDatasets(ServerContext* ctx, const v1::ListDatasetsRequest*,
-                      v1::ListDatasetsResponse* reply) override {
+  Status list_datasets(ServerContext* ctx, const v1::ListDatasetsRequest*,
+                      v1::ListDatasetsResponse* reply) {
     std::string tenant;
     if (Status st = authenticate(ctx, tenant); !st.ok()) return st;
     for (const auto& d : store->datasets(tenant)) to_proto(d, reply->add_datasets());
     return Status::OK;
   }
 
-  Status GetDataset(ServerContext* ctx, const v1::GetDatasetRequest* req,
-                    v1::DatasetInfo* reply) override {
+  Status get_dataset(ServerContext* ctx, const v1::GetDatasetRequest* req,
+                    v1::DatasetInfo* reply) {
     std::string tenant;
     if (Status st = authenticate(ctx, tenant); !st.ok()) return st;
     auto d = store->dataset(tenant, req->id());
@@ -293,8 +302,8 @@ struct TrainService::Impl final : public v1::Training::Service {
     return Status::OK;
   }
 
-  Status DeleteDataset(ServerContext* ctx, const v1::DeleteDatasetRequest* req,
-                       v1::DeleteDatasetResponse*) override {
+  Status delete_dataset(ServerContext* ctx, const v1::DeleteDatasetRequest* req,
+                       v1::DeleteDatasetResponse*) {
     std::string tenant;
     if (Status st = authenticate(ctx, tenant); !st.ok()) return st;
     auto d = store->dataset(tenant, req->id());
@@ -309,7 +318,7 @@ struct TrainService::Impl final : public v1::Training::Service {
     return Status::OK;
   }
 
-  Status CreateJob(ServerContext* ctx, const v1::CreateJobRequest* req, v1::Job* reply) override {
+  Status create_job(ServerContext* ctx, const v1::CreateJobRequest* req, v1::Job* reply) {
     std::string tenant;
     if (Status st = authenticate(ctx, tenant); !st.ok()) return st;
     if (stopping) return Status(StatusCode::UNAVAILABLE, "the service is stopping");
@@ -317,7 +326,8 @@ struct TrainService::Impl final : public v1::Training::Service {
     google::protobuf::util::JsonPrintOptions jo;
     jo.preserve_proto_field_names = true;
     (void)google::protobuf::util::MessageToJsonString(*req, &json, jo);
-    const nlohmann::json spec = nlohmann::json::parse(json);
+    // The request is bounded by gRPC's message size; its JSON form is parsed like any outside JSON.
+    const nlohmann::json spec = engine::parse_bounded_json(json, kJobJsonLimits, "the job request");
     JobParams p;
     try {
       engine::AdapterStore::validate_name("adapter_name", req->adapter_name());
@@ -376,7 +386,7 @@ struct TrainService::Impl final : public v1::Training::Service {
     return Status::OK;
   }
 
-  Status GetJob(ServerContext* ctx, const v1::GetJobRequest* req, v1::Job* reply) override {
+  Status get_job(ServerContext* ctx, const v1::GetJobRequest* req, v1::Job* reply) {
     std::string tenant;
     if (Status st = authenticate(ctx, tenant); !st.ok()) return st;
     JobRecord j;
@@ -385,15 +395,15 @@ struct TrainService::Impl final : public v1::Training::Service {
     return Status::OK;
   }
 
-  Status ListJobs(ServerContext* ctx, const v1::ListJobsRequest*,
-                  v1::ListJobsResponse* reply) override {
+  Status list_jobs(ServerContext* ctx, const v1::ListJobsRequest*,
+                  v1::ListJobsResponse* reply) {
     std::string tenant;
     if (Status st = authenticate(ctx, tenant); !st.ok()) return st;
     for (const auto& j : store->jobs(tenant)) to_proto(j, reply->add_jobs());
     return Status::OK;
   }
 
-  Status CancelJob(ServerContext* ctx, const v1::CancelJobRequest* req, v1::Job* reply) override {
+  Status cancel_job(ServerContext* ctx, const v1::CancelJobRequest* req, v1::Job* reply) {
     std::string tenant;
     if (Status st = authenticate(ctx, tenant); !st.ok()) return st;
     JobRecord j;
@@ -407,8 +417,8 @@ struct TrainService::Impl final : public v1::Training::Service {
     return Status::OK;
   }
 
-  Status WatchJob(ServerContext* ctx, const v1::WatchJobRequest* req,
-                  grpc::ServerWriter<v1::JobEvent>* writer) override {
+  Status watch_job(ServerContext* ctx, const v1::WatchJobRequest* req,
+                  grpc::ServerWriter<v1::JobEvent>* writer) {
     std::string tenant;
     if (Status st = authenticate(ctx, tenant); !st.ok()) return st;
     JobRecord j;
@@ -432,6 +442,45 @@ struct TrainService::Impl final : public v1::Training::Service {
                       "the service is stopping; watch again after it restarts");
       seen = bus.wait(seen, std::chrono::milliseconds(500));
     }
+  }
+
+  // The RPCs: each runs its handler through run_rpc, the one place that maps exceptions to
+  // statuses and counts failures.
+  Status rpc(const char* method, const std::function<Status()>& handler) {
+    return run_rpc(method, metrics->rpc_errors, handler);
+  }
+  Status UploadDataset(ServerContext* ctx, grpc::ServerReader<v1::UploadDatasetRequest>* reader,
+                       v1::DatasetInfo* reply) override {
+    return rpc("UploadDataset", [&] { return upload_dataset(ctx, reader, reply); });
+  }
+  Status ListDatasets(ServerContext* ctx, const v1::ListDatasetsRequest* req,
+                      v1::ListDatasetsResponse* reply) override {
+    return rpc("ListDatasets", [&] { return list_datasets(ctx, req, reply); });
+  }
+  Status GetDataset(ServerContext* ctx, const v1::GetDatasetRequest* req,
+                    v1::DatasetInfo* reply) override {
+    return rpc("GetDataset", [&] { return get_dataset(ctx, req, reply); });
+  }
+  Status DeleteDataset(ServerContext* ctx, const v1::DeleteDatasetRequest* req,
+                       v1::DeleteDatasetResponse* reply) override {
+    return rpc("DeleteDataset", [&] { return delete_dataset(ctx, req, reply); });
+  }
+  Status CreateJob(ServerContext* ctx, const v1::CreateJobRequest* req, v1::Job* reply) override {
+    return rpc("CreateJob", [&] { return create_job(ctx, req, reply); });
+  }
+  Status GetJob(ServerContext* ctx, const v1::GetJobRequest* req, v1::Job* reply) override {
+    return rpc("GetJob", [&] { return get_job(ctx, req, reply); });
+  }
+  Status ListJobs(ServerContext* ctx, const v1::ListJobsRequest* req,
+                  v1::ListJobsResponse* reply) override {
+    return rpc("ListJobs", [&] { return list_jobs(ctx, req, reply); });
+  }
+  Status CancelJob(ServerContext* ctx, const v1::CancelJobRequest* req, v1::Job* reply) override {
+    return rpc("CancelJob", [&] { return cancel_job(ctx, req, reply); });
+  }
+  Status WatchJob(ServerContext* ctx, const v1::WatchJobRequest* req,
+                  grpc::ServerWriter<v1::JobEvent>* writer) override {
+    return rpc("WatchJob", [&] { return watch_job(ctx, req, writer); });
   }
 };
 
@@ -463,8 +512,20 @@ void TrainService::start() {
   b.model = engine::MambaModel::load(o.model_dir, lo);
   const fs::path tok = o.tokenizer_path.empty() ? o.model_dir / "tokenizer.json" : o.tokenizer_path;
   b.tokenizer = std::make_unique<engine::Tokenizer>(engine::Tokenizer::from_file(tok.string()));
+  for (int32_t id = 0; id < static_cast<int32_t>(b.tokenizer->vocab_size()); ++id) {
+    b.max_token_bytes = std::max(b.max_token_bytes, b.tokenizer->token_bytes(id).size());
+  }
   fs::create_directories(o.data_dir);
-  b.store = std::make_unique<JobStore>(o.data_dir / "jobs.db");
+  // Writes a crash or a full disk interrupted: never referenced by the database.
+  if (const int removed = remove_temporary_files(o.data_dir); removed > 0) {
+    common::log_event(spdlog::level::warn, "train.removed_temporary_files", {{"files", removed}});
+  }
+  b.store = std::make_unique<JobStore>(
+      o.data_dir / "jobs.db",
+      [](const std::string& table, const std::string& id, const std::string& error) {
+        common::log_event(spdlog::level::err, "store.bad_record",
+                          {{"table", table}, {"id", id}, {"error", error}});
+      });
 
   client::ClientOptions co;
   co.address = o.serving_addr;
@@ -477,9 +538,15 @@ void TrainService::start() {
     const grpc::Status st = serving_client->upload_adapter(
         name, client::read_binary_file(file.string()), &info, tenant);
     if (!st.ok()) {
-      throw std::runtime_error(
-          "statetune-serve UploadAdapter: " + client::status_code_name(st.error_code()) + ": " +
-          st.error_message());
+      // Trying again helps when serving is down, busy or slow, not when it rejected the adapter.
+      const auto c = st.error_code();
+      const bool retryable = c != grpc::StatusCode::INVALID_ARGUMENT &&
+                             c != grpc::StatusCode::FAILED_PRECONDITION &&
+                             c != grpc::StatusCode::PERMISSION_DENIED &&
+                             c != grpc::StatusCode::UNAUTHENTICATED;
+      throw PublishError("statetune-serve UploadAdapter: " + client::status_code_name(c) + ": " +
+                             st.error_message(),
+                         client::status_code_name(c), retryable);
     }
     return info.current_version();
   };
@@ -487,6 +554,7 @@ void TrainService::start() {
   ro.data_dir = o.data_dir;
   ro.checkpoint_every = o.checkpoint_every;
   ro.log_every = o.log_every;
+  ro.publish_retry_for = o.publish_retry_for;
   b.runner = std::make_unique<JobRunner>(*b.store, b.bus, *b.model, *b.tokenizer, publish, ro,
                                          b.metrics.get());
   b.runner->start();

@@ -40,6 +40,8 @@ struct TrainServiceOptions {
   int64_t checkpoint_every = 10;
   int64_t log_every = 1;
   std::filesystem::path ready_file;  // {port, metrics_port, pid} once serving
+  // How long a finished job retries publishing while statetune-serve is unavailable.
+  std::chrono::milliseconds publish_retry_for{std::chrono::minutes(10)};
 };
 
 class TrainService {

@@ -183,6 +183,7 @@ inline const char* error_string(cudaError_t e) {
 #define gridDim ::emu::grid_dim
 #define __syncthreads ::emu::syncthreads
 #define cudaGetLastError ::emu::get_last_error
+#define cudaPeekAtLastError ::emu::get_last_error
 #define cudaGetDevice ::emu::get_device
 #define cudaDeviceGetAttribute ::emu::device_get_attribute
 #define cudaGetDeviceCount ::emu::get_device_count

@@ -129,7 +129,7 @@ Shape RandomShape(std::mt19937& rng) {
   const int64_t Ls[] = {1, 5, 33, 70};
   const int64_t Ds[] = {8, 37, 160, 300};
   const int64_t Ns[] = {1, 5, 16, 20, 64};
-  const int64_t Ks[] = {2, 3, 4, 6};
+  const int64_t Ks[] = {1, 2, 3, 4, 6};  // 1: no conv state at all
   auto pick = [&rng](const auto& v) { return v[rng() % std::size(v)]; };
   Shape s{pick(Bs), pick(Ls), pick(Ds), pick(Ns), pick(Ks), 0};
   s.C = s.B + 2;
@@ -274,6 +274,8 @@ struct ScanData {
     p.ssm_state = cache->ptr<float>(cache_v);
     p.ssm_state_row_stride = cache_v.stride(0);
     p.rows = rows->ptr<int64_t>(rows->base());
+    p.num_rows = s.C;
+    p.num_slots = static_cast<int>(kSlots);
     p.resume = resume;
     return p;
   }
@@ -285,11 +287,12 @@ void Sync(const std::string& what) {
 }
 
 void RunScanCase(uint32_t seed, bool bf16, int adapters, bool resume, bool step,
-                 int64_t force_n = 0) {
+                 int64_t force_n = 0, const Shape* force_shape = nullptr) {
   std::mt19937 rng(seed);
   at::manual_seed(seed);
   Shape s = RandomShape(rng);
   if (force_n > 0) s.N = force_n;
+  if (force_shape != nullptr) s = *force_shape;
   ScanData d(s, bf16, adapters, rng, step, /*full_lengths=*/false);
   const std::string what =
       std::string(step ? "scan step " : "scan prefill ") + Describe(s, bf16, adapters, resume);
@@ -406,6 +409,7 @@ struct ConvData {
     p.conv_state = cache->ptr<float>(cache_v);
     p.conv_state_row_stride = cache_v.stride(0);
     p.rows = rows->ptr<int64_t>(rows->base());
+    p.num_rows = s.C;
     p.resume = resume;
     return p;
   }
@@ -817,6 +821,269 @@ TEST_F(KernelsCuda, ConvBackwardMatchesCpuBackward) {
     for (int rep = 0; rep < 12; ++rep) RunConvBackwardCase(seed++, bf16, bf16 ? worst_bf16 : worst_fp32);
   worst_fp32.Print("conv backward fp32");
   worst_bf16.Print("conv backward bf16");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Indices. The host validates rows and slots where it builds them (kernels/batch_indices.h); a
+// kernel given an out-of-range index anyway (e.g. indices built on the device) leaves that batch
+// row untouched: no state, no output, no adapter read. The other rows are still right.
+
+// Batch row 0 gets cache row -1: layer 1 of row -1 is layer 0 of row 0, inside the cache buffer, so
+// an unguarded kernel would silently overwrite another sequence's state. Batch row 1 (scan only)
+// gets slot S, past the pool.
+TEST_F(KernelsCuda, OutOfRangeRowsAndSlotsTouchNothing) {
+  const Shape s{4, 33, 160, 16, 4, 6};
+  const int adapters = kStateOffset | kOutputOffset | kInitialState;
+  for (bool step : {false, true}) {
+    const uint32_t seed = step ? 1001 : 1000;
+    std::mt19937 rng(seed);
+    at::manual_seed(seed);
+    ScanData d(s, /*bf16=*/false, adapters, rng, step, /*full_lengths=*/true);
+    d.rows->base()[0] = -1;
+    d.rows->upload();
+    d.slots->base()[1] = static_cast<int32_t>(kSlots);
+    d.slots->upload();
+    const std::string what = std::string(step ? "scan step" : "scan prefill") + " with bad indices";
+
+    // The reference over the good batch rows 2..3 only.
+    auto good = [](const at::Tensor& t) { return t.narrow(0, 2, 2); };
+    LayerCache ref_cache;
+    const at::Tensor ref_cache_base = d.cache->base().clone();
+    ref_cache.ssm_state = same_view(ref_cache_base, d.cache->base(), d.cache_v);
+    ref_cache.rows = good(d.rows->base());
+    LayerAdapters ad = d.HostAdapters();
+    ad.slots = good(ad.slots);
+    at::Tensor ref_out;
+    if (step) {
+      ref::selective_scan_step(good(d.x), good(d.delta), d.dbias->base(), d.A->base(), good(d.Bm),
+                               good(d.Cm), d.Dskip->base(), good(d.z), ad, ref_cache, ref_out);
+    } else {
+      ref::selective_scan_prefill(good(d.x), good(d.delta), d.dbias->base(), d.A->base(),
+                                  good(d.Bm), good(d.Cm), d.Dskip->base(), good(d.z),
+                                  good(d.lengths->base()), ad, ref_cache, false, ref_out);
+    }
+    const raw::ScanParams p = d.Params(step, /*resume=*/false);
+    const cudaError_t e =
+        step ? raw::selective_scan_step(p, nullptr) : raw::selective_scan_prefill(p, nullptr);
+    ASSERT_EQ(e, cudaSuccess) << what << ": " << cudaGetErrorString(e);
+    Sync(what);
+    const at::Tensor out = same_view(d.out->fetch(), d.out->base(), d.out_v);
+    ExpectClose(good(out), ref_out, 1e-4, what + ": the good rows");
+    EXPECT_TRUE(out.narrow(0, 0, 2).eq(7.0).all().item<bool>()) << what << ": a bad row wrote output";
+    ExpectClose(d.cache->fetch(), ref_cache_base, 1e-4,
+                what + ": the cache (bad rows untouched, row 0 layer 0 included)");
+  }
+
+  std::mt19937 rng(1002);
+  at::manual_seed(1002);
+  ConvData d(s, /*bf16=*/false, false, true, rng, /*step=*/false, /*full_lengths=*/true);
+  d.rows->base()[0] = -1;
+  d.rows->upload();
+  LayerCache ref_cache;
+  const at::Tensor ref_cache_base = d.cache->base().clone();
+  ref_cache.conv_state = same_view(ref_cache_base, d.cache->base(), d.cache_v);
+  ref_cache.rows = d.rows->base().narrow(0, 1, 3);
+  at::Tensor ref_out;
+  ref::causal_conv1d_prefill(d.x.narrow(0, 1, 3), d.weight->base(), d.bias->base(),
+                             d.lengths->base().narrow(0, 1, 3), ref_cache, false, ref_out);
+  ASSERT_EQ(raw::causal_conv1d_prefill(d.Params(false, false), nullptr), cudaSuccess);
+  Sync("conv prefill with a bad row");
+  const at::Tensor out = same_view(d.out->fetch(), d.out->base(), d.out_v);
+  ExpectClose(out.narrow(0, 1, 3), ref_out, 1e-4, "conv prefill: the good rows");
+  EXPECT_TRUE(out.select(0, 0).eq(7.0).all().item<bool>()) << "conv prefill: a bad row wrote output";
+  ExpectClose(d.cache->fetch(), ref_cache_base, 0.0, "conv prefill: the cache");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Large shapes. On a 132-SM H200 every shape above gets 32-thread blocks (B x D is small), so the
+// scan prefill's shared-memory staging (__syncthreads between warps) and the backward would only
+// ever run as one warp. B = 8, D = 5120 gives 8 x 40 = 320 >= 2 x 132 blocks of 128 threads (4
+// warps), on the device and in the emulation (which reports 4 SMs).
+TEST(KernelsCudaLaunch, LargeShapeGetsMultiWarpBlocks) {
+  EXPECT_EQ(raw::block_threads_for(8, 5120, 128, /*H200*/ 132), 128);
+  EXPECT_EQ(raw::block_threads_for(64, 5120, 128, 132), 128);
+  EXPECT_EQ(raw::block_threads_for(4, 300, 128, 132), 32);  // the random shapes: one warp
+}
+
+TEST_F(KernelsCuda, LargeShapeScanMatchesReference) {
+  const Shape big{8, 100, 5120, 16, 4, 10};
+  const int all = kStateOffset | kOutputOffset | kInitialState;
+  RunScanCase(1100, /*bf16=*/false, all, /*resume=*/false, /*step=*/false, 0, &big);
+  RunScanCase(1101, /*bf16=*/true, all, /*resume=*/true, /*step=*/false, 0, &big);
+  WorstError worst;
+  ScanBackwardCase c;
+  c.s = big;
+  c.adapters = all;
+  c.need_dA = true;
+  c.chunk = 10;  // ~sqrt(L)
+  RunScanBackwardCase(1102, c, worst);
+  c.bf16 = true;
+  RunScanBackwardCase(1103, c, worst);
+  worst.Print("scan backward, B=8 L=100 D=5120 N=16");
+}
+
+#ifdef STATETUNE_CUDA_EMULATED
+constexpr bool kEmulated = true;
+#else
+constexpr bool kEmulated = false;
+#endif
+
+// A Mamba-2.8B-sized layer (d_inner 5120, d_state 16) at B = 64, L = 2048, bf16: prefill and
+// backward run, stay finite, and row 0 matches the CPU kernels. Every row holds the same data with
+// a different length, so each row's prefill output must equal row 0's on its valid prefix (and 0
+// after): a cross-block fault shows as rows that disagree. Real devices only (the emulation would
+// take hours).
+TEST_F(KernelsCuda, Mamba28BSizedPrefillAndBackwardSmoke) {
+  if (kEmulated) GTEST_SKIP() << "device only: too large to emulate";
+  const int64_t B = 64, L = 2048, D = 5120, N = 16;
+  const int chunk = 45;  // ~sqrt(L): checkpoints + chunk states = 46 + 45 entries (64: 32 + 64)
+  at::manual_seed(1200);
+  const at::ScalarType act = at::kBFloat16;
+  at::Tensor row = at::randn({1, L, 3 * D}) * 0.8;
+  row.narrow(2, D, D).mul_(0.5).sub_(1.0);
+  Mirror xdz(row.to(act).repeat({B, 1, 1}).contiguous());
+  const at::Tensor x = xdz.base().narrow(2, 0, D), delta = xdz.base().narrow(2, D, D),
+                   z = xdz.base().narrow(2, 2 * D, D);
+  Mirror bc(at::randn({1, L, 2 * N}).to(act).repeat({B, 1, 1}).contiguous());
+  const at::Tensor Bm = bc.base().narrow(2, 0, N), Cm = bc.base().narrow(2, N, N);
+  Mirror A(-at::exp(at::rand({D, N}) * 2.5 - 1.0));
+  Mirror Dskip(at::randn({D})), dbias(at::randn({D}) * 0.5 - 1.5);
+  Mirror so(at::randn({kSlots, D, N}) * 0.3), oo(at::randn({kSlots, D}) * 0.5);
+  Mirror slots(at::full({B}, 1, at::kInt));
+  at::Tensor len = at::randint(1, L + 1, {B}, at::kLong);
+  len[0] = L;
+  Mirror lengths(len);
+  Mirror cache(at::zeros({B, D, N}));
+  Mirror rows(at::arange(B, at::kLong));
+  Mirror out(at::empty({B, L, D}, act));
+
+  raw::ScanParams p;
+  p.dtype = raw::DType::kBFloat16;
+  p.batch = B;
+  p.seqlen = L;
+  p.dim = D;
+  p.dstate = N;
+  auto act_of = [](const Mirror& m, const at::Tensor& v) {
+    return raw::ActTensor{m.ptr(v), v.stride(0), v.stride(1)};
+  };
+  p.x = act_of(xdz, x);
+  p.delta = act_of(xdz, delta);
+  p.z = act_of(xdz, z);
+  p.Bm = act_of(bc, Bm);
+  p.Cm = act_of(bc, Cm);
+  p.out = raw::OutTensor{out.ptr(out.base()), L * D, D};
+  p.A = A.ptr<float>(A.base());
+  p.Dskip = Dskip.ptr<float>(Dskip.base());
+  p.delta_bias = dbias.ptr<float>(dbias.base());
+  p.lengths = lengths.ptr<int64_t>(lengths.base());
+  p.slots = slots.ptr<int32_t>(slots.base());
+  p.num_slots = static_cast<int>(kSlots);
+  p.state_offset = {so.ptr<float>(so.base()), D * N};
+  p.output_offset = {oo.ptr<float>(oo.base()), D};
+  p.ssm_state = cache.ptr<float>(cache.base());
+  p.ssm_state_row_stride = D * N;
+  p.num_rows = B;
+  p.rows = rows.ptr<int64_t>(rows.base());
+  cudaEvent_t t0, t1;
+  ASSERT_EQ(cudaEventCreate(&t0), cudaSuccess);
+  ASSERT_EQ(cudaEventCreate(&t1), cudaSuccess);
+  cudaEventRecord(t0, nullptr);
+  ASSERT_EQ(raw::selective_scan_prefill(p, nullptr), cudaSuccess);
+  cudaEventRecord(t1, nullptr);
+  Sync("2.8B-sized prefill");
+  float ms = 0.f;
+  cudaEventElapsedTime(&ms, t0, t1);
+  std::printf("2.8B-sized scan prefill B=64 L=2048 D=5120 N=16 bf16: %.2f ms\n", ms);
+
+  const at::Tensor got = out.fetch();
+  ASSERT_TRUE(got.isfinite().all().item<bool>()) << "prefill: non-finite output";
+  LayerAdapters ad;
+  ad.slots = slots.base().narrow(0, 0, 1);
+  ad.state_offset = so.base();
+  ad.output_offset = oo.base();
+  LayerCache ref_cache;
+  ref_cache.ssm_state = at::zeros({1, D, N});
+  ref_cache.rows = at::zeros({1}, at::kLong);
+  at::Tensor want;
+  auto first = [](const at::Tensor& t) { return t.narrow(0, 0, 1); };
+  cpu::selective_scan_prefill(first(x), first(delta), dbias.base(), A.base(), first(Bm), first(Cm),
+                              Dskip.base(), first(z), first(len), ad, ref_cache, false, want);
+  ExpectClose(first(got), want, 1e-2, "2.8B-sized prefill, row 0 vs the CPU kernel");
+  for (int64_t b = 1; b < B; ++b) {
+    const int64_t lb = len[b].item<int64_t>();
+    EXPECT_TRUE(got[b].narrow(0, 0, lb).equal(got[0].narrow(0, 0, lb))) << "row " << b;
+    EXPECT_TRUE(got[b].narrow(0, lb, L - lb).eq(0).all().item<bool>()) << "row " << b << " padding";
+  }
+
+  // Backward with the same inputs.
+  Mirror gout(at::randn({1, L, D}).to(act).repeat({B, 1, 1}).contiguous());
+  Mirror dxdz(at::empty({B, L, 3 * D}, act));
+  Mirror dBm(at::empty({B, L, N})), dCm(at::empty({B, L, N})), dA(at::empty({D, N}));
+  Mirror dso(at::empty({kSlots, D, N})), doo(at::empty({kSlots, D}));
+  raw::ScanBackwardParams bp;
+  bp.dtype = raw::DType::kBFloat16;
+  bp.batch = B;
+  bp.seqlen = L;
+  bp.dim = D;
+  bp.dstate = N;
+  bp.chunk = chunk;
+  bp.x = p.x;
+  bp.delta = p.delta;
+  bp.z = p.z;
+  bp.Bm = p.Bm;
+  bp.Cm = p.Cm;
+  bp.grad_out = act_of(gout, gout.base());
+  bp.A = p.A;
+  bp.Dskip = p.Dskip;
+  bp.delta_bias = p.delta_bias;
+  bp.lengths = p.lengths;
+  bp.slots = p.slots;
+  bp.num_slots = p.num_slots;
+  bp.state_offset = p.state_offset;
+  bp.output_offset = p.output_offset;
+  const at::Tensor dx_v = dxdz.base().narrow(2, 0, D), dd_v = dxdz.base().narrow(2, D, D),
+                   dz_v = dxdz.base().narrow(2, 2 * D, D);
+  bp.dx = raw::OutTensor{dxdz.ptr(dx_v), dx_v.stride(0), dx_v.stride(1)};
+  bp.ddelta = raw::OutTensor{dxdz.ptr(dd_v), dd_v.stride(0), dd_v.stride(1)};
+  bp.dz = raw::OutTensor{dxdz.ptr(dz_v), dz_v.stride(0), dz_v.stride(1)};
+  bp.dBm = dBm.ptr<float>(dBm.base());
+  bp.dCm = dCm.ptr<float>(dCm.base());
+  bp.dA = dA.ptr<float>(dA.base());
+  bp.dstate_offset = dso.ptr<float>(dso.base());
+  bp.doutput_offset = doo.ptr<float>(doo.base());
+  const size_t ws_floats = raw::selective_scan_backward_workspace_floats(bp);
+  std::printf("2.8B-sized scan backward workspace at chunk %d: %.2f GB\n", chunk,
+              static_cast<double>(ws_floats) * 4 / 1e9);
+  float* ws = nullptr;
+  ASSERT_EQ(cudaMalloc(reinterpret_cast<void**>(&ws), ws_floats * sizeof(float)), cudaSuccess);
+  bp.workspace = ws;
+  cudaEventRecord(t0, nullptr);
+  const cudaError_t e = raw::selective_scan_backward(bp, nullptr);
+  cudaEventRecord(t1, nullptr);
+  ASSERT_EQ(e, cudaSuccess) << cudaGetErrorString(e);
+  Sync("2.8B-sized backward");
+  cudaEventElapsedTime(&ms, t0, t1);
+  std::printf("2.8B-sized scan backward: %.2f ms\n", ms);
+  cudaFree(ws);
+  cudaEventDestroy(t0);
+  cudaEventDestroy(t1);
+
+  const at::Tensor g = dxdz.fetch();
+  ASSERT_TRUE(g.isfinite().all().item<bool>()) << "backward: non-finite gradients";
+  ScanBackwardOptions opt;
+  opt.need_dA = true;
+  opt.chunk = chunk;
+  const ScanGrads want_g =
+      cpu::selective_scan_backward(first(x), first(delta), dbias.base(), A.base(), first(Bm),
+                                   first(Cm), Dskip.base(), first(z), first(len), ad,
+                                   first(gout.base()), opt);
+  WorstError worst;
+  ExpectCloseToMax(first(same_view(g, dxdz.base(), dx_v)), want_g.dx, 1e-2, "row 0 dx", worst);
+  ExpectCloseToMax(first(same_view(g, dxdz.base(), dd_v)), want_g.ddelta_in, 1e-2, "row 0 ddelta", worst);
+  ExpectCloseToMax(first(same_view(g, dxdz.base(), dz_v)), want_g.dz, 1e-2, "row 0 dz", worst);
+  ExpectCloseToMax(first(dBm.fetch()), want_g.dBm, 1e-2, "row 0 dBm", worst);
+  ExpectCloseToMax(first(dCm.fetch()), want_g.dCm, 1e-2, "row 0 dCm", worst);
+  worst.Print("2.8B-sized backward, row 0");
 }
 
 // Runs without a device: the launchers reject sizes the kernels do not support before touching it.

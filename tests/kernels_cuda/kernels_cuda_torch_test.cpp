@@ -185,6 +185,86 @@ TEST_P(KernelsCudaTorch, BackwardMatchesCpuBackward) {
   ExpectCloseToMax(got_c.dbias, want_c.dbias, rtol, "conv dbias");
 }
 
+// Index tensors built on the CPU are validated by the glue before anything is launched
+// (kernels/batch_indices.h): a bad row, a duplicate row, a bad slot (also in a one-slot pool, where
+// a zero slot stride once mapped every slot to slot 0) is a c10::Error naming the index, and
+// neither the cache nor the output is written.
+TEST_P(KernelsCudaTorch, BadIndicesFailBeforeAnythingIsWritten) {
+  if (GetParam()) GTEST_SKIP() << "dtype-independent";
+  const at::Device dev(at::kCUDA, 0);
+  at::manual_seed(30);
+  const int64_t b = 2, l = 5, d = 64, n = 8;
+  const at::Tensor x = at::randn({b, l, d}, dev), delta = at::randn({b, l, d}, dev) - 1.0,
+                   z = at::randn({b, l, d}, dev);
+  const at::Tensor Bm = at::randn({b, l, n}, dev), Cm = at::randn({b, l, n}, dev);
+  const at::Tensor A = -at::rand({d, n}, dev) - 0.1;
+  const at::Tensor lengths = at::full({b}, l, at::kLong);
+  struct Case {
+    at::Tensor rows, slots;
+    int64_t pool_slots;
+    std::string expect;
+  };
+  const at::Tensor ok_slots = at::tensor({0, 1}, at::kInt);
+  const Case cases[] = {
+      {at::tensor({int64_t{0}, int64_t{3}}, at::kLong), ok_slots, 2, "cache row 3 (batch row 1) outside [0, 3)"},
+      {at::tensor({int64_t{1}, int64_t{1}}, at::kLong), ok_slots, 2, "cache row 1 appears twice"},
+      {at::tensor({int64_t{0}, int64_t{1}}, at::kLong), at::tensor({0, 2}, at::kInt), 2, "adapter slot 2"},
+      {at::tensor({int64_t{0}, int64_t{1}}, at::kLong), at::tensor({1, 0}, at::kInt), 1, "adapter slot 1"},
+  };
+  for (const Case& c : cases) {
+    LayerAdapters ad;
+    ad.slots = c.slots;
+    ad.state_offset = at::randn({c.pool_slots, d, n}, dev);
+    LayerCache cache;
+    cache.ssm_state = at::randn({3, d, n}, dev);
+    cache.conv_state = at::randn({3, d, K - 1}, dev);
+    cache.rows = c.rows;
+    const at::Tensor ssm_before = cache.ssm_state.clone(), conv_before = cache.conv_state.clone();
+    at::Tensor out = at::full({b, l, d}, 7.0, dev);
+    try {
+      selective_scan_prefill(x, delta, at::Tensor(), A, Bm, Cm, at::Tensor(), z, lengths, ad, cache,
+                             false, out);
+      ADD_FAILURE() << c.expect << ": accepted";
+    } catch (const c10::Error& e) {
+      EXPECT_NE(std::string(e.what_without_backtrace()).find(c.expect), std::string::npos)
+          << e.what_without_backtrace();
+    }
+    if (c.slots.equal(ok_slots)) {  // rows are checked by the conv too
+      EXPECT_THROW(causal_conv1d_prefill(x, at::randn({d, K}, dev), at::Tensor(), lengths, cache,
+                                         false, out),
+                   c10::Error)
+          << c.expect;
+    }
+    EXPECT_TRUE(cache.ssm_state.equal(ssm_before)) << c.expect << ": ssm state written";
+    EXPECT_TRUE(cache.conv_state.equal(conv_before)) << c.expect << ": conv state written";
+    EXPECT_TRUE(out.eq(7.0).all().item<bool>()) << c.expect << ": output written";
+  }
+}
+
+// d_conv = 1: the conv has no state ([C, D, 0]) and the glue must still accept the cache.
+TEST_P(KernelsCudaTorch, ConvWidthOneMatchesReference) {
+  const bool bf16 = GetParam();
+  const at::ScalarType act = bf16 ? at::kBFloat16 : at::kFloat;
+  const at::Device dev(at::kCUDA, 0);
+  at::manual_seed(31);
+  const at::Tensor x = at::randn({2, 9, 32}).to(act), w = at::randn({32, 1}), bias = at::randn({32});
+  const at::Tensor lengths = at::tensor({int64_t{9}, int64_t{4}}, at::kLong);
+  const at::Tensor rows = at::tensor({int64_t{1}, int64_t{0}}, at::kLong);
+  LayerCache ref_cache, cache;
+  ref_cache.conv_state = at::zeros({2, 32, 0});
+  ref_cache.rows = rows;
+  cache.conv_state = at::zeros({2, 32, 0}, dev);
+  cache.rows = rows.to(dev);
+  at::Tensor want, got;
+  ref::causal_conv1d_prefill(x, w, bias, lengths, ref_cache, false, want);
+  causal_conv1d_prefill(x.to(dev), w.to(dev), bias.to(dev), lengths, cache, false, got);
+  ExpectClose(got, want, bf16 ? 1e-2 : 1e-4, "conv prefill, d_conv = 1");
+  at::Tensor want_step, got_step;
+  ref::causal_conv1d_step(x.select(1, 0), w, bias, ref_cache, want_step);
+  causal_conv1d_step(x.select(1, 0).to(dev), w.to(dev), bias.to(dev), cache, got_step);
+  ExpectClose(got_step, want_step, bf16 ? 1e-2 : 1e-4, "conv step, d_conv = 1");
+}
+
 INSTANTIATE_TEST_SUITE_P(Dtypes, KernelsCudaTorch, ::testing::Values(false, true),
                          [](const auto& info) { return info.param ? "bf16" : "fp32"; });
 

@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdlib>
 #include <filesystem>
 #include <set>
 
@@ -32,6 +33,39 @@ TEST(Datasets, TaskAndSplitNames) {
   EXPECT_EQ(parse_split("dev"), Split::kValidation);
   EXPECT_EQ(split_name(Split::kTest), "test");
   EXPECT_THROW(parse_split("holdout"), std::invalid_argument);
+}
+
+// A container without the data sets mounted: the error says which folder was looked at, where that
+// folder came from, and how to name another.
+TEST(Datasets, MissingFolderSaysWhereTheDataGoes) {
+  const std::string missing = (std::filesystem::temp_directory_path() /
+                               ("statetune_no_datasets_" + std::to_string(::getpid()))).string();
+  auto message = [](const std::string& given) {
+    try {
+      DatasetOptions options;
+      options.datasets_dir = given;
+      load_examples("rte", Split::kTrain, options);
+    } catch (const std::invalid_argument& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  const std::string from_flag = message(missing);
+  EXPECT_NE(from_flag.find("no data sets at " + missing + "/glue (--datasets-dir)"), std::string::npos)
+      << from_flag;
+  EXPECT_NE(from_flag.find("STATETUNE_DATASETS_DIR"), std::string::npos) << from_flag;
+
+  const char* before = std::getenv("STATETUNE_DATASETS_DIR");
+  const std::string saved = before ? before : "";
+  ::setenv("STATETUNE_DATASETS_DIR", missing.c_str(), 1);
+  const std::string from_env = message("");
+  if (before) ::setenv("STATETUNE_DATASETS_DIR", saved.c_str(), 1); else ::unsetenv("STATETUNE_DATASETS_DIR");
+  EXPECT_NE(from_env.find(missing + "/glue (STATETUNE_DATASETS_DIR)"), std::string::npos) << from_env;
+  // An empty folder (a volume mounted without the data) is no better.
+  std::filesystem::create_directories(missing);
+  const std::string empty = message(missing);
+  std::filesystem::remove_all(missing);
+  EXPECT_NE(empty.find("no data sets at " + missing + "/glue (--datasets-dir)"), std::string::npos) << empty;
 }
 
 TEST(Datasets, GlueCountsLabelsAndPrompts) {

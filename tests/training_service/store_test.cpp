@@ -4,8 +4,11 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <fstream>
 
 #include "server/training/dataset_validator.h"
+#include "server/training/durable_file.h"
+#include "server/training/storage_error.h"
 #include "server/training/job_store.h"
 
 namespace statetune::training {
@@ -50,7 +53,7 @@ TEST(DatasetValidator, ReportsEveryProblemWithItsLine) {
 TEST(DatasetValidator, TokenLimitMinimumCountAndProblemCap) {
   ValidationOptions o;
   o.max_example_tokens = 5;
-  o.count_tokens = [](const std::string& s) { return static_cast<int64_t>(s.size()); };
+  o.count_tokens = [](std::string_view s, int64_t) { return static_cast<int64_t>(s.size()); };
   o.min_examples = 3;
   auto r = validate_jsonl(
       "{\"prompt\": \"ab\", \"completion\": \"c\"}\n{\"prompt\": \"abc\", \"completion\": "
@@ -70,7 +73,10 @@ TEST(DatasetValidator, TokenLimitMinimumCountAndProblemCap) {
   capped.max_problems = 10;
   r = validate_jsonl(many, capped);
   EXPECT_EQ(r.problems.size(), 10u);
-  EXPECT_TRUE(r.truncated);
+  EXPECT_EQ(r.total_problems, 50);
+  EXPECT_NE(r.summary(5).find("the data set has 50 problems: line 1: "), std::string::npos)
+      << r.summary(5);
+  EXPECT_NE(r.summary(5).find("; and 45 more"), std::string::npos) << r.summary(5);
 }
 
 TEST(DatasetValidator, Utf8) {
@@ -132,6 +138,30 @@ TEST_F(JobStoreTest, PersistsDatasetsJobsAndEventsAcrossReopen) {
   EXPECT_EQ(ev[1].payload["step"], 4);
   EXPECT_TRUE(s.delete_dataset("acme", "ds-1"));
   EXPECT_FALSE(s.delete_dataset("acme", "ds-1"));
+}
+
+TEST(DurableFile, WritesWholeFilesAndLeavesNothingWhenItFails) {
+  const fs::path dir = fs::temp_directory_path() / ("statetune_durable_" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  const fs::path cwd = fs::current_path();
+  fs::current_path(dir);
+  write_durably("relative.json", "{}");  // a name without a folder (--ready-file ready.json)
+  fs::current_path(cwd);
+  EXPECT_TRUE(fs::exists(dir / "relative.json"));
+  write_durably(dir / "sub" / "a.jsonl", "x\n");
+  EXPECT_EQ(fs::file_size(dir / "sub" / "a.jsonl"), 2u);
+  // The target is a folder: the rename fails, and the temporary file goes with it.
+  fs::create_directories(dir / "sub" / "taken" / "inside");
+  EXPECT_THROW(write_durably(dir / "sub" / "taken", "y"), StorageError);
+  EXPECT_FALSE(fs::exists(dir / "sub" / "taken.tmp"));
+
+  std::ofstream(dir / "sub" / "left.jsonl.tmp") << "half";
+  std::ofstream(dir / "left.json.tmp") << "half";
+  EXPECT_EQ(remove_temporary_files(dir), 2);
+  EXPECT_FALSE(fs::exists(dir / "sub" / "left.jsonl.tmp"));
+  EXPECT_TRUE(fs::exists(dir / "sub" / "a.jsonl"));
+  fs::remove_all(dir);
 }
 
 }  // namespace

@@ -9,6 +9,7 @@
 #include <stdexcept>
 #include <vector>
 
+#include "kernels/batch_indices.h"
 #include "kernels/ssm_kernels.h"
 #include "server/engine/util/safetensors.h"
 
@@ -281,22 +282,34 @@ void check_rows(const at::Tensor& rows, int64_t B, const StateCache& cache, cons
   if (!rows.defined() || rows.dim() != 1 || rows.size(0) != B || rows.scalar_type() != at::kLong) {
     throw std::invalid_argument(std::string(what) + ": rows must be [B] int64");
   }
+  // In range and unique (two batch rows on one cache row would race in the kernels). Rows already
+  // on the device were built there by the caller; the CUDA kernels skip out-of-range ones.
   if (rows.device().is_cpu()) {
     const at::Tensor rc = rows.contiguous();
-    const int64_t* r = rc.data_ptr<int64_t>();
-    for (int64_t b = 0; b < B; ++b) {
-      if (r[b] < 0 || r[b] >= cache.capacity()) {
-        throw std::invalid_argument(std::string(what) + ": cache row " + std::to_string(r[b]) +
-                                    " outside [0, " + std::to_string(cache.capacity()) + ")");
-      }
-    }
+    const std::string bad = kernels::describe_bad_rows(rc.data_ptr<int64_t>(), B, cache.capacity());
+    if (!bad.empty()) throw std::invalid_argument(std::string(what) + ": " + bad);
   }
 }
 
-at::Tensor slots_for(const at::Tensor& slots, int64_t B, at::Device device, const char* what) {
+// The slot count of the pool the adapters come from (0: no adapter tensor, no slot is read).
+int64_t pool_slots(const AdapterPoolView& adapters) {
+  for (const at::Tensor* t : {&adapters.state_offset, &adapters.output_offset, &adapters.initial_state}) {
+    if (t->defined()) return t->size(0);
+  }
+  return 0;
+}
+
+at::Tensor slots_for(const at::Tensor& slots, int64_t B, const AdapterPoolView& adapters,
+                     at::Device device, const char* what) {
   if (!slots.defined()) return slots;
   if (slots.dim() != 1 || slots.size(0) != B) {
     throw std::invalid_argument(std::string(what) + ": slots must be [B] int32");
+  }
+  const int64_t S = pool_slots(adapters);
+  if (slots.device().is_cpu() && S > 0) {  // a slot outside the pool reads another tenant's adapter
+    const at::Tensor sc = slots.to(at::kInt).contiguous();
+    const std::string bad = kernels::describe_bad_slots(sc.data_ptr<int32_t>(), B, S);
+    if (!bad.empty()) throw std::invalid_argument(std::string(what) + ": " + bad);
   }
   if (slots.scalar_type() == at::kInt && slots.device() == device) return slots;
   return slots.to(device, at::kInt);
@@ -343,7 +356,9 @@ at::Tensor MambaModel::prefill(const at::Tensor& tokens, const at::Tensor& lengt
   const bool bf16 = options_.dtype != at::kFloat;
   const at::Tensor tok = tokens.to(dev).reshape({T});
   const at::Tensor rows_dev = rows.to(dev);
-  const at::Tensor slot_dev = slots_for(slots, B, dev, "prefill");
+  const at::Tensor slot_dev = slots_for(slots, B, adapters, dev, "prefill");
+  // Validated above; on the device once per forward, not copied again by every layer's kernels.
+  const at::Tensor len_dev = len.to(dev);
 
   at::Tensor& hidden = fit(ws.hidden, {T, M}, fp32);
   if (bf16) {
@@ -359,7 +374,7 @@ at::Tensor MambaModel::prefill(const at::Tensor& tokens, const at::Tensor& lengt
     linear_out(fit(ws.z, {T, D}, compute), ws.normed, l.in_z, l.in_z_b);
     kernels::LayerCache lc{cache.conv.select(0, i), cache.ssm.select(0, i), rows_dev};
     at::Tensor xc = fit(ws.xc, {B, L, D}, compute);
-    kernels::causal_conv1d_prefill(ws.x.view({B, L, D}), l.conv_w, l.conv_b, len, lc, resume, xc);
+    kernels::causal_conv1d_prefill(ws.x.view({B, L, D}), l.conv_w, l.conv_b, len_dev, lc, resume, xc);
     const at::Tensor xc2 = xc.reshape({T, D});
     at::mm_out(fit(ws.dt, {T, R}, compute), xc2, l.x_dt.t());
     at::mm_out(fit(ws.Bm, {T, N}, compute), xc2, l.x_B.t());
@@ -367,7 +382,7 @@ at::Tensor MambaModel::prefill(const at::Tensor& tokens, const at::Tensor& lengt
     at::mm_out(fit(ws.delta, {T, D}, compute), ws.dt, l.dt_w.t());
     at::Tensor y = fit(ws.y, {B, L, D}, compute);
     kernels::selective_scan_prefill(xc, ws.delta.view({B, L, D}), l.dt_b, l.A, ws.Bm.view({B, L, N}),
-                                    ws.Cm.view({B, L, N}), l.Dskip, ws.z.view({B, L, D}), len,
+                                    ws.Cm.view({B, L, N}), l.Dskip, ws.z.view({B, L, D}), len_dev,
                                     adapters.layer(i, slot_dev), lc, resume, y);
     const at::Tensor y2 = y.reshape({T, D});
     if (bf16) {
@@ -428,7 +443,7 @@ at::Tensor MambaModel::decode(const at::Tensor& tokens, const at::Tensor& rows, 
   const bool bf16 = options_.dtype != at::kFloat;
   const at::Tensor tok = tokens.device() == dev ? tokens : tokens.to(dev);
   const at::Tensor rows_dev = rows.device() == dev ? rows : rows.to(dev);
-  const at::Tensor slot_dev = slots_for(slots, B, dev, "decode");
+  const at::Tensor slot_dev = slots_for(slots, B, adapters, dev, "decode");
 
   at::Tensor& hidden = fit(ws.hidden, {B, M}, fp32);
   if (bf16) {

@@ -1,6 +1,7 @@
 #include "server/engine/tasks/datasets.h"
 
 #include <cstdlib>
+#include <filesystem>
 #include <stdexcept>
 
 #include "server/engine/tasks/dataset_readers.h"
@@ -55,9 +56,25 @@ std::string default_datasets_dir() {
   return STATETUNE_DEFAULT_DATASETS_DIR;
 }
 
+std::string existing_datasets_dir(const std::string& given, const std::string& task_folder) {
+  const char* env = std::getenv("STATETUNE_DATASETS_DIR");
+  const std::string dir = given.empty() ? default_datasets_dir() : given;
+  const std::string checked = task_folder.empty() ? dir : dir + "/" + task_folder;
+  std::error_code ec;
+  if (std::filesystem::is_directory(checked, ec)) return dir;
+  const std::string from = !given.empty()                     ? "--datasets-dir"
+                           : (env != nullptr && *env != '\0') ? "STATETUNE_DATASETS_DIR"
+                                                              : "the default of this build";
+  throw std::invalid_argument("no data sets at " + checked + " (" + from +
+                              "): mount or copy the data sets there (glue/, samsum/, spider/, "
+                              "dart/) or name their folder with --datasets-dir or "
+                              "STATETUNE_DATASETS_DIR");
+}
+
 std::vector<Example> load_examples(std::string_view task, Split split, const DatasetOptions& options) {
   const std::string name = canonical_task_name(task);
-  const std::string dir = options.datasets_dir.empty() ? default_datasets_dir() : options.datasets_dir;
+  const std::string folder = is_glue_task(name) ? "glue" : name;
+  const std::string dir = existing_datasets_dir(options.datasets_dir, folder);
   if (is_glue_task(name)) return readers::load_glue(name, split, dir + "/glue");
   if (name == "samsum") return readers::load_samsum(split, dir + "/samsum");
   if (name == "spider") return readers::load_spider(split, dir + "/spider");

@@ -39,6 +39,12 @@ struct DatasetOptions {
 // STATETUNE_DATASETS_DIR if set, else shared/datasets beside the checkout (fixed at build time).
 std::string default_datasets_dir();
 
+// The folder the readers use for `given` (a --datasets-dir value; empty: default_datasets_dir()).
+// Throws std::invalid_argument when it (or its `task_folder`, e.g. "glue") is not a folder, naming
+// it and where it came from (flag, STATETUNE_DATASETS_DIR or the build's default), so that a
+// container without the data sets mounted says where they go.
+std::string existing_datasets_dir(const std::string& given, const std::string& task_folder = "");
+
 // Splits: GLUE train / validation (the official dev set; GLUE's test labels are not public); SAMSum
 // train / validation / test; Spider train / validation (dev.json); DART train / validation (the dev json,
 // split by triple set with `seed`; train has one example per reference) and test (the xml file).

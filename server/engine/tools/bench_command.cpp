@@ -18,6 +18,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "kernels/cpu_level.h"
 #include "server/engine/adapters/adapter.h"
 #include "server/engine/adapters/adapter_pool.h"
 #include "server/engine/model/mamba_model.h"
@@ -106,12 +107,7 @@ int run_bench(CliArgs& args) {
   if (train_rounds < 0) throw UsageError("--train-rounds must be >= 0");
   if (methods.empty()) throw UsageError("--methods is empty");
   if (seed < 0) throw UsageError("--seed must be >= 0");
-  at::Device device(at::kCPU);
-  try {
-    device = at::Device(device_name);
-  } catch (const std::exception&) {
-    throw UsageError("--device expects cpu or cuda[:i], got '" + device_name + "'");
-  }
+  const at::Device device = parse_device(device_name);
   engine::MambaConfig shape;
   if (model_dir.empty()) {
     shape = config_from_shape(d_model, n_layer, vocab, d_state, expand, d_conv, dt_rank);
@@ -260,6 +256,7 @@ int run_bench(CliArgs& args) {
   std::printf("  compute  %s on %s, %d threads (model %s in %.1f s, loaded in %.1f s)\n",
               c10::toString(dtype), device.str().c_str(), threads,
               model_dir.empty() ? "written" : "given", init_s, load_s);
+  std::printf("  kernels  CPU %s\n", kernels::cpu::active_cpu_level().describe().c_str());
   std::printf("  batch    %lld rows, prompt %lld tokens, %lld decode steps/round, %lld rounds "
               "(+1 warm-up), order %s\n",
               static_cast<long long>(batch), static_cast<long long>(prompt_len),
@@ -295,6 +292,7 @@ int run_bench(CliArgs& args) {
         {"dtype", c10::toString(dtype)},
         {"device", device.str()},
         {"threads", threads},
+        {"cpu_kernels", kernels::cpu::active_cpu_level().describe()},
         {"batch", batch},
         {"prompt_len", prompt_len},
         {"decode_steps", steps},

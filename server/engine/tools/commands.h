@@ -39,6 +39,9 @@ int apply_threads(CliArgs& args);
 at::ScalarType parse_dtype(const std::string& flag, const std::string& value,
                            const std::string& allowed);
 
+// "cpu" | "cuda" | "cuda:i" -> device. Throws UsageError naming --device.
+at::Device parse_device(const std::string& value);
+
 // A model config from the init-model / bench shape flags (HF dialect through MambaConfig::from_json,
 // so vocab padding and dt_rank "auto" follow the loader's rules).
 engine::MambaConfig config_from_shape(int64_t d_model, int64_t n_layer, int64_t vocab,

@@ -51,9 +51,11 @@ void bind_adapter(const std::string& file, const engine::MambaModel& model, Boun
   out.slots = at::full({1}, out.lease.slot(), at::TensorOptions().dtype(at::kInt).device(model.device()));
 }
 
-std::unique_ptr<engine::MambaModel> load_model(const std::string& dir, at::ScalarType dtype) {
+std::unique_ptr<engine::MambaModel> load_model(const std::string& dir, at::ScalarType dtype,
+                                               at::Device device = at::kCPU) {
   engine::LoadOptions options;
   options.dtype = dtype;
+  options.device = device;
   return engine::MambaModel::load(dir, options);
 }
 
@@ -81,6 +83,7 @@ int run_logits(CliArgs& args) {
   const bool all_positions = args.boolean("all-positions");
   const fs::path out = args.required("out");
   const at::ScalarType dtype = parse_dtype("dtype", args.str("dtype", "f32"), "f32|bf16");
+  const at::Device device = parse_device(args.str("device", "cpu"));
   apply_threads(args);
   args.finish();
   if (tokens_flag.empty() == prompt.empty()) {
@@ -97,7 +100,7 @@ int run_logits(CliArgs& args) {
     if (ids.empty()) throw UsageError("--prompt encodes to no tokens");
   }
 
-  auto model = load_model(model_dir, dtype);
+  auto model = load_model(model_dir, dtype, device);
   check_ids(ids, model->config());
   BoundAdapter adapter;
   bind_adapter(adapter_file, *model, adapter);

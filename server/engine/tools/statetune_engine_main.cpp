@@ -25,13 +25,15 @@ struct Command {
 const std::map<std::string, Command>& commands() {
   static const std::map<std::string, Command> table = {
       {"convert-dataset",
-       {run_convert_dataset, "write a shared/datasets task split as prompt/completion JSONL",
+       {run_convert_dataset, "write a data set task split (GLUE, SAMSum, ...) as prompt/completion JSONL",
         R"(statetune-engine convert-dataset --dataset NAME --out FILE.jsonl [--split S] [...]
 Writes {"prompt": ..., "completion": ...} lines (the format of `train --data` and of the training
-service's dataset upload) from a real data set under ../shared/datasets, with the experiments'
-prompt templates. Tasks: cola mrpc rte sst2 mnli qnli qqp samsum spider dart.
+service's dataset upload) from a real data set (its folder holds glue/, samsum/, spider/, dart/),
+with the experiments' prompt templates. Tasks: cola mrpc rte sst2 mnli qnli qqp samsum spider dart.
   --split train|validation|test (default train)   --max-examples N (default all)
-  --datasets-dir DIR (default: STATETUNE_DATASETS_DIR or ../shared/datasets)
+  --datasets-dir DIR (default: $STATETUNE_DATASETS_DIR; without it, shared/datasets beside the
+                      checkout the binary was built from; the container image sets
+                      STATETUNE_DATASETS_DIR=/var/lib/statetune/datasets: mount them there)
   --seed S               DART's train/validation split of its dev file (default 42)
 )"}},
       {"init-model",
@@ -79,6 +81,7 @@ Runs one prefill and writes float32 logits: the last position [V], or every posi
   --all-positions    write [L, V] instead of [V]
   --out FILE         raw little-endian float32 output
   --dtype T          compute dtype f32|bf16 (default f32)
+  --device D         cpu or cuda[:i] (default cpu)
   --threads N        compute threads (default: hardware cores)
 )"}},
       {"generate",
@@ -188,6 +191,14 @@ int apply_threads(CliArgs& args) {
   if (n < 1 || n > 1024) throw UsageError("--threads expects 1..1024, got " + std::to_string(n));
   at::set_num_threads(static_cast<int>(n));
   return static_cast<int>(n);
+}
+
+at::Device parse_device(const std::string& value) {
+  try {
+    return at::Device(value);
+  } catch (const std::exception&) {
+    throw UsageError("--device expects cpu or cuda[:i], got '" + value + "'");
+  }
 }
 
 at::ScalarType parse_dtype(const std::string& flag, const std::string& value,

@@ -153,7 +153,9 @@ at::Tensor TrainableMamba::hidden(const at::Tensor& tokens, const at::Tensor& le
   check(adapter.initial_state, {config_.n_layer, D, N}, "initial_state");
 
   const at::Tensor tok = tokens.to(device_).reshape({T});
-  const at::Tensor len_cpu = lengths.contiguous();
+  // On the device once per forward, not per kernel call (each layer's conv and scan, forward and
+  // backward, would otherwise copy it again).
+  const at::Tensor len_dev = lengths.contiguous().to(device_);
   // LibTorch 1.13's custom autograd Functions reject undefined tensor inputs (VariableInfo asks them
   // for a device), so the optional inputs of the scan and the conv get explicit neutral values: every
   // row on slot 0, zero adapters (a zero state_offset / output_offset adds nothing, a zero initial
@@ -169,7 +171,7 @@ at::Tensor TrainableMamba::hidden(const at::Tensor& tokens, const at::Tensor& le
     const at::Tensor normed = rmsnorm(h, l.norm, config_.norm_eps, dtype_);
     const at::Tensor x = linear(normed, l.in_x, l.in_x_b).view({B, L, D});
     const at::Tensor z = linear(normed, l.in_z, l.in_z_b).view({B, L, D});
-    const at::Tensor xc = causal_conv1d(x, l.conv_w, l.conv_b.defined() ? l.conv_b : zero_bias, len_cpu);  // [B, L, D]
+    const at::Tensor xc = causal_conv1d(x, l.conv_w, l.conv_b.defined() ? l.conv_b : zero_bias, len_dev);  // [B, L, D]
     const at::Tensor xc2 = xc.reshape({T, D});
     const at::Tensor dt = at::mm(xc2, l.x_dt.t());
     const at::Tensor Bm = at::mm(xc2, l.x_B.t()).view({B, L, N});
@@ -182,7 +184,7 @@ at::Tensor TrainableMamba::hidden(const at::Tensor& tokens, const at::Tensor& le
     ad.initial_state = adapter.initial_state.defined() ? one_slot(adapter.initial_state, i) : zero_dn;
     ScanAutogradOptions so;
     so.chunk = scan_chunk_;
-    const at::Tensor y = selective_scan(xc, delta, l.dt_b, l.A, Bm, Cm, l.Dskip, z, len_cpu, ad, so);
+    const at::Tensor y = selective_scan(xc, delta, l.dt_b, l.A, Bm, Cm, l.Dskip, z, len_dev, ad, so);
     at::Tensor o = linear(y.reshape({T, D}), l.out_w, l.out_b);
     h = h + (o.scalar_type() == at::kFloat ? o : o.to(at::kFloat));
   }
