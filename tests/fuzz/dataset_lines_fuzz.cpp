@@ -10,11 +10,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   statetune::training::ValidationOptions options;
   options.max_problems = 8;
   options.max_example_tokens = 64;
+  options.max_token_bytes = 16;
   // A stand-in for the tokenizer (tokenizer_fuzz covers it): one token per 4 bytes.
-  options.count_tokens = [](const std::string& s) { return static_cast<int64_t>(s.size() / 4 + 1); };
+  options.count_tokens = [](std::string_view s, int64_t) { return static_cast<int64_t>(s.size() / 4 + 1); };
   try {
     const auto report = statetune::training::validate_jsonl(text, options);
-    FUZZ_CHECK(report.problems.size() <= static_cast<size_t>(options.max_problems) + 1);
+    FUZZ_CHECK(report.problems.size() <= static_cast<size_t>(options.max_problems));
+    FUZZ_CHECK(report.total_problems >= static_cast<int64_t>(report.problems.size()));
     for (const auto& e : report.examples) {
       // Accepted examples are what the validator promises: non-empty UTF-8 within the limit.
       FUZZ_CHECK(!e.prompt.empty() && !e.completion.empty());
