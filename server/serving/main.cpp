@@ -40,6 +40,11 @@ int main(int argc, char** argv) {
   flags.add("max-rpc-threads", "0", "gRPC handler threads (0: max-batch + queue-size + max-concurrent-uploads + 32)");
   flags.add("adapter-pool-bytes", "256MiB", "device memory for resident adapters (LRU beyond it)");
   flags.add("adapter-slots", "0", "cap on resident adapters (0: as many as --adapter-pool-bytes holds)");
+  flags.add("tenant-adapter-bytes", "1GiB", "most adapter bytes (every version) one tenant may store");
+  flags.add("tenant-adapters", "256", "most adapters one tenant may store");
+  flags.add("adapter-versions", "64", "most versions kept per adapter (the current one included)");
+  flags.add_bool("prune-adapter-versions", false,
+                 "at --adapter-versions, delete the oldest non-current version instead of refusing the upload");
   flags.add("drain-seconds", "30", "on SIGTERM: how long running requests may finish before being cancelled");
   flags.add("ready-file", "", "write {port, metrics_port, pid} as JSON here once listening");
   flags.add("log-format", "text", "text | json");
@@ -74,11 +79,18 @@ int main(int argc, char** argv) {
     o.max_rpc_threads = flags.integer("max-rpc-threads");
     o.adapter_pool_bytes = flags.bytes("adapter-pool-bytes");
     o.adapter_slots = flags.integer("adapter-slots");
+    o.tenant_adapter_bytes = flags.bytes("tenant-adapter-bytes");
+    o.tenant_adapters = flags.integer("tenant-adapters");
+    o.adapter_versions = flags.integer("adapter-versions");
+    o.prune_adapter_versions = flags.boolean("prune-adapter-versions");
     o.drain_timeout = std::chrono::milliseconds(static_cast<int64_t>(flags.number("drain-seconds") * 1000));
     o.ready_file = flags.str("ready-file");
     if (o.max_batch < 1 || o.queue_size < 0 || o.max_prompt_tokens < 1 || o.max_new_tokens < 1) {
       throw std::invalid_argument("--max-batch, --max-prompt-tokens and --max-new-tokens must be >= 1, "
                                   "--queue-size >= 0");
+    }
+    if (o.tenant_adapter_bytes < 1 || o.tenant_adapters < 1 || o.adapter_versions < 1) {
+      throw std::invalid_argument("--tenant-adapter-bytes, --tenant-adapters and --adapter-versions must be >= 1");
     }
     if (o.max_uploads < 1 || o.max_uploads_per_tenant < 1 || o.upload_idle_timeout.count() <= 0 ||
         o.max_rpc_threads < 0) {

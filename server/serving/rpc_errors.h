@@ -19,6 +19,7 @@ inline constexpr size_t kMaxStatusMessageBytes = 1024;
 
 // The status for an exception a handler let escape:
 //   engine::AdapterNotFound                          NOT_FOUND
+//   engine::AdapterQuotaExceeded                     RESOURCE_EXHAUSTED
 //   engine::QueueFull                                RESOURCE_EXHAUSTED
 //   engine::NotAccepting                             UNAVAILABLE
 //   std::invalid_argument (bad names, versions, uploads, UTF-8, JSON)   INVALID_ARGUMENT

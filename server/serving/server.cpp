@@ -535,7 +535,8 @@ class AdaptersService final : public v1::Adapters::Service {
     const auto received = Clock::now();
     const auto previous = b->store->get(tenant, header.name());
     engine::Adapter adapter;
-    // A rejected file throws std::invalid_argument (INVALID_ARGUMENT); RpcRunner maps it.
+    // A rejected file throws std::invalid_argument (INVALID_ARGUMENT), a quota AdapterQuotaExceeded
+    // (RESOURCE_EXHAUSTED); RpcRunner maps them.
     const std::string version = b->store->put(tenant, header.name(), data, &adapter);
     const auto stored = Clock::now();
     // New requests resolve the new key; the old version's slot is freed once its last lease ends
@@ -719,7 +720,12 @@ void ServingServer::load() {
   b->model = engine::MambaModel::load(o.model_dir, lo);
   const fs::path tok = o.tokenizer_path.empty() ? o.model_dir / "tokenizer.json" : o.tokenizer_path;
   b->tokenizer.emplace(engine::Tokenizer::from_file(tok.string()));
-  b->store = std::make_unique<engine::AdapterStore>(o.adapters_dir, b->model->fingerprint());
+  engine::AdapterQuota quota;
+  quota.tenant_bytes = o.tenant_adapter_bytes;
+  quota.tenant_adapters = o.tenant_adapters;
+  quota.versions_per_adapter = o.adapter_versions;
+  quota.prune_old_versions = o.prune_adapter_versions;
+  b->store = std::make_unique<engine::AdapterStore>(o.adapters_dir, b->model->fingerprint(), quota);
   engine::AdapterPoolOptions po;
   po.device = lo.device;
   po.budget_bytes = o.adapter_pool_bytes;

@@ -39,6 +39,11 @@ struct ServerOptions {
   int64_t max_rpc_threads = 0;  // gRPC handler threads; 0: max_batch + queue_size + max_uploads + 32
   int64_t adapter_pool_bytes = int64_t{256} << 20;
   int64_t adapter_slots = 0;  // 0: as many as the budget holds
+  // Per-tenant adapter store quotas (engine::AdapterQuota); an upload past one is RESOURCE_EXHAUSTED.
+  int64_t tenant_adapter_bytes = int64_t{1} << 30;
+  int64_t tenant_adapters = 256;
+  int64_t adapter_versions = 64;        // versions kept per adapter
+  bool prune_adapter_versions = false;  // at adapter_versions: drop the oldest instead of refusing
   std::chrono::milliseconds drain_timeout{30000};
   std::filesystem::path ready_file;  // written (JSON: ports, pid) once listening
 };

@@ -15,55 +15,9 @@ namespace {
 
 namespace fs = std::filesystem;
 using testing::fresh_dir;
+using testing::RawFile;
 using testing::tiny_config;
 using testing::tiny_fingerprint;
-
-// A safetensors file taken apart into its tensors, so tests can damage one thing and put it back
-// together (the layout is the public format: u64 header size, JSON header, packed data).
-struct RawFile {
-  struct Entry {
-    std::string dtype;
-    std::vector<int64_t> shape;
-    std::string bytes;
-  };
-  nlohmann::json metadata;
-  std::map<std::string, Entry> tensors;
-
-  static RawFile parse(const std::string& file) {
-    uint64_t n = 0;
-    std::memcpy(&n, file.data(), 8);
-    const auto header = nlohmann::json::parse(file.substr(8, n));
-    const std::string data = file.substr(8 + n);
-    RawFile out;
-    for (const auto& [name, v] : header.items()) {
-      if (name == "__metadata__") {
-        out.metadata = v;
-        continue;
-      }
-      const auto begin = v.at("data_offsets")[0].get<size_t>();
-      const auto end = v.at("data_offsets")[1].get<size_t>();
-      out.tensors[name] = {v.at("dtype"), v.at("shape").get<std::vector<int64_t>>(),
-                           data.substr(begin, end - begin)};
-    }
-    return out;
-  }
-
-  std::string serialize() const {
-    nlohmann::json header;
-    header["__metadata__"] = metadata;
-    std::string data;
-    for (const auto& [name, e] : tensors) {
-      header[name] = {{"dtype", e.dtype}, {"shape", e.shape}, {"data_offsets", {data.size(), data.size() + e.bytes.size()}}};
-      data += e.bytes;
-    }
-    std::string h = header.dump();
-    while (h.size() % 8 != 0) h += ' ';
-    const uint64_t n = h.size();
-    std::string out(8, '\0');
-    std::memcpy(out.data(), &n, 8);
-    return out + h + data;
-  }
-};
 
 Adapter sample_adapter(const std::vector<std::string>& methods, uint64_t seed = 7) {
   Adapter a = random_adapter(tiny_config(), tiny_fingerprint(), methods, seed, 0.5);
@@ -254,6 +208,19 @@ TEST_F(CorruptAdapterFile, BadBaseMetadataIsRefused) {
   r = raw_;
   r.metadata.erase("base");
   expect_mentions(load_error(r.serialize()), "base");
+}
+
+TEST_F(CorruptAdapterFile, DeeplyNestedMetadataIsRefusedWithoutRecursing) {
+  // 100,000 levels overflow the stack of anything that recurses per level (parse, copy, dump);
+  // `base` gets 10,000, which still fits its size limit, so that the depth check is what refuses it.
+  for (const auto& [key, depth] : std::map<std::string, size_t>{{"extra", 100000}, {"base", 10000}}) {
+    RawFile r = raw_;
+    r.metadata[key] = std::string(depth, '[') + std::string(depth, ']');
+    const std::string msg = load_error(r.serialize());
+    expect_mentions(msg, "'" + key + "'");
+    expect_mentions(msg, "nests deeper");
+    EXPECT_LT(msg.size(), 1000u) << "the error echoes the input";
+  }
 }
 
 TEST(AdapterCompatibility, AnotherBaseModelIsRefusedSayingWhatDiffers) {

@@ -4,9 +4,14 @@
 #include <ATen/ATen.h>
 #include <unistd.h>
 
+#include <nlohmann/json.hpp>
+
 #include <atomic>
+#include <cstring>
 #include <filesystem>
+#include <map>
 #include <string>
+#include <vector>
 
 #include "server/engine/adapters/adapter.h"
 #include "server/engine/model/model_config.h"
@@ -63,5 +68,52 @@ inline std::filesystem::path fresh_dir(const std::string& name) {
   std::filesystem::create_directories(dir);
   return dir;
 }
+
+// A safetensors file taken apart into its tensors, so tests can damage one thing and put it back
+// together (the layout is the public format: u64 header size, JSON header, packed data).
+struct RawFile {
+  struct Entry {
+    std::string dtype;
+    std::vector<int64_t> shape;
+    std::string bytes;
+  };
+  nlohmann::json metadata;
+  std::map<std::string, Entry> tensors;
+
+  static RawFile parse(const std::string& file) {
+    uint64_t n = 0;
+    std::memcpy(&n, file.data(), 8);
+    const auto header = nlohmann::json::parse(file.substr(8, n));
+    const std::string data = file.substr(8 + n);
+    RawFile out;
+    for (const auto& [name, v] : header.items()) {
+      if (name == "__metadata__") {
+        out.metadata = v;
+        continue;
+      }
+      const auto begin = v.at("data_offsets")[0].get<size_t>();
+      const auto end = v.at("data_offsets")[1].get<size_t>();
+      out.tensors[name] = {v.at("dtype"), v.at("shape").get<std::vector<int64_t>>(),
+                           data.substr(begin, end - begin)};
+    }
+    return out;
+  }
+
+  std::string serialize() const {
+    nlohmann::json header;
+    header["__metadata__"] = metadata;
+    std::string data;
+    for (const auto& [name, e] : tensors) {
+      header[name] = {{"dtype", e.dtype}, {"shape", e.shape}, {"data_offsets", {data.size(), data.size() + e.bytes.size()}}};
+      data += e.bytes;
+    }
+    std::string h = header.dump();
+    while (h.size() % 8 != 0) h += ' ';
+    const uint64_t n = h.size();
+    std::string out(8, '\0');
+    std::memcpy(out.data(), &n, 8);
+    return out + h + data;
+  }
+};
 
 }  // namespace statetune::engine::testing

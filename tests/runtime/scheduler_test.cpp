@@ -3,6 +3,7 @@
 // cancellation, stop requests, pool pressure and drain behave as documented.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -46,6 +47,13 @@ struct Outcome {
   void wait() {
     std::unique_lock<std::mutex> lock(mu);
     ASSERT_TRUE(cv.wait_for(lock, std::chrono::seconds(60), [&] { return done; })) << "request never finished";
+  }
+  // Until at least n tokens arrived (the request may have finished since); false after 60 s, so a
+  // test that waits on a stuck engine fails instead of hanging.
+  bool wait_tokens(size_t n) {
+    std::unique_lock<std::mutex> lock(mu);
+    return cv.wait_for(lock, std::chrono::seconds(60), [&] { return tokens.size() >= n || done; }) &&
+           tokens.size() >= n;
   }
   size_t count() {
     std::lock_guard<std::mutex> lock(mu);
@@ -122,6 +130,7 @@ class SchedulerTest : public ::testing::Test {
     r.on_token = [&out](int64_t t) {
       std::lock_guard<std::mutex> lock(out.mu);
       out.tokens.push_back(t);
+      out.cv.notify_all();
       return true;
     };
     r.on_finish = [&out](const GenerationResult& res) {
@@ -195,7 +204,7 @@ TEST_F(SchedulerTest, LateArrivalsJoinTheRunningBatch) {
   Outcome first, second;
   const auto p1 = prompt_of(50, 5), p2 = prompt_of(51, 9);
   s.submit(request(p1, 0, 200, first, 31));
-  while (first.count() < 3) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  ASSERT_TRUE(first.wait_tokens(3)) << "the first request never produced 3 tokens";
   s.submit(request(p2, 1, 10, second, 32));
   second.wait();
   first.wait();
@@ -204,7 +213,7 @@ TEST_F(SchedulerTest, LateArrivalsJoinTheRunningBatch) {
   EXPECT_EQ(first.tokens, reference(p1, 0, 200, 31));
 }
 
-TEST_F(SchedulerTest, StopRequestFromTheCallbackAndEndOfSequence) {
+TEST_F(SchedulerTest, StopRequestFromTheCallback) {
   AdapterPool pool = make_pool(1);
   Scheduler s(*model_, pool, SchedulerOptions{});
   Outcome o;
@@ -219,18 +228,61 @@ TEST_F(SchedulerTest, StopRequestFromTheCallbackAndEndOfSequence) {
   EXPECT_EQ(o.result.reason, FinishReason::kStop);
   EXPECT_EQ(o.tokens.size(), 3u);
   EXPECT_EQ(o.result.completion_tokens, 3);
+}
 
-  // With the first greedy token declared end-of-sequence the request stops before emitting anything.
+// End-of-sequence on a model whose eos_token_id is a token it really generates: the same random weights
+// with the config naming (a) the first greedy token, (b) a token the seeded sampler draws mid-sequence.
+// The fingerprint covers the weights, not the eos id, so the same adapters fit both.
+TEST_F(SchedulerTest, EndOfSequenceStopsTheRequestUnlessStopAtEosIsOff) {
   const auto p = prompt_of(4, 4);
-  const int64_t first_token = reference(p, -1, 1)[0];
-  if (first_token == model_->config().eos_token_id) {
-    Outcome e;
-    auto q = request(p, -1, 50, e);
+  const uint64_t seed = 4242;
+  const std::vector<int64_t> sampled = reference(p, 0, 24, seed);
+  // The first token that did not appear before it, past the start: stopping there is visible.
+  size_t k = 1;
+  while (k < sampled.size() &&
+         std::find(sampled.begin(), sampled.begin() + static_cast<std::ptrdiff_t>(k), sampled[k]) !=
+             sampled.begin() + static_cast<std::ptrdiff_t>(k)) {
+    ++k;
+  }
+  ASSERT_LT(k, sampled.size()) << "the sampled sequence repeats one token; pick another seed";
+  const int64_t greedy_first = reference(p, -1, 1)[0];
+
+  struct Case {
+    int64_t eos;
+    int adapter;
+    uint64_t seed;
+    std::vector<int64_t> full;  // what the request gives with stop_at_eos off
+    size_t stop_at;             // tokens emitted before the end-of-sequence token
+  };
+  const std::vector<Case> cases = {{greedy_first, -1, 0, reference(p, -1, 24), 0}, {sampled[k], 0, seed, sampled, k}};
+  for (const Case& c : cases) {
+    SCOPED_TRACE("eos " + std::to_string(c.eos) + ", stop after " + std::to_string(c.stop_at) + " tokens");
+    MambaConfig config = tiny();
+    config.eos_token_id = c.eos;
+    const fs::path dir = *dir_ / ("eos-" + std::to_string(c.eos));
+    write_random_checkpoint(dir, config, 1234);  // the suite model's weights
+    auto model = MambaModel::load(dir, LoadOptions{});
+    ASSERT_EQ(model->fingerprint().weights_sha256, model_->fingerprint().weights_sha256);
+    AdapterPoolOptions po;
+    po.max_slots = 2;
+    AdapterPool pool(model->fingerprint(), po);
+    Scheduler s(*model, pool, SchedulerOptions{});
+    Outcome stopped, kept;
+    auto q = request(p, c.adapter, 24, stopped, c.seed);
     q.stop_at_eos = true;
     s.submit(std::move(q));
-    e.wait();
-    EXPECT_EQ(e.result.reason, FinishReason::kStop);
-    EXPECT_TRUE(e.tokens.empty());
+    stopped.wait();
+    EXPECT_EQ(stopped.result.reason, FinishReason::kStop);
+    EXPECT_EQ(stopped.tokens, std::vector<int64_t>(c.full.begin(), c.full.begin() + static_cast<std::ptrdiff_t>(c.stop_at)));
+    EXPECT_EQ(stopped.result.completion_tokens, static_cast<int64_t>(c.stop_at)) << "the end-of-sequence token is not counted";
+    // stop_at_eos off: the end-of-sequence token is an ordinary token and the request runs to its length.
+    auto r = request(p, c.adapter, 24, kept, c.seed);
+    r.stop_at_eos = false;
+    s.submit(std::move(r));
+    kept.wait();
+    EXPECT_EQ(kept.result.reason, FinishReason::kLength);
+    EXPECT_EQ(kept.tokens, c.full);
+    EXPECT_EQ(kept.tokens[c.stop_at], c.eos);
   }
 }
 
@@ -271,11 +323,12 @@ TEST_F(SchedulerTest, CancellationFreesTheRowAtOnce) {
   Scheduler s(*model_, pool, so);
   Outcome o;
   auto handle = s.submit(request(prompt_of(5, 4), 0, 1000000, o));
-  while (o.count() < 2) std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  const auto t0 = std::chrono::steady_clock::now();
+  ASSERT_TRUE(o.wait_tokens(2)) << "the request never produced 2 tokens";
+  const size_t before_cancel = o.count();
   handle->cancel();
   o.wait();
-  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), 1.0);
+  // At once = at the engine's next step: at most the token of the step already under way follows.
+  EXPECT_LE(o.count(), before_cancel + 1);
   EXPECT_EQ(o.result.reason, FinishReason::kCancelled);
   EXPECT_EQ(pool.stats().pinned, 0);
   // The single row is free again: the next request runs.
@@ -294,7 +347,7 @@ TEST_F(SchedulerTest, FullQueueIsRefusedAndCancelledWaitersLeave) {
   Scheduler s(*model_, pool, so);
   Outcome running, w1, w2, w3;
   auto h0 = s.submit(request(prompt_of(7, 4), -1, 1000000, running));
-  while (running.count() < 1) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  ASSERT_TRUE(running.wait_tokens(1)) << "the running request never produced a token";
   auto h1 = s.submit(request(prompt_of(8, 4), -1, 5, w1));
   auto h2 = s.submit(request(prompt_of(9, 4), -1, 5, w2));
   EXPECT_EQ(s.counts().waiting, 2);
@@ -472,7 +525,7 @@ TEST_F(SchedulerTest, DrainFinishesWorkThenRefusesAndCancelsAtTheDeadline) {
     Scheduler s(*model_, pool, SchedulerOptions{});
     Outcome endless;
     s.submit(request(prompt_of(23, 4), -1, 100000000, endless));
-    while (endless.count() < 1) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    ASSERT_TRUE(endless.wait_tokens(1)) << "the request never produced a token";
     EXPECT_EQ(s.drain(Clock::now() + std::chrono::milliseconds(50)), 1);
     endless.wait();
     EXPECT_EQ(endless.result.reason, FinishReason::kCancelled);

@@ -9,7 +9,10 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
+#include <memory>
+#include <mutex>
 #include <cstdlib>
 #include <chrono>
 #include <filesystem>
@@ -23,7 +26,10 @@
 #include "client/statetune_client.h"
 #include "tests/support/loopback_http.h"
 #include "tests/support/serving_fixture.h"
+#include "tests/support/shell.h"
+#include "server/engine/text/tokenizer.h"
 #include "server/engine/util/sha256.h"
+#include "tests/adapters/test_fixtures.h"
 
 namespace statetune::serving {
 namespace {
@@ -41,30 +47,78 @@ using test_support::metric_value;
 using test_support::slurp;
 using ServerProcess = test_support::ServingProcess;
 
+// Polls `done` every 10 ms until it holds or `timeout` passes; returns whether it held.
+template <typename Pred>
+bool wait_until(Pred done, std::chrono::seconds timeout = std::chrono::seconds(60)) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (!done()) {
+    if (std::chrono::steady_clock::now() >= deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return true;
+}
+
+// Every test runs against its own statetune-serve with its own adapter store, so that each passes
+// alone and in any order; the model, the adapter files and the tenants file are shared inputs that
+// no test changes.
 class ServingTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    work_ = new fs::path(fs::temp_directory_path() / ("statetune_serving_" + std::to_string(::getpid())));
-    adapter_files_ = test_support::write_serving_files(*work_, 4);
-    server_ = new ServerProcess();
-    server_->start(*work_, flags());
+    suite_ = new fs::path(fs::temp_directory_path() / ("statetune_serving_" + std::to_string(::getpid())));
+    fs::remove_all(*suite_);
+    adapter_files_ = test_support::write_serving_files(*suite_, 4);  // model/, adapterN.safetensors, tenants.json
   }
   static void TearDownTestSuite() {
-    delete server_;
-    fs::remove_all(*work_);
-    delete work_;
+    fs::remove_all(*suite_);
+    delete suite_;
+    adapter_files_.clear();
   }
-  static std::vector<std::string> flags() {
-    return {"--model", (*work_ / "model").string(),
-            "--tokenizer", std::string(STATETUNE_SHARED_DIR) + "/models/gpt-neox-20b-tokenizer.json",
-            "--adapters-dir", (*work_ / "adapters").string(), "--tenants-file", (*work_ / "tenants.json").string(),
-            "--max-batch", "8", "--queue-size", "2", "--max-new-tokens", "100000", "--max-prompt-tokens", "64",
-            "--max-request-bytes", "64KiB", "--max-upload-bytes", "4MiB", "--adapter-slots", "3",
-            "--drain-seconds", "2"};
+  void SetUp() override {
+    work_ = *suite_ / ::testing::UnitTest::GetInstance()->current_test_info()->name();
+    fs::create_directories(work_);
+    server_ = std::make_unique<ServerProcess>();
+    ASSERT_NO_FATAL_FAILURE(server_->start(work_, flags()));
+  }
+  void TearDown() override {
+    server_.reset();
+    fs::remove_all(work_);
   }
 
-  static Client acme() { return Client(server_->options(kAcmeKey)); }
-  static Client beta() { return Client(server_->options(kBetaKey)); }
+  static fs::path model_dir() { return *suite_ / "model"; }
+  static fs::path adapter_path(int i) { return *suite_ / ("adapter" + std::to_string(i) + ".safetensors"); }
+  static std::string tokenizer_path() {
+    return std::string(STATETUNE_SHARED_DIR) + "/models/gpt-neox-20b-tokenizer.json";
+  }
+  std::vector<std::string> flags(const fs::path& model = {}) const {
+    return {"--model", (model.empty() ? model_dir() : model).string(), "--tokenizer", tokenizer_path(),
+            "--adapters-dir", (work_ / "adapters").string(), "--tenants-file", (*suite_ / "tenants.json").string(),
+            "--max-batch", "8", "--queue-size", "2", "--max-new-tokens", "100000", "--max-prompt-tokens", "64",
+            "--max-request-bytes", "64KiB", "--max-upload-bytes", "4MiB", "--adapter-slots", "3",
+            "--adapter-versions", "6", "--drain-seconds", "2"};
+  }
+
+  Client acme() const { return Client(server_->options(kAcmeKey)); }
+  Client beta() const { return Client(server_->options(kBetaKey)); }
+  std::string metrics() const { return http_get(server_->metrics_port(), "/metrics"); }
+
+  // A /metrics scrape that shows the adapter pool as it is now. The server copies the pool's counters
+  // into the metrics every 250 ms, in the same pass that sets statetune_requests_running: a base-model
+  // request held open until a scrape shows it running, then released until a scrape shows nothing
+  // running, brackets a full copy made after this call began.
+  std::string settled_metrics() {
+    std::atomic<bool> release{false};
+    std::thread probe([&] {
+      Client own = acme();
+      own.generate(request("", 100000, 1), [&](const v1::TokenChunk&) { return !release.load(); });
+    });
+    std::string m;
+    const bool seen_running = wait_until([&] { return metric_value(m = metrics(), "statetune_requests_running") >= 1; });
+    release = true;
+    probe.join();
+    EXPECT_TRUE(seen_running) << "the probe request never showed as running:\n" << m;
+    EXPECT_TRUE(wait_until([&] { return metric_value(m = metrics(), "statetune_requests_running") == 0; })) << m;
+    return m;
+  }
 
   static void upload(Client& c, const std::string& name, int file, v1::AdapterInfo* info = nullptr) {
     v1::AdapterInfo scratch;
@@ -87,12 +141,12 @@ class ServingTest : public ::testing::Test {
     return r;
   }
 
-  static fs::path* work_;
-  static ServerProcess* server_;
+  static fs::path* suite_;
   static std::vector<std::string> adapter_files_;
+  fs::path work_;
+  std::unique_ptr<ServerProcess> server_;
 };
-fs::path* ServingTest::work_ = nullptr;
-ServerProcess* ServingTest::server_ = nullptr;
+fs::path* ServingTest::suite_ = nullptr;
 std::vector<std::string> ServingTest::adapter_files_;
 
 TEST_F(ServingTest, StreamsTokensAndEndsWithDone) {
@@ -138,7 +192,13 @@ TEST_F(ServingTest, MixedAdaptersInOneBatchGiveTheSameTokensAsAlone) {
     ASSERT_TRUE(r.status.ok()) << r.status.error_message();
     alone.push_back(r.token_ids);
   }
-  EXPECT_NE(alone[3], alone[4]) << "the adapter changed nothing";
+  // The same seeded request without the adapter: a mixed batch that ignored the adapter slots would
+  // give it to rows 4 and 5, so the adapters must change their output.
+  for (size_t i : {size_t{4}, size_t{5}}) {
+    auto base = c.generate(request("", 32, 100 + i));
+    ASSERT_TRUE(base.status.ok()) << base.status.error_message();
+    EXPECT_NE(base.token_ids, alone[i]) << "adapter '" << adapters[i] << "' changed nothing";
+  }
   std::vector<client::GenerateResult> together(adapters.size());
   std::vector<std::thread> threads;
   for (size_t i = 0; i < adapters.size(); ++i) {
@@ -152,7 +212,7 @@ TEST_F(ServingTest, MixedAdaptersInOneBatchGiveTheSameTokensAsAlone) {
     ASSERT_TRUE(together[i].status.ok()) << together[i].status.error_message();
     EXPECT_EQ(together[i].token_ids, alone[i]) << "request " << i << " adapter '" << adapters[i] << "'";
   }
-  const std::string m = http_get(server_->metrics_port(), "/metrics");
+  const std::string m = metrics();
   EXPECT_GT(metric_value(m, "statetune_batch_size_bucket", {"le=\"+Inf\""}) -
                 metric_value(m, "statetune_batch_size_bucket", {"le=\"1\""}), 0)
       << "no decode step ever ran more than one row";
@@ -185,9 +245,17 @@ TEST_F(ServingTest, HotSwapUnderTrafficFailsNoRequest) {
       }
     });
   }
+  // Each swap happens once the traffic has completed a request on the version before it.
+  auto traffic_saw = [&](const std::string& version) {
+    const bool seen = wait_until([&] {
+      std::lock_guard<std::mutex> lock(mu);
+      return versions_seen.count(version) > 0 || failures > 0;
+    });
+    EXPECT_TRUE(seen) << "no traffic request completed on version " << version;
+  };
+  traffic_saw(first.current_version());
   std::vector<double> servable_ms;
   for (int i = 1; i <= 3; ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(150));
     const auto t0 = std::chrono::steady_clock::now();
     v1::AdapterInfo info;
     upload(c, "swap", i, &info);
@@ -196,13 +264,13 @@ TEST_F(ServingTest, HotSwapUnderTrafficFailsNoRequest) {
     servable_ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
     EXPECT_TRUE(r.status.ok()) << r.status.error_message();
     EXPECT_EQ(r.done.adapter_version(), info.current_version());
+    traffic_saw(info.current_version());
   }
-  std::this_thread::sleep_for(std::chrono::milliseconds(150));
   stop = true;
   for (auto& t : traffic) t.join();
   EXPECT_EQ(failures.load(), 0) << failure_message;
   EXPECT_GT(done.load(), 6);
-  EXPECT_GE(versions_seen.size(), 3u) << "traffic never ran across the swaps";
+  EXPECT_EQ(versions_seen.size(), 4u) << "traffic never ran across the swaps";
   for (double ms : servable_ms) std::printf("upload -> first token with the new version: %.1f ms\n", ms);
   // Requests may pin an explicit older version, which stays servable after the swap.
   auto req = request("swap", 4, 0);
@@ -265,6 +333,38 @@ TEST_F(ServingTest, BadUploadsAreRefusedAndKeepTheCurrentVersion) {
   EXPECT_EQ(info.current_version(), good.current_version());
 }
 
+TEST_F(ServingTest, DeeplyNestedMetadataIsRefusedAndTheServerStaysUp) {
+  // This upload used to overflow the server's stack, and, stored first, again at every restart.
+  Client c = acme();
+  engine::testing::RawFile hostile = engine::testing::RawFile::parse(adapter_files_[0]);
+  hostile.metadata["extra"] = std::string(100000, '[') + std::string(100000, ']');
+  v1::AdapterInfo info;
+  auto st = c.upload_adapter("nested", hostile.serialize(), &info);
+  EXPECT_EQ(st.error_code(), StatusCode::INVALID_ARGUMENT) << st.error_message();
+  EXPECT_NE(st.error_message().find("nests deeper"), std::string::npos) << st.error_message();
+  EXPECT_LT(st.error_message().size(), 1000u);
+  EXPECT_EQ(c.get_adapter("nested", &info).error_code(), StatusCode::NOT_FOUND);
+  EXPECT_FALSE(fs::exists(*work_ / "adapters" / "acme" / "nested"));
+  upload(c, "nested", 1, &info);  // still serving
+}
+
+TEST_F(ServingTest, UploadsPastAStorageQuotaAreResourceExhausted) {
+  Client c = acme();
+  v1::AdapterInfo info;
+  for (int i = 0; i < 6; ++i) upload(c, "quota", i % 4, &info);  // --adapter-versions 6
+  auto st = c.upload_adapter("quota", adapter_files_[0], &info);
+  EXPECT_EQ(st.error_code(), StatusCode::RESOURCE_EXHAUSTED) << st.error_message();
+  EXPECT_NE(st.error_message().find("versions"), std::string::npos) << st.error_message();
+  ASSERT_TRUE(c.get_adapter("quota", &info).ok());
+  EXPECT_EQ(info.current_version(), "6");
+  // Deleting makes room again.
+  uint32_t deleted = 0;
+  ASSERT_TRUE(c.delete_adapter("quota", &deleted).ok());
+  EXPECT_EQ(deleted, 6u);
+  upload(c, "quota", 0, &info);
+  EXPECT_EQ(info.current_version(), "7");
+}
+
 TEST_F(ServingTest, BadRequestsNameTheLimit) {
   Client c = acme();
   auto too_many = request("", 100001, 0);
@@ -296,21 +396,18 @@ TEST_F(ServingTest, BadRequestsNameTheLimit) {
 }
 
 TEST_F(ServingTest, CancellationAndQueueFull) {
-  const std::string before = http_get(server_->metrics_port(), "/metrics");
+  const std::string before = metrics();
   // A client cancel ends the request in the engine at once.
   Client c = acme();
   auto r = c.generate(request("", 100000, 4), [](const v1::TokenChunk&) { return false; });
   EXPECT_EQ(r.status.error_code(), StatusCode::CANCELLED);
   // The engine drops the cancelled row at its next step; until then it still holds a row, and one of
   // the 10 requests below could find the queue full (seen on a loaded machine).
-  for (int i = 0; i < 500; ++i) {
-    const std::string m = http_get(server_->metrics_port(), "/metrics");
-    if (metric_value(m, "statetune_requests_running") == 0 &&
-        metric_value(m, "statetune_requests_waiting") == 0) {
-      break;
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
+  std::string idle;
+  ASSERT_TRUE(wait_until([&] {
+    idle = metrics();
+    return metric_value(idle, "statetune_requests_running") == 0 && metric_value(idle, "statetune_requests_waiting") == 0;
+  })) << "the cancelled request never left the engine:\n" << idle;
 
   // Fill the 8 rows with endless requests, then the 2 queue places; the next is refused. The two
   // groups go in one after the other: a burst of 10 at once can race the engine's admission and see
@@ -330,16 +427,11 @@ TEST_F(ServingTest, CancellationAndQueueFull) {
   };
   std::string last_metrics;
   auto wait_for = [&](int running, int waiting) {
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
-    while (std::chrono::steady_clock::now() < deadline) {
-      last_metrics = http_get(server_->metrics_port(), "/metrics");
-      if (metric_value(last_metrics, "statetune_requests_running") == running &&
-          metric_value(last_metrics, "statetune_requests_waiting") == waiting) {
-        return true;
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    }
-    return false;
+    return wait_until([&] {
+      last_metrics = metrics();
+      return metric_value(last_metrics, "statetune_requests_running") == running &&
+             metric_value(last_metrics, "statetune_requests_waiting") == waiting;
+    });
   };
   start_endless(0, 8);
   bool full = wait_for(8, 0);
@@ -362,12 +454,7 @@ TEST_F(ServingTest, CancellationAndQueueFull) {
   auto after = c.generate(request("", 4, 0));
   EXPECT_TRUE(after.status.ok()) << after.status.error_message();
   std::string m;
-  for (int i = 0; i < 100; ++i) {
-    m = http_get(server_->metrics_port(), "/metrics");
-    if (metric_value(m, "statetune_requests_running") == 0) break;
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
-  EXPECT_EQ(metric_value(m, "statetune_requests_running"), 0);
+  EXPECT_TRUE(wait_until([&] { return metric_value(m = metrics(), "statetune_requests_running") == 0; })) << m;
   EXPECT_GE(metric_value(m, "statetune_requests_total", {"tenant=\"acme\"", "status=\"cancelled\""}) -
                 metric_value(before, "statetune_requests_total", {"tenant=\"acme\"", "status=\"cancelled\""}),
             11);
@@ -378,7 +465,8 @@ TEST_F(ServingTest, MetricsAreScrapedFromTheRealEndpoint) {
   Client c = acme();
   upload(c, "metered", 3);
   ASSERT_TRUE(c.generate(request("metered", 8, 0)).status.ok());
-  const std::string m = http_get(server_->metrics_port(), "/metrics");
+  // The pool's counters reach the metrics on the next refresh.
+  const std::string m = settled_metrics();
   EXPECT_GT(metric_value(m, "statetune_requests_total", {"tenant=\"acme\"", "status=\"ok\""}), 0) << m;
   EXPECT_GT(metric_value(m, "statetune_time_to_first_token_seconds_count", {"tenant=\"acme\""}), 0);
   EXPECT_GT(metric_value(m, "statetune_inter_token_latency_seconds_count"), 0);
@@ -396,35 +484,29 @@ TEST_F(ServingTest, MetricsAreScrapedFromTheRealEndpoint) {
 }
 
 TEST_F(ServingTest, UploadLoadsTheNewVersionIntoThePoolBeforeAnyRequest) {
-  // The pool gauges are refreshed every 250 ms; wait for the loads counter to move.
-  auto loads_after = [](double before) {
-    std::string m;
-    for (int i = 0; i < 100; ++i) {
-      m = http_get(server_->metrics_port(), "/metrics");
-      if (metric_value(m, "statetune_adapter_loads_total") > before) break;
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    }
-    return metric_value(m, "statetune_adapter_loads_total");
-  };
+  auto loads = [](const std::string& m) { return metric_value(m, "statetune_adapter_loads_total"); };
   Client c = acme();
-  std::this_thread::sleep_for(std::chrono::milliseconds(600));  // the earlier tests' loads are counted
-  const double before = metric_value(http_get(server_->metrics_port(), "/metrics"), "statetune_adapter_loads_total");
+  const double before = loads(settled_metrics());
   v1::AdapterInfo info;
   upload(c, "prewarmed", 2, &info);
-  const double after_upload = loads_after(before);
-  EXPECT_EQ(after_upload, before + 1) << "the upload did not load the new version into the pool";
+  std::string m;
+  EXPECT_TRUE(wait_until([&] { return loads(m = metrics()) > before; }))
+      << "the upload did not load the new version into the pool:\n" << m;
+  EXPECT_EQ(loads(m), before + 1);
   // The first request finds it resident: no further load, and it runs the version just uploaded.
   auto r = c.generate(request("prewarmed", 8, 7));
   ASSERT_TRUE(r.status.ok()) << r.status.error_message();
   EXPECT_EQ(r.done.adapter_version(), info.current_version());
-  std::this_thread::sleep_for(std::chrono::milliseconds(600));  // two refreshes
-  EXPECT_EQ(loads_after(after_upload), after_upload) << "the first request loaded the adapter again";
+  const double after_upload = loads(settled_metrics());
+  EXPECT_EQ(after_upload, before + 1) << "the first request loaded the adapter again";
   // A hot swap warms the new version too, and requests get it.
   upload(c, "prewarmed", 3, &info);
-  EXPECT_EQ(loads_after(after_upload), after_upload + 1);
+  EXPECT_TRUE(wait_until([&] { return loads(m = metrics()) > after_upload; })) << m;
+  EXPECT_EQ(loads(m), after_upload + 1);
   auto swapped = c.generate(request("prewarmed", 8, 7));
   ASSERT_TRUE(swapped.status.ok()) << swapped.status.error_message();
   EXPECT_EQ(swapped.done.adapter_version(), info.current_version());
+  EXPECT_EQ(loads(settled_metrics()), after_upload + 1) << "the first request after the swap loaded it again";
   EXPECT_NE(swapped.token_ids, r.token_ids) << "the swap to another adapter file changed nothing";
 }
 
@@ -440,7 +522,7 @@ TEST_F(ServingTest, TlsServesClientsThatTrustItsCaOnly) {
   if (std::system("command -v openssl >/dev/null 2>&1") != 0) {
     GTEST_SKIP() << "openssl is not installed (scripts/setup.sh installs it)";
   }
-  const fs::path dir = *work_ / "tls";
+  const fs::path dir = work_ / "tls";
   fs::create_directories(dir);
   const std::string d = dir.string();
   const fs::path log = dir / "openssl.log";
@@ -490,26 +572,174 @@ TEST_F(ServingTest, TlsServesClientsThatTrustItsCaOnly) {
   EXPECT_EQ(tls.stop(), 0) << tls.log();
 }
 
-// Last: restarts the server. Adapters persist on disk and come back with their versions.
+// Restarts the server: adapters persist on disk and come back with their versions.
 TEST_F(ServingTest, RestartKeepsAdaptersAndGracefulShutdownExitsCleanly) {
   Client c = acme();
-  v1::AdapterInfo info;
+  v1::AdapterInfo info, other;
   upload(c, "durable", 1, &info);
+  upload(c, "durable", 2, &info);
+  upload(c, "second", 3, &other);
   auto before = c.generate(request("durable", 12, 21));
   ASSERT_TRUE(before.status.ok());
   EXPECT_EQ(server_->stop(), 0) << server_->log();
   EXPECT_NE(server_->log().find("server.stopped"), std::string::npos);
-  server_->start(*work_, flags());
+  ASSERT_NO_FATAL_FAILURE(server_->start(work_, flags()));
   Client again = acme();
   v1::AdapterInfo after_info;
   ASSERT_TRUE(again.get_adapter("durable", &after_info).ok());
   EXPECT_EQ(after_info.current_version(), info.current_version());
+  EXPECT_EQ(after_info.versions_size(), 2);
   auto after = again.generate(request("durable", 12, 21));
   ASSERT_TRUE(after.status.ok()) << after.status.error_message();
   EXPECT_EQ(after.token_ids, before.token_ids);
   v1::ListAdaptersResponse list;
   ASSERT_TRUE(again.list_adapters(&list).ok());
-  EXPECT_GE(list.adapters_size(), 4);
+  std::set<std::string> names;
+  for (const auto& a : list.adapters()) names.insert(a.name());
+  EXPECT_EQ(names, (std::set<std::string>{"durable", "second"}));
+}
+
+// What is served is what the engine computes: the greedy stream of the base model and of an uploaded
+// adapter equals `statetune-engine generate` (the offline tool, its own prefill/decode loop) on the
+// same model, adapter file and prompt, text for text; the streamed text is the decode of the streamed
+// ids; and both stop at the same end-of-sequence token.
+TEST_F(ServingTest, ServedGreedyOutputEqualsTheOfflineEngine) {
+  const engine::Tokenizer tokenizer = engine::Tokenizer::from_file(tokenizer_path());
+  // A strong adapter (scale 5): the tiny random model's greedy output repeats the prompt's last
+  // token, which the suite's scale-0.5 adapters do not change.
+  const fs::path strong = work_ / "strong.safetensors";
+  {
+    auto model = engine::MambaModel::load(model_dir(), engine::LoadOptions{});
+    engine::save_adapter(engine::random_adapter(model->config(), model->fingerprint(),
+                                                {engine::kStateOffset, engine::kOutputOffset}, 3, 5.0),
+                         strong);
+  }
+  Client c = acme();
+  v1::AdapterInfo info;
+  ASSERT_TRUE(c.upload_adapter("offline", slurp(strong), &info).ok());
+  const std::string prompt = "The quick brown fox jumps over the lazy dog because";
+  std::set<std::string> texts;
+  for (bool adapter : {false, true}) {
+    v1::GenerateRequest req;
+    req.set_text(prompt);
+    req.set_max_tokens(20);
+    req.set_temperature(0);
+    if (adapter) req.mutable_adapter()->set_name("offline");
+    auto served = c.generate(req);
+    ASSERT_TRUE(served.status.ok()) << served.status.error_message();
+    ASSERT_FALSE(served.token_ids.empty());
+    std::vector<int32_t> ids(served.token_ids.begin(), served.token_ids.end());
+    EXPECT_EQ(served.text, tokenizer.decode(ids)) << "the streamed text is not the decode of the streamed ids";
+    EXPECT_EQ(served.done.usage().completion_tokens(), served.token_ids.size());
+
+    std::string cmd = std::string(STATETUNE_ENGINE_BIN) + " generate --threads 1 --model " +
+                      test_support::quote(model_dir().string()) + " --tokenizer " +
+                      test_support::quote(tokenizer_path()) + " --prompt " + test_support::quote(prompt) +
+                      " --max-tokens 20";
+    if (adapter) cmd += " --adapter " + test_support::quote(strong.string());
+    const auto offline = test_support::run_shell(cmd, work_);
+    ASSERT_EQ(offline.code, 0) << test_support::describe(offline);
+    EXPECT_EQ(served.text + "\n", offline.out) << "adapter " << adapter;
+    EXPECT_NE(offline.err.find("generated"), std::string::npos) << offline.err;
+    EXPECT_NE(offline.err.find(" " + std::to_string(served.token_ids.size()) + " generated"), std::string::npos)
+        << "served " << served.token_ids.size() << " tokens; " << offline.err;
+    texts.insert(served.text);
+  }
+  EXPECT_EQ(texts.size(), 2u) << "the adapter did not change the greedy output";
+}
+
+// End-of-sequence through the server: a copy of the model whose config names, as its eos_token_id, a
+// token a seeded request really draws mid-stream. With stop_at_eos (the default) the stream ends just
+// before it with FINISH_REASON_STOP; with stop_at_eos false it is an ordinary token and the request
+// runs to max_tokens, giving exactly the original model's tokens.
+TEST_F(ServingTest, EndOfSequenceEndsTheStreamUnlessStopAtEosIsFalse) {
+  Client c = acme();
+  auto req = request("", 24, 4242);
+  auto original = c.generate(req);
+  ASSERT_TRUE(original.status.ok()) << original.status.error_message();
+  ASSERT_EQ(original.token_ids.size(), 24u);
+  const auto& t = original.token_ids;
+  size_t k = 1;  // the first token, past the start, that did not come before
+  while (k < t.size() && std::find(t.begin(), t.begin() + static_cast<std::ptrdiff_t>(k), t[k]) != t.begin() + static_cast<std::ptrdiff_t>(k)) ++k;
+  ASSERT_LT(k, t.size()) << "the sampled stream repeats one token; pick another seed";
+
+  const fs::path eos_model = work_ / "model-eos";
+  fs::create_directories(eos_model);
+  fs::copy_file(model_dir() / "model.safetensors", eos_model / "model.safetensors");
+  nlohmann::json config = nlohmann::json::parse(slurp(model_dir() / "config.json"));
+  config["eos_token_id"] = t[k];
+  std::ofstream(eos_model / "config.json") << config.dump(2);
+  ServerProcess eos_server;
+  const fs::path eos_work = work_ / "eos";
+  fs::create_directories(eos_work);
+  std::vector<std::string> f = flags(eos_model);
+  for (size_t i = 0; i + 1 < f.size(); ++i) {
+    if (f[i] == "--adapters-dir") f[i + 1] = (eos_work / "adapters").string();  // its own store
+  }
+  ASSERT_NO_FATAL_FAILURE(eos_server.start(eos_work, f));
+  Client e(eos_server.options(kAcmeKey));
+
+  auto kept = e.generate(req);  // stop_at_eos false
+  ASSERT_TRUE(kept.status.ok()) << kept.status.error_message();
+  EXPECT_EQ(kept.token_ids, t);
+  EXPECT_EQ(kept.done.finish_reason(), v1::FINISH_REASON_LENGTH);
+
+  req.clear_stop_at_eos();  // the default: stop
+  auto stopped = e.generate(req);
+  ASSERT_TRUE(stopped.status.ok()) << stopped.status.error_message();
+  EXPECT_EQ(stopped.token_ids, std::vector<int64_t>(t.begin(), t.begin() + static_cast<std::ptrdiff_t>(k)));
+  EXPECT_EQ(stopped.done.finish_reason(), v1::FINISH_REASON_STOP);
+  EXPECT_EQ(stopped.done.usage().completion_tokens(), k);
+  req.set_stop_at_eos(true);
+  EXPECT_EQ(e.generate(req).token_ids, stopped.token_ids);
+  EXPECT_EQ(eos_server.stop(), 0) << eos_server.log();
+}
+
+// The `statetune adapters` commands a tenant uses: upload, list, get, delete, and their failures.
+TEST_F(ServingTest, CommandLineUploadsListsAndDeletesAdapters) {
+  const std::string cli = std::string(STATETUNE_BINARY_DIR) + "/client/statetune";
+  auto run = [&](const std::string& args, const std::string& key = kAcmeKey) {
+    return test_support::run_shell(cli + " " + args + " --addr 127.0.0.1:" + std::to_string(server_->port()) +
+                                       " --api-key " + key + " --timeout 60",
+                                   work_);
+  };
+  auto r = run("adapters list");
+  ASSERT_EQ(r.code, 0) << test_support::describe(r);
+  EXPECT_EQ(r.out, "(no adapters)\n");
+  r = run("adapters upload --name cli-a --file " + test_support::quote(adapter_path(0).string()));
+  ASSERT_EQ(r.code, 0) << test_support::describe(r);
+  EXPECT_EQ(r.out.rfind("acme/cli-a current=", 0), 0u) << r.out;
+  r = run("adapters upload --name cli-a --file " + test_support::quote(adapter_path(1).string()));
+  ASSERT_EQ(r.code, 0) << test_support::describe(r);
+  // What the CLI printed is what the server stores: two versions, the second current, the file's size.
+  Client c = acme();
+  v1::AdapterInfo info;
+  ASSERT_TRUE(c.get_adapter("cli-a", &info).ok());
+  ASSERT_EQ(info.versions_size(), 2);
+  EXPECT_NE(r.out.find("acme/cli-a current=" + info.current_version() + "\n"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find(std::to_string(adapter_files_[1].size()) + " bytes"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("methods state_offset output_offset"), std::string::npos) << r.out;
+  // Another tenant does not see it; the owner lists it.
+  r = run("adapters list", kBetaKey);
+  EXPECT_EQ(r.code, 0) << test_support::describe(r);
+  EXPECT_EQ(r.out, "(no adapters)\n");
+  r = run("adapters list");
+  EXPECT_EQ(r.code, 0) << test_support::describe(r);
+  EXPECT_NE(r.out.find("acme/cli-a current=" + info.current_version()), std::string::npos) << r.out;
+  // A file that is not an adapter: INVALID_ARGUMENT, exit 2, nothing stored.
+  r = run("adapters upload --name cli-bad --file " + test_support::quote((*suite_ / "tenants.json").string()));
+  EXPECT_EQ(r.code, 2) << test_support::describe(r);
+  EXPECT_NE(r.err.find("INVALID_ARGUMENT"), std::string::npos) << r.err;
+  EXPECT_EQ(c.get_adapter("cli-bad", &info).error_code(), StatusCode::NOT_FOUND);
+  r = run("adapters delete --name cli-a");
+  EXPECT_EQ(r.code, 0) << test_support::describe(r);
+  EXPECT_EQ(r.out, "deleted 2 version(s)\n");
+  EXPECT_EQ(c.get_adapter("cli-a", &info).error_code(), StatusCode::NOT_FOUND);
+  r = run("adapters delete --name cli-a");
+  EXPECT_EQ(r.code, 2) << test_support::describe(r);
+  EXPECT_NE(r.err.find("NOT_FOUND"), std::string::npos) << r.err;
+  r = run("adapters list");
+  EXPECT_EQ(r.out, "(no adapters)\n");
 }
 
 }  // namespace

@@ -92,8 +92,17 @@ TEST(StatetuneEngine, InitModelIsDeterministicPerSeed) {
   EXPECT_EQ(wa, slurp(b / "model.safetensors"));
   EXPECT_EQ(slurp(a / "config.json"), slurp(b / "config.json"));
   EXPECT_NE(wa, slurp(c / "model.safetensors"));
+  // The config says the shape asked for (kTinyShape), in the Hugging Face dialect.
   const auto config = nlohmann::json::parse(slurp(a / "config.json"));
-  EXPECT_EQ(config.dump().find("50280") != std::string::npos, true) << config.dump();
+  EXPECT_EQ(config.at("model_type"), "mamba");
+  EXPECT_EQ(config.at("hidden_size"), 16) << config.dump();
+  EXPECT_EQ(config.at("num_hidden_layers"), 2);
+  EXPECT_EQ(config.at("vocab_size"), 50280);
+  EXPECT_EQ(config.at("state_size"), 4);
+  EXPECT_EQ(config.at("expand"), 2);
+  EXPECT_EQ(config.at("intermediate_size"), 32);
+  EXPECT_EQ(config.at("conv_kernel"), 4);
+  EXPECT_EQ(config.at("time_step_rank"), 1);  // "auto": ceil(16 / 16)
 }
 
 TEST(StatetuneEngine, InitModelBf16IsHalfTheBytes) {

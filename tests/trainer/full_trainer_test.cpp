@@ -165,11 +165,14 @@ TEST(FullMode, TrainingFitsAPatternedStream) {
 }
 
 // With a time budget the cosine runs over wall-clock time: the run stops when the budget is spent,
-// having decayed to the floor, whatever the step time.
+// having decayed to the floor, whatever the step time. The clock is the test's: each step takes
+// exactly 1/16 s of it, so a 1 s budget is 16 steps on any machine, and every learning rate is known.
 TEST(FullMode, TimeBudgetEndsAtTheFloorLearningRate) {
   const MambaConfig c = small_config(true, false);
   std::vector<int32_t> stream;
   for (int i = 0; i < 2000; ++i) stream.push_back(static_cast<int32_t>((i * 7) % c.vocab_size));
+  double now = 1000.0;  // seconds on the test's clock
+  const double step_s = 1.0 / 16;
   FullTrainOptions o;
   o.seq_len = 16;
   o.batch_size = 2;
@@ -181,19 +184,28 @@ TEST(FullMode, TimeBudgetEndsAtTheFloorLearningRate) {
   o.eval_every = 0;
   o.eval_windows = 4;
   o.log_every = 1;
+  o.clock = [&now] { return now; };
   FullModelTrainer trainer(c, random_weights(c, 3), o);
   std::vector<double> lrs;
   const auto r = trainer.train(stream, stream, [&](const FullTrainProgress& p, const auto&) {
-    if (!p.evaluation) lrs.push_back(p.lr);
+    if (p.evaluation) return;
+    lrs.push_back(p.lr);
+    EXPECT_DOUBLE_EQ(p.elapsed_s, static_cast<double>(p.step - 1) * step_s) << "step " << p.step;
+    now += step_s;  // the step took 1/16 s
   });
-  ASSERT_GT(r.steps, 10);
-  EXPECT_LT(r.steps, 1000000);
-  EXPECT_GE(r.seconds, 1.0);
-  EXPECT_LT(r.seconds, 10.0);
+  ASSERT_EQ(r.steps, 16);
+  EXPECT_DOUBLE_EQ(r.seconds, 1.0);
   ASSERT_EQ(static_cast<int64_t>(lrs.size()), r.steps);
-  EXPECT_NEAR(lrs[2], 1e-3, 1e-12);  // the end of the warm-up
-  for (size_t i = 4; i < lrs.size(); ++i) EXPECT_LE(lrs[i], lrs[i - 1] + 1e-15) << "step " << i + 1;
-  EXPECT_LT(lrs.back(), 1e-3 * 0.15);  // at (nearly) the floor of 1e-4
+  // Warm-up over steps 1-3, then the cosine over the rest of the budget, from where the warm-up ended
+  // (3/16 s) to 1 s: step s (1-based, s > 3) runs at time (s - 1) / 16.
+  for (int64_t s = 1; s <= r.steps; ++s) {
+    const double progress = s <= 3 ? 0.0 : ((s - 1) * step_s - 3 * step_s) / (1.0 - 3 * step_s);
+    const double expected = s <= 3 ? 1e-3 * static_cast<double>(s) / 3.0
+                                   : 1e-3 * (0.1 + 0.9 * 0.5 * (1.0 + std::cos(M_PI * progress)));
+    EXPECT_NEAR(lrs[static_cast<size_t>(s - 1)], expected, 1e-15) << "step " << s;
+  }
+  for (size_t i = 4; i < lrs.size(); ++i) EXPECT_LT(lrs[i], lrs[i - 1]) << "step " << i + 1;
+  EXPECT_LT(lrs.back(), 1e-3 * 0.12);  // at (nearly) the floor of 1e-4
   EXPECT_GE(lrs.back(), 1e-3 * 0.1 - 1e-12);
 }
 

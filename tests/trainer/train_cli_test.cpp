@@ -4,11 +4,16 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <string>
+#include <utility>
+#include <vector>
+
+#include <nlohmann/json.hpp>
 
 #include "tests/support/shell.h"
 
@@ -51,6 +56,41 @@ fs::path tiny_model() {
   return dir;
 }
 
+// s without the whitespace tasks::accuracy trims.
+std::string trimmed(const std::string& s) {
+  const char* ws = " \t\r\n\f\v";
+  const auto b = s.find_first_not_of(ws);
+  return b == std::string::npos ? "" : s.substr(b, s.find_last_not_of(ws) - b + 1);
+}
+
+// The share of predictions equal to their reference after trimming: the metric recomputed here.
+double share_equal(const std::vector<std::string>& predictions, const std::vector<std::string>& references) {
+  EXPECT_EQ(predictions.size(), references.size());
+  double equal = 0;
+  for (size_t i = 0; i < predictions.size() && i < references.size(); ++i) {
+    equal += trimmed(predictions[i]) == trimmed(references[i]);
+  }
+  return predictions.empty() ? -1 : equal / static_cast<double>(predictions.size());
+}
+
+// The "completion" of every line of a prompt/completion JSONL file.
+std::vector<std::string> completions(const fs::path& file) {
+  std::vector<std::string> out;
+  std::istringstream in(slurp(file));
+  for (std::string line; std::getline(in, line);) {
+    if (!line.empty()) out.push_back(nlohmann::json::parse(line).at("completion").get<std::string>());
+  }
+  return out;
+}
+
+// `statetune-engine eval <args> --json FILE`: what it printed, and the JSON it wrote (null on failure).
+std::pair<Result, nlohmann::json> eval_json(const std::string& args, const std::string& name) {
+  const fs::path json = scratch() / (name + ".eval.json");
+  const Result r = engine("eval " + args + " --json " + quote(json.string()));
+  EXPECT_EQ(r.code, 0) << describe(r);
+  return {r, r.code == 0 ? nlohmann::json::parse(slurp(json)) : nlohmann::json()};
+}
+
 fs::path jsonl() {
   const fs::path p = scratch() / "data.jsonl";
   std::ofstream f(p);
@@ -72,11 +112,19 @@ TEST(TrainCli, TrainsOnJsonlWritesAdapterAndEvaluates) {
   EXPECT_NE(r.out.find("eval step 2 val_loss"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("done "), std::string::npos);
   ASSERT_TRUE(fs::exists(out));
-  const Result e = engine("eval --model " + quote(model.string()) + " --adapter " + quote(out.string()) +
-                          " --data " + quote(data.string()) + " --max-new-tokens 4 --show 1");
-  ASSERT_EQ(e.code, 0) << describe(e);
-  EXPECT_NE(e.out.find("exact_match "), std::string::npos) << e.out;
-  EXPECT_NE(e.out.find("example 0: reference \" It is 0.\""), std::string::npos) << e.out;
+  const auto [e, j] = eval_json("--model " + quote(model.string()) + " --adapter " + quote(out.string()) +
+                                     " --data " + quote(data.string()) + " --max-new-tokens 4 --show 1", "a");
+  ASSERT_EQ(e.code, 0);
+  // The metric is what the predictions score against the data's completions, printed and in the JSON.
+  const auto predictions = j.at("predictions").get<std::vector<std::string>>();
+  ASSERT_EQ(predictions.size(), 6u);
+  const double exact = share_equal(predictions, completions(data));
+  EXPECT_DOUBLE_EQ(j.at("metrics").at("exact_match").get<double>(), exact);
+  char line[64];
+  std::snprintf(line, sizeof(line), "exact_match %.6f\n", exact);
+  EXPECT_NE(e.out.find(line), std::string::npos) << line << e.out;
+  EXPECT_NE(e.out.find("example 0: reference \" It is 0.\" | prediction " + nlohmann::json(predictions[0]).dump() + "\n"),
+            std::string::npos) << e.out;
 }
 
 TEST(TrainCli, CheckpointResumeReproducesTheUninterruptedAdapter) {
@@ -106,11 +154,71 @@ TEST(TrainCli, NamedDatasetTrainAndEval) {
                           " --max-length 96 --out " + quote(out.string()) + ds);
   ASSERT_EQ(r.code, 0) << describe(r);
   EXPECT_NE(r.out.find("train: 4 examples, 0 validation"), std::string::npos) << r.out;
-  const Result e = engine("eval --model " + quote(model.string()) + " --adapter " + quote(out.string()) +
-                          " --dataset glue/rte --split validation --max-examples 3" + ds);
-  ASSERT_EQ(e.code, 0) << describe(e);
+  const std::string with_adapter = "--model " + quote(model.string()) + " --adapter " + quote(out.string());
+  const auto [e, named] = eval_json(with_adapter + " --dataset glue/rte --split validation --max-examples 3"
+                                    " --max-new-tokens 4" + ds, "rte");
+  ASSERT_EQ(e.code, 0);
   EXPECT_NE(e.out.find("eval rte split validation, 3 examples"), std::string::npos) << e.out;
-  EXPECT_NE(e.out.find("accuracy "), std::string::npos) << e.out;
+  // The same three examples through convert-dataset: the JSONL a tenant uploads holds the split's
+  // prompts and labels, and evaluating it as plain data gives the same predictions and score.
+  const fs::path converted = scratch() / "rte-validation.jsonl";
+  const Result c = engine("convert-dataset --dataset rte --split validation --max-examples 3 --out " +
+                          quote(converted.string()) + ds, /*threads=*/false);
+  ASSERT_EQ(c.code, 0) << describe(c);
+  EXPECT_EQ(c.out, "wrote 3 examples of rte/validation to " + converted.string() + "\n");
+  const std::vector<std::string> labels = completions(converted);
+  ASSERT_EQ(labels.size(), 3u);
+  for (const auto& l : labels) EXPECT_TRUE(l == "0" || l == "1") << "an RTE label digit, got \"" << l << "\"";
+  const auto [d, as_data] = eval_json(with_adapter + " --data " + quote(converted.string()) + " --max-new-tokens 4",
+                                      "rte-as-data");
+  ASSERT_EQ(d.code, 0);
+  const auto predictions = named.at("predictions").get<std::vector<std::string>>();
+  EXPECT_EQ(as_data.at("predictions").get<std::vector<std::string>>(), predictions);
+  const double accuracy = share_equal(predictions, labels);
+  EXPECT_DOUBLE_EQ(named.at("metrics").at("accuracy").get<double>(), accuracy);
+  EXPECT_DOUBLE_EQ(as_data.at("metrics").at("exact_match").get<double>(), accuracy);
+  char line[64];
+  std::snprintf(line, sizeof(line), "accuracy %.6f\n", accuracy);
+  EXPECT_NE(e.out.find(line), std::string::npos) << line << e.out;
+}
+
+// `train --methods full` (how models/default was pretrained) through the command line: every weight
+// trained on {"text"} documents, the held-out loss falls on a repetitive stream, and the folder it
+// writes is a model the other subcommands load.
+TEST(TrainCli, FullTrainingWritesALoadableModelWithLowerHeldoutLoss) {
+  const fs::path model = tiny_model(), data = scratch() / "docs.jsonl", heldout = scratch() / "heldout.jsonl";
+  const char* sentences[] = {"the cat sat on the mat", "a dog ran in the park", "we like green tea"};
+  {
+    std::ofstream d(data), h(heldout);
+    for (int i = 0; i < 60; ++i) d << nlohmann::json({{"text", sentences[i % 3]}}).dump() << "\n";
+    for (int i = 0; i < 12; ++i) h << nlohmann::json({{"text", sentences[(i + 1) % 3]}}).dump() << "\n";
+  }
+  const fs::path out = scratch() / "full-model";
+  const Result r = engine("train --methods full --model " + quote(model.string()) + " --data " +
+                          quote(data.string()) + " --heldout-data " + quote(heldout.string()) + " --out " +
+                          quote(out.string()) + " --max-steps 30 --max-length 16 --batch-size 4 --lr 1e-2"
+                          " --warmup-steps 2 --eval-every 15 --eval-windows 4 --log-every 10 --save-dtype f32");
+  ASSERT_EQ(r.code, 0) << describe(r);
+  EXPECT_NE(r.out.find("step 30/30 loss "), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("eval step 15 heldout_loss "), std::string::npos) << r.out;
+  const auto log = nlohmann::json::parse(slurp(out / "training_log.json"));
+  const auto& result = log.at("result");
+  EXPECT_EQ(result.at("steps").get<int64_t>(), 30);
+  EXPECT_EQ(result.at("tokens").get<int64_t>(), 30 * 4 * 16);
+  EXPECT_LT(result.at("heldout_loss").get<double>(), result.at("initial_heldout_loss").get<double>() - 1.0)
+      << "30 steps on three repeated sentences should take the held-out loss down";
+  char done[160];
+  std::snprintf(done, sizeof(done), "held-out loss %.4f -> %.4f", result.at("initial_heldout_loss").get<double>(),
+                result.at("heldout_loss").get<double>());
+  EXPECT_NE(r.out.find(done), std::string::npos) << done << "\n" << r.out;
+  // The same architecture, new weights, and the folder works as a model.
+  auto config = [](const fs::path& dir) { return nlohmann::json::parse(slurp(dir / "config.json")); };
+  EXPECT_EQ(config(out), config(model));
+  EXPECT_NE(slurp(out / "model.safetensors"), slurp(model / "model.safetensors"));
+  EXPECT_TRUE(fs::exists(out / "tokenizer.json"));
+  const Result g = engine("generate --model " + quote(out.string()) + " --prompt " + quote("the cat") +
+                          " --max-tokens 4");
+  EXPECT_EQ(g.code, 0) << describe(g);
 }
 
 TEST(TrainCli, UsageErrorsExitTwo) {

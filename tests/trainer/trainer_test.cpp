@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cmath>
 #include <filesystem>
 #include <map>
 #include <string>
@@ -331,8 +332,13 @@ TEST(AdapterTrainer, LossCoversCompletionTokensOnlyAndIgnoresPadding) {
   // token swapped for one the model finds impossible leaves the loss finite and the count unchanged.
   TokenizedExample a2 = a;
   a2.ids[1] = 127;
-  trainer.batch_loss({&a2}, t, nullptr, nullptr, &scored);
+  const double la2 = trainer.batch_loss({&a2}, t, nullptr, nullptr, &scored).item<double>();
   EXPECT_EQ(scored, 3);
+  EXPECT_TRUE(std::isfinite(la2)) << la2;
+  EXPECT_NE(la2, la) << "the prompt token is context: changing it changes the completion's loss";
+  const auto [sa2, na2] = by_hand(a2);
+  EXPECT_EQ(na2, na);
+  EXPECT_NEAR(la2, sa2 / na2, 1e-5 * std::abs(la2));
 }
 
 // A fixed completion after varied prompts: a state_offset adapter must learn it.
@@ -486,7 +492,16 @@ TEST(Evaluation, GreedyGenerationWithAndWithoutAdapter) {
   rte.completion = "1";
   rte.label = "not_entailment";
   const TaskEvalResult glue = evaluate_task(*model, tokenizer(), nullptr, "rte", {rte}, ge);
-  EXPECT_EQ(glue.metrics.count("accuracy"), 1u);
+  ASSERT_EQ(glue.predictions.size(), 1u);
+  ASSERT_EQ(glue.metrics.count("accuracy"), 1u);
+  // Scored against the completion (the label's digit), after trimming: 1 or 0 for one example.
+  std::string p = glue.predictions[0];
+  p.erase(0, p.find_first_not_of(" \t\r\n\f\v"));
+  p.erase(p.find_last_not_of(" \t\r\n\f\v") + 1);
+  EXPECT_EQ(glue.metrics.at("accuracy"), p == "1" ? 1.0 : 0.0) << "prediction \"" << glue.predictions[0] << "\"";
+  // The same prediction scored as the other label flips it.
+  rte.completion = p == "1" ? "0" : p;
+  EXPECT_EQ(evaluate_task(*model, tokenizer(), nullptr, "rte", {rte}, ge).metrics.at("accuracy"), p == "1" ? 0.0 : 1.0);
 }
 
 }  // namespace

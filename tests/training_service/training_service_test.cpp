@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <memory>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -21,7 +22,9 @@
 #include "client/statetune_client.h"
 #include "tests/support/loopback_http.h"
 #include "tests/support/service_process.h"
+#include "tests/support/shell.h"
 #include "client/training_client.h"
+#include "server/engine/adapters/adapter.h"
 #include "server/engine/model/mamba_model.h"
 #include "server/engine/model/model_init.h"
 #include "server/engine/util/sha256.h"
@@ -83,13 +86,15 @@ std::string dataset_text(int n, int offset = 0) {
   return out;
 }
 
+// Every test runs against its own statetune-serve and statetune-train with their own stores, so that
+// each passes alone and in any order; the model and the tenants file are shared inputs no test changes.
 class TrainingServiceTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    work_ =
+    suite_ =
         new fs::path(fs::temp_directory_path() / ("statetune_train_" + std::to_string(::getpid())));
-    fs::remove_all(*work_);
-    fs::create_directories(*work_);
+    fs::remove_all(*suite_);
+    fs::create_directories(*suite_);
     engine::MambaConfig c;
     c.d_model = 64;
     c.n_layer = 2;
@@ -99,59 +104,67 @@ class TrainingServiceTest : public ::testing::Test {
     c.d_inner = 128;
     c.d_conv = 4;
     c.dt_rank = 4;
-    engine::write_random_checkpoint(*work_ / "model", c, 91);
+    engine::write_random_checkpoint(model_dir(), c, 91);
     nlohmann::json tenants = {
         {"admin_key_sha256", engine::Sha256::hex(kAdminKey)},
         {"tenants",
          {{{"name", "acme"}, {"api_keys_sha256", {engine::Sha256::hex(kAcmeKey)}}},
           {{"name", "beta"}, {"api_keys_sha256", {engine::Sha256::hex(kBetaKey)}}}}}};
-    std::ofstream(*work_ / "tenants.json") << tenants.dump(2);
-    serve_ =
-        new Process(std::string(STATETUNE_BINARY_DIR) + "/server/serving/statetune-serve", "serve");
-    serve_->start(*work_, {"--model", (*work_ / "model").string(), "--tokenizer", tokenizer(),
-                           "--adapters-dir", (*work_ / "adapters").string(), "--tenants-file",
-                           (*work_ / "tenants.json").string(), "--max-new-tokens", "64",
-                           "--drain-seconds", "1"});
-    train_ = new Process(std::string(STATETUNE_BINARY_DIR) + "/server/training/statetune-train",
-                         "train");
-    start_train();
-  }
-  static void start_train() {
-    train_->start(*work_, {"--model",
-                           (*work_ / "model").string(),
-                           "--tokenizer",
-                           tokenizer(),
-                           "--data-dir",
-                           (*work_ / "train-data").string(),
-                           "--tenants-file",
-                           (*work_ / "tenants.json").string(),
-                           "--serving-addr",
-                           "127.0.0.1:" + std::to_string(serve_->port()),
-                           "--serving-admin-key",
-                           kAdminKey,
-                           "--min-examples",
-                           "4",
-                           "--max-example-tokens",
-                           "64",
-                           "--checkpoint-every",
-                           "2",
-                           "--max-active-jobs",
-                           "3",
-                           "--tenant-storage-bytes",
-                           "48KiB",
-                           "--max-dataset-bytes",
-                           "40KiB"});
+    std::ofstream(*suite_ / "tenants.json") << tenants.dump(2);
   }
   static void TearDownTestSuite() {
-    delete train_;
-    delete serve_;
-    fs::remove_all(*work_);
-    delete work_;
+    fs::remove_all(*suite_);
+    delete suite_;
   }
+  void SetUp() override {
+    work_ = *suite_ / ::testing::UnitTest::GetInstance()->current_test_info()->name();
+    fs::create_directories(work_);
+    serve_ = std::make_unique<Process>(std::string(STATETUNE_BINARY_DIR) + "/server/serving/statetune-serve",
+                                       "serve");
+    ASSERT_NO_FATAL_FAILURE(serve_->start(
+        work_, {"--model", model_dir().string(), "--tokenizer", tokenizer(), "--adapters-dir",
+                (work_ / "adapters").string(), "--tenants-file", (*suite_ / "tenants.json").string(),
+                "--max-new-tokens", "64", "--drain-seconds", "1"}));
+    train_ = std::make_unique<Process>(std::string(STATETUNE_BINARY_DIR) + "/server/training/statetune-train",
+                                       "train");
+    ASSERT_NO_FATAL_FAILURE(start_train());
+  }
+  void TearDown() override {
+    train_.reset();
+    serve_.reset();
+    fs::remove_all(work_);
+  }
+  void start_train() {
+    train_->start(work_, {"--model",
+                          model_dir().string(),
+                          "--tokenizer",
+                          tokenizer(),
+                          "--data-dir",
+                          (work_ / "train-data").string(),
+                          "--tenants-file",
+                          (*suite_ / "tenants.json").string(),
+                          "--serving-addr",
+                          "127.0.0.1:" + std::to_string(serve_->port()),
+                          "--serving-admin-key",
+                          kAdminKey,
+                          "--min-examples",
+                          "4",
+                          "--max-example-tokens",
+                          "64",
+                          "--checkpoint-every",
+                          "2",
+                          "--max-active-jobs",
+                          "3",
+                          "--tenant-storage-bytes",
+                          "48KiB",
+                          "--max-dataset-bytes",
+                          "40KiB"});
+  }
+  static fs::path model_dir() { return *suite_ / "model"; }
   static std::string tokenizer() {
     return std::string(STATETUNE_SHARED_DIR) + "/models/gpt-neox-20b-tokenizer.json";
   }
-  static TrainingClient trainer(const char* key) { return TrainingClient(train_->options(key)); }
+  TrainingClient trainer(const char* key) const { return TrainingClient(train_->options(key)); }
 
   static std::string upload(TrainingClient& c, const std::string& name, const std::string& text) {
     v1::DatasetInfo info;
@@ -201,13 +214,11 @@ class TrainingServiceTest : public ::testing::Test {
     return r;
   }
 
-  static fs::path* work_;
-  static Process* serve_;
-  static Process* train_;
+  static fs::path* suite_;
+  fs::path work_;
+  std::unique_ptr<Process> serve_, train_;
 };
-fs::path* TrainingServiceTest::work_ = nullptr;
-Process* TrainingServiceTest::serve_ = nullptr;
-Process* TrainingServiceTest::train_ = nullptr;
+fs::path* TrainingServiceTest::suite_ = nullptr;
 
 TEST_F(TrainingServiceTest, UploadTrainWatchPublishAndServe) {
   auto c = trainer(kAcmeKey);
@@ -274,6 +285,35 @@ TEST_F(TrainingServiceTest, UploadTrainWatchPublishAndServe) {
   const auto& version = adapter.versions(adapter.versions_size() - 1);
   EXPECT_DOUBLE_EQ(version.eval_metrics().at("val_loss"), job.eval_metrics().at("val_loss"));
   EXPECT_NE(version.metadata_json().find(job.id()), std::string::npos);
+
+  // Serving stores, byte for byte, the adapter the job trained (the file the job runner wrote for the
+  // job, outputs/<tenant>/<job id>.safetensors), as its new current version.
+  const fs::path trained = work_ / "train-data" / "outputs" / "acme" / (job.id() + ".safetensors");
+  const fs::path stored = work_ / "adapters" / "acme" / "digits" / (job.adapter_version() + ".safetensors");
+  ASSERT_TRUE(fs::exists(trained)) << trained;
+  ASSERT_TRUE(fs::exists(stored)) << stored;
+  const std::string trained_bytes = slurp(trained);
+  EXPECT_EQ(slurp(stored), trained_bytes) << "the published adapter is not the trained one";
+  EXPECT_EQ(version.size_bytes(), static_cast<int64_t>(trained_bytes.size()));
+  const engine::Adapter a = engine::load_adapter(trained);
+  EXPECT_EQ(a.methods, (std::vector<std::string>{"state_offset", "output_offset"}));
+  EXPECT_EQ(a.extra_metadata.at("job").at("job_id").get<std::string>(), job.id());
+  EXPECT_GT(a.state_offset.abs().max().item<float>(), 0.0f) << "12 steps left the state offsets at zero";
+  // And serves it: the greedy stream with the adapter equals the offline engine's with that file.
+  v1::GenerateRequest greedy = sample("digits");
+  greedy.set_temperature(0);
+  greedy.clear_seed();
+  greedy.set_stop_at_eos(true);  // as statetune-engine generate does
+  auto served = serving.generate(greedy);
+  ASSERT_TRUE(served.status.ok()) << served.status.error_message();
+  const auto offline = test_support::run_shell(
+      std::string(STATETUNE_ENGINE_BIN) + " generate --threads 1 --model " +
+          test_support::quote(model_dir().string()) + " --tokenizer " + test_support::quote(tokenizer()) +
+          " --adapter " + test_support::quote(trained.string()) + " --max-tokens 24 --prompt " +
+          test_support::quote(greedy.text()),
+      work_);
+  ASSERT_EQ(offline.code, 0) << test_support::describe(offline);
+  EXPECT_EQ(served.text + "\n", offline.out);
 
   // Usable: the same seeded request samples differently with the trained adapter than without it.
   auto base = serving.generate(sample(""));
@@ -387,7 +427,7 @@ TEST_F(TrainingServiceTest, KillNineMidJobThenRestartResumesFromCheckpoint) {
     wait_for_step(c, job_id, 5);
   }
   EXPECT_EQ(train_->stop(SIGKILL), 128 + SIGKILL);
-  start_train();
+  ASSERT_NO_FATAL_FAILURE(start_train());
   auto c = trainer(kAcmeKey);
   v1::Job job;
   ASSERT_TRUE(c.get_job(queued_id, &job).ok()) << "a queued job survives the crash";
@@ -432,10 +472,10 @@ TEST_F(TrainingServiceTest, UnreadableCheckpointAfterCrashFailsTheJobWithTheReas
   }
   EXPECT_EQ(train_->stop(SIGKILL), 128 + SIGKILL);
   const fs::path state =
-      *work_ / "train-data" / "checkpoints" / job_id / "trainer_state.safetensors";
+      work_ / "train-data" / "checkpoints" / job_id / "trainer_state.safetensors";
   ASSERT_TRUE(fs::exists(state));
   std::ofstream(state, std::ios::trunc) << "not a checkpoint";
-  start_train();
+  ASSERT_NO_FATAL_FAILURE(start_train());
   auto c = trainer(kAcmeKey);
   const auto events = watch_all(c, job_id);
   ASSERT_FALSE(events.empty());
@@ -456,7 +496,7 @@ TEST_F(TrainingServiceTest, SigtermMidJobLeavesItResumable) {
   ASSERT_TRUE(c.create_job(job_request(ds, "term", 30), &job).ok());
   wait_for_step(c, job.id(), 4);
   EXPECT_EQ(train_->stop(SIGTERM), 0) << train_->log();
-  start_train();
+  ASSERT_NO_FATAL_FAILURE(start_train());
   auto again = trainer(kAcmeKey);
   const auto events = watch_all(again, job.id());
   ASSERT_FALSE(events.empty());
@@ -507,7 +547,7 @@ TEST_F(TrainingServiceTest, PerTenantLimitsOnStorageAndActiveJobs) {
 }
 
 TEST_F(TrainingServiceTest, CommandLineUploadsTrainsAndWatches) {
-  const fs::path file = *work_ / "cli.jsonl";
+  const fs::path file = work_ / "cli.jsonl";
   std::ofstream(file) << dataset_text(8);
   const std::string cli = std::string(STATETUNE_BINARY_DIR) + "/client/statetune";
   const std::string common =

@@ -68,6 +68,13 @@ TEST(Safetensors, HandWrittenFileIsRead) {
   EXPECT_TRUE(at::equal(f.tensor("w", at::kDouble), t.to(at::kDouble)));
 }
 
+TEST(Safetensors, DeeplyNestedHeaderIsRefusedWithoutRecursing) {
+  const std::string deep = std::string(100000, '[') + std::string(100000, ']');
+  const std::string msg = parse_error(with_header(R"({"__metadata__":{"k":)" + deep + "}}", ""));
+  EXPECT_NE(msg.find("nests deeper"), std::string::npos) << msg;
+  EXPECT_LT(msg.size(), 1000u) << "the error echoes the input";
+}
+
 TEST(Safetensors, RoundTripsEveryDtypeInMemoryAndOnDisk) {
   const auto tensors = sample();
   const std::map<std::string, std::string> meta = {{"format", "pt"}, {"x", "y z"}};
@@ -117,7 +124,7 @@ TEST(Safetensors, MalformedFilesAreRefusedWithTheSourceAndReason) {
   expect(parse_error(""), "shorter than");
   expect(parse_error(good.substr(0, 20)), "exceeds the file");
   expect(parse_error(good.substr(0, good.size() - 3)), "truncated");
-  expect(parse_error(with_header("{not json", "")), "not JSON");
+  expect(parse_error(with_header("{not json", "")), "not valid JSON");
   expect(parse_error(with_header("[1,2]", "")), "not a JSON object");
   expect(parse_error(with_header(R"({"w":{"dtype":"F32","shape":[2],"data_offsets":[0,4]}})", "12345678")),
          "do not match");

@@ -12,6 +12,7 @@
 #include <stdexcept>
 
 #include "server/engine/adapters/durable_file.h"
+#include "server/engine/util/bounded_json.h"
 #include "server/engine/util/safetensors.h"
 
 namespace statetune::engine {
@@ -241,6 +242,12 @@ void save_adapter(const Adapter& adapter, const std::filesystem::path& path, at:
 
 namespace {
 
+// The metadata values that hold JSON. A fingerprint is one flat object; `extra` (training
+// configuration, eval results) nests a few levels. Both limits are far above what statetune writes
+// and far below where nlohmann's recursion (copy, dump, destruction) would exhaust the stack.
+constexpr JsonLimits kBaseMetadataLimits{64 << 10, 4};
+constexpr JsonLimits kExtraMetadataLimits{16 << 20, 64};
+
 Adapter adapter_from_file(const safetensors::File& file) {
   const std::string& source = file.source();
   auto fail = [&](const std::string& msg) -> void { throw std::runtime_error(source + ": " + msg); };
@@ -271,7 +278,9 @@ Adapter adapter_from_file(const safetensors::File& file) {
   if (a.methods.empty()) fail("metadata 'methods' is empty");
   const std::string base = field("base");
   try {
-    a.base = ModelFingerprint::from_json(nlohmann::json::parse(base));
+    a.base = ModelFingerprint::from_json(parse_bounded_json(base, kBaseMetadataLimits, "metadata 'base'"));
+  } catch (const JsonInputError& e) {
+    fail(e.what());
   } catch (const std::exception& e) {
     fail(std::string("metadata 'base' is not a model fingerprint: ") + e.what());
   }
@@ -290,9 +299,9 @@ Adapter adapter_from_file(const safetensors::File& file) {
   auto extra_it = meta.find("extra");
   if (extra_it != meta.end()) {
     try {
-      a.extra_metadata = nlohmann::json::parse(extra_it->second);
-    } catch (const std::exception& e) {
-      fail(std::string("metadata 'extra' is not JSON: ") + e.what());
+      a.extra_metadata = parse_bounded_json(extra_it->second, kExtraMetadataLimits, "metadata 'extra'");
+    } catch (const JsonInputError& e) {
+      fail(e.what());
     }
   }
 

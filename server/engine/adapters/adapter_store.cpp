@@ -9,6 +9,7 @@
 #include <utility>
 
 #include "server/engine/adapters/durable_file.h"
+#include "server/engine/util/bounded_json.h"
 #include "server/engine/util/printable.h"
 
 namespace statetune::engine {
@@ -21,8 +22,12 @@ constexpr const char* kVersionSuffix = ".safetensors";
 // Staged uploads and atomic-write leftovers; a crash can leave them behind, restart removes them.
 constexpr const char* kStagedSuffix = ".upload";
 constexpr const char* kTmpSuffix = ".tmp";
+// Not a valid tenant name (names cannot start with '.'), so it never collides with a tenant.
+constexpr const char* kQuarantineDir = ".quarantine";
 // Header room allowed beyond the tensors (metadata such as eval results is small; this is generous).
 constexpr int64_t kMaxAdapterHeaderBytes = int64_t{16} << 20;
+// index.json is two fields; anything larger or nested is not one the store wrote.
+constexpr JsonLimits kIndexLimits{4096, 2};
 
 bool ends_with(const std::string& s, const std::string& suffix) {
   return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
@@ -46,10 +51,21 @@ bool is_valid_name(const std::string& value) {
   });
 }
 
+// A folder's entries, read before any of them is moved or deleted.
+std::vector<fs::directory_entry> entries_of(const fs::path& dir) {
+  return {fs::directory_iterator(dir), fs::directory_iterator()};
+}
+
+// Removes `dir` if it is empty; false (and no error) otherwise.
+bool remove_if_empty(const fs::path& dir) {
+  std::error_code ec;
+  return fs::remove(dir, ec) && !ec;
+}
+
 }  // namespace
 
-AdapterStore::AdapterStore(fs::path root, ModelFingerprint base)
-    : root_(std::move(root)), base_(std::move(base)) {
+AdapterStore::AdapterStore(fs::path root, ModelFingerprint base, AdapterQuota quota)
+    : root_(std::move(root)), base_(std::move(base)), quota_(quota) {
   fs::create_directories(root_);
   reload();
 }
@@ -85,6 +101,20 @@ void AdapterStore::report(const fs::path& path, const std::string& message) {
   problems_.push_back({path, message});
 }
 
+void AdapterStore::quarantine(const std::string& tenant, const std::string& name, const fs::path& file,
+                              const std::string& message) {
+  const fs::path dir = root_ / kQuarantineDir / tenant / name;
+  fs::path target = dir / file.filename();
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  for (int i = 1; !ec && fs::exists(target); ++i) {
+    target = dir / (file.filename().string() + "." + std::to_string(i));
+  }
+  if (!ec) fs::rename(file, target, ec);
+  report(file, message + (ec ? " (could not be quarantined: " + ec.message() + ")"
+                             : " (quarantined as " + target.string() + ")"));
+}
+
 // ---------------------------------------------------------------------------------------------
 // Restart: rebuild the in-memory index from the folders.
 
@@ -92,20 +122,31 @@ void AdapterStore::reload() {
   std::lock_guard<std::mutex> lock(mu_);
   tenants_.clear();
   problems_.clear();
-  for (const auto& tenant_dir : fs::directory_iterator(root_)) {
+  for (const auto& tenant_dir : entries_of(root_)) {
     const std::string tenant = tenant_dir.path().filename().string();
+    if (tenant == kQuarantineDir) continue;
     if (!tenant_dir.is_directory() || !is_valid_name(tenant)) {
       report(tenant_dir.path(), "not a tenant folder (invalid name or not a folder)");
       continue;
     }
-    for (const auto& adapter_entry : fs::directory_iterator(tenant_dir.path())) {
-      const std::string name = adapter_entry.path().filename().string();
-      if (!adapter_entry.is_directory() || !is_valid_name(name)) {
-        report(adapter_entry.path(), "not an adapter folder (invalid name or not a folder)");
-        continue;
+    try {
+      for (const auto& adapter_entry : entries_of(tenant_dir.path())) {
+        const std::string name = adapter_entry.path().filename().string();
+        if (!adapter_entry.is_directory() || !is_valid_name(name)) {
+          report(adapter_entry.path(), "not an adapter folder (invalid name or not a folder)");
+          continue;
+        }
+        try {
+          reload_adapter(tenant, name, adapter_entry.path());
+        } catch (const std::exception& e) {
+          report(adapter_entry.path(), std::string("cannot read the adapter folder: ") + e.what());
+        }
       }
-      reload_adapter(tenant, name, adapter_entry.path());
+    } catch (const std::exception& e) {
+      report(tenant_dir.path(), std::string("cannot read the tenant folder: ") + e.what());
     }
+    // A tenant whose uploads all failed before a fix of that, or before a crash, left a bare folder.
+    if (tenants_.count(tenant) == 0) remove_if_empty(tenant_dir.path());
   }
   int64_t count = 0;
   for (const auto& [tenant, adapters] : tenants_) {
@@ -120,10 +161,13 @@ void AdapterStore::reload_adapter(const std::string& tenant, const std::string& 
   Entry entry;
   int64_t indexed_current = 0;
   bool index_ok = false;
+  bool quarantined = false;
   const fs::path index_path = dir / kIndexFile;
   if (fs::exists(index_path)) {
     try {
-      const auto j = nlohmann::json::parse(read_file(index_path));
+      const auto j = parse_bounded_json(read_file(index_path, kIndexLimits.max_bytes), kIndexLimits,
+                                        "the index");
+      if (!j.is_object()) throw std::runtime_error("the index is not a JSON object");
       if (j.contains("current") && !j.at("current").is_null()) {
         indexed_current = parse_version_number(j.at("current").get<std::string>());
         if (indexed_current == 0) throw std::runtime_error("'current' is not a version number");
@@ -131,11 +175,14 @@ void AdapterStore::reload_adapter(const std::string& tenant, const std::string& 
       entry.next_version = std::max<int64_t>(1, j.value("next_version", int64_t{1}));
       index_ok = true;
     } catch (const std::exception& e) {
-      report(index_path, std::string("unreadable index, using the newest valid version: ") + e.what());
+      quarantine(tenant, name, index_path,
+                 std::string("unreadable index, using the newest valid version: ") + e.what());
+      quarantined = true;
     }
   }
 
-  for (const auto& file : fs::directory_iterator(dir)) {
+  bool has_other_files = false;
+  for (const auto& file : entries_of(dir)) {
     const std::string filename = file.path().filename().string();
     if (filename == kIndexFile) continue;
     if (ends_with(filename, kStagedSuffix) || ends_with(filename, kTmpSuffix)) {
@@ -149,22 +196,33 @@ void AdapterStore::reload_adapter(const std::string& tenant, const std::string& 
             : 0;
     if (number == 0) {
       report(file.path(), "unexpected file in an adapter folder (want <version>.safetensors)");
+      has_other_files = true;
       continue;
     }
     entry.next_version = std::max(entry.next_version, number + 1);
+    Adapter adapter;
     try {
-      const Adapter adapter = load_adapter(file.path());
+      adapter = parse_adapter(read_file(file.path(), static_cast<size_t>(max_file_bytes())),
+                              file.path().string());
+    } catch (const std::exception& e) {
+      quarantine(tenant, name, file.path(), e.what());
+      quarantined = true;
+      continue;
+    }
+    try {
+      // A valid file for another base model stays in place: restarting with that model finds it.
       check_compatible(adapter, base_);
-      Version v;
-      v.path = file.path();
-      v.size_bytes = static_cast<int64_t>(fs::file_size(file.path()));
-      v.created_unix = adapter.created_unix;
-      v.methods = adapter.methods;
-      v.extra_metadata = adapter.extra_metadata;
-      entry.versions.emplace(number, std::move(v));
     } catch (const std::exception& e) {
       report(file.path(), e.what());
+      continue;
     }
+    Version v;
+    v.path = file.path();
+    v.size_bytes = static_cast<int64_t>(fs::file_size(file.path()));
+    v.created_unix = adapter.created_unix;
+    v.methods = adapter.methods;
+    v.extra_metadata = adapter.extra_metadata;
+    entry.add(number, std::move(v));
   }
 
   if (index_ok) {
@@ -182,33 +240,163 @@ void AdapterStore::reload_adapter(const std::string& tenant, const std::string& 
   } else if (!entry.versions.empty()) {
     entry.current = entry.versions.rbegin()->first;
   }
+  if (!index_ok && !quarantined && entry.next_version == 1 && !has_other_files) {
+    // No index and no version file ever: a folder whose first upload failed. Not an adapter.
+    remove_if_empty(dir);
+    return;
+  }
+  if (quarantined) {
+    // Record what this start decided, so the next one agrees and quarantined numbers stay reserved.
+    try {
+      write_index(tenant, name, entry.current, entry.next_version);
+    } catch (const std::exception& e) {
+      spdlog::error("adapter store: cannot rewrite the index of {}/{}: {}", tenant, name, e.what());
+    }
+  }
   tenants_[tenant][name] = std::move(entry);
 }
 
 // ---------------------------------------------------------------------------------------------
 // Writes.
 
-void AdapterStore::write_index_locked(const std::string& tenant, const std::string& name,
-                                      const Entry& entry) {
+void AdapterStore::write_index(const std::string& tenant, const std::string& name, int64_t current,
+                               int64_t next_version) {
   nlohmann::json j;
-  j["current"] = entry.current > 0 ? nlohmann::json(std::to_string(entry.current)) : nlohmann::json();
-  j["next_version"] = entry.next_version;
+  j["current"] = current > 0 ? nlohmann::json(std::to_string(current)) : nlohmann::json();
+  j["next_version"] = next_version;
   replace_file_atomically(adapter_dir(tenant, name) / kIndexFile, j.dump(2) + "\n");
 }
 
-int64_t AdapterStore::reserve_version(const std::string& tenant, const std::string& name) {
+int64_t AdapterStore::reserve_version(const std::string& tenant, const std::string& name, int64_t bytes) {
   std::lock_guard<std::mutex> lock(mu_);
+  const auto over = [&](const std::string& why) {
+    return AdapterQuotaExceeded("adapter upload " + tenant + "/" + name + " refused: " + why);
+  };
+  int64_t used_bytes = 0, adapters = 0;
+  const Entry* existing = nullptr;
+  if (auto t = tenants_.find(tenant); t != tenants_.end()) {
+    for (const auto& [other, entry] : t->second) {
+      const bool in_use = !entry.versions.empty() || entry.pending > 0;
+      adapters += in_use ? 1 : 0;
+      if (other == name && in_use) existing = &entry;
+      used_bytes += entry.stored_bytes + entry.pending_bytes;
+    }
+  }
+  if (existing == nullptr && adapters >= quota_.tenant_adapters) {
+    throw over("tenant " + tenant + " has " + std::to_string(adapters) + " adapters, its quota is " +
+               std::to_string(quota_.tenant_adapters) + "; delete one to make room");
+  }
+  int64_t freed_bytes = 0;  // by pruning, once this version is stored
+  if (existing != nullptr) {
+    const int64_t kept = static_cast<int64_t>(existing->versions.size()) + existing->pending;
+    if (kept >= quota_.versions_per_adapter) {
+      if (!quota_.prune_old_versions) {
+        throw over("the adapter keeps " + std::to_string(kept) + " versions, the most allowed per adapter (" +
+                   std::to_string(quota_.versions_per_adapter) + "); delete the adapter to start over");
+      }
+      int64_t to_prune = kept + 1 - quota_.versions_per_adapter;
+      for (const auto& [number, v] : existing->versions) {
+        if (to_prune == 0) break;
+        if (number == existing->current) continue;
+        freed_bytes += v.size_bytes;
+        --to_prune;
+      }
+      if (to_prune > 0) {
+        throw over("the adapter keeps " + std::to_string(kept) + " versions being written or current, the " +
+                   "most allowed per adapter (" + std::to_string(quota_.versions_per_adapter) + ")");
+      }
+    }
+  }
+  if (used_bytes - freed_bytes + bytes > quota_.tenant_bytes) {
+    throw over("tenant " + tenant + "'s adapters would take " + std::to_string(used_bytes - freed_bytes + bytes) +
+               " bytes, its quota is " + std::to_string(quota_.tenant_bytes) + "; delete adapters to make room");
+  }
+
   const fs::path dir = adapter_dir(tenant, name);
   // Only a folder created here needs its parent fsynced; an upload to an existing adapter pays for
   // no folder fsync before its own file is written.
   if (!fs::exists(dir)) {
     const bool new_tenant = !fs::exists(dir.parent_path());
-    fs::create_directories(dir);
-    if (new_tenant) fsync_directory(root_);
-    fsync_directory(dir.parent_path());
+    try {
+      fs::create_directories(dir);
+      if (new_tenant) fsync_directory(root_);
+      fsync_directory(dir.parent_path());
+    } catch (const std::exception&) {
+      remove_if_empty(dir);
+      if (new_tenant) remove_if_empty(dir.parent_path());
+      throw;
+    }
   }
   Entry& entry = tenants_[tenant][name];
+  ++entry.pending;
+  entry.pending_bytes += bytes;
   return entry.next_version++;
+}
+
+void AdapterStore::commit_version(const std::string& tenant, const std::string& name, int64_t number,
+                                  Version v) {
+  std::lock_guard<std::mutex> lock(mu_);
+  Entry& entry = tenants_.at(tenant).at(name);
+  // Two uploads can race: the higher number wins whatever order they finish in.
+  const int64_t current = std::max(number, entry.current);
+  // The index first: if it cannot be written (a full disk) memory stays as it was.
+  write_index(tenant, name, current, entry.next_version);
+  --entry.pending;
+  entry.pending_bytes -= v.size_bytes;
+  entry.add(number, std::move(v));
+  entry.current = current;
+  if (quota_.prune_old_versions) prune_locked(tenant, name, entry);
+}
+
+void AdapterStore::prune_locked(const std::string& tenant, const std::string& name, Entry& entry) {
+  // Versions still being written count: they will be kept when they finish.
+  auto kept = [&] { return static_cast<int64_t>(entry.versions.size()) + entry.pending; };
+  for (auto it = entry.versions.begin(); it != entry.versions.end() && kept() > quota_.versions_per_adapter;) {
+    if (it->first == entry.current) {
+      ++it;
+      continue;
+    }
+    std::error_code ec;
+    fs::remove(it->second.path, ec);
+    if (ec) {
+      // Kept in memory as it is on disk; the next put tries again.
+      spdlog::error("adapter store: cannot prune {}/{} version {}: {}", tenant, name, it->first, ec.message());
+      ++it;
+      continue;
+    }
+    spdlog::info("adapter store: {}/{} version {} pruned (over {} versions)", tenant, name, it->first,
+                 quota_.versions_per_adapter);
+    it = entry.erase(it);
+  }
+}
+
+void AdapterStore::abandon_version(const std::string& tenant, const std::string& name, int64_t number,
+                                   int64_t bytes, const fs::path& file, const std::string& why) {
+  std::error_code ec;
+  fs::remove(file, ec);  // absent when the write failed before the rename
+  if (ec) spdlog::error("adapter store: cannot delete the failed upload {}: {}", file.string(), ec.message());
+  std::lock_guard<std::mutex> lock(mu_);
+  Entry& entry = tenants_.at(tenant).at(name);
+  --entry.pending;
+  entry.pending_bytes -= bytes;
+  // The number named no content anywhere, so unless a later put reserved one since, it is given
+  // back: memory is then exactly as before the attempt.
+  if (entry.next_version == number + 1) entry.next_version = number;
+  spdlog::warn("adapter store: {}/{} version {} not stored: {}", tenant, name, number, why);
+  drop_if_unused_locked(tenant, name);
+}
+
+void AdapterStore::drop_if_unused_locked(const std::string& tenant, const std::string& name) {
+  auto t = tenants_.find(tenant);
+  auto a = t->second.find(name);
+  if (!a->second.versions.empty() || a->second.pending > 0) return;
+  // An empty folder means no index either: nothing to remember (not even a version count).
+  if (!remove_if_empty(adapter_dir(tenant, name))) return;
+  t->second.erase(a);
+  if (t->second.empty()) {
+    remove_if_empty(root_ / tenant);
+    tenants_.erase(t);
+  }
 }
 
 std::string AdapterStore::put(const std::string& tenant, const std::string& name,
@@ -243,30 +431,26 @@ std::string AdapterStore::put(const std::string& tenant, const std::string& name
   }
   const auto t1 = std::chrono::steady_clock::now();
 
-  // Durable before it becomes current: staged file written and fsynced, renamed into place and the
-  // folder fsynced, then the index replaced the same way. A crash at any point leaves the previous
-  // version current (restart deletes a leftover staged file).
-  const int64_t number = reserve_version(tenant, name);
+  // Durable before it becomes current: the file written to a temporary name and fsynced, renamed
+  // into place and the folder fsynced, then the index replaced the same way. A crash at any point
+  // leaves the previous version current (restart deletes a leftover temporary file); a failure
+  // undoes everything.
+  const int64_t bytes = static_cast<int64_t>(file_bytes.size());
+  const int64_t number = reserve_version(tenant, name, bytes);
   const std::string version = std::to_string(number);
   const fs::path final_path = adapter_dir(tenant, name) / (version + kVersionSuffix);
-  fs::path staged = final_path;
-  staged += kStagedSuffix;
-  write_file_synced(staged, file_bytes);
-  rename_durably(staged, final_path);
-
   Version v;
   v.path = final_path;
-  v.size_bytes = static_cast<int64_t>(file_bytes.size());
+  v.size_bytes = bytes;
   v.created_unix = adapter.created_unix;
   v.methods = adapter.methods;
   v.extra_metadata = adapter.extra_metadata;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    Entry& entry = tenants_[tenant][name];
-    entry.versions[number] = std::move(v);
-    // Two uploads can race: the higher number wins whatever order they finish in.
-    if (number > entry.current) entry.current = number;
-    write_index_locked(tenant, name, entry);
+  try {
+    replace_file_atomically(final_path, file_bytes);
+    commit_version(tenant, name, number, std::move(v));
+  } catch (const std::exception& e) {
+    abandon_version(tenant, name, number, bytes, final_path, e.what());
+    throw;
   }
   const auto t2 = std::chrono::steady_clock::now();
   spdlog::info("adapter store: {}/{} version {} stored ({} bytes, methods {}; validate {:.1f} ms, "
@@ -305,16 +489,47 @@ bool AdapterStore::remove(const std::string& tenant, const std::string& name) {
   auto a = t->second.find(name);
   if (a == t->second.end() || a->second.versions.empty()) return false;
   Entry& entry = a->second;
-  // Index first: once it says "no current version" a crash mid-delete cannot resurrect the adapter.
-  entry.current = 0;
-  write_index_locked(tenant, name, entry);
-  for (const auto& [number, v] : entry.versions) {
+  // Files before the index: deleting frees space, so a tenant can delete on a full disk, where even
+  // a small index cannot be written. The current version goes first: once its file is gone a crash
+  // cannot resurrect the adapter (a restart finds the index's current version missing and serves
+  // none). If it cannot be deleted, nothing has changed.
+  if (entry.current > 0) {
     std::error_code ec;
-    fs::remove(v.path, ec);
-    if (ec) spdlog::error("adapter store: cannot delete {}: {}", v.path.string(), ec.message());
+    fs::remove(entry.versions.at(entry.current).path, ec);
+    if (ec) {
+      throw std::runtime_error("adapter " + tenant + "/" + name + " not deleted: its current version " +
+                               "cannot be deleted: " + ec.message());
+    }
+    entry.erase(entry.versions.find(entry.current));
+    entry.current = 0;
   }
-  entry.versions.clear();
-  fsync_directory(adapter_dir(tenant, name));
+  std::string failure;
+  int64_t failed = 0;
+  for (auto it = entry.versions.begin(); it != entry.versions.end();) {
+    std::error_code ec;
+    fs::remove(it->second.path, ec);
+    if (ec) {
+      // Kept in memory as it is on disk (a version without a current one); a later remove retries.
+      spdlog::error("adapter store: cannot delete {}: {}", it->second.path.string(), ec.message());
+      failure = ec.message();
+      ++failed;
+      ++it;
+    } else {
+      it = entry.erase(it);
+    }
+  }
+  try {
+    // Keeps next_version, so the name's versions never repeat.
+    write_index(tenant, name, 0, entry.next_version);
+    fsync_directory(adapter_dir(tenant, name));
+  } catch (const std::exception& e) {
+    // The old index names a current version whose file is gone: a restart serves none, as now.
+    spdlog::error("adapter store: {}/{} deleted, but its index was not updated: {}", tenant, name, e.what());
+  }
+  if (failed > 0) {
+    throw std::runtime_error("adapter " + tenant + "/" + name + " has no current version any more, but " +
+                             std::to_string(failed) + " older versions could not be deleted: " + failure);
+  }
   spdlog::info("adapter store: {}/{} removed (next version {})", tenant, name, entry.next_version);
   return true;
 }
@@ -411,7 +626,7 @@ int64_t AdapterStore::tenant_bytes(const std::string& tenant) const {
   auto t = tenants_.find(tenant);
   if (t == tenants_.end()) return 0;
   for (const auto& [name, entry] : t->second) {
-    for (const auto& [number, v] : entry.versions) bytes += v.size_bytes;
+    bytes += entry.stored_bytes;
   }
   return bytes;
 }

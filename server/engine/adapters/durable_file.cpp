@@ -60,13 +60,28 @@ void rename_durably(const std::filesystem::path& from, const std::filesystem::pa
 void replace_file_atomically(const std::filesystem::path& path, const std::string& bytes) {
   std::filesystem::path tmp = path;
   tmp += ".tmp";
-  write_file_synced(tmp, bytes);
-  rename_durably(tmp, path);
+  try {
+    write_file_synced(tmp, bytes);
+    rename_durably(tmp, path);
+  } catch (const std::exception&) {
+    std::error_code ignored;  // gone already when only the folder fsync failed
+    std::filesystem::remove(tmp, ignored);
+    throw;
+  }
 }
 
-std::string read_file(const std::filesystem::path& path) {
+std::string read_file(const std::filesystem::path& path, size_t max_bytes) {
   std::ifstream in(path, std::ios::binary);
   if (!in) throw std::runtime_error("cannot open " + path.string() + ": " + std::strerror(errno));
+  if (max_bytes != SIZE_MAX) {
+    std::error_code ec;
+    const uintmax_t size = std::filesystem::file_size(path, ec);
+    if (ec) throw std::runtime_error("cannot read the size of " + path.string() + ": " + ec.message());
+    if (size > max_bytes) {
+      throw std::runtime_error(path.string() + " is " + std::to_string(size) + " bytes, more than the " +
+                               std::to_string(max_bytes) + " it may have");
+    }
+  }
   std::ostringstream out;
   out << in.rdbuf();
   if (in.bad()) throw std::runtime_error("cannot read " + path.string());

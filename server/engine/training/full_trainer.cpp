@@ -130,8 +130,11 @@ FullTrainResult FullModelTrainer::train(const std::vector<int32_t>& train_tokens
   FullTrainResult result;
   result.initial_heldout_loss = heldout_loss(heldout_tokens, o.eval_windows);
   result.heldout_curve.emplace_back(0, result.initial_heldout_loss);
-  const auto t0 = Clock::now();
-  auto elapsed = [&] { return std::chrono::duration<double>(Clock::now() - t0).count(); };
+  auto now_s = [&] {
+    return o.clock ? o.clock() : std::chrono::duration<double>(Clock::now().time_since_epoch()).count();
+  };
+  const double t0 = now_s();
+  auto elapsed = [&] { return now_s() - t0; };
   const int64_t total = o.steps;
   std::vector<double> recent;
   FullTrainProgress p;

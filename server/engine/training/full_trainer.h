@@ -39,6 +39,10 @@ struct FullTrainOptions {
   int64_t log_every = 10;
   int64_t scan_chunk = 64;
   at::Device device = at::kCPU;  // where the weights, optimizer state and activations live
+  // Seconds on a monotonic clock, read for the time budget and the reported elapsed time; empty: the
+  // steady clock. Tests drive a budget run with a clock they advance per step, so the run is the same
+  // however fast the machine is.
+  std::function<double()> clock;
 };
 
 struct FullTrainProgress {

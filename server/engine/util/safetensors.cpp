@@ -16,6 +16,7 @@
 #include <sstream>
 #include <stdexcept>
 
+#include "server/engine/util/bounded_json.h"
 #include "server/engine/util/sha256.h"
 
 namespace statetune::engine::safetensors {
@@ -24,6 +25,11 @@ namespace {
 // Real headers are at most a few MB (one entry per tensor); this bounds what a bad file can make us
 // allocate before anything else is checked.
 constexpr uint64_t kMaxHeaderBytes = uint64_t{100} << 20;
+// A header nests 3 deep (header, tensor entry, shape); a deeper one is not safetensors, and bounding
+// it before parsing keeps a hostile file from exhausting the stack.
+constexpr int kMaxHeaderDepth = 8;
+// model.safetensors.index.json: a weight_map of a few thousand names, and metadata.
+constexpr JsonLimits kShardIndexLimits{size_t{16} << 20, 8};
 
 size_t element_size(const std::string& dtype) {
   if (dtype == "F32" || dtype == "I32" || dtype == "U32") return 4;
@@ -124,9 +130,10 @@ struct File::Impl {
     }
     nlohmann::json header;
     try {
-      header = nlohmann::json::parse(p + 8, p + 8 + header_size);
-    } catch (const nlohmann::json::exception& e) {
-      fail(std::string("header is not JSON: ") + e.what());
+      header = parse_bounded_json(std::string_view(p + 8, header_size),
+                                  JsonLimits{static_cast<size_t>(kMaxHeaderBytes), kMaxHeaderDepth}, "the header");
+    } catch (const JsonInputError& e) {
+      fail(e.what());
     }
     if (!header.is_object()) fail("header is not a JSON object");
     data = p + 8 + header_size;
@@ -300,12 +307,20 @@ Checkpoint Checkpoint::open(const std::filesystem::path& dir) {
   const std::string src = index.string();
   nlohmann::json j;
   {
-    std::ifstream in(index);
+    std::ifstream in(index, std::ios::binary);
     if (!in) throw std::runtime_error(src + ": cannot open");
+    std::error_code ec;
+    const uintmax_t size = std::filesystem::file_size(index, ec);
+    if (ec || size > kShardIndexLimits.max_bytes) {
+      throw std::runtime_error(src + ": " + (ec ? ec.message() : std::to_string(size) + " bytes is too large"));
+    }
+    std::string text(static_cast<size_t>(size), '\0');
+    in.read(text.data(), static_cast<std::streamsize>(size));
+    text.resize(static_cast<size_t>(in.gcount()));
     try {
-      j = nlohmann::json::parse(in);
-    } catch (const nlohmann::json::exception& e) {
-      throw std::runtime_error(src + ": not JSON: " + e.what());
+      j = parse_bounded_json(text, kShardIndexLimits, src);
+    } catch (const JsonInputError& e) {
+      throw std::runtime_error(e.what());
     }
   }
   if (!j.is_object() || !j.contains("weight_map") || !j["weight_map"].is_object()) {
