@@ -31,6 +31,9 @@ elif [[ "${STATETUNE_NO_TEST_TOOLS:-0}" != 1 ]]; then
   # the offline manifest validator. kubectl and npm may already be on the machine from elsewhere (a newer
   # kubectl, NodeSource's Node.js with its own npm); Debian's packages are added only where they are not.
   PACKAGES+=(prometheus curl openssl)  # openssl: tests/serving makes its TLS certificates with it
+  # clang + its runtimes (libFuzzer, ASan, UBSan, TSan): scripts/fuzz.sh, which scripts/test.sh runs,
+  # and scripts/sanitize.sh.
+  PACKAGES+=(clang libclang-rt-14-dev)
   command -v kubectl >/dev/null || PACKAGES+=(kubernetes-client)
   command -v npm >/dev/null || PACKAGES+=(npm)
 fi

@@ -26,6 +26,7 @@
 #include <string>
 #include <thread>
 
+#include "server/training/job_params.h"
 #include "server/training/job_store.h"
 
 namespace statetune::engine {
@@ -137,20 +138,5 @@ class JobRunner {
   std::atomic<bool> user_cancelled_{false};
   std::thread worker_;
 };
-
-// The hyper-parameters of a job spec (CreateJobRequest JSON, proto field names) with defaults
-// filled.
-struct JobParams {
-  std::vector<std::string> methods;
-  double learning_rate = 0;
-  int64_t epochs = 3, batch_size = 4, max_steps = 0, max_length = 512, warmup_steps = 0,
-          eval_every = 0;
-  uint64_t seed = 0;
-  int64_t early_stopping_patience = 0, checkpoint_every = 0;
-  double validation_split = 0;
-  std::string dataset_id, validation_dataset_id, adapter_name;
-};
-// Throws std::invalid_argument naming the field that is out of range or of the wrong type.
-JobParams parse_job_params(const nlohmann::json& spec);
 
 }  // namespace statetune::training

@@ -109,6 +109,25 @@ TEST(ModelFingerprint, RoundTripsAndNamesTheFirstDifference) {
   EXPECT_THROW(ModelFingerprint::from_json(nlohmann::json{{"architecture", "x"}}), std::runtime_error);
 }
 
+// Found by tests/fuzz/safetensors_adapter_fuzz under UBSan: an uploaded adapter's recorded base with a
+// float dimension was cast to int64 (undefined for 1e300; INT64_MIN in practice). Integers only now.
+TEST(ModelFingerprint, RefusesDimensionsThatAreNotIntegers) {
+  const nlohmann::json good = ModelFingerprint::of(tiny_config(), std::string(64, 'a')).to_json();
+  for (const nlohmann::json& value : {nlohmann::json(1e300), nlohmann::json(2.0), nlohmann::json(-1e19)}) {
+    nlohmann::json bad = good;
+    bad["n_layer"] = value;
+    try {
+      ModelFingerprint::from_json(bad);
+      ADD_FAILURE() << "accepted n_layer " << value.dump();
+    } catch (const std::runtime_error& e) {
+      EXPECT_NE(std::string(e.what()).find("n_layer"), std::string::npos) << e.what();
+    }
+  }
+  nlohmann::json config = nlohmann::json::parse(R"({"hidden_size": 8, "num_hidden_layers": 2, "vocab_size": 10})");
+  config["num_hidden_layers"] = 1e300;
+  EXPECT_THROW(MambaConfig::from_json(config), std::runtime_error);
+}
+
 // Every on-disk variant loads and computes what the independent forward computes from its file.
 TEST(ModelCheckpoint, EveryLayoutAndDiskDtypeLoads) {
   const std::vector<int64_t> prompt = {1, 30, 2, 2, 17, 39};

@@ -1,9 +1,18 @@
 #include "server/engine/model/model_config.h"
 
 #include <stdexcept>
+#include <type_traits>
 
 namespace statetune::engine {
 namespace {
+
+// nlohmann converts a JSON float to an integer with a plain cast, which is undefined behaviour when it
+// does not fit (an adapter upload whose base says "n_layer": 1e300): integer fields take integers only.
+template <typename T>
+bool fits(const nlohmann::json& value) {
+  if constexpr (std::is_integral_v<T> && !std::is_same_v<T, bool>) return value.is_number_integer();
+  return true;
+}
 
 [[noreturn]] void bad(const std::string& field, const std::string& why) {
   throw std::runtime_error("model config: field '" + field + "' " + why);
@@ -14,6 +23,7 @@ template <typename T>
 bool read(const nlohmann::json& j, const std::string& field, T& out) {
   auto it = j.find(field);
   if (it == j.end() || it->is_null()) return false;
+  if (!fits<T>(*it)) bad(field, "must be an integer, not " + it->dump());
   try {
     out = it->get<T>();
   } catch (const nlohmann::json::exception&) {
@@ -194,8 +204,10 @@ ModelFingerprint ModelFingerprint::from_json(const nlohmann::json& j) {
     auto it = j.find(field);
     if (it == j.end()) throw std::runtime_error(std::string("model fingerprint: field '") + field + "' is missing");
     try {
-      out = it->get<std::decay_t<decltype(out)>>();
-    } catch (const nlohmann::json::exception&) {
+      using T = std::decay_t<decltype(out)>;
+      if (!fits<T>(*it)) throw std::invalid_argument("not an integer");
+      out = it->get<T>();
+    } catch (const std::exception&) {
       throw std::runtime_error(std::string("model fingerprint: field '") + field + "' has the wrong type");
     }
   };
