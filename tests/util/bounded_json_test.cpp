@@ -59,5 +59,27 @@ TEST(BoundedJson, MalformedJsonIsAnInputErrorWithAShortMessage) {
   }
 }
 
+// nlohmann's get<integer>() on 7.8e127 is undefined behaviour (a fuzzing finding in tensor offsets);
+// the checked readers take only integers that fit.
+TEST(BoundedJson, IntegerReadersRefuseFloatsAndOutOfRangeValues) {
+  const auto j = nlohmann::json::parse(R"([7.77778e127, -1e300, 1.5, 3, -3, 18446744073709551615, "4"])");
+  EXPECT_THROW(json_uint64(j[0], "x"), JsonInputError);
+  EXPECT_THROW(json_int64(j[1], "x"), JsonInputError);
+  EXPECT_THROW(json_int64(j[2], "x"), JsonInputError);
+  EXPECT_EQ(json_int64(j[3], "x"), 3);
+  EXPECT_EQ(json_uint64(j[3], "x"), 3u);
+  EXPECT_EQ(json_int64(j[4], "x"), -3);
+  EXPECT_THROW(json_uint64(j[4], "x"), JsonInputError);
+  EXPECT_EQ(json_uint64(j[5], "x"), 18446744073709551615u);
+  EXPECT_THROW(json_int64(j[5], "x"), JsonInputError);
+  EXPECT_THROW(json_int64(j[6], "x"), JsonInputError);
+  try {
+    json_uint64(j[0], "data_offsets[0]");
+    FAIL();
+  } catch (const JsonInputError& e) {
+    EXPECT_EQ(std::string(e.what()), "data_offsets[0] must be a non-negative integer");
+  }
+}
+
 }  // namespace
 }  // namespace statetune::engine

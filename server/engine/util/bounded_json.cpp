@@ -1,5 +1,7 @@
 #include "server/engine/util/bounded_json.h"
 
+#include <limits>
+
 namespace statetune::engine {
 
 int json_nesting_depth(std::string_view text, int stop_above) {
@@ -51,6 +53,26 @@ nlohmann::json parse_bounded_json(std::string_view text, const JsonLimits& limit
     if (msg.size() > 200) msg.resize(200);
     throw JsonInputError(what + " is not valid JSON: " + msg);
   }
+}
+
+int64_t json_int64(const nlohmann::json& value, const std::string& what) {
+  if (value.is_number_unsigned()) {
+    if (value.get<uint64_t>() > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) {
+      throw JsonInputError(what + " is out of range");
+    }
+    return static_cast<int64_t>(value.get<uint64_t>());
+  }
+  if (value.is_number_integer()) return value.get<int64_t>();
+  throw JsonInputError(what + " must be an integer");
+}
+
+uint64_t json_uint64(const nlohmann::json& value, const std::string& what) {
+  if (value.is_number_unsigned()) return value.get<uint64_t>();
+  if (value.is_number_integer()) {
+    if (value.get<int64_t>() < 0) throw JsonInputError(what + " must not be negative");
+    return static_cast<uint64_t>(value.get<int64_t>());
+  }
+  throw JsonInputError(what + " must be a non-negative integer");
 }
 
 }  // namespace statetune::engine

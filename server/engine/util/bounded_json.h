@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include <cstddef>
+#include <cstdint>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -36,5 +37,12 @@ int json_nesting_depth(std::string_view text, int stop_above);
 // Parses `text` as one JSON document after checking its size and depth against `limits`.
 // Throws JsonInputError naming `what` on any failure.
 nlohmann::json parse_bounded_json(std::string_view text, const JsonLimits& limits, const std::string& what);
+
+// Integers read from a parsed document. nlohmann's get<integer>() on a float value is a static_cast,
+// undefined behaviour when the value lies outside the integer's range (7.8e127 as a tensor offset was
+// a fuzzing finding), and it silently truncates 1.5; these accept only a JSON integer that fits and
+// otherwise throw JsonInputError naming `what`.
+int64_t json_int64(const nlohmann::json& value, const std::string& what);
+uint64_t json_uint64(const nlohmann::json& value, const std::string& what);
 
 }  // namespace statetune::engine

@@ -153,13 +153,17 @@ struct File::Impl {
       try {
         if (!value.is_object()) fail(name + ": entry is not an object");
         t.dtype = value.at("dtype").get<std::string>();
-        t.shape = value.at("shape").get<std::vector<int64_t>>();
+        const auto& shape = value.at("shape");
+        if (!shape.is_array()) fail(name + ": shape must be an array");
+        for (const auto& d : shape) t.shape.push_back(json_int64(d, name + ": a shape entry"));
         const auto& offsets = value.at("data_offsets");
         if (!offsets.is_array() || offsets.size() != 2) fail(name + ": data_offsets must be [begin, end]");
-        t.begin = offsets[0].get<uint64_t>();
-        t.end = offsets[1].get<uint64_t>();
+        t.begin = json_uint64(offsets[0], name + ": data_offsets[0]");
+        t.end = json_uint64(offsets[1], name + ": data_offsets[1]");
       } catch (const nlohmann::json::exception& e) {
         fail(name + ": malformed entry (" + e.what() + ")");
+      } catch (const JsonInputError& e) {
+        fail(e.what());
       }
       const size_t esize = element_size(t.dtype);
       if (esize == 0) fail(name + ": unknown dtype " + t.dtype);
