@@ -4,6 +4,7 @@
 #include <sstream>
 #include <stdexcept>
 
+#include "server/common/status_codes.h"
 #include "server/engine/util/sha256.h"
 
 namespace statetune::client {
@@ -18,14 +19,7 @@ std::string read_binary_file(const std::string& path) {
   return buf.str();
 }
 
-std::string status_code_name(grpc::StatusCode code) {
-  static const char* names[] = {"OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED",
-                                "NOT_FOUND", "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED",
-                                "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED", "INTERNAL",
-                                "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED"};
-  const int i = static_cast<int>(code);
-  return i >= 0 && i < 17 ? names[i] : "CODE_" + std::to_string(i);
-}
+std::string status_code_name(grpc::StatusCode code) { return common::status_code_constant(code); }
 
 Client::Client(ClientOptions options) : options_(std::move(options)) {
   std::shared_ptr<grpc::ChannelCredentials> creds;

@@ -74,7 +74,8 @@ class Client {
   std::unique_ptr<grpc::health::v1::Health::Stub> health_;
 };
 
-// "NOT_FOUND", "RESOURCE_EXHAUSTED", ...
+// "NOT_FOUND", "RESOURCE_EXHAUSTED", ... (the shared table, server/common/status_codes.h, as gRPC
+// spells the constants; metric labels use the lowercase names).
 std::string status_code_name(grpc::StatusCode code);
 std::string read_binary_file(const std::string& path);  // throws std::runtime_error
 

@@ -1,6 +1,6 @@
 // What every statetune-serve handler does around its own work, in one place: authenticate the caller
 // (failures logged, rate-limited, never with the key), run the handler, turn anything it throws into a
-// real status (rpc_errors.h), bound the message, and log every failed call with its request id.
+// real status (server/common/grpc_status.h), bound the message, and log every failed call with its request id.
 // (RpcStatusInterceptor counts them, with the failures gRPC answers before any handler runs.)
 #pragma once
 

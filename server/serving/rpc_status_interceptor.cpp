@@ -2,7 +2,7 @@
 
 #include <string>
 
-#include "server/serving/rpc_errors.h"
+#include "server/common/status_codes.h"
 
 namespace statetune::serving {
 namespace {
@@ -30,7 +30,7 @@ class RpcStatusInterceptor : public grpc::experimental::Interceptor {
                             "that is not valid UTF-8");
         methods->ModifySendStatus(status);
       }
-      if (!status.ok()) metrics_.rpc_failed(method_, code_name(status.error_code()));
+      if (!status.ok()) metrics_.rpc_failed(method_, common::status_code_name(status.error_code()));
     }
     methods->Proceed();
   }

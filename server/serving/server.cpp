@@ -16,8 +16,10 @@
 #include <sstream>
 #include <thread>
 
+#include "server/common/grpc_status.h"
 #include "server/common/logging.h"
 #include "server/common/metrics.h"
+#include "server/common/status_codes.h"
 #include "server/engine/adapters/adapter_pool.h"
 #include "server/engine/adapters/adapter_store.h"
 #include "server/engine/model/mamba_model.h"
@@ -27,7 +29,6 @@
 #include "server/engine/util/printable.h"
 #include "server/engine/util/sha256.h"
 #include "server/serving/auth.h"
-#include "server/serving/rpc_errors.h"
 #include "server/serving/rpc_runner.h"
 #include "server/serving/rpc_status_interceptor.h"
 #include "server/serving/serving_metrics.h"
@@ -145,7 +146,7 @@ class GenerationService final : public v1::Generation::Service {
     return s_.rpc->run(
         ctx, "Generate", [&](const RpcCall& call) { return run(ctx, *req, writer, call); },
         [this](const RpcCall& call, const Status& st) {
-          s_.metrics->request_finished(call.tenant_label(), code_name(st.error_code()));
+          s_.metrics->request_finished(call.tenant_label(), common::status_code_name(st.error_code()));
         });
   }
 
@@ -180,11 +181,10 @@ class GenerationService final : public v1::Generation::Service {
     s_.metrics->request_duration(tenant, usage.total_seconds);
     s_.metrics->tokens(tenant, usage.prompt_tokens, usage.completion_tokens);
     if (finish.reason == engine::FinishReason::kError) {
-      std::string detail;
-      Status st = status_for_engine_error(finish.error_kind, finish.error, call.request_id, &detail);
+      Status st = common::to_grpc_status(finish.error_kind, finish.error, call.request_id);
       if (st.error_code() == StatusCode::INTERNAL) {
         common::log_event(spdlog::level::err, "generate.engine_error",
-                          {{"request_id", call.request_id}, {"message", detail}});
+                          {{"request_id", call.request_id}, {"message", finish.error}});
       }
       return st;
     }
@@ -276,7 +276,7 @@ class AdaptersService final : public v1::Adapters::Service {
     return s_.rpc->run(
         ctx, "UploadAdapter", [&](const RpcCall& call) { return upload(ctx, reader, reply, call, tenant); },
         [this, &tenant](const RpcCall&, const Status& st) {
-          if (!tenant.empty()) s_.metrics->upload(tenant, code_name(st.error_code()));
+          if (!tenant.empty()) s_.metrics->upload(tenant, common::status_code_name(st.error_code()));
         });
   }
 

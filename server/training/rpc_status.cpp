@@ -1,25 +1,19 @@
 #include "server/training/rpc_status.h"
 
-#include "client/statetune_client.h"
+#include "server/common/grpc_status.h"
 #include "server/common/logging.h"
-#include "server/training/bounded_text.h"
+#include "server/common/status_codes.h"
 #include "server/training/storage_error.h"
 
 namespace statetune::training {
 using grpc::Status;
 using grpc::StatusCode;
 
-std::string cap_message(const std::string& text, size_t max_bytes) {
-  return cut_text(text, max_bytes, "... (cut)");
-}
-
 namespace {
 
 Status from_exception(const char* method, const std::string& request_id) {
   try {
     throw;
-  } catch (const std::invalid_argument& e) {
-    return Status(StatusCode::INVALID_ARGUMENT, cap_message(e.what()));
   } catch (const StorageError& e) {
     common::log_event(spdlog::level::err, "rpc.storage_error",
                       {{"method", method}, {"request_id", request_id}, {"error", e.what()}});
@@ -30,16 +24,14 @@ Status from_exception(const char* method, const std::string& request_id) {
     }
     return Status(StatusCode::INTERNAL, "the training service could not write its storage; "
                                         "nothing was changed (request " + request_id + ")");
-  } catch (const std::exception& e) {
-    common::log_event(spdlog::level::err, "rpc.internal_error",
-                      {{"method", method}, {"request_id", request_id}, {"error", e.what()}});
-    return Status(StatusCode::INTERNAL, "internal error (request " + request_id + ")");
   } catch (...) {
-    common::log_event(spdlog::level::err, "rpc.internal_error",
-                      {{"method", method},
-                       {"request_id", request_id},
-                       {"error", "not a std::exception"}});
-    return Status(StatusCode::INTERNAL, "internal error (request " + request_id + ")");
+    std::string detail;
+    Status st = common::to_grpc_status(std::current_exception(), request_id, &detail);
+    if (st.error_code() == StatusCode::INTERNAL) {
+      common::log_event(spdlog::level::err, "rpc.internal_error",
+                        {{"method", method}, {"request_id", request_id}, {"error", detail}});
+    }
+    return st;
   }
 }
 
@@ -48,23 +40,18 @@ Status from_exception(const char* method, const std::string& request_id) {
 Status run_rpc(const char* method, prometheus::Family<prometheus::Counter>& errors,
                const std::function<Status()>& handler) {
   Status st;
-  std::string request_id;
   try {
     st = handler();
   } catch (...) {
-    request_id = common::new_request_id();
-    st = from_exception(method, request_id);
+    st = from_exception(method, common::new_request_id());
   }
   if (st.ok()) return st;
-  const StatusCode code =
-      st.error_code() == StatusCode::UNKNOWN ? StatusCode::INTERNAL : st.error_code();
-  const std::string message = cap_message(st.error_message());
-  const std::string code_name = client::status_code_name(code);
+  st = common::bounded_status(st);
+  const std::string code_name = common::status_code_name(st.error_code());
   errors.Add({{"method", method}, {"code", code_name}}).Increment();
-  common::log_event(code == StatusCode::INTERNAL ? spdlog::level::err : spdlog::level::info,
-                    "rpc.failed",
-                    {{"method", method}, {"code", code_name}, {"message", message}});
-  return Status(code, message);
+  common::log_event(st.error_code() == StatusCode::INTERNAL ? spdlog::level::err : spdlog::level::info,
+                    "rpc.failed", {{"method", method}, {"code", code_name}, {"message", st.error_message()}});
+  return st;
 }
 
 }  // namespace statetune::training

@@ -15,6 +15,7 @@
 #include "server/engine/adapters/adapter_store.h"
 #include "server/engine/model/model_init.h"
 #include "server/engine/runtime/generation.h"
+#include "tests/runtime/tiny_model.h"
 #include "tests/text/test_util.h"
 
 namespace statetune::engine {
@@ -118,20 +119,6 @@ TEST(CompletionText, CharactersSplitAcrossByteTokensAreHeldBackUntilComplete) {
   }
 }
 
-MambaConfig tiny(int64_t eos) {
-  MambaConfig c;
-  c.d_model = 64;
-  c.n_layer = 2;
-  c.vocab_size = 256;
-  c.d_state = 16;
-  c.expand = 2;
-  c.d_inner = 128;
-  c.d_conv = 4;
-  c.dt_rank = 4;
-  c.eos_token_id = eos;
-  return c;
-}
-
 // One served model: weights (seed 1234) with a chosen end-of-sequence id, pool, store, scheduler and
 // the facade over them.
 struct Served {
@@ -142,7 +129,7 @@ struct Served {
   std::unique_ptr<TextGenerator> generator;
 
   Served(const fs::path& dir, const Tokenizer& tok, int64_t eos, int64_t max_batch = 4) {
-    write_random_checkpoint(dir / "model", tiny(eos), 1234);
+    write_random_checkpoint(dir / "model", tiny_model_config(eos), 1234);
     model = MambaModel::load(dir / "model", LoadOptions{});
     AdapterPoolOptions po;
     po.max_slots = 3;

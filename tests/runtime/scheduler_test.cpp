@@ -17,24 +17,13 @@
 #include "server/engine/adapters/adapter_store.h"
 #include "server/engine/model/model_init.h"
 #include "server/engine/runtime/scheduler.h"
+#include "tests/runtime/tiny_model.h"
 
 namespace statetune::engine {
 namespace {
 namespace fs = std::filesystem;
 
-MambaConfig tiny() {
-  MambaConfig c;
-  c.d_model = 64;
-  c.n_layer = 2;
-  c.vocab_size = 256;
-  c.d_state = 16;
-  c.expand = 2;
-  c.d_inner = 128;
-  c.d_conv = 4;
-  c.dt_rank = 4;
-  c.eos_token_id = 0;
-  return c;
-}
+MambaConfig tiny() { return tiny_model_config(0); }
 
 // What a request produces, collected from the callbacks.
 struct Outcome {

@@ -22,6 +22,7 @@
 
 #include "client/statetune_client.h"
 #include "client/training_client.h"
+#include "server/common/status_codes.h"
 #include "tests/support/loopback_http.h"
 #include "tests/support/serving_fixture.h"
 #include "tests/support/service_process.h"
@@ -239,8 +240,8 @@ TEST_F(TrainingHardeningTest, HostileInputsGetPreciseBoundedStatusesThatAreLogge
   ASSERT_TRUE(c.cancel_job(job.id(), &job).ok());
 
   // Counted by method and code, logged, and never UNKNOWN.
-  EXPECT_EQ(rpc_errors(train, "UploadDataset", "INVALID_ARGUMENT"), invalid_uploads);
-  EXPECT_EQ(rpc_errors(train, "UploadDataset", "RESOURCE_EXHAUSTED"), 1);
+  EXPECT_EQ(rpc_errors(train, "UploadDataset", "invalid_argument"), invalid_uploads);
+  EXPECT_EQ(rpc_errors(train, "UploadDataset", "resource_exhausted"), 1);
   const std::string m = test_support::http_get(train.metrics_port(), "/metrics");
   EXPECT_EQ(m.find("code=\"UNKNOWN\""), std::string::npos) << m;
   EXPECT_NE(train.log().find("rpc.failed"), std::string::npos);
@@ -278,7 +279,7 @@ void full_storage_scenario(Process& train, TrainingClient& c, const fs::path& da
   ASSERT_TRUE(failed == StatusCode::RESOURCE_EXHAUSTED || failed == StatusCode::INTERNAL)
       << failed << " " << st.error_message() << "\n" << train.log();
   EXPECT_EQ(st.error_message().find('/'), std::string::npos) << st.error_message();
-  const std::string code = client::status_code_name(failed);
+  const std::string code = common::status_code_name(failed);
   // Memory and disk as they were: every stored data set listed, one file each, no leftovers.
   v1::ListDatasetsResponse list;
   ASSERT_TRUE(c.list_datasets(&list).ok());
@@ -298,7 +299,7 @@ void full_storage_scenario(Process& train, TrainingClient& c, const fs::path& da
   ASSERT_TRUE(c.get_dataset(first, &info).ok()) << "a failed delete keeps the data set";
   EXPECT_TRUE(fs::exists(data / "datasets" / "acme" / (first + ".jsonl")));
 
-  EXPECT_GE(rpc_errors(train, "UploadDataset", "RESOURCE_EXHAUSTED"), 1);
+  EXPECT_GE(rpc_errors(train, "UploadDataset", "resource_exhausted"), 1);
   EXPECT_GE(rpc_errors(train, "UploadDataset", code), 1);
   EXPECT_EQ(rpc_errors(train, "CreateJob", code), 1);
   EXPECT_EQ(rpc_errors(train, "DeleteDataset", code), 1);

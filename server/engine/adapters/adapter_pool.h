@@ -29,15 +29,16 @@
 #include "server/engine/adapters/adapter.h"
 #include "server/engine/model/adapter_pool_view.h"
 #include "server/engine/model/model_config.h"
+#include "server/engine/util/engine_error.h"
 
 namespace statetune::engine {
 
 inline constexpr int32_t kBaseSlot = 0;
 
-// Every slot is pinned: the caller should answer RESOURCE_EXHAUSTED (retry later or raise the budget).
-class AdapterPoolExhausted : public std::runtime_error {
+// Every slot is pinned: retry later or raise the budget.
+class AdapterPoolExhausted : public EngineError {
  public:
-  using std::runtime_error::runtime_error;
+  explicit AdapterPoolExhausted(const std::string& message) : EngineError(ErrorKind::kResourceExhausted, message) {}
 };
 
 struct AdapterPoolOptions {

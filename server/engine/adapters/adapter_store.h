@@ -34,21 +34,21 @@
 
 #include "server/engine/adapters/adapter.h"
 #include "server/engine/model/model_config.h"
+#include "server/engine/util/engine_error.h"
 
 namespace statetune::engine {
 
-// No such tenant/adapter/version (the serving layer answers NOT_FOUND). Invalid names and rejected
-// uploads throw std::invalid_argument (INVALID_ARGUMENT); I/O failures std::runtime_error.
-class AdapterNotFound : public std::runtime_error {
+// No such tenant/adapter/version. Invalid names and rejected uploads throw std::invalid_argument
+// (kInvalidArgument); I/O failures std::runtime_error (kInternal).
+class AdapterNotFound : public EngineError {
  public:
-  using std::runtime_error::runtime_error;
+  explicit AdapterNotFound(const std::string& message) : EngineError(ErrorKind::kNotFound, message) {}
 };
 
-// A put that would take the tenant past one of its AdapterQuota limits (the serving layer answers
-// RESOURCE_EXHAUSTED). Nothing was stored.
-class AdapterQuotaExceeded : public std::runtime_error {
+// A put that would take the tenant past one of its AdapterQuota limits. Nothing was stored.
+class AdapterQuotaExceeded : public EngineError {
  public:
-  using std::runtime_error::runtime_error;
+  explicit AdapterQuotaExceeded(const std::string& message) : EngineError(ErrorKind::kResourceExhausted, message) {}
 };
 
 // What one tenant may keep in the store. Checked before anything is written, counting puts still in

@@ -161,7 +161,8 @@ class TextGenerator {
 
   // Validates the request against the limits, resolves the adapter and queues it. Throws
   // std::invalid_argument (a sentence naming the field and the limit, safe to send), AdapterNotFound,
-  // QueueFull or NotAccepting; once it returns, every outcome arrives as the stream's finish.
+  // QueueFull or NotAccepting -- engine::error_kind_of() gives any of them its ErrorKind for a front
+  // end's status; once it returns, every outcome arrives as the stream's finish.
   std::unique_ptr<GenerationStream> start(const TextGenerationRequest& request);
 
   // start() and read to the end. `on_delta` (optional) sees each delta on this thread; returning

@@ -33,19 +33,20 @@
 #include "server/engine/adapters/adapter_pool.h"
 #include "server/engine/model/mamba_model.h"
 #include "server/engine/runtime/sampler.h"
+#include "server/engine/util/engine_error.h"
 
 namespace statetune::engine {
 
 using Clock = std::chrono::steady_clock;
 
-// submit() refusals, mapped by the service to gRPC codes.
-class QueueFull : public std::runtime_error {  // RESOURCE_EXHAUSTED
+// submit() refusals.
+class QueueFull : public EngineError {
  public:
-  using std::runtime_error::runtime_error;
+  explicit QueueFull(const std::string& message) : EngineError(ErrorKind::kResourceExhausted, message) {}
 };
-class NotAccepting : public std::runtime_error {  // UNAVAILABLE (draining or stopped)
+class NotAccepting : public EngineError {  // draining or stopped
  public:
-  using std::runtime_error::runtime_error;
+  explicit NotAccepting(const std::string& message) : EngineError(ErrorKind::kUnavailable, message) {}
 };
 
 enum class FinishReason {
@@ -55,8 +56,6 @@ enum class FinishReason {
   kError,      // see GenerationResult::error / error_kind
 };
 const char* finish_reason_name(FinishReason reason);
-
-enum class ErrorKind { kNone, kNotFound, kResourceExhausted, kInvalidArgument, kInternal };
 
 struct GenerationResult {
   FinishReason reason = FinishReason::kStop;
