@@ -17,11 +17,11 @@
 #include "server/engine/model/mamba_model.h"
 #include "server/engine/model/model_init.h"
 #include "server/engine/text/tokenizer.h"
-#include "server/engine/training/adapter_trainer.h"
-#include "server/engine/training/evaluation.h"
-#include "server/engine/training/trainable_mamba.h"
+#include "server/engine/trainer/adapter_trainer.h"
+#include "server/engine/trainer/evaluation.h"
+#include "server/engine/trainer/trainable_mamba.h"
 
-namespace statetune::engine::training {
+namespace statetune::engine::trainer {
 namespace {
 
 namespace fs = std::filesystem;
@@ -505,4 +505,4 @@ TEST(Evaluation, GreedyGenerationWithAndWithoutAdapter) {
 }
 
 }  // namespace
-}  // namespace statetune::engine::training
+}  // namespace statetune::engine::trainer

@@ -1,10 +1,10 @@
-#include "server/engine/training/trainable_mamba.h"
+#include "server/engine/trainer/trainable_mamba.h"
 
 #include <stdexcept>
 
-#include "server/engine/training/scan_autograd.h"
+#include "server/engine/trainer/scan_autograd.h"
 
-namespace statetune::engine::training {
+namespace statetune::engine::trainer {
 namespace {
 
 // Differentiable RMSNorm in fp32 (as the inference path computes it), cast to `out_dtype`.
@@ -203,4 +203,4 @@ at::Tensor TrainableMamba::forward(const at::Tensor& tokens, const at::Tensor& l
   return logits(hid.reshape({B * L, hid.size(2)})).view({B, L, config_.vocab_size});
 }
 
-}  // namespace statetune::engine::training
+}  // namespace statetune::engine::trainer

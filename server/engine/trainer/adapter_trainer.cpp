@@ -1,4 +1,4 @@
-#include "server/engine/training/adapter_trainer.h"
+#include "server/engine/trainer/adapter_trainer.h"
 
 #include <ATen/core/grad_mode.h>
 #include <nlohmann/json.hpp>
@@ -15,7 +15,7 @@
 
 #include "server/engine/util/safetensors.h"
 
-namespace statetune::engine::training {
+namespace statetune::engine::trainer {
 namespace fs = std::filesystem;
 
 namespace {
@@ -471,4 +471,4 @@ TrainResult AdapterTrainer::train(const std::vector<TextExample>& train_examples
   return result;
 }
 
-}  // namespace statetune::engine::training
+}  // namespace statetune::engine::trainer

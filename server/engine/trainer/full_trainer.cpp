@@ -1,4 +1,4 @@
-#include "server/engine/training/full_trainer.h"
+#include "server/engine/trainer/full_trainer.h"
 
 #include <ATen/core/grad_mode.h>
 #include <nlohmann/json.hpp>
@@ -10,10 +10,10 @@
 #include <random>
 #include <stdexcept>
 
-#include "server/engine/training/linear_cross_entropy.h"
-#include "server/engine/training/trainable_mamba.h"
+#include "server/engine/trainer/linear_cross_entropy.h"
+#include "server/engine/trainer/trainable_mamba.h"
 
-namespace statetune::engine::training {
+namespace statetune::engine::trainer {
 namespace {
 
 constexpr double kPi = 3.14159265358979323846;
@@ -268,4 +268,4 @@ std::vector<int32_t> tokenize_documents(const std::filesystem::path& jsonl,
   return out;
 }
 
-}  // namespace statetune::engine::training
+}  // namespace statetune::engine::trainer

@@ -20,9 +20,9 @@
 #include "server/engine/adapters/adapter.h"
 #include "server/engine/model/mamba_model.h"
 #include "server/engine/text/tokenizer.h"
-#include "server/engine/training/trainable_mamba.h"
+#include "server/engine/trainer/trainable_mamba.h"
 
-namespace statetune::engine::training {
+namespace statetune::engine::trainer {
 
 struct TextExample {
   std::string prompt;
@@ -149,4 +149,4 @@ class AdapterTrainer {
 AdapterTensors to_trainable(const Adapter& adapter, at::Device device);
 void copy_into(const AdapterTensors& tensors, Adapter& adapter);
 
-}  // namespace statetune::engine::training
+}  // namespace statetune::engine::trainer

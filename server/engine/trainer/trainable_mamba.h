@@ -21,7 +21,7 @@
 
 #include "server/engine/model/mamba_model.h"
 
-namespace statetune::engine::training {
+namespace statetune::engine::trainer {
 
 // The trainable tensors of one adapter (fp32, on the model's device). Any may be undefined (that
 // method is not trained).
@@ -82,4 +82,4 @@ class TrainableMamba {
   std::map<std::string, at::Tensor> hf_weights_;   // full mode (empty otherwise)
 };
 
-}  // namespace statetune::engine::training
+}  // namespace statetune::engine::trainer

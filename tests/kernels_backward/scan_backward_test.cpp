@@ -12,9 +12,9 @@
 
 #include "kernels/ssm_backward.h"
 #include "kernels/ssm_kernels.h"
-#include "server/engine/training/scan_autograd.h"
+#include "server/engine/trainer/scan_autograd.h"
 
-namespace statetune::engine::training {
+namespace statetune::engine::trainer {
 namespace {
 
 // Every floating input of the scan. Undefined members are absent.
@@ -313,4 +313,4 @@ TEST(ScanAutograd, GradientsFlowThroughEarlierOps) {
 }
 
 }  // namespace
-}  // namespace statetune::engine::training
+}  // namespace statetune::engine::trainer
