@@ -159,6 +159,31 @@ TEST(TrainableMamba, ZeroAdapterMatchesInferencePrefill) {
   }
 }
 
+// A base with in_proj and out_proj biases (config.proj_bias): the trainer's forward over the frozen
+// model must use every bias inference uses. (It once missed out_proj's, which random_weights' zero
+// biases hid.)
+TEST(TrainableMamba, ZeroAdapterMatchesInferencePrefillWithProjectionBiases) {
+  MambaConfig c = small_config(16, 2, 64);
+  c.proj_bias = true;
+  const fs::path dir = fresh_dir("proj-bias");
+  std::map<std::string, at::Tensor> w = random_weights(c, 5);
+  at::manual_seed(6);
+  for (auto& [n, t] : w) {
+    if (n.find("proj.bias") != std::string::npos) t = at::randn_like(t) * 0.5;
+  }
+  write_checkpoint(dir, c, w);
+  auto model = MambaModel::load(dir, LoadOptions{});
+  TrainableMamba net(*model);
+  const at::Tensor tokens = at::randint(0, 64, {2, 8}, at::kLong);
+  const at::Tensor lengths = at::tensor(std::vector<int64_t>{8, 5}, at::kLong);
+  StateCache cache(c, 2, at::kCPU);
+  const at::Tensor base = model->prefill(tokens, lengths, at::arange(2, at::kLong), {}, {}, cache, false, true);
+  at::NoGradGuard g;
+  const at::Tensor got = net.forward(tokens, lengths, AdapterTensors{});
+  EXPECT_LT(rel_err(got[0], base[0]), 1e-5);
+  EXPECT_LT(rel_err(got[1].narrow(0, 0, 5), base[1].narrow(0, 0, 5)), 1e-5);
+}
+
 TEST(TrainableMamba, AdapterForwardMatchesInferencePool) {
   const MambaConfig c = small_config(16, 2, 64);
   auto model = make_model(c, 4, "pool");

@@ -67,18 +67,15 @@ class TrainableMamba {
                      const AdapterTensors& adapter) const;
 
  private:
-  struct Layer {
-    at::Tensor norm, in_x, in_z, in_x_b, in_z_b, conv_w, conv_b, x_dt, x_B, x_C, dt_w, dt_b, A,
-        Dskip, out_w, out_b;
-  };
-  // Layer i's pieces: the stored views of a frozen model, or derived from hf_weights_ (full mode).
-  Layer layer(int64_t i) const;
+  // Layer i's pieces: the frozen model's own (shared storage), or split afresh from hf_weights_ (full
+  // mode, so gradients reach the leaves).
+  LayerWeights layer(int64_t i) const;
   MambaConfig config_;
   at::Device device_ = at::kCPU;
   at::ScalarType dtype_ = at::kFloat;
   int64_t scan_chunk_;
   at::Tensor embedding_, lm_head_, norm_f_;
-  std::vector<Layer> layers_;                      // frozen mode
+  std::vector<LayerWeights> layers_;                      // frozen mode
   std::map<std::string, at::Tensor> hf_weights_;   // full mode (empty otherwise)
 };
 
