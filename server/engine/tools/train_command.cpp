@@ -43,12 +43,6 @@ std::string clock_text(double s) {
   return buf;
 }
 
-std::vector<TextExample> from_jsonl(const std::string& path) {
-  std::vector<TextExample> out;
-  for (auto& r : tasks::read_prompt_completion_jsonl(path)) out.push_back({r.prompt, r.completion});
-  return out;
-}
-
 // "glue/rte", "RTE", "samsum" -> the tasks library's canonical name.
 std::string dataset_task(const std::string& name) {
   const size_t slash = name.find('/');
@@ -132,10 +126,11 @@ int run_train(CliArgs& args) {
   if (max_examples < 0 || max_val < 0) throw UsageError("--max-examples / --max-val-examples must be >= 0");
   if (resume && o.checkpoint_dir.empty()) throw UsageError("--resume needs --checkpoint-dir");
 
-  std::vector<TextExample> train = data.empty() ? from_dataset(dataset, split, datasets_dir) : from_jsonl(data);
+  std::vector<TextExample> train = data.empty() ? from_dataset(dataset, split, datasets_dir)
+                                                : tasks::read_prompt_completion_jsonl(data);
   std::vector<TextExample> val;
   if (!val_data.empty()) {
-    val = from_jsonl(val_data);
+    val = tasks::read_prompt_completion_jsonl(val_data);
   } else if (!val_split.empty()) {
     if (dataset.empty()) throw UsageError("--val-split needs --dataset");
     val = from_dataset(dataset, val_split, datasets_dir);

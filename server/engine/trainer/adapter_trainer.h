@@ -19,15 +19,14 @@
 
 #include "server/engine/adapters/adapter.h"
 #include "server/engine/model/mamba_model.h"
+#include "server/engine/tasks/jsonl.h"
 #include "server/engine/text/tokenizer.h"
 #include "server/engine/trainer/trainable_mamba.h"
 
 namespace statetune::engine::trainer {
 
-struct TextExample {
-  std::string prompt;
-  std::string completion;
-};
+// A training example: the one prompt/completion type of the data-set readers and the validator.
+using TextExample = tasks::PromptCompletion;
 
 // One example as token ids: ids = prompt+separator tokens, then completion tokens, then eos.
 // Loss positions are the completion tokens and the eos: ids[prompt_tokens .. size).
