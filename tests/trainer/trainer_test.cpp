@@ -95,7 +95,7 @@ AdapterTensors random_tensors(const MambaConfig& c, bool so, bool oo, bool h0, u
   return t;
 }
 
-// An independent forward of ONE sequence written from shared/docs/state-offset-method.md in float64
+// An independent forward of ONE sequence written from docs/adapter-math.md in float64
 // LibTorch ops (a plain loop over time for the conv and the scan), differentiable in the adapter
 // tensors through ordinary autograd. Returns logits [T, V].
 at::Tensor reference_logits(const MambaModel& model, const std::vector<int64_t>& tokens,

@@ -1,6 +1,6 @@
 // The adapter trainer: fits state-based adapters (state_offset, output_offset, initial_state and any
 // combination) of a frozen Mamba-1 base on (prompt, completion) examples, the way the published
-// experiments did (shared/docs/state-offset-method.md):
+// experiments did (docs/adapter-math.md):
 //   - an example is  prompt + separator ("\n###\n")  +  completion + <|endoftext|>,  right-padded;
 //     the loss is the mean cross-entropy over the completion tokens (and the end-of-text) only;
 //   - AdamW (beta 0.9/0.999, eps 1e-8, weight decay 0) with one learning rate per method, linear decay

@@ -1,5 +1,5 @@
 // A differentiable forward of a frozen Mamba-1 base for adapter training: the same math as
-// MambaModel::prefill (shared/docs/state-offset-method.md), written with LibTorch ops plus the
+// MambaModel::prefill (docs/adapter-math.md), written with LibTorch ops plus the
 // autograd scan and conv (scan_autograd.h), so a loss on the logits back-propagates into the adapter
 // tensors. The base weights are views of the loaded MambaModel (no copy) and never require grad;
 // only the adapter tensors are autograd leaves.
