@@ -16,12 +16,12 @@ PACKAGES=(
   libtorch-dev libopenblas0-pthread
   libgrpc++-dev libgrpc-dev protobuf-compiler-grpc protobuf-compiler libprotobuf-dev
   libspdlog-dev libfmt-dev prometheus-cpp-dev libgtest-dev libgmock-dev libbenchmark-dev
-  nlohmann-json3-dev libsqlite3-dev jq
+  nlohmann-json3-dev libsqlite3-dev jq libpqxx-dev libpq-dev
 )
 # What the four binaries load at run time (their NEEDED libraries' packages; apt adds the rest).
 RUNTIME_PACKAGES=(
   libgrpc++1.51 libgrpc29 libprotobuf32 libabsl20220623 libspdlog1.10 libfmt9
-  libprometheus-cpp-core1.0 libsqlite3-0
+  libprometheus-cpp-core1.0 libsqlite3-0 libpqxx-6.4 libpq5
 )
 [[ "${STATETUNE_NO_DEBIAN_TORCH:-0}" == 1 ]] || RUNTIME_PACKAGES+=(libtorch1.13 libopenblas0-pthread)
 if [[ "${STATETUNE_RUNTIME_ONLY:-0}" == 1 ]]; then
@@ -31,6 +31,8 @@ elif [[ "${STATETUNE_NO_TEST_TOOLS:-0}" != 1 ]]; then
   # the offline manifest validator. kubectl and npm may already be on the machine from elsewhere (a newer
   # kubectl, NodeSource's Node.js with its own npm); Debian's packages are added only where they are not.
   PACKAGES+=(prometheus curl openssl)  # openssl: tests/serving makes its TLS certificates with it
+  # The shared-mode tests (label postgres) start a PostgreSQL 15 of their own with initdb/pg_ctl.
+  PACKAGES+=(postgresql-15)
   # clang + its runtimes (libFuzzer, ASan, UBSan, TSan): scripts/fuzz.sh, which scripts/test.sh runs,
   # and scripts/sanitize.sh.
   PACKAGES+=(clang libclang-rt-14-dev)
