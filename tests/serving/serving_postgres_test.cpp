@@ -6,6 +6,8 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <atomic>
+#include <mutex>
 #include <set>
 #include <thread>
 
@@ -93,6 +95,52 @@ TEST_F(TwoReplicasTest, AnUploadThroughOneReplicaIsServedByTheOther) {
   v1::AdapterInfo info;
   ASSERT_TRUE(b.get_adapter("style", &info).ok());
   EXPECT_EQ(info.versions_size(), kUploads);
+}
+
+TEST_F(TwoReplicasTest, HotSwapsUnderTrafficOnBothReplicasFailNoRequest) {
+  client::Client a(a_.options(kAcmeKey)), b(b_.options(kAcmeKey));
+  ASSERT_EQ(upload(a, "hot", files_[0]), "1");
+  ASSERT_TRUE(wait_until([&] { return served(b, "hot") == "1"; }));
+  std::atomic<bool> stop{false};
+  std::atomic<int> failures{0}, done{0};
+  std::mutex mu;
+  std::set<std::string> seen[2];
+  std::vector<std::thread> traffic;
+  for (int t = 0; t < 4; ++t) {
+    traffic.emplace_back([&, t] {
+      client::Client c((t % 2 == 0 ? a_ : b_).options(kAcmeKey));
+      v1::GenerateRequest r = request("hot");
+      r.set_max_tokens(24);
+      while (!stop) {
+        const auto res = c.generate(r);
+        if (!res.status.ok() || !res.has_done) {
+          ++failures;
+          continue;
+        }
+        ++done;
+        std::lock_guard<std::mutex> lock(mu);
+        seen[t % 2].insert(res.done.adapter_version());
+      }
+    });
+  }
+  for (int i = 0; i < 8; ++i) {
+    // No ASSERT here: the traffic threads must be stopped and joined whatever happens.
+    StatusCode code = StatusCode::OK;
+    if (upload(i % 2 == 0 ? a : b, "hot", files_[(i + 1) % files_.size()], &code).empty()) {
+      ADD_FAILURE() << "upload " << i << " failed: " << code;
+      break;
+    }
+    const int before = done;
+    if (!wait_until([&] { return done > before + 2; })) {  // traffic ran over this version
+      ADD_FAILURE() << "the traffic stalled";
+      break;
+    }
+  }
+  stop = true;
+  for (auto& t : traffic) t.join();
+  EXPECT_EQ(failures, 0);
+  EXPECT_GT(seen[0].size(), 1u) << "replica A never switched versions under traffic";
+  EXPECT_GT(seen[1].size(), 1u) << "replica B never switched versions under traffic";
 }
 
 TEST_F(TwoReplicasTest, ADeleteThroughOneReplicaIsRefusedByTheOther) {

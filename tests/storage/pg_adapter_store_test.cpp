@@ -205,6 +205,29 @@ TEST_F(PgAdapterStoreTest, DatabaseOutageKeepsKnownAdaptersAndRefusesWritesThenR
   ASSERT_TRUE(wait_until([&] { return current_is(*b, "known", "2"); }));
 }
 
+TEST_F(PgAdapterStoreTest, AChangeMadeWhileAReplicaIsDisconnectedReachesItThroughTheResync) {
+  // B connects as a role of its own, so that it alone can be kept out of the database.
+  const std::string role = "rb_" + db_name_;
+  pg_->psql("CREATE ROLE " + role + " LOGIN PASSWORD '" + pg_->password() + "'", db_name_);
+  pg_->psql("GRANT ALL ON ALL TABLES IN SCHEMA public TO " + role, db_name_);
+  DatabaseOptions ob = db_options();
+  ob.url = pg_->url(db_name_, role);
+  auto a = replica(db_a_, "a");
+  auto b = replica(std::make_shared<Database>(ob), "b");
+  ASSERT_TRUE(wait_until([&] { return b->listening(); }));
+  const int64_t resyncs = b->resyncs();
+
+  pg_->psql("ALTER ROLE " + role + " NOLOGIN", db_name_);
+  pg_->psql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '" + role + "'", db_name_);
+  ASSERT_TRUE(wait_until([&] { return !b->listening(); }));
+  EXPECT_EQ(a->put("acme", "missed", adapter_bytes(0.4f)), "1");  // its NOTIFY reaches nobody in B
+  EXPECT_FALSE(b->get("acme", "missed").has_value());
+
+  pg_->psql("ALTER ROLE " + role + " LOGIN", db_name_);
+  ASSERT_TRUE(wait_until([&] { return b->listening() && b->resyncs() > resyncs; }));
+  EXPECT_TRUE(current_is(*b, "missed", "1"));
+}
+
 TEST_F(PgAdapterStoreTest, ANewReplicaReadsEverythingAtStart) {
   {
     auto a = replica(db_a_, "a");

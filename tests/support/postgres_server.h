@@ -84,8 +84,8 @@ class PostgresServer {
   }
 
   // A URL without the password (it comes from password_file()), for database `db`.
-  std::string url(const std::string& db = "postgres") const {
-    return "postgresql://statetune@/" + db + "?host=" + dir_.string() + "&port=5432";
+  std::string url(const std::string& db = "postgres", const std::string& user = "statetune") const {
+    return "postgresql://" + user + "@/" + db + "?host=" + dir_.string() + "&port=5432";
   }
   std::filesystem::path password_file() const { return dir_ / "password"; }
   const std::string& password() const { return password_; }
