@@ -480,6 +480,9 @@ struct ServingServer::Impl {
     snap.evictions = st.evictions;
     snap.total_load_seconds = st.total_load_seconds;
     shared.metrics->set_pool(snap);
+    const auto ss = b->store->stats();
+    shared.metrics->set_storage(StorageSnapshot{ss.adapters_known, ss.resyncs, ss.unavailable_errors, ss.connections,
+                                                ss.listening});
   }
 };
 

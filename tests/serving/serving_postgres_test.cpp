@@ -209,6 +209,18 @@ TEST_F(TwoReplicasTest, ADatabaseOutageKeepsKnownAdaptersServingAndRefusesWrites
       << "uploads never worked again after the database came back";
   EXPECT_EQ(v2, "2");
   ASSERT_TRUE(wait_until([&] { return served(b, "known") == "2"; })) << "B never resynced";
+  // The registry's view in /metrics (refreshed every 250 ms): B reconnected and re-read everything,
+  // A counted the writes the outage refused.
+  const auto metric = [](const test_support::ServingProcess& p, const std::string& name) {
+    return test_support::metric_value(test_support::http_get(p.metrics_port(), "/metrics"), name);
+  };
+  EXPECT_TRUE(wait_until([&] {
+    return metric(b_, "statetune_adapter_storage_resyncs_total") >= 2 &&
+           metric(b_, "statetune_adapter_storage_listening") == 1 &&
+           metric(b_, "statetune_adapter_storage_adapters") == 1 &&
+           metric(a_, "statetune_adapter_storage_unavailable_total") >= 1;
+  })) << "resyncs " << metric(b_, "statetune_adapter_storage_resyncs_total") << ", unavailable "
+      << metric(a_, "statetune_adapter_storage_unavailable_total");
 }
 
 TEST_F(TwoReplicasTest, AResolverTargetSpreadsCallsOverBothReplicas) {

@@ -100,6 +100,15 @@ struct StoredAdapterInfo {
   bool current = false;
 };
 
+// What a shared storage's replica sees (all zero for the local store), for metrics.
+struct AdapterStorageStats {
+  int64_t adapters_known = 0;        // adapters with a current version in this replica's map
+  int64_t resyncs = 0;               // full re-reads after a (re)connect of the change listener
+  int64_t unavailable_errors = 0;    // calls that failed because the database was unreachable
+  int64_t connections = 0;           // open request connections
+  bool listening = false;            // the change listener is connected
+};
+
 class AdapterStorage {
  public:
   virtual ~AdapterStorage() = default;
@@ -133,6 +142,7 @@ class AdapterStorage {
   using ChangeListener = std::function<void(const std::string& tenant, const std::string& name,
                                             const std::vector<std::string>& stale)>;
   virtual void set_change_listener(ChangeListener listener) { (void)listener; }
+  virtual AdapterStorageStats stats() const { return {}; }
 };
 
 }  // namespace statetune::engine

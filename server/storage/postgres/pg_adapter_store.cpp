@@ -65,6 +65,7 @@ void PgAdapterStore::run(const char* what, const std::function<void(pqxx::connec
   try {
     db_->with_connection(fn);
   } catch (const DatabaseUnavailable&) {
+    ++unavailable_errors_;
     throw engine::AdapterStorageUnavailable(std::string(what) + ": the adapter database is unavailable; retry");
   } catch (const pqxx::failure& e) {
     // A statement failed (not the connection): a bug or a schema mismatch, for the log only.
@@ -379,6 +380,19 @@ std::vector<std::string> PgAdapterStore::tenants() const {
     }
   }
   return out;
+}
+
+engine::AdapterStorageStats PgAdapterStore::stats() const {
+  engine::AdapterStorageStats s;
+  s.resyncs = resyncs_.load();
+  s.unavailable_errors = unavailable_errors_.load();
+  s.connections = db_->open_connections();
+  s.listening = listening_.load();
+  std::lock_guard<std::mutex> lock(mu_);
+  for (const auto& [t, names] : entries_) {
+    for (const auto& [n, e] : names) s.adapters_known += e.current != 0 ? 1 : 0;
+  }
+  return s;
 }
 
 void PgAdapterStore::set_change_listener(ChangeListener listener) {

@@ -57,6 +57,7 @@ class PgAdapterStore : public engine::AdapterStorage {
   engine::Adapter load(const std::string& tenant, const std::string& name, const std::string& version) const override;
   std::vector<std::string> tenants() const override;
   void set_change_listener(ChangeListener listener) override;
+  engine::AdapterStorageStats stats() const override;
 
   // Full reads done by the LISTEN thread (one per (re)connect) and whether it is connected now.
   int64_t resyncs() const { return resyncs_.load(); }
@@ -90,6 +91,7 @@ class PgAdapterStore : public engine::AdapterStorage {
   ChangeListener listener_;
 
   std::atomic<int64_t> resyncs_{0};
+  mutable std::atomic<int64_t> unavailable_errors_{0};
   std::atomic<bool> listening_{false};
   std::mutex stop_mu_;
   std::condition_variable stop_cv_;
