@@ -3,7 +3,7 @@
 #include "client/statetune_client.h"
 #include "server/common/logging.h"
 #include "server/training/bounded_text.h"
-#include "server/training/storage_error.h"
+#include "server/engine/util/storage_error.h"
 
 namespace statetune::training {
 using grpc::Status;
@@ -20,7 +20,7 @@ Status from_exception(const char* method, const std::string& request_id) {
     throw;
   } catch (const std::invalid_argument& e) {
     return Status(StatusCode::INVALID_ARGUMENT, cap_message(e.what()));
-  } catch (const StorageError& e) {
+  } catch (const engine::StorageError& e) {
     common::log_event(spdlog::level::err, "rpc.storage_error",
                       {{"method", method}, {"request_id", request_id}, {"error", e.what()}});
     if (e.full()) {

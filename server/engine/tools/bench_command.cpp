@@ -26,6 +26,7 @@
 #include "server/engine/tools/commands.h"
 #ifdef STATETUNE_HAVE_TRAINER
 #include "server/engine/tools/train_step_bench.h"
+#include "server/engine/util/durable_file.h"
 #endif
 
 namespace statetune::tools {
@@ -317,9 +318,7 @@ int run_bench(CliArgs& args) {
     if (json_to == "true" || json_to == "-") {
       std::printf("%s\n", j.dump(2).c_str());
     } else {
-      std::ofstream f(json_to);
-      f << j.dump(2) << "\n";
-      if (!f) throw std::runtime_error("cannot write " + json_to);
+      engine::write_file_durably(json_to, j.dump(2) + "\n");
     }
   }
   return 0;
