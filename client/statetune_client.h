@@ -76,6 +76,5 @@ class Client {
 
 // "NOT_FOUND", "RESOURCE_EXHAUSTED", ...
 std::string status_code_name(grpc::StatusCode code);
-std::string read_binary_file(const std::string& path);  // throws std::runtime_error
 
 }  // namespace statetune::client

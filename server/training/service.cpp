@@ -521,7 +521,7 @@ void TrainService::start() {
                                        const fs::path& file) {
     v1::AdapterInfo info;
     const grpc::Status st = serving_client->upload_adapter(
-        name, client::read_binary_file(file.string()), &info, tenant);
+        name, engine::read_file(file.string()), &info, tenant);
     if (!st.ok()) {
       // Trying again helps when serving is down, busy or slow, not when it rejected the adapter.
       const auto c = st.error_code();
