@@ -38,6 +38,7 @@
 
 #include "client/statetune_client.h"
 #include "server/common/config.h"
+#include "server/engine/util/durable_file.h"
 #include "server/engine/util/sha256.h"
 #include "tests/support/subprocess.h"
 
@@ -550,7 +551,7 @@ int run(int argc, char** argv) {
   // (statetune-engine init-adapter, different seeds); the M adapter names cycle
   // over them.
   std::vector<std::string> files;
-  for (const auto& p : split(f.str("adapter-files"))) files.push_back(client::read_binary_file(p));
+  for (const auto& p : split(f.str("adapter-files"))) files.push_back(engine::read_file(p));
   if (files.empty() && uses_adapters) {
     if (model_dir.empty()) {
       throw std::invalid_argument(
@@ -582,7 +583,7 @@ int run(int argc, char** argv) {
     const std::string key = "loadgen-key-" + std::to_string(::getpid());
     json tenants = {
         {"tenants", {{{"name", "bench"}, {"api_keys_sha256", {engine::Sha256::hex(key)}}}}}};
-    std::ofstream(work / "tenants.json") << tenants.dump(2);
+    engine::write_file_durably(work / "tenants.json", tenants.dump(2));
     const int64_t max_batch = f.integer("max-batch") > 0 ? f.integer("max-batch") : clients;
     std::vector<std::string> flags = {
         "--model",
@@ -815,7 +816,7 @@ int run(int argc, char** argv) {
   if (path == "-") {
     std::printf("%s\n", result.dump(2).c_str());
   } else if (!path.empty()) {
-    std::ofstream(path) << result.dump(2) << "\n";
+    engine::write_file_durably(path, result.dump(2) + "\n");
   }
   return failures == 0 ? 0 : 2;
 }

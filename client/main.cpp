@@ -16,6 +16,7 @@
 #include "client/statetune_client.h"
 #include "client/training_commands.h"
 #include "server/common/config.h"
+#include "server/engine/util/durable_file.h"
 #include "server/engine/util/sha256.h"
 
 using namespace statetune;
@@ -139,7 +140,7 @@ int cmd_adapters(int argc, char** argv) {
   if (sub == "upload") {
     if (f.str("file").empty()) throw std::invalid_argument("--file is required");
     v1::AdapterInfo info;
-    if (auto st = c.upload_adapter(f.str("name"), client::read_binary_file(f.str("file")), &info, tenant); !st.ok()) {
+    if (auto st = c.upload_adapter(f.str("name"), engine::read_file(f.str("file")), &info, tenant); !st.ok()) {
       return fail(st);
     }
     print_info(info);

@@ -1,23 +1,14 @@
 #include "client/statetune_client.h"
 
-#include <fstream>
-#include <sstream>
 #include <stdexcept>
 
 #include "server/common/status_codes.h"
+#include "server/engine/util/durable_file.h"
 #include "server/engine/util/sha256.h"
 
 namespace statetune::client {
 namespace v1 = ::statetune::v1;
 using Clock = std::chrono::steady_clock;
-
-std::string read_binary_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw std::runtime_error("cannot read " + path);
-  std::stringstream buf;
-  buf << in.rdbuf();
-  return buf.str();
-}
 
 std::string status_code_name(grpc::StatusCode code) { return common::status_code_constant(code); }
 
@@ -34,7 +25,7 @@ Client::Client(ClientOptions options) : options_(std::move(options)) {
   args.SetMaxReceiveMessageSize(64 << 20);
   if (options_.tls || !options_.tls_ca_file.empty()) {
     grpc::SslCredentialsOptions ssl;
-    if (!options_.tls_ca_file.empty()) ssl.pem_root_certs = read_binary_file(options_.tls_ca_file);
+    if (!options_.tls_ca_file.empty()) ssl.pem_root_certs = engine::read_file(options_.tls_ca_file);
     creds = grpc::SslCredentials(ssl);
     if (!options_.tls_server_name.empty()) args.SetSslTargetNameOverride(options_.tls_server_name);
   } else {

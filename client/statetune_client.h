@@ -82,6 +82,5 @@ class Client {
 // "NOT_FOUND", "RESOURCE_EXHAUSTED", ... (the shared table, server/common/status_codes.h, as gRPC
 // spells the constants; metric labels use the lowercase names).
 std::string status_code_name(grpc::StatusCode code);
-std::string read_binary_file(const std::string& path);  // throws std::runtime_error
 
 }  // namespace statetune::client

@@ -19,6 +19,7 @@
 
 #include "client/training_client.h"
 #include "server/common/config.h"
+#include "server/engine/util/durable_file.h"
 
 namespace statetune::cli {
 namespace {
@@ -167,7 +168,7 @@ int cmd_datasets(int argc, char** argv) {
   if (sub == "upload") {
     v1::DatasetInfo info;
     if (auto st = c.upload_dataset(required(f, "name"),
-                                   client::read_binary_file(required(f, "file")), &info);
+                                   engine::read_file(required(f, "file")), &info);
         !st.ok()) {
       return fail(st);
     }

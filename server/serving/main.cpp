@@ -1,37 +1,20 @@
 // statetune-serve: see server.h. Every flag also reads STATETUNE_<FLAG> from the environment.
-#include <ATen/Parallel.h>
+#include <stdexcept>
 
-#include <cstdio>
-#include <exception>
-#include <thread>
-
-#include "kernels/cpu_level.h"
-#include "server/engine/model/default_model.h"
-#include "server/common/config.h"
-#include "server/common/logging.h"
-#include "server/common/shutdown.h"
+#include "server/common/service_main.h"
 #include "server/serving/server.h"
 
 using namespace statetune;
 
 int main(int argc, char** argv) {
   common::FlagSet flags("statetune-serve", "Serve a Mamba model with per-tenant adapters over gRPC.");
-  flags.add("listen", "127.0.0.1:50051", "gRPC address host:port (port 0 picks a free one)");
-  flags.add("metrics-listen", "127.0.0.1:9090", "Prometheus /metrics address host:port; 'off' disables it");
-  flags.add("model", "", "model folder (config.json + model.safetensors); default: the shipped models/default");
-  flags.add("tokenizer", "", "tokenizer.json (default: <model>/tokenizer.json)");
+  common::add_service_flags(flags, "127.0.0.1:50051", "127.0.0.1:9090");
   flags.add("adapters-dir", "adapters", "adapter store folder (created if missing; reloaded on restart)");
   flags.add("database", "",
             "shared mode: PostgreSQL URL (postgresql://user@host:port/db) holding every replica's adapters; "
             "--adapters-dir then only caches their bytes (default: the local adapter store)");
   flags.add("database-password-file", "", "file whose first line is the --database password");
   flags.add("database-pool-size", "4", "connections to --database for requests");
-  flags.add("tenants-file", "", "tenants and hashed API keys, JSON (see server/serving/auth.h) [required]");
-  flags.add("tls-cert", "", "PEM server certificate chain (enables TLS with --tls-key)");
-  flags.add("tls-key", "", "PEM private key for --tls-cert");
-  flags.add("device", "cpu", "cpu | cuda | cuda:N");
-  flags.add("dtype", "f32", "compute dtype of the weights: f32 | bf16");
-  flags.add("threads", "0", "intra-op CPU threads (0: one per core)");
   flags.add("max-batch", "32", "most requests decoded together");
   flags.add("queue-size", "64", "most waiting requests; beyond it Generate answers RESOURCE_EXHAUSTED");
   flags.add("max-prefill-tokens", "4096", "padded prompt tokens prefilled together per step");
@@ -51,30 +34,14 @@ int main(int argc, char** argv) {
   flags.add_bool("prune-adapter-versions", false,
                  "at --adapter-versions, delete the oldest non-current version instead of refusing the upload");
   flags.add("drain-seconds", "30", "on SIGTERM: how long running requests may finish before being cancelled");
-  flags.add("ready-file", "", "write {port, metrics_port, pid} as JSON here once listening");
-  flags.add("log-format", "text", "text | json");
-  flags.add("log-level", "info", "trace | debug | info | warn | error");
-  try {
-    if (!flags.parse(argc, argv)) {
-      std::fputs(flags.help().c_str(), stdout);
-      return 0;
-    }
-    common::setup_logging(common::parse_log_format(flags.str("log-format")), flags.str("log-level"));
+  return common::run_service(argc, argv, flags, [](const common::FlagSet& flags, common::ServiceOptions service) {
     serving::ServerOptions o;
-    o.listen = flags.str("listen");
-    o.metrics_listen = flags.str("metrics-listen") == "off" ? "" : flags.str("metrics-listen");
-    o.model_dir = engine::model_dir_or_default(flags.str("model"));
-    o.tokenizer_path = flags.str("tokenizer");
+    o.service = std::move(service);
     o.adapters_dir = flags.str("adapters-dir");
     o.database_url = flags.str("database");
     o.database_password_file = flags.str("database-password-file");
     o.database_pool_size = flags.integer("database-pool-size");
     if (o.database_pool_size < 1) throw std::invalid_argument("--database-pool-size must be >= 1");
-    o.tenants_file = flags.str("tenants-file");
-    o.tls_cert_file = flags.str("tls-cert");
-    o.tls_key_file = flags.str("tls-key");
-    o.device = flags.str("device");
-    o.dtype = flags.str("dtype");
     o.max_batch = flags.integer("max-batch");
     o.queue_size = flags.integer("queue-size");
     o.max_prefill_tokens = flags.integer("max-prefill-tokens");
@@ -93,7 +60,6 @@ int main(int argc, char** argv) {
     o.adapter_versions = flags.integer("adapter-versions");
     o.prune_adapter_versions = flags.boolean("prune-adapter-versions");
     o.drain_timeout = std::chrono::milliseconds(static_cast<int64_t>(flags.number("drain-seconds") * 1000));
-    o.ready_file = flags.str("ready-file");
     if (o.max_batch < 1 || o.queue_size < 0 || o.max_prompt_tokens < 1 || o.max_new_tokens < 1) {
       throw std::invalid_argument("--max-batch, --max-prompt-tokens and --max-new-tokens must be >= 1, "
                                   "--queue-size >= 0");
@@ -106,34 +72,6 @@ int main(int argc, char** argv) {
       throw std::invalid_argument("--max-concurrent-uploads, --max-concurrent-uploads-per-tenant and "
                                   "--upload-idle-seconds must be > 0, --max-rpc-threads >= 0");
     }
-    at::set_num_threads(common::resolve_thread_count(flags.integer("threads")));
-    // Which build of the CPU kernels runs (and a bad STATETUNE_CPU_LEVEL stops the start here).
-    common::log_event(spdlog::level::info, "cpu.kernels",
-                      {{"level", kernels::cpu::active_cpu_level().describe()}});
-
-    // Signals go to the watcher thread only; block them before any other thread starts.
-    common::block_termination_signals();
-    common::ShutdownSignal shutdown(/*watch_signals=*/true);
-    serving::ServingServer server(o);
-    server.start();
-    // Load in the background so a SIGTERM during a long load still ends the process promptly.
-    std::exception_ptr load_error;
-    std::thread loader([&] {
-      try {
-        server.load();
-      } catch (...) {
-        load_error = std::current_exception();
-        shutdown.request("load failed");
-      }
-    });
-    const std::string reason = shutdown.wait();
-    loader.join();
-    if (load_error) std::rethrow_exception(load_error);
-    common::log_event(spdlog::level::info, "server.draining", {{"reason", reason}});
-    server.drain();
-    return 0;
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "statetune-serve: %s\n", e.what());
-    return 1;
-  }
+    return std::make_unique<serving::ServingServer>(std::move(o));
+  });
 }

@@ -15,7 +15,7 @@ Status RpcRunner::run(grpc::ServerContext* ctx, const char* method, const Body& 
   RpcCall call;
   call.method = method;
   call.request_id = common::new_request_id();
-  Status status = authenticate(ctx, method, call.principal);
+  Status status = auth_.authenticate(*ctx, method, call.principal);
   if (!status.ok()) return status;
   std::string detail;
   try {
@@ -33,40 +33,6 @@ Status RpcRunner::run(grpc::ServerContext* ctx, const char* method, const Body& 
   }
   if (finished) finished(call, status);
   return status;
-}
-
-Status RpcRunner::authenticate(grpc::ServerContext* ctx, const char* method, Principal& out) {
-  const auto& md = ctx->client_metadata();
-  auto it = md.find("authorization");
-  if (it == md.end()) {
-    log_auth_failure(ctx, method, "no authorization metadata");
-    return Status(StatusCode::UNAUTHENTICATED, "missing `authorization: Bearer <api key>` metadata");
-  }
-  auto p = tenants_.authenticate_header(std::string(it->second.data(), it->second.size()));
-  if (!p) {
-    log_auth_failure(ctx, method, "unknown API key or not `Bearer <key>`");
-    return Status(StatusCode::UNAUTHENTICATED, "unknown API key");
-  }
-  out = *p;
-  return Status::OK;
-}
-
-void RpcRunner::log_auth_failure(grpc::ServerContext* ctx, const char* method, const char* reason) {
-  const auto now = std::chrono::steady_clock::now();
-  int64_t unlogged = 0;
-  {
-    std::lock_guard<std::mutex> lock(auth_log_mu_);
-    if (last_auth_log_ != std::chrono::steady_clock::time_point{} && now - last_auth_log_ < std::chrono::seconds(1)) {
-      ++auth_failures_unlogged_;
-      return;
-    }
-    last_auth_log_ = now;
-    unlogged = auth_failures_unlogged_;
-    auth_failures_unlogged_ = 0;
-  }
-  common::log_event(spdlog::level::warn, "auth.failed",
-                    {{"method", method}, {"peer", engine::printable_excerpt(ctx->peer(), 128)}, {"reason", reason},
-                     {"failures_not_logged_since_last", unlogged}});
 }
 
 }  // namespace statetune::serving

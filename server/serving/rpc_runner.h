@@ -6,15 +6,15 @@
 
 #include <grpcpp/grpcpp.h>
 
-#include <chrono>
-#include <cstdint>
 #include <functional>
-#include <mutex>
 #include <string>
 
-#include "server/serving/auth.h"
+#include "server/common/auth.h"
+#include "server/common/grpc_auth.h"
 
 namespace statetune::serving {
+using common::Principal;
+using common::TenantRegistry;
 
 // One authenticated call, as the handler and the logs see it.
 struct RpcCall {
@@ -22,7 +22,7 @@ struct RpcCall {
   std::string request_id;
   Principal principal;
   // The tenant label of logs and metrics: the caller's tenant, "_admin" for the admin key.
-  std::string tenant_label() const { return principal.admin ? "_admin" : principal.tenant; }
+  std::string tenant_label() const { return principal.label(); }
 };
 
 class RpcRunner {
@@ -31,19 +31,12 @@ class RpcRunner {
   // Runs after an authenticated call's final status is known (per-RPC metrics).
   using Finished = std::function<void(const RpcCall&, const grpc::Status&)>;
 
-  explicit RpcRunner(const TenantRegistry& tenants) : tenants_(tenants) {}
+  explicit RpcRunner(const TenantRegistry& tenants) : auth_(tenants) {}
 
   grpc::Status run(grpc::ServerContext* ctx, const char* method, const Body& body, const Finished& finished = {});
 
  private:
-  grpc::Status authenticate(grpc::ServerContext* ctx, const char* method, Principal& out);
-  // At most one auth.failed line a second; the next line says how many were left out.
-  void log_auth_failure(grpc::ServerContext* ctx, const char* method, const char* reason);
-
-  const TenantRegistry& tenants_;
-  std::mutex auth_log_mu_;
-  std::chrono::steady_clock::time_point last_auth_log_{};
-  int64_t auth_failures_unlogged_ = 0;
+  common::GrpcAuthenticator auth_;
 };
 
 }  // namespace statetune::serving

@@ -5,21 +5,21 @@
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
 #include <spdlog/spdlog.h>
-#include <unistd.h>
 
 #include <ATen/ATen.h>
 #include <atomic>
 #include <condition_variable>
-#include <fstream>
 #include <mutex>
 #include <optional>
-#include <sstream>
 #include <thread>
 
+#include "server/common/grpc_listen.h"
 #include "server/common/grpc_status.h"
 #include "server/common/logging.h"
 #include "server/common/metrics.h"
+#include "server/common/model_loading.h"
 #include "server/common/status_codes.h"
+#include "server/common/upload_assembler.h"
 #include "server/engine/adapters/adapter_pool.h"
 #include "server/engine/adapters/adapter_registry.h"
 #include "server/engine/adapters/adapter_store.h"
@@ -27,10 +27,7 @@
 #include "server/engine/runtime/generation.h"
 #include "server/engine/runtime/scheduler.h"
 #include "server/engine/text/tokenizer.h"
-#include "server/engine/util/printable.h"
-#include "server/engine/util/sha256.h"
 #include "server/serving/adapter_storage_mode.h"
-#include "server/serving/auth.h"
 #include "server/serving/rpc_runner.h"
 #include "server/serving/rpc_status_interceptor.h"
 #include "server/serving/serving_metrics.h"
@@ -50,18 +47,10 @@ namespace {
 
 constexpr size_t kMaxUploadChunk = size_t{4} << 20;
 
-std::string read_file(const std::string& path, const char* what) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw std::runtime_error(std::string("cannot read ") + what + " " + path);
-  std::stringstream buf;
-  buf << in.rdbuf();
-  return buf.str();
-}
-
 // Everything that exists only once the model is loaded.
 struct Backend {
   std::unique_ptr<engine::MambaModel> model;
-  std::optional<engine::Tokenizer> tokenizer;
+  std::unique_ptr<engine::Tokenizer> tokenizer;
   std::unique_ptr<engine::AdapterStorage> store;  // local folder or PostgreSQL (--database)
   std::unique_ptr<engine::AdapterPool> pool;
   std::unique_ptr<engine::AdapterRegistry> adapters;  // over store and pool; destroyed before them
@@ -88,7 +77,7 @@ struct Shared {
       if (requested.empty()) {
         return Status(StatusCode::INVALID_ARGUMENT, "the admin key must name the tenant to act on (`tenant`)");
       }
-      engine::AdapterStore::validate_name("tenant", requested);
+      engine::validate_name("tenant", requested);
       if (!tenants->has_tenant(requested)) {
         return Status(StatusCode::NOT_FOUND, "tenant '" + requested + "' is not in the tenants file");
       }
@@ -355,7 +344,7 @@ class AdaptersService final : public v1::Adapters::Service {
     if (!msg.has_header()) return Status(StatusCode::INVALID_ARGUMENT, "the first upload message must carry `header`");
     const v1::UploadHeader header = msg.header();
     if (Status st = s_.scope(call.principal, header.tenant(), tenant); !st.ok()) return st;
-    engine::AdapterStore::validate_name("adapter", header.name());
+    engine::validate_name("adapter", header.name());
     const uint64_t limit = static_cast<uint64_t>(upload_limit(*b));
     if (header.total_bytes() == 0) return Status(StatusCode::INVALID_ARGUMENT, "header.total_bytes is 0");
     if (header.total_bytes() > limit) {
@@ -364,35 +353,16 @@ class AdaptersService final : public v1::Adapters::Service {
                         std::to_string(limit) + " (--max-upload-bytes " + std::to_string(s_.options.max_upload_bytes) +
                         ", largest adapter file for this base model " + std::to_string(b->store->max_file_bytes()) + ")");
     }
-    std::string data;
-    data.reserve(header.total_bytes());  // at most the limit above
-    engine::Sha256 hash;
+    // Bad chunks, sizes and hashes throw std::invalid_argument (INVALID_ARGUMENT).
+    common::UploadAssembler assembler(header.total_bytes(), kMaxUploadChunk);  // at most the limit above
     while (true) {
-      if (msg.data().size() > kMaxUploadChunk) {
-        return Status(StatusCode::INVALID_ARGUMENT, "an upload message carries more than 4 MiB of data");
-      }
-      if (data.size() + msg.data().size() > header.total_bytes()) {
-        return Status(StatusCode::INVALID_ARGUMENT, "more data than header.total_bytes (" +
-                                                        std::to_string(header.total_bytes()) + ")");
-      }
-      hash.update(msg.data());
-      data += msg.data();
+      assembler.add(msg.data());
       if (!reader->Read(&msg)) break;
       slot->touch();
     }
     if (slot->idle_cancelled()) return idle();
-    if (data.size() != header.total_bytes()) {
-      return Status(StatusCode::INVALID_ARGUMENT, "received " + std::to_string(data.size()) +
-                                                      " bytes; header.total_bytes is " +
-                                                      std::to_string(header.total_bytes()));
-    }
     slot->received_all();  // still counted while it is stored: the bytes stay in memory until then
-    const std::string digest = hash.hex_digest();
-    if (digest != header.sha256()) {
-      return Status(StatusCode::INVALID_ARGUMENT, "sha256 mismatch: the data hashes to " + digest +
-                                                      ", the header says '" +
-                                                      engine::printable_excerpt(header.sha256(), 64) + "'");
-    }
+    const std::string data = assembler.finish(header.sha256(), /*sha256_required=*/true);
     const auto received = Clock::now();
     // Validate, store, make current, pre-warm (AdapterRegistry). A rejected file throws
     // std::invalid_argument (INVALID_ARGUMENT), a quota AdapterQuotaExceeded (RESOURCE_EXHAUSTED), an
@@ -497,39 +467,27 @@ ServingServer::~ServingServer() {
 void ServingServer::start() {
   Impl& m = *impl_;
   const ServerOptions& o = m.shared.options;
-  if (o.tenants_file.empty()) throw std::runtime_error("--tenants-file is required");
-  m.shared.tenants = TenantRegistry::from_file(o.tenants_file);
+  if (o.service.tenants_file.empty()) throw std::runtime_error("--tenants-file is required");
+  m.shared.tenants = TenantRegistry::from_file(o.service.tenants_file);
   UploadLimits upload_limits;
   upload_limits.max_uploads = o.max_uploads;
   upload_limits.max_uploads_per_tenant = o.max_uploads_per_tenant;
   upload_limits.idle_timeout = o.upload_idle_timeout;
   m.shared.uploads = std::make_unique<UploadLimiter>(upload_limits);
-  if (!o.metrics_listen.empty()) {
-    m.metrics_server = std::make_unique<common::MetricsServer>(o.metrics_listen);
+  if (!o.service.metrics_listen.empty()) {
+    m.metrics_server = std::make_unique<common::MetricsServer>(o.service.metrics_listen);
     m.shared.metrics = std::make_unique<ServingMetrics>(m.metrics_server->registry());
   } else {
     static auto unused_registry = std::make_shared<prometheus::Registry>();
     m.shared.metrics = std::make_unique<ServingMetrics>(*unused_registry);
   }
 
-  std::shared_ptr<grpc::ServerCredentials> creds;
-  if (!o.tls_cert_file.empty() || !o.tls_key_file.empty()) {
-    if (o.tls_cert_file.empty() || o.tls_key_file.empty()) {
-      throw std::runtime_error("TLS needs both --tls-cert and --tls-key");
-    }
-    grpc::SslServerCredentialsOptions ssl;
-    ssl.pem_key_cert_pairs.push_back({read_file(o.tls_key_file, "the TLS key"), read_file(o.tls_cert_file, "the TLS certificate")});
-    creds = grpc::SslServerCredentials(ssl);
-  } else {
-    creds = grpc::InsecureServerCredentials();
-  }
   m.shared.rpc = std::make_unique<RpcRunner>(*m.shared.tenants);
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   m.generation = std::make_unique<GenerationService>(m.shared);
   m.adapters = std::make_unique<AdaptersService>(m.shared);
   grpc::ServerBuilder builder;
-  builder.AddListeningPort(o.listen, creds, &m.port);
   // Uploads stream 4 MiB chunks; Generate requests are checked against --max-request-bytes by hand so
   // the client gets INVALID_ARGUMENT naming the limit rather than gRPC's own RESOURCE_EXHAUSTED.
   builder.SetMaxReceiveMessageSize(static_cast<int>(std::max<int64_t>(o.max_request_bytes, kMaxUploadChunk) + (64 << 10)));
@@ -543,17 +501,11 @@ void ServingServer::start() {
   builder.experimental().SetInterceptorCreators(std::move(interceptors));
   builder.RegisterService(m.generation.get());
   builder.RegisterService(m.adapters.get());
-  m.server = builder.BuildAndStart();
-  if (!m.server || m.port == 0) throw std::runtime_error("cannot listen on " + o.listen + " (choose another --listen)");
+  m.server = common::listen_and_start(builder, o.service, &m.port);
   m.set_health(false);
   common::log_event(spdlog::level::info, "server.listening",
-                    {{"grpc_port", m.port}, {"metrics_port", metrics_port()}, {"tls", creds != nullptr && !o.tls_cert_file.empty()}});
-  if (!o.ready_file.empty()) {
-    nlohmann::json j{{"port", m.port}, {"metrics_port", metrics_port()}, {"pid", static_cast<int64_t>(getpid())}};
-    const fs::path tmp = o.ready_file.string() + ".tmp";
-    std::ofstream(tmp) << j.dump() << "\n";
-    fs::rename(tmp, o.ready_file);
-  }
+                    {{"grpc_port", m.port}, {"metrics_port", metrics_port()}, {"tls", o.service.tls()}});
+  common::write_ready_file(o.service, m.port, metrics_port());
 }
 
 void ServingServer::load() {
@@ -561,17 +513,12 @@ void ServingServer::load() {
   const ServerOptions& o = m.shared.options;
   const auto t0 = Clock::now();
   auto b = std::make_unique<Backend>();
-  engine::LoadOptions lo;
-  lo.device = at::Device(o.device);
-  if (o.dtype == "bf16") lo.dtype = at::kBFloat16;
-  else if (o.dtype != "f32") throw std::runtime_error("--dtype must be f32 or bf16, got '" + o.dtype + "'");
-  if (o.model_dir.empty()) throw std::runtime_error("--model is required");
-  b->model = engine::MambaModel::load(o.model_dir, lo);
-  const fs::path tok = o.tokenizer_path.empty() ? o.model_dir / "tokenizer.json" : o.tokenizer_path;
-  b->tokenizer.emplace(engine::Tokenizer::from_file(tok.string()));
+  common::LoadedModel loaded = common::load_model(o.service);
+  b->model = std::move(loaded.model);
+  b->tokenizer = std::move(loaded.tokenizer);
   b->store = open_adapter_storage(o, b->model->fingerprint());
   engine::AdapterPoolOptions po;
-  po.device = lo.device;
+  po.device = loaded.device;
   po.budget_bytes = o.adapter_pool_bytes;
   po.max_slots = o.adapter_slots > 0 ? o.adapter_slots + 1 : 0;
   b->pool = std::make_unique<engine::AdapterPool>(b->model->fingerprint(), po);
@@ -609,7 +556,7 @@ void ServingServer::load() {
   const auto tenants = m.backend->store->tenants();
   for (const auto& t : tenants) adapters += m.backend->store->list(t).size();
   common::log_event(spdlog::level::info, "server.serving",
-                    {{"model", o.model_dir.string()}, {"tenants", tenants.size()}, {"adapters", adapters},
+                    {{"model", loaded.model_dir.string()}, {"tenants", tenants.size()}, {"adapters", adapters},
                      {"slots", m.backend->pool->capacity()}, {"max_batch", o.max_batch},
                      {"load_seconds", std::chrono::duration<double>(Clock::now() - t0).count()}});
 }
@@ -642,6 +589,11 @@ int64_t ServingServer::drain() {
   }
   common::log_event(spdlog::level::info, "server.stopped", {{"cancelled", cancelled}});
   return cancelled;
+}
+
+void ServingServer::shutdown(const std::string& reason) {
+  common::log_event(spdlog::level::info, "server.draining", {{"reason", reason}});
+  drain();
 }
 
 int ServingServer::port() const { return impl_->port; }

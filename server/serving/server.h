@@ -14,23 +14,19 @@
 #include <memory>
 #include <string>
 
+#include "server/common/service_main.h"
+#include "server/common/service_options.h"
+
 namespace statetune::serving {
 
 struct ServerOptions {
-  std::string listen = "127.0.0.1:50051";  // host:port; port 0 picks a free one
-  std::string metrics_listen = "127.0.0.1:9090";  // empty: no metrics endpoint
-  std::filesystem::path model_dir;
-  std::filesystem::path tokenizer_path;  // empty: <model_dir>/tokenizer.json
+  common::ServiceOptions service;  // listen, metrics, model, tenants, TLS, device, ready file
   std::filesystem::path adapters_dir = "adapters";  // the store; with `database_url`, the bytes cache
   // Shared mode (shared/docs/scale-out.md): adapters in this PostgreSQL database, shared by every
   // replica. Empty: the local folder store. Never logged (only its password-free description is).
   std::string database_url;
   std::string database_password_file;
   int64_t database_pool_size = 4;
-  std::filesystem::path tenants_file;
-  std::string tls_cert_file, tls_key_file;  // both or neither
-  std::string device = "cpu";               // cpu | cuda | cuda:N
-  std::string dtype = "f32";                // f32 | bf16
   int64_t max_batch = 32;
   int64_t queue_size = 64;
   int64_t max_prefill_tokens = 4096;
@@ -50,23 +46,24 @@ struct ServerOptions {
   int64_t adapter_versions = 64;        // versions kept per adapter
   bool prune_adapter_versions = false;  // at adapter_versions: drop the oldest instead of refusing
   std::chrono::milliseconds drain_timeout{30000};
-  std::filesystem::path ready_file;  // written (JSON: ports, pid) once listening
 };
 
-class ServingServer {
+class ServingServer final : public common::Service {
  public:
   explicit ServingServer(ServerOptions options);
-  ~ServingServer();
+  ~ServingServer() override;
   ServingServer(const ServingServer&) = delete;
   ServingServer& operator=(const ServingServer&) = delete;
 
   // Listens (gRPC and metrics). Throws std::runtime_error when a port cannot be bound or the TLS
   // files cannot be read.
-  void start();
+  void start() override;
   // Loads everything and starts serving. Throws std::runtime_error naming what failed.
-  void load();
+  void load() override;
   // Graceful stop; returns the number of requests cancelled because the deadline ran out.
   int64_t drain();
+  // Logs why and drains.
+  void shutdown(const std::string& reason) override;
 
   int port() const;
   int metrics_port() const;

@@ -3,6 +3,7 @@
 #include <set>
 
 #include "server/common/metrics.h"
+#include "server/engine/adapters/adapter_id.h"
 
 namespace statetune::serving {
 namespace {
@@ -11,15 +12,13 @@ using prometheus::BuildCounter;
 using prometheus::BuildGauge;
 using prometheus::BuildHistogram;
 
-// "tenant/name@version" -> labels; "" -> the base model.
+// An AdapterId key -> labels; "" -> the base model.
 std::map<std::string, std::string> adapter_labels(const std::string& key, const std::string& state) {
   std::map<std::string, std::string> labels{{"state", state}, {"tenant", ""}, {"adapter", ""}, {"version", ""}};
-  const auto slash = key.find('/');
-  const auto at = key.rfind('@');
-  if (slash != std::string::npos && at != std::string::npos && at > slash) {
-    labels["tenant"] = key.substr(0, slash);
-    labels["adapter"] = key.substr(slash + 1, at - slash - 1);
-    labels["version"] = key.substr(at + 1);
+  if (const auto id = engine::AdapterId::parse(key)) {
+    labels["tenant"] = id->tenant;
+    labels["adapter"] = id->name;
+    labels["version"] = id->version;
   } else if (!key.empty()) {
     labels["adapter"] = key;
   }

@@ -16,6 +16,7 @@
 #include "server/engine/model/mamba_model.h"
 #include "server/engine/text/tokenizer.h"
 #include "server/engine/trainer/adapter_trainer.h"
+#include "server/engine/util/durable_file.h"
 #include "server/training/dataset_validator.h"
 
 namespace statetune::training {
@@ -79,11 +80,12 @@ TrainingMetrics::TrainingMetrics(prometheus::Registry& r)
 namespace {
 
 std::string slurp(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  if (!in) throw std::runtime_error("cannot read the stored data set " + p.filename().string());
-  std::stringstream b;
-  b << in.rdbuf();
-  return b.str();
+  try {
+    return engine::read_file(p);
+  } catch (const std::runtime_error&) {
+    // The job's error reaches the tenant: name the file, not the server's folders.
+    throw std::runtime_error("cannot read the stored data set " + p.filename().string());
+  }
 }
 
 std::vector<engine::trainer::TextExample> load_examples(const fs::path& path) {

@@ -3,7 +3,7 @@
 #include <chrono>
 #include <stdexcept>
 
-#include "server/training/storage_error.h"
+#include "server/engine/util/storage_error.h"
 
 namespace statetune::training {
 namespace {
@@ -40,8 +40,8 @@ const char* const kMigrations[] = {
 // limit becomes SQLITE_FULL, one wholly beyond it SQLITE_IOERR with errno EFBIG.
 [[noreturn]] void throw_sqlite_error(sqlite3* db, int rc, const std::string& step) {
   const bool full = (rc & 0xff) == SQLITE_FULL ||
-                    ((rc & 0xff) == SQLITE_IOERR && is_storage_full_errno(sqlite3_system_errno(db)));
-  throw StorageError(step + ": " + sqlite3_errmsg(db) + " (sqlite " +
+                    ((rc & 0xff) == SQLITE_IOERR && engine::is_storage_full_errno(sqlite3_system_errno(db)));
+  throw engine::StorageError(step + ": " + sqlite3_errmsg(db) + " (sqlite " +
                          std::to_string(sqlite3_extended_errcode(db)) + ", errno " +
                          std::to_string(sqlite3_system_errno(db)) + ")",
                      full);

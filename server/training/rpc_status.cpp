@@ -3,7 +3,7 @@
 #include "server/common/grpc_status.h"
 #include "server/common/logging.h"
 #include "server/common/status_codes.h"
-#include "server/training/storage_error.h"
+#include "server/engine/util/storage_error.h"
 
 namespace statetune::training {
 using grpc::Status;
@@ -14,7 +14,7 @@ namespace {
 Status from_exception(const char* method, const std::string& request_id) {
   try {
     throw;
-  } catch (const StorageError& e) {
+  } catch (const engine::StorageError& e) {
     common::log_event(spdlog::level::err, "rpc.storage_error",
                       {{"method", method}, {"request_id", request_id}, {"error", e.what()}});
     if (e.full()) {

@@ -11,16 +11,19 @@
 #include <sstream>
 
 #include "client/statetune_client.h"
+#include "server/common/auth.h"
+#include "server/common/grpc_auth.h"
+#include "server/common/grpc_listen.h"
 #include "server/common/logging.h"
 #include "server/common/metrics.h"
+#include "server/common/model_loading.h"
+#include "server/common/upload_assembler.h"
 #include "server/engine/adapters/adapter_store.h"
 #include "server/engine/model/mamba_model.h"
 #include "server/engine/text/tokenizer.h"
-#include "server/engine/util/sha256.h"
-#include "server/serving/auth.h"
 #include "server/engine/util/bounded_json.h"
 #include "server/training/dataset_validator.h"
-#include "server/training/durable_file.h"
+#include "server/engine/util/durable_file.h"
 #include "server/training/job_runner.h"
 #include "server/training/job_store.h"
 #include "server/training/rpc_status.h"
@@ -120,7 +123,8 @@ void to_proto(const EventRecord& e, v1::JobEvent* out) {
 
 struct TrainService::Impl final : public v1::Training::Service {
   TrainServiceOptions o;
-  std::unique_ptr<serving::TenantRegistry> tenants;
+  std::unique_ptr<common::TenantRegistry> tenants;
+  std::unique_ptr<common::GrpcAuthenticator> auth;
   std::unique_ptr<engine::MambaModel> model;
   std::unique_ptr<engine::Tokenizer> tokenizer;
   std::unique_ptr<JobStore> store;
@@ -137,20 +141,14 @@ struct TrainService::Impl final : public v1::Training::Service {
   // token limit without tokenizing it.
   size_t max_token_bytes = 0;
 
-  Status authenticate(ServerContext* ctx, std::string& tenant) const {
-    const auto& md = ctx->client_metadata();
-    auto it = md.find("authorization");
-    if (it == md.end()) {
-      return Status(StatusCode::UNAUTHENTICATED,
-                    "missing `authorization: Bearer <api key>` metadata");
-    }
-    auto p = tenants->authenticate_header(std::string(it->second.data(), it->second.size()));
-    if (!p) return Status(StatusCode::UNAUTHENTICATED, "unknown API key");
-    if (p->admin) {
+  Status authenticate(ServerContext* ctx, const char* method, std::string& tenant) {
+    common::Principal p;
+    if (Status st = auth->authenticate(*ctx, method, p); !st.ok()) return st;
+    if (p.admin) {
       return Status(StatusCode::PERMISSION_DENIED,
                     "the admin key has no data sets or jobs; use a tenant key");
     }
-    tenant = p->tenant;
+    tenant = p.tenant;
     return Status::OK;
   }
 
@@ -181,7 +179,7 @@ struct TrainService::Impl final : public v1::Training::Service {
   Status upload_dataset(ServerContext* ctx, grpc::ServerReader<v1::UploadDatasetRequest>* reader,
                        v1::DatasetInfo* reply) {
     std::string tenant;
-    if (Status st = authenticate(ctx, tenant); !st.ok()) return st;
+    if (Status st = authenticate(ctx, "UploadDataset", tenant); !st.ok()) return st;
     const std::string rid = common::new_request_id();
     auto result = [&](const char* r) { metrics->datasets.Add({{"result", r}}).Increment(); };
     v1::UploadDatasetRequest msg;
@@ -191,7 +189,7 @@ struct TrainService::Impl final : public v1::Training::Service {
     }
     const v1::DatasetUploadHeader header = msg.header();
     try {
-      engine::AdapterStore::validate_name("data set name", header.name());
+      engine::validate_name("data set name", header.name());
     } catch (const std::exception& e) {
       result("invalid");
       return Status(StatusCode::INVALID_ARGUMENT, e.what());
@@ -210,26 +208,19 @@ struct TrainService::Impl final : public v1::Training::Service {
                     "the tenant's data sets would exceed --tenant-storage-bytes " +
                         std::to_string(o.tenant_storage_bytes));
     }
+    // gRPC's message limit (8 MiB) bounds each chunk; the header's sha256 is optional here.
+    common::UploadAssembler assembler(header.total_bytes(), SIZE_MAX);
     std::string bytes;
-    bytes.reserve(header.total_bytes());
-    do {
-      if (bytes.size() + msg.data().size() > header.total_bytes()) {
-        result("invalid");
-        return Status(StatusCode::INVALID_ARGUMENT, "more data than header.total_bytes");
-      }
-      bytes += msg.data();
-    } while (reader->Read(&msg));
-    if (bytes.size() != header.total_bytes()) {
+    try {
+      do {
+        assembler.add(msg.data());
+      } while (reader->Read(&msg));
+      bytes = assembler.finish(header.sha256(), /*sha256_required=*/false);
+    } catch (const std::invalid_argument&) {
       result("invalid");
-      return Status(StatusCode::INVALID_ARGUMENT, "received " + std::to_string(bytes.size()) +
-                                                      " bytes, header.total_bytes says " +
-                                                      std::to_string(header.total_bytes()));
+      throw;  // run_rpc answers INVALID_ARGUMENT with the reason
     }
-    const std::string sha = engine::Sha256::hex(bytes);
-    if (!header.sha256().empty() && header.sha256() != sha) {
-      result("invalid");
-      return Status(StatusCode::INVALID_ARGUMENT, "sha256 mismatch: the file's is " + sha);
-    }
+    const std::string& sha = assembler.sha256();
     ValidationOptions vo;
     vo.min_examples = o.min_examples;
     vo.max_example_tokens = o.max_example_tokens;
@@ -260,7 +251,8 @@ struct TrainService::Impl final : public v1::Training::Service {
         return Status(StatusCode::RESOURCE_EXHAUSTED,
                       "the tenant's data sets would exceed --tenant-storage-bytes");
       }
-      write_durably(d.path, bytes);  // removes its temporary file when it fails
+      engine::create_folders(fs::path(d.path).parent_path());
+      engine::write_file_durably(d.path, bytes);  // removes its temporary file when it fails
       try {
         store->insert_dataset(d);
       } catch (...) {
@@ -287,7 +279,7 @@ struct TrainService::Impl final : public v1::Training::Service {
   Status list_datasets(ServerContext* ctx, const v1::ListDatasetsRequest*,
                       v1::ListDatasetsResponse* reply) {
     std::string tenant;
-    if (Status st = authenticate(ctx, tenant); !st.ok()) return st;
+    if (Status st = authenticate(ctx, "ListDatasets", tenant); !st.ok()) return st;
     for (const auto& d : store->datasets(tenant)) to_proto(d, reply->add_datasets());
     return Status::OK;
   }
@@ -295,7 +287,7 @@ struct TrainService::Impl final : public v1::Training::Service {
   Status get_dataset(ServerContext* ctx, const v1::GetDatasetRequest* req,
                     v1::DatasetInfo* reply) {
     std::string tenant;
-    if (Status st = authenticate(ctx, tenant); !st.ok()) return st;
+    if (Status st = authenticate(ctx, "GetDataset", tenant); !st.ok()) return st;
     auto d = store->dataset(tenant, req->id());
     if (!d) return Status(StatusCode::NOT_FOUND, "no data set " + req->id());
     to_proto(*d, reply);
@@ -305,7 +297,7 @@ struct TrainService::Impl final : public v1::Training::Service {
   Status delete_dataset(ServerContext* ctx, const v1::DeleteDatasetRequest* req,
                        v1::DeleteDatasetResponse*) {
     std::string tenant;
-    if (Status st = authenticate(ctx, tenant); !st.ok()) return st;
+    if (Status st = authenticate(ctx, "DeleteDataset", tenant); !st.ok()) return st;
     auto d = store->dataset(tenant, req->id());
     if (!d) return Status(StatusCode::NOT_FOUND, "no data set " + req->id());
     if (store->dataset_in_use(tenant, req->id())) {
@@ -320,7 +312,7 @@ struct TrainService::Impl final : public v1::Training::Service {
 
   Status create_job(ServerContext* ctx, const v1::CreateJobRequest* req, v1::Job* reply) {
     std::string tenant;
-    if (Status st = authenticate(ctx, tenant); !st.ok()) return st;
+    if (Status st = authenticate(ctx, "CreateJob", tenant); !st.ok()) return st;
     if (stopping) return Status(StatusCode::UNAVAILABLE, "the service is stopping");
     std::string json;
     google::protobuf::util::JsonPrintOptions jo;
@@ -330,7 +322,7 @@ struct TrainService::Impl final : public v1::Training::Service {
     const nlohmann::json spec = engine::parse_bounded_json(json, kJobJsonLimits, "the job request");
     JobParams p;
     try {
-      engine::AdapterStore::validate_name("adapter_name", req->adapter_name());
+      engine::validate_name("adapter_name", req->adapter_name());
       p = parse_job_params(spec);
     } catch (const std::exception& e) {
       return Status(StatusCode::INVALID_ARGUMENT, e.what());
@@ -388,7 +380,7 @@ struct TrainService::Impl final : public v1::Training::Service {
 
   Status get_job(ServerContext* ctx, const v1::GetJobRequest* req, v1::Job* reply) {
     std::string tenant;
-    if (Status st = authenticate(ctx, tenant); !st.ok()) return st;
+    if (Status st = authenticate(ctx, "GetJob", tenant); !st.ok()) return st;
     JobRecord j;
     if (Status st = find_job(tenant, req->id(), j); !st.ok()) return st;
     to_proto(j, reply);
@@ -398,14 +390,14 @@ struct TrainService::Impl final : public v1::Training::Service {
   Status list_jobs(ServerContext* ctx, const v1::ListJobsRequest*,
                   v1::ListJobsResponse* reply) {
     std::string tenant;
-    if (Status st = authenticate(ctx, tenant); !st.ok()) return st;
+    if (Status st = authenticate(ctx, "ListJobs", tenant); !st.ok()) return st;
     for (const auto& j : store->jobs(tenant)) to_proto(j, reply->add_jobs());
     return Status::OK;
   }
 
   Status cancel_job(ServerContext* ctx, const v1::CancelJobRequest* req, v1::Job* reply) {
     std::string tenant;
-    if (Status st = authenticate(ctx, tenant); !st.ok()) return st;
+    if (Status st = authenticate(ctx, "CancelJob", tenant); !st.ok()) return st;
     JobRecord j;
     if (Status st = find_job(tenant, req->id(), j); !st.ok()) return st;
     if (!runner->cancel(j.id)) {
@@ -420,7 +412,7 @@ struct TrainService::Impl final : public v1::Training::Service {
   Status watch_job(ServerContext* ctx, const v1::WatchJobRequest* req,
                   grpc::ServerWriter<v1::JobEvent>* writer) {
     std::string tenant;
-    if (Status st = authenticate(ctx, tenant); !st.ok()) return st;
+    if (Status st = authenticate(ctx, "WatchJob", tenant); !st.ok()) return st;
     JobRecord j;
     if (Status st = find_job(tenant, req->id(), j); !st.ok()) return st;
     int64_t seq = req->after_seq();
@@ -493,31 +485,24 @@ TrainService::~TrainService() { stop(); }
 void TrainService::start() {
   Impl& b = *impl_;
   const auto& o = b.o;
-  b.tenants =
-      std::make_unique<serving::TenantRegistry>(serving::TenantRegistry::from_file(o.tenants_file));
-  if (o.metrics_listen.empty()) {
+  b.tenants = std::make_unique<common::TenantRegistry>(common::TenantRegistry::from_file(o.service.tenants_file));
+  b.auth = std::make_unique<common::GrpcAuthenticator>(*b.tenants);
+  if (o.service.metrics_listen.empty()) {
     b.own_registry = std::make_unique<prometheus::Registry>();
     b.metrics = std::make_unique<TrainingMetrics>(*b.own_registry);
   } else {
-    b.metrics_server = std::make_unique<common::MetricsServer>(o.metrics_listen);
+    b.metrics_server = std::make_unique<common::MetricsServer>(o.service.metrics_listen);
     b.metrics = std::make_unique<TrainingMetrics>(b.metrics_server->registry());
   }
-  engine::LoadOptions lo;
-  if (o.device != "cpu") lo.device = at::Device(o.device);
-  if (o.dtype == "bf16") {
-    lo.dtype = at::kBFloat16;
-  } else if (o.dtype != "f32") {
-    throw std::runtime_error("--dtype must be f32 or bf16, not " + o.dtype);
-  }
-  b.model = engine::MambaModel::load(o.model_dir, lo);
-  const fs::path tok = o.tokenizer_path.empty() ? o.model_dir / "tokenizer.json" : o.tokenizer_path;
-  b.tokenizer = std::make_unique<engine::Tokenizer>(engine::Tokenizer::from_file(tok.string()));
+  common::LoadedModel loaded = common::load_model(o.service);
+  b.model = std::move(loaded.model);
+  b.tokenizer = std::move(loaded.tokenizer);
   for (int32_t id = 0; id < static_cast<int32_t>(b.tokenizer->vocab_size()); ++id) {
     b.max_token_bytes = std::max(b.max_token_bytes, b.tokenizer->token_bytes(id).size());
   }
   fs::create_directories(o.data_dir);
   // Writes a crash or a full disk interrupted: never referenced by the database.
-  if (const int removed = remove_temporary_files(o.data_dir); removed > 0) {
+  if (const int removed = engine::remove_temporary_files(o.data_dir); removed > 0) {
     common::log_event(spdlog::level::warn, "train.removed_temporary_files", {{"files", removed}});
   }
   b.store = std::make_unique<JobStore>(
@@ -536,7 +521,7 @@ void TrainService::start() {
                                        const fs::path& file) {
     v1::AdapterInfo info;
     const grpc::Status st = serving_client->upload_adapter(
-        name, client::read_binary_file(file.string()), &info, tenant);
+        name, engine::read_file(file.string()), &info, tenant);
     if (!st.ok()) {
       // Trying again helps when serving is down, busy or slow, not when it rejected the adapter.
       const auto c = st.error_code();
@@ -561,19 +546,18 @@ void TrainService::start() {
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::ServerBuilder builder;
-  builder.AddListeningPort(o.listen, grpc::InsecureServerCredentials(), &b.port);
   builder.RegisterService(&b);
   builder.SetMaxReceiveMessageSize(8 << 20);
-  b.server = builder.BuildAndStart();
-  if (!b.server || b.port == 0) throw std::runtime_error("cannot listen on " + o.listen);
-  common::log_event(
-      spdlog::level::info, "train.listening",
-      {{"port", b.port}, {"metrics_port", metrics_port()}, {"data_dir", o.data_dir.string()}});
-  if (!o.ready_file.empty()) {
-    const nlohmann::json ready = {
-        {"port", b.port}, {"metrics_port", metrics_port()}, {"pid", ::getpid()}};
-    write_durably(o.ready_file, ready.dump());
-  }
+  b.server = common::listen_and_start(builder, o.service, &b.port);
+  common::log_event(spdlog::level::info, "train.listening",
+                    {{"port", b.port}, {"metrics_port", metrics_port()}, {"data_dir", o.data_dir.string()},
+                     {"tls", o.service.tls()}});
+  common::write_ready_file(o.service, b.port, metrics_port());
+}
+
+void TrainService::shutdown(const std::string& reason) {
+  common::log_event(spdlog::level::info, "train.stopping", {{"reason", reason}});
+  stop();
 }
 
 void TrainService::stop() {

@@ -19,17 +19,14 @@
 #include <memory>
 #include <string>
 
+#include "server/common/service_main.h"
+#include "server/common/service_options.h"
+
 namespace statetune::training {
 
 struct TrainServiceOptions {
-  std::string listen = "127.0.0.1:50061";
-  std::string metrics_listen = "127.0.0.1:9091";  // empty: no metrics endpoint
-  std::filesystem::path model_dir;
-  std::filesystem::path tokenizer_path;  // empty: <model_dir>/tokenizer.json
+  common::ServiceOptions service;  // listen, metrics, model, tenants, TLS, device, ready file
   std::filesystem::path data_dir = "train-data";
-  std::filesystem::path tenants_file;
-  std::string device = "cpu";
-  std::string dtype = "f32";
   std::string serving_addr = "127.0.0.1:50051";
   std::string serving_admin_key;
   int64_t max_dataset_bytes = int64_t{256} << 20;
@@ -39,23 +36,24 @@ struct TrainServiceOptions {
   int64_t max_example_tokens = 4096;
   int64_t checkpoint_every = 10;
   int64_t log_every = 1;
-  std::filesystem::path ready_file;  // {port, metrics_port, pid} once serving
   // How long a finished job retries publishing while statetune-serve is unavailable.
   std::chrono::milliseconds publish_retry_for{std::chrono::minutes(10)};
 };
 
-class TrainService {
+class TrainService final : public common::Service {
  public:
   explicit TrainService(TrainServiceOptions options);
-  ~TrainService();
+  ~TrainService() override;
   TrainService(const TrainService&) = delete;
   TrainService& operator=(const TrainService&) = delete;
 
   // Loads the model and tokenizer, opens the store (re-queueing interrupted jobs), starts the
   // worker and listens. Throws std::runtime_error naming what failed.
-  void start();
+  void start() override;
   // Interrupts the running job at a step boundary (it resumes after the next start) and stops.
   void stop();
+  // Logs why and stops.
+  void shutdown(const std::string& reason) override;
   int port() const;
   int metrics_port() const;
 

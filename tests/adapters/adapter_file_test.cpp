@@ -7,7 +7,7 @@
 #include <limits>
 #include <map>
 
-#include "server/engine/adapters/durable_file.h"
+#include "server/engine/util/durable_file.h"
 #include "tests/adapters/test_fixtures.h"
 
 namespace statetune::engine {
@@ -118,7 +118,7 @@ class CorruptAdapterFile : public ::testing::Test {
   // Writes `content` and returns the loader's error message ("" if it loaded).
   std::string load_error(const std::string& content) {
     const fs::path p = dir_ / "bad.safetensors";
-    write_file_synced(p, content);
+    write_file_durably(p, content);
     return error_of(p);
   }
   static void expect_mentions(const std::string& message, const std::string& what) {

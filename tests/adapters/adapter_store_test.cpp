@@ -12,7 +12,7 @@
 #include <set>
 #include <thread>
 
-#include "server/engine/adapters/durable_file.h"
+#include "server/engine/util/durable_file.h"
 #include "tests/adapters/test_fixtures.h"
 
 namespace statetune::engine {
@@ -81,7 +81,7 @@ class SmallDisk {
     for (;;) {
       const fs::path p = filler(fillers_);
       try {
-        write_file_synced(p, one_page);
+        write_file_durably(p, one_page);
       } catch (const std::runtime_error&) {
         fs::remove(p);
         break;
@@ -149,7 +149,7 @@ TEST(AdapterStore, VersionsAreMonotonicAndTheLatestIsCurrent) {
   EXPECT_THROW(store.load("acme", "sst2", "9"), AdapterNotFound);
 
   ASSERT_EQ(store.versions("acme", "sst2").size(), 2u);
-  EXPECT_EQ(AdapterStore::pool_key("acme", "sst2", "2"), "acme/sst2@2");
+  EXPECT_EQ((AdapterId{"acme", "sst2", "2"}.key()), "acme/sst2@2");
 }
 
 TEST(AdapterStore, WritesLeaveOnlyVersionFilesAndAnIndex) {
@@ -232,9 +232,9 @@ TEST(AdapterStore, BadStoredFilesAreQuarantinedAtStartUpAndTheRestLoads) {
   }
   // Files the store did not validate (an older build wrote them, or someone edited the folder): a
   // version whose metadata nests 100,000 deep, a torn version, and an index nested 100,000 deep.
-  write_file_synced(root / "acme" / "a" / "3.safetensors", with_extra(good, deeply_nested_json()));
-  write_file_synced(root / "acme" / "b" / "2.safetensors", good.substr(0, good.size() / 2));
-  write_file_synced(root / "acme" / "b" / "index.json", deeply_nested_json());
+  write_file_durably(root / "acme" / "a" / "3.safetensors", with_extra(good, deeply_nested_json()));
+  write_file_durably(root / "acme" / "b" / "2.safetensors", good.substr(0, good.size() / 2));
+  write_file_durably(root / "acme" / "b" / "index.json", deeply_nested_json());
 
   AdapterStore store(root, tiny_fingerprint());
   EXPECT_EQ(store.problems().size(), 3u);
@@ -264,9 +264,9 @@ TEST(AdapterStore, StartUpRemovesLeftoversOfInterruptedWrites) {
     store.put("acme", "gone", constant_adapter(2));
     store.remove("acme", "gone");  // its index stays: it remembers the next version number
   }
-  write_file_synced(root / "acme" / "a" / "2.safetensors.upload", "partial");
-  write_file_synced(root / "acme" / "a" / "3.safetensors.tmp", "partial");
-  write_file_synced(root / "acme" / "a" / "index.json.tmp", "{");
+  write_file_durably(root / "acme" / "a" / "2.safetensors.upload", "partial");
+  write_file_durably(root / "acme" / "a" / "3.safetensors.tmp", "partial");
+  write_file_durably(root / "acme" / "a" / "index.json.tmp", "{");
   fs::create_directories(root / "acme" / "never-stored");
   fs::create_directories(root / "newco" / "never-stored");
   fs::create_directories(root / "ghost");
@@ -315,11 +315,11 @@ TEST(AdapterStore, CorruptFilesOnDiskAreReportedNotFatal) {
   }
   // a: an old version corrupt -> a still works. b: the current version corrupt -> b has none.
   // c: unreadable index -> falls back to the newest valid version.
-  write_file_synced(root / "acme" / "a" / "1.safetensors", "garbage");
+  write_file_durably(root / "acme" / "a" / "1.safetensors", "garbage");
   const std::string b2 = read_file(root / "acme" / "b" / "1.safetensors");
-  write_file_synced(root / "acme" / "b" / "1.safetensors", b2.substr(0, b2.size() - 10));
-  write_file_synced(root / "acme" / "c" / "index.json", "{ not json");
-  write_file_synced(root / "acme" / "c" / "7.safetensors.upload", "interrupted upload");
+  write_file_durably(root / "acme" / "b" / "1.safetensors", b2.substr(0, b2.size() - 10));
+  write_file_durably(root / "acme" / "c" / "index.json", "{ not json");
+  write_file_durably(root / "acme" / "c" / "7.safetensors.upload", "interrupted upload");
 
   AdapterStore store(root, tiny_fingerprint());
   EXPECT_EQ(store.problems().size(), 4u);

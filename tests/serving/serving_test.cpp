@@ -27,6 +27,7 @@
 #include "tests/support/loopback_http.h"
 #include "tests/support/serving_fixture.h"
 #include "tests/support/shell.h"
+#include "tests/support/test_tls.h"
 #include "server/engine/text/tokenizer.h"
 #include "server/engine/util/sha256.h"
 #include "tests/adapters/test_fixtures.h"
@@ -510,28 +511,15 @@ TEST_F(ServingTest, UploadLoadsTheNewVersionIntoThePoolBeforeAnyRequest) {
   EXPECT_NE(swapped.token_ids, r.token_ids) << "the swap to another adapter file changed nothing";
 }
 
-// Runs `command` through the shell; fails the test with its output when it exits non-zero.
-void run_or_fail(const std::string& command, const fs::path& log) {
-  const int rc = std::system((command + " >" + log.string() + " 2>&1").c_str());
-  ASSERT_EQ(rc, 0) << command << "\n" << slurp(log);
-}
-
 // A second server with TLS: a CA made at test time signs the server certificate (names 127.0.0.1
 // and localhost). Clients holding that CA are served; plaintext and wrong-CA clients are refused.
 TEST_F(ServingTest, TlsServesClientsThatTrustItsCaOnly) {
-  if (std::system("command -v openssl >/dev/null 2>&1") != 0) {
+  if (!test_support::have_openssl()) {
     GTEST_SKIP() << "openssl is not installed (scripts/setup.sh installs it)";
   }
   const fs::path dir = work_ / "tls";
-  fs::create_directories(dir);
+  ASSERT_NO_FATAL_FAILURE(test_support::make_test_certificates(dir));
   const std::string d = dir.string();
-  const fs::path log = dir / "openssl.log";
-  const std::string ec = " -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2";
-  run_or_fail("openssl req -x509" + ec + " -keyout " + d + "/ca.key -out " + d + "/ca.pem -subj /CN=statetune-test-ca", log);
-  run_or_fail("openssl req -x509" + ec + " -keyout " + d + "/other-ca.key -out " + d + "/other-ca.pem -subj /CN=other-ca", log);
-  run_or_fail("openssl req" + ec + " -keyout " + d + "/server.key -out " + d + "/server.csr -subj /CN=localhost", log);
-  std::ofstream(dir / "san.ext") << "subjectAltName=IP:127.0.0.1,DNS:localhost\n";
-  run_or_fail("openssl x509 -req -in " + d + "/server.csr -CA " + d + "/ca.pem -CAkey " + d + "/ca.key -CAcreateserial -days 2 -extfile " + d + "/san.ext -out " + d + "/server.pem", log);
 
   ServerProcess tls;
   std::vector<std::string> f = flags();

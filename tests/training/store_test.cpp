@@ -7,8 +7,6 @@
 #include <fstream>
 
 #include "server/training/dataset_validator.h"
-#include "server/training/durable_file.h"
-#include "server/training/storage_error.h"
 #include "server/training/job_store.h"
 
 namespace statetune::training {
@@ -138,30 +136,6 @@ TEST_F(JobStoreTest, PersistsDatasetsJobsAndEventsAcrossReopen) {
   EXPECT_EQ(ev[1].payload["step"], 4);
   EXPECT_TRUE(s.delete_dataset("acme", "ds-1"));
   EXPECT_FALSE(s.delete_dataset("acme", "ds-1"));
-}
-
-TEST(DurableFile, WritesWholeFilesAndLeavesNothingWhenItFails) {
-  const fs::path dir = fs::temp_directory_path() / ("statetune_durable_" + std::to_string(::getpid()));
-  fs::remove_all(dir);
-  fs::create_directories(dir);
-  const fs::path cwd = fs::current_path();
-  fs::current_path(dir);
-  write_durably("relative.json", "{}");  // a name without a folder (--ready-file ready.json)
-  fs::current_path(cwd);
-  EXPECT_TRUE(fs::exists(dir / "relative.json"));
-  write_durably(dir / "sub" / "a.jsonl", "x\n");
-  EXPECT_EQ(fs::file_size(dir / "sub" / "a.jsonl"), 2u);
-  // The target is a folder: the rename fails, and the temporary file goes with it.
-  fs::create_directories(dir / "sub" / "taken" / "inside");
-  EXPECT_THROW(write_durably(dir / "sub" / "taken", "y"), StorageError);
-  EXPECT_FALSE(fs::exists(dir / "sub" / "taken.tmp"));
-
-  std::ofstream(dir / "sub" / "left.jsonl.tmp") << "half";
-  std::ofstream(dir / "left.json.tmp") << "half";
-  EXPECT_EQ(remove_temporary_files(dir), 2);
-  EXPECT_FALSE(fs::exists(dir / "sub" / "left.jsonl.tmp"));
-  EXPECT_TRUE(fs::exists(dir / "sub" / "a.jsonl"));
-  fs::remove_all(dir);
 }
 
 }  // namespace

@@ -23,6 +23,7 @@
 #include "tests/support/loopback_http.h"
 #include "tests/support/service_process.h"
 #include "tests/support/shell.h"
+#include "tests/support/test_tls.h"
 #include "client/training_client.h"
 #include "server/engine/adapters/adapter.h"
 #include "server/engine/model/mamba_model.h"
@@ -614,6 +615,48 @@ TEST_F(TrainingServiceTest, TenantsCannotSeeOrUseEachOthersDataJobsOrAdapters) {
   EXPECT_EQ(admin.list_jobs(&jobs).error_code(), StatusCode::PERMISSION_DENIED);
   auto wrong = trainer("not-a-key");
   EXPECT_EQ(wrong.get_dataset(ds, &info).error_code(), StatusCode::UNAUTHENTICATED);
+}
+
+}  // namespace
+}  // namespace statetune::training
+
+namespace statetune::training {
+namespace {
+
+// statetune-train with TLS, as statetune-serve has it (--tls-cert/--tls-key): clients that trust its
+// CA are served; plaintext and wrong-CA clients are refused with UNAVAILABLE.
+TEST_F(TrainingServiceTest, TlsServesClientsThatTrustItsCaOnly) {
+  if (!test_support::have_openssl()) GTEST_SKIP() << "openssl is not installed (scripts/setup.sh installs it)";
+  const fs::path dir = work_ / "tls";
+  ASSERT_NO_FATAL_FAILURE(test_support::make_test_certificates(dir));
+  Process tls(std::string(STATETUNE_BINARY_DIR) + "/server/training/statetune-train", "train-tls");
+  ASSERT_NO_FATAL_FAILURE(tls.start(
+      dir,
+      {"--model", model_dir().string(), "--tokenizer", tokenizer(), "--data-dir", (dir / "train-data").string(),
+       "--tenants-file", (*suite_ / "tenants.json").string(), "--serving-addr",
+       "127.0.0.1:" + std::to_string(serve_->port()), "--serving-admin-key", kAdminKey, "--tls-cert",
+       (dir / "server.pem").string(), "--tls-key", (dir / "server.key").string()},
+      dir / "ca.pem"));
+  EXPECT_NE(tls.log().find("tls=true"), std::string::npos) << tls.log();
+
+  // (a) The CA's holder: an authenticated call and an upload go through.
+  TrainingClient good(tls.options(kAcmeKey));
+  v1::ListDatasetsResponse list;
+  ASSERT_TRUE(good.list_datasets(&list).ok()) << tls.log();
+  EXPECT_FALSE(upload(good, "over-tls", dataset_text(8)).empty());
+
+  // (b) Plaintext against the TLS port: UNAVAILABLE, not a hang or a garbled answer.
+  ClientOptions plain = tls.options(kAcmeKey);
+  plain.tls_ca_file.clear();
+  plain.timeout = std::chrono::seconds(20);
+  EXPECT_EQ(TrainingClient(plain).list_datasets(&list).error_code(), StatusCode::UNAVAILABLE);
+
+  // (c) TLS with a CA that did not sign the server certificate: the handshake fails, UNAVAILABLE.
+  ClientOptions wrong = tls.options(kAcmeKey);
+  wrong.tls_ca_file = (dir / "other-ca.pem").string();
+  wrong.timeout = std::chrono::seconds(20);
+  EXPECT_EQ(TrainingClient(wrong).list_datasets(&list).error_code(), StatusCode::UNAVAILABLE);
+  EXPECT_EQ(tls.stop(), 0) << tls.log();
 }
 
 }  // namespace

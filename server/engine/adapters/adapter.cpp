@@ -11,7 +11,7 @@
 #include <sstream>
 #include <stdexcept>
 
-#include "server/engine/adapters/durable_file.h"
+#include "server/engine/util/durable_file.h"
 #include "server/engine/util/bounded_json.h"
 #include "server/engine/util/safetensors.h"
 
@@ -237,7 +237,7 @@ void save_adapter(const Adapter& adapter, const std::filesystem::path& path, at:
   } catch (const std::runtime_error& e) {
     throw std::runtime_error(std::string(e.what()) + " (not written to " + path.string() + ")");
   }
-  replace_file_atomically(path, bytes);
+  write_file_durably(path, bytes);
 }
 
 namespace {

@@ -4,6 +4,7 @@
 
 #include <chrono>
 
+#include "server/engine/adapters/adapter_id.h"
 #include "server/engine/adapters/adapter_store.h"
 
 namespace statetune::engine {
@@ -25,7 +26,7 @@ AdapterRegistry::~AdapterRegistry() { storage_.set_change_listener(nullptr); }
 
 void AdapterRegistry::invalidate(const std::string& tenant, const std::string& name,
                                  const std::vector<std::string>& versions) {
-  for (const auto& v : versions) pool_.invalidate(AdapterStore::pool_key(tenant, name, v));
+  for (const auto& v : versions) pool_.invalidate(AdapterId{tenant, name, v}.key());
 }
 
 AdapterUpload AdapterRegistry::upload(const std::string& tenant, const std::string& name,
@@ -40,7 +41,7 @@ AdapterUpload AdapterRegistry::upload(const std::string& tenant, const std::stri
   if (previous && previous->version != out.version) invalidate(tenant, name, {previous->version});
   // Skipped when every slot is pinned by running requests (the first request then loads it).
   try {
-    out.warmed = pool_.preload(AdapterStore::pool_key(tenant, name, out.version), adapter);
+    out.warmed = pool_.preload(AdapterId{tenant, name, out.version}.key(), adapter);
   } catch (const std::exception& e) {
     // Stored and current all the same; the first request loads it from the storage and reports why.
     spdlog::warn("adapter registry: pre-warming {}/{} version {} failed: {}", tenant, name, out.version, e.what());
@@ -67,7 +68,7 @@ std::optional<ResolvedAdapter> AdapterRegistry::resolve(const std::string& tenan
   if (!info) return std::nullopt;
   ResolvedAdapter r;
   r.version = info->version;
-  r.pool_key = AdapterStore::pool_key(tenant, name, info->version);
+  r.pool_key = AdapterId{tenant, name, info->version}.key();
   const AdapterStorage* storage = &storage_;
   r.loader = [storage, tenant, name, v = info->version] { return storage->load(tenant, name, v); };
   return r;

@@ -8,7 +8,7 @@
 #include <system_error>
 #include <utility>
 
-#include "server/engine/adapters/durable_file.h"
+#include "server/engine/util/durable_file.h"
 #include "server/engine/util/bounded_json.h"
 #include "server/engine/util/printable.h"
 
@@ -31,13 +31,6 @@ bool ends_with(const std::string& s, const std::string& suffix) {
   return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
-bool is_valid_name(const std::string& value) {
-  if (value.empty() || value.size() > 64 || value[0] == '.') return false;
-  return std::all_of(value.begin(), value.end(), [](char c) {
-    return std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '-';
-  });
-}
-
 // A folder's entries, read before any of them is moved or deleted.
 std::vector<fs::directory_entry> entries_of(const fs::path& dir) {
   return {fs::directory_iterator(dir), fs::directory_iterator()};
@@ -55,19 +48,6 @@ AdapterStore::AdapterStore(fs::path root, ModelFingerprint base, AdapterQuota qu
     : root_(std::move(root)), base_(std::move(base)), quota_(quota) {
   fs::create_directories(root_);
   reload();
-}
-
-void AdapterStore::validate_name(const std::string& what, const std::string& value) {
-  if (!is_valid_name(value)) {
-    throw std::invalid_argument(what + " name '" + printable_excerpt(value) +
-                                "' is invalid: use 1-64 characters from A-Z a-z 0-9 . _ - and do "
-                                "not start with '.'");
-  }
-}
-
-std::string AdapterStore::pool_key(const std::string& tenant, const std::string& name,
-                                   const std::string& version) {
-  return tenant + "/" + name + "@" + version;
 }
 
 fs::path AdapterStore::adapter_dir(const std::string& tenant, const std::string& name) const {
@@ -244,7 +224,7 @@ void AdapterStore::write_index(const std::string& tenant, const std::string& nam
   nlohmann::json j;
   j["current"] = current > 0 ? nlohmann::json(std::to_string(current)) : nlohmann::json();
   j["next_version"] = next_version;
-  replace_file_atomically(adapter_dir(tenant, name) / kIndexFile, j.dump(2) + "\n");
+  write_file_durably(adapter_dir(tenant, name) / kIndexFile, j.dump(2) + "\n");
 }
 
 int64_t AdapterStore::reserve_version(const std::string& tenant, const std::string& name, int64_t bytes) {
@@ -386,7 +366,7 @@ std::string AdapterStore::put(const std::string& tenant, const std::string& name
   v.methods = adapter.methods;
   v.extra_metadata = adapter.extra_metadata;
   try {
-    replace_file_atomically(final_path, file_bytes);
+    write_file_durably(final_path, file_bytes);
     commit_version(tenant, name, number, std::move(v));
   } catch (const std::exception& e) {
     abandon_version(tenant, name, number, bytes, final_path, e.what());

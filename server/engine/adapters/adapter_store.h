@@ -33,6 +33,7 @@
 #include <vector>
 
 #include "server/engine/adapters/adapter.h"
+#include "server/engine/adapters/adapter_id.h"
 #include "server/engine/adapters/adapter_storage.h"
 #include "server/engine/model/model_config.h"
 
@@ -51,12 +52,6 @@ class AdapterStore : public AdapterStorage {
   // not parse are quarantined, valid ones for another base model stay where they are.
   AdapterStore(std::filesystem::path root, ModelFingerprint base, AdapterQuota quota = {});
 
-  // Tenant and adapter names: [A-Za-z0-9._-]{1,64}, not starting with '.' (so no "." / ".." and no
-  // hidden files). Throws std::invalid_argument naming `what` and the rule.
-  static void validate_name(const std::string& what, const std::string& value);
-  // The pool key for one stored version: "tenant/name@version".
-  static std::string pool_key(const std::string& tenant, const std::string& name,
-                              const std::string& version);
 
   // Stores an uploaded adapter file as the next version and makes it current, after validating it
   // (format, shapes, finite values, same base model) in memory, before anything touches the disk.

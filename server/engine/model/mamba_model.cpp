@@ -11,6 +11,7 @@
 
 #include "kernels/batch_indices.h"
 #include "kernels/ssm_kernels.h"
+#include "server/engine/util/durable_file.h"
 #include "server/engine/util/safetensors.h"
 
 namespace statetune::engine {
@@ -157,10 +158,10 @@ std::unique_ptr<MambaModel> MambaModel::load(const std::filesystem::path& dir, c
   const auto config_path = dir / "config.json";
   nlohmann::json cj;
   {
-    std::ifstream in(config_path);
-    if (!in) throw std::runtime_error(config_path.string() + ": cannot open");
+    // A model's config.json is a few hundred bytes.
+    const std::string text = read_file(config_path, size_t{1} << 20);
     try {
-      cj = nlohmann::json::parse(in);
+      cj = nlohmann::json::parse(text);
     } catch (const nlohmann::json::exception& e) {
       throw std::runtime_error(config_path.string() + ": not JSON: " + e.what());
     }

@@ -7,6 +7,7 @@
 #include <fstream>
 #include <stdexcept>
 
+#include "server/engine/util/durable_file.h"
 #include "server/engine/util/safetensors.h"
 
 namespace statetune::engine {
@@ -70,22 +71,6 @@ nlohmann::json to_mamba_ssm_json(const MambaConfig& c) {
           {"tie_embeddings", c.tie_embeddings}};
 }
 
-namespace {
-
-void write_text(const std::filesystem::path& path, const std::string& text) {
-  const std::string tmp = path.string() + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    if (!out) throw std::runtime_error(tmp + ": cannot create");
-    out << text;
-    out.flush();
-    if (!out) throw std::runtime_error(tmp + ": write failed");
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) throw std::runtime_error(path.string() + ": rename failed");
-}
-
-}  // namespace
-
 void write_checkpoint(const std::filesystem::path& dir, const MambaConfig& config,
                       const std::map<std::string, at::Tensor>& weights, const CheckpointWriteOptions& options) {
   if (options.dtype != at::kFloat && options.dtype != at::kHalf && options.dtype != at::kBFloat16) {
@@ -100,7 +85,7 @@ void write_checkpoint(const std::filesystem::path& dir, const MambaConfig& confi
     out[n] = t.to(at::kCPU, options.dtype).contiguous();
   }
   const nlohmann::json cfg = options.mamba_ssm_layout ? to_mamba_ssm_json(config) : config.to_json();
-  write_text(dir / "config.json", cfg.dump(2) + "\n");
+  write_file_durably(dir / "config.json", cfg.dump(2) + "\n");
   if (options.shards == 1) {
     safetensors::write_file(dir / "model.safetensors", out, {{"format", "pt"}});
     return;
@@ -126,7 +111,7 @@ void write_checkpoint(const std::filesystem::path& dir, const MambaConfig& confi
     safetensors::write_file(dir / shard_name(k), parts[static_cast<size_t>(k)], {{"format", "pt"}});
   }
   const nlohmann::json index = {{"metadata", {{"total_size", total}}}, {"weight_map", weight_map}};
-  write_text(dir / "model.safetensors.index.json", index.dump(2) + "\n");
+  write_file_durably(dir / "model.safetensors.index.json", index.dump(2) + "\n");
 }
 
 void write_random_checkpoint(const std::filesystem::path& dir, const MambaConfig& config, uint64_t seed,

@@ -9,6 +9,7 @@
 #include "server/engine/tasks/datasets.h"
 #include "server/engine/tasks/text_files.h"
 #include "server/engine/util/printable.h"
+#include "server/engine/util/durable_file.h"
 
 namespace statetune::tasks {
 
@@ -69,30 +70,16 @@ std::vector<PromptCompletion> read_prompt_completion_jsonl(const std::string& pa
 }
 
 void write_prompt_completion_jsonl(const std::string& path, const std::vector<PromptCompletion>& records) {
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    if (!out) throw std::runtime_error("cannot create '" + tmp + "': check that the folder exists and is writable");
+  engine::write_file_durably(path, [&](engine::FileSink& out) {
     for (size_t i = 0; i < records.size(); ++i) {
       nlohmann::json j = {{"prompt", records[i].prompt}, {"completion", records[i].completion}};
       try {
-        out << j.dump() << '\n';
+        out.write(j.dump() + "\n");
       } catch (const nlohmann::json::exception& e) {
-        out.close();
-        std::remove(tmp.c_str());
         throw std::runtime_error("record " + std::to_string(i) + " for '" + path + "': " + e.what());
       }
     }
-    out.flush();
-    if (!out) {
-      std::remove(tmp.c_str());
-      throw std::runtime_error("error while writing '" + tmp + "' (disk full?)");
-    }
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    std::remove(tmp.c_str());
-    throw std::runtime_error("cannot rename '" + tmp + "' to '" + path + "'");
-  }
+  });
 }
 
 void write_prompt_completion_jsonl(const std::string& path, const std::vector<Example>& examples) {

@@ -1,8 +1,8 @@
 #include "server/engine/tasks/text_files.h"
 
-#include <fstream>
-#include <sstream>
 #include <stdexcept>
+
+#include "server/engine/util/durable_file.h"
 
 namespace statetune::tasks {
 namespace {
@@ -25,12 +25,7 @@ size_t unicode_space_length(std::string_view s, size_t i) {
 }  // namespace
 
 std::string read_text_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw std::runtime_error("cannot open '" + path + "': check the path and its permissions");
-  std::ostringstream buffer;
-  buffer << in.rdbuf();
-  if (in.bad()) throw std::runtime_error("error while reading '" + path + "'");
-  return buffer.str();
+  return engine::read_file(path);
 }
 
 std::vector<std::string> split_lines(std::string_view text) {

@@ -12,6 +12,7 @@
 #include <utility>
 
 #include "server/engine/text/unicode.h"
+#include "server/engine/util/durable_file.h"
 
 namespace statetune::engine {
 namespace {
@@ -738,12 +739,13 @@ void Tokenizer::Impl::bpe_compute(std::string_view word, std::vector<int32_t>& o
 }
 
 Tokenizer Tokenizer::from_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw TokenizerError("tokenizer " + path + ": cannot open file");
-  std::ostringstream buffer;
-  buffer << in.rdbuf();
-  if (in.bad()) throw TokenizerError("tokenizer " + path + ": read error");
-  return from_json(buffer.str(), path);
+  std::string text;
+  try {
+    text = read_file(path);
+  } catch (const std::runtime_error& e) {
+    throw TokenizerError(std::string("tokenizer: ") + e.what());
+  }
+  return from_json(text, path);
 }
 
 Tokenizer Tokenizer::from_json(std::string_view text, const std::string& origin) {

@@ -25,6 +25,7 @@
 #include "server/engine/model/model_init.h"
 #include "server/engine/tools/commands.h"
 #include "server/engine/tools/train_step_bench.h"
+#include "server/engine/util/durable_file.h"
 
 namespace statetune::tools {
 
@@ -313,9 +314,7 @@ int run_bench(CliArgs& args) {
     if (json_to == "true" || json_to == "-") {
       std::printf("%s\n", j.dump(2).c_str());
     } else {
-      std::ofstream f(json_to);
-      f << j.dump(2) << "\n";
-      if (!f) throw std::runtime_error("cannot write " + json_to);
+      engine::write_file_durably(json_to, j.dump(2) + "\n");
     }
   }
   return 0;

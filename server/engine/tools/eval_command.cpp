@@ -19,6 +19,7 @@
 #include "server/engine/text/tokenizer.h"
 #include "server/engine/tools/commands.h"
 #include "server/engine/trainer/evaluation.h"
+#include "server/engine/util/durable_file.h"
 
 namespace statetune::tools {
 
@@ -101,8 +102,7 @@ int run_eval(CliArgs& args) {
     nlohmann::json j = {{"task", task.empty() ? data : task}, {"split", split}, {"examples", r.examples},
                         {"adapter", adapter_file}, {"metrics", r.metrics}, {"predictions", r.predictions},
                         {"seconds", r.seconds}};
-    std::ofstream f(json_out);
-    if (!(f << j.dump(2) << "\n")) throw std::runtime_error(json_out + ": cannot write");
+    engine::write_file_durably(json_out, j.dump(2) + "\n");
   }
   return 0;
 }

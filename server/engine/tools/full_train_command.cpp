@@ -22,6 +22,7 @@
 #include "server/engine/text/tokenizer.h"
 #include "server/engine/tools/commands.h"
 #include "server/engine/trainer/full_trainer.h"
+#include "server/engine/util/durable_file.h"
 #include "server/engine/util/safetensors.h"
 
 namespace statetune::tools {
@@ -34,9 +35,7 @@ void on_sigint(int) { g_stop = true; }
 
 // The checkpoint's tensors in fp32 under Hugging Face names (mamba_ssm's embedding name renamed).
 std::map<std::string, at::Tensor> read_weights(const fs::path& dir, engine::MambaConfig* config) {
-  std::ifstream in(dir / "config.json");
-  if (!in) throw std::runtime_error((dir / "config.json").string() + ": cannot open");
-  *config = engine::MambaConfig::from_json(nlohmann::json::parse(in));
+  *config = engine::MambaConfig::from_json(nlohmann::json::parse(engine::read_file(dir / "config.json")));
   const auto ckpt = engine::safetensors::Checkpoint::open(dir);
   std::map<std::string, at::Tensor> w;
   for (const std::string& name : ckpt.names()) {
@@ -58,12 +57,13 @@ void write_model(const fs::path& out, const engine::MambaConfig& config,
   for (const auto& [name, t] : weights) detached[name] = t.detach().cpu();
   engine::write_checkpoint(tmp, config, detached, wo);
   fs::copy_file(tokenizer, tmp / "tokenizer.json");
-  std::ofstream(tmp / "training_log.json") << log.dump(2) << "\n";
+  engine::write_file_durably(tmp / "training_log.json", log.dump(2) + "\n");
   // Files that are not ours (the model card, the reproduce script) stay where they are.
   fs::create_directories(out);
   for (const auto& entry : fs::directory_iterator(tmp)) {
     fs::rename(entry.path(), out / entry.path().filename());
   }
+  engine::fsync_directory(out);
   fs::remove_all(tmp);
 }
 

@@ -16,6 +16,7 @@
 #include "server/engine/text/streaming_decoder.h"
 #include "server/engine/text/tokenizer.h"
 #include "server/engine/tools/commands.h"
+#include "server/engine/util/durable_file.h"
 
 namespace statetune::tools {
 
@@ -117,11 +118,9 @@ int run_logits(CliArgs& args) {
   static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
                 "logits are written as the host's float32 bytes, which must be little-endian");
   if (out.has_parent_path()) fs::create_directories(out.parent_path());
-  std::ofstream f(out, std::ios::binary | std::ios::trunc);
-  f.write(reinterpret_cast<const char*>(logits.data_ptr<float>()),
-          static_cast<std::streamsize>(logits.numel() * sizeof(float)));
-  f.close();
-  if (!f) throw std::runtime_error("cannot write " + out.string());
+  engine::write_file_durably(out, [&logits](engine::FileSink& f) {
+    f.write(logits.data_ptr<float>(), static_cast<size_t>(logits.numel()) * sizeof(float));
+  });
 
   std::string shape = "[";
   for (int64_t i = 0; i < logits.dim(); ++i) {

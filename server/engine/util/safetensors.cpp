@@ -17,6 +17,7 @@
 #include <stdexcept>
 
 #include "server/engine/util/bounded_json.h"
+#include "server/engine/util/durable_file.h"
 #include "server/engine/util/sha256.h"
 
 namespace statetune::engine::safetensors {
@@ -311,16 +312,7 @@ Checkpoint Checkpoint::open(const std::filesystem::path& dir) {
   const std::string src = index.string();
   nlohmann::json j;
   {
-    std::ifstream in(index, std::ios::binary);
-    if (!in) throw std::runtime_error(src + ": cannot open");
-    std::error_code ec;
-    const uintmax_t size = std::filesystem::file_size(index, ec);
-    if (ec || size > kShardIndexLimits.max_bytes) {
-      throw std::runtime_error(src + ": " + (ec ? ec.message() : std::to_string(size) + " bytes is too large"));
-    }
-    std::string text(static_cast<size_t>(size), '\0');
-    in.read(text.data(), static_cast<std::streamsize>(size));
-    text.resize(static_cast<size_t>(in.gcount()));
+    const std::string text = read_file(index, kShardIndexLimits.max_bytes);
     try {
       j = parse_bounded_json(text, kShardIndexLimits, src);
     } catch (const JsonInputError& e) {
@@ -462,18 +454,6 @@ Prepared prepare(const std::map<std::string, at::Tensor>& tensors,
   return out;
 }
 
-void write_all(int fd, const char* p, size_t n, const std::string& path) {
-  while (n > 0) {
-    const ssize_t w = ::write(fd, p, std::min<size_t>(n, size_t{1} << 30));
-    if (w < 0) {
-      if (errno == EINTR) continue;
-      throw std::runtime_error(path + ": write failed: " + errno_text());
-    }
-    p += w;
-    n -= static_cast<size_t>(w);
-  }
-}
-
 }  // namespace
 
 std::string encode(const std::map<std::string, at::Tensor>& tensors,
@@ -489,36 +469,11 @@ std::string encode(const std::map<std::string, at::Tensor>& tensors,
 void write_file(const std::filesystem::path& path, const std::map<std::string, at::Tensor>& tensors,
                 const std::map<std::string, std::string>& metadata) {
   const Prepared p = prepare(tensors, metadata);
-  const std::string tmp = path.string() + ".tmp";
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) throw std::runtime_error(tmp + ": cannot create: " + errno_text());
-  try {
-    write_all(fd, p.header.data(), p.header.size(), tmp);
-    for (const at::Tensor& t : p.cpu) {
-      write_all(fd, static_cast<const char*>(t.data_ptr()), static_cast<size_t>(t.numel()) * t.element_size(),
-                tmp);
-    }
-    if (::fsync(fd) != 0) throw std::runtime_error(tmp + ": fsync failed: " + errno_text());
-  } catch (...) {
-    ::close(fd);
-    ::unlink(tmp.c_str());
-    throw;
-  }
-  if (::close(fd) != 0) {
-    ::unlink(tmp.c_str());
-    throw std::runtime_error(tmp + ": close failed: " + errno_text());
-  }
-  if (::rename(tmp.c_str(), path.c_str()) != 0) {
-    const std::string err = errno_text();
-    ::unlink(tmp.c_str());
-    throw std::runtime_error(path.string() + ": rename failed: " + err);
-  }
-  const auto parent = path.has_parent_path() ? path.parent_path() : std::filesystem::path(".");
-  const int dfd = ::open(parent.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dfd >= 0) {
-    ::fsync(dfd);
-    ::close(dfd);
-  }
+  // Streamed tensor by tensor: a checkpoint is never copied into one buffer.
+  write_file_durably(path, [&p](FileSink& out) {
+    out.write(p.header);
+    for (const at::Tensor& t : p.cpu) out.write(t.data_ptr(), static_cast<size_t>(t.numel()) * t.element_size());
+  });
 }
 
 }  // namespace statetune::engine::safetensors

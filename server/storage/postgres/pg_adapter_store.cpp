@@ -6,7 +6,7 @@
 #include <set>
 
 #include "server/engine/adapters/adapter_store.h"
-#include "server/engine/adapters/durable_file.h"
+#include "server/engine/util/durable_file.h"
 #include "server/engine/util/bounded_json.h"
 #include "server/engine/util/sha256.h"
 #include "server/storage/postgres/schema.h"
@@ -165,8 +165,8 @@ fs::path PgAdapterStore::cache_path(const std::string& sha256) const {
 
 std::string PgAdapterStore::put(const std::string& tenant, const std::string& name, const std::string& file_bytes,
                                 engine::Adapter* parsed) {
-  AdapterStore::validate_name("tenant", tenant);
-  AdapterStore::validate_name("adapter", name);
+  engine::validate_name("tenant", tenant);
+  engine::validate_name("adapter", name);
   const auto before = get(tenant, name);
   engine::Adapter adapter = engine::parse_adapter_upload(
       base_, tenant, name, file_bytes, before ? " (version " + before->version + " stays current)" : std::string());
@@ -224,7 +224,7 @@ std::string PgAdapterStore::put(const std::string& tenant, const std::string& na
   }
   if (!options_.cache_dir.empty()) {
     try {
-      engine::replace_file_atomically(cache_path(sha256), file_bytes);
+      engine::write_file_durably(cache_path(sha256), file_bytes);
     } catch (const std::exception& e) {
       spdlog::warn("adapter cache: cannot write {}: {}", cache_path(sha256).string(), e.what());
     }
@@ -239,8 +239,8 @@ std::string PgAdapterStore::put(const std::string& tenant, const std::string& na
 
 std::optional<StoredAdapterInfo> PgAdapterStore::get(const std::string& tenant, const std::string& name,
                                                      const std::optional<std::string>& version) const {
-  AdapterStore::validate_name("tenant", tenant);
-  AdapterStore::validate_name("adapter", name);
+  engine::validate_name("tenant", tenant);
+  engine::validate_name("adapter", name);
   const int64_t wanted = version ? engine::parse_requested_version(*version) : 0;
   const auto find = [&]() -> std::optional<StoredAdapterInfo> {
     std::lock_guard<std::mutex> lock(mu_);
@@ -264,7 +264,7 @@ std::optional<StoredAdapterInfo> PgAdapterStore::get(const std::string& tenant, 
 }
 
 std::vector<StoredAdapterInfo> PgAdapterStore::list(const std::string& tenant) const {
-  AdapterStore::validate_name("tenant", tenant);
+  engine::validate_name("tenant", tenant);
   std::vector<StoredAdapterInfo> out;
   std::lock_guard<std::mutex> lock(mu_);
   auto t = entries_.find(tenant);
@@ -276,8 +276,8 @@ std::vector<StoredAdapterInfo> PgAdapterStore::list(const std::string& tenant) c
 }
 
 std::vector<StoredAdapterInfo> PgAdapterStore::versions(const std::string& tenant, const std::string& name) const {
-  AdapterStore::validate_name("tenant", tenant);
-  AdapterStore::validate_name("adapter", name);
+  engine::validate_name("tenant", tenant);
+  engine::validate_name("adapter", name);
   std::vector<StoredAdapterInfo> out;
   std::lock_guard<std::mutex> lock(mu_);
   auto t = entries_.find(tenant);
@@ -289,8 +289,8 @@ std::vector<StoredAdapterInfo> PgAdapterStore::versions(const std::string& tenan
 }
 
 bool PgAdapterStore::remove(const std::string& tenant, const std::string& name) {
-  AdapterStore::validate_name("tenant", tenant);
-  AdapterStore::validate_name("adapter", name);
+  engine::validate_name("tenant", tenant);
+  engine::validate_name("adapter", name);
   bool removed = false;
   run("deleting the adapter", [&](pqxx::connection& c) {
     pqxx::work w(c);
@@ -355,7 +355,7 @@ engine::Adapter PgAdapterStore::load(const std::string& tenant, const std::strin
     }
     if (!cached.empty()) {
       try {
-        engine::replace_file_atomically(cached, bytes);
+        engine::write_file_durably(cached, bytes);
       } catch (const std::exception& e) {
         spdlog::warn("adapter cache: cannot write {}: {}", cached.string(), e.what());
       }

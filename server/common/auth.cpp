@@ -1,18 +1,17 @@
-#include "server/serving/auth.h"
+#include "server/common/auth.h"
 
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
 #include <cctype>
-#include <fstream>
-#include <sstream>
 #include <stdexcept>
 
-#include "server/engine/adapters/adapter_store.h"
+#include "server/engine/adapters/adapter_id.h"
 #include "server/engine/util/bounded_json.h"
+#include "server/engine/util/durable_file.h"
 #include "server/engine/util/sha256.h"
 
-namespace statetune::serving {
+namespace statetune::common {
 namespace {
 
 // A tenants file lists names and 64-character hashes: 64 MiB is millions of tenants, and its
@@ -36,16 +35,13 @@ std::string lower(std::string s) {
 std::string TenantRegistry::hash_key(const std::string& api_key) { return engine::Sha256::hex(api_key); }
 
 TenantRegistry TenantRegistry::from_file(const std::filesystem::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw std::runtime_error("cannot read the tenants file " + path.string());
-  std::error_code ec;
-  if (const auto size = std::filesystem::file_size(path, ec); !ec && size > kMaxTenantsFileBytes) {
-    throw std::runtime_error("the tenants file " + path.string() + " is " + std::to_string(size) +
-                             " bytes; the limit is " + std::to_string(kMaxTenantsFileBytes));
+  std::string text;
+  try {
+    text = engine::read_file(path, kMaxTenantsFileBytes);
+  } catch (const std::runtime_error& e) {
+    throw std::runtime_error(std::string("the tenants file: ") + e.what());
   }
-  std::stringstream buf;
-  buf << in.rdbuf();
-  return from_json_text(buf.str(), path.string());
+  return from_json_text(text, path.string());
 }
 
 TenantRegistry TenantRegistry::from_json_text(const std::string& text, const std::string& origin) {
@@ -53,10 +49,10 @@ TenantRegistry TenantRegistry::from_json_text(const std::string& text, const std
   try {
     j = engine::parse_bounded_json(text, engine::JsonLimits{kMaxTenantsFileBytes, kMaxTenantsFileDepth}, origin);
   } catch (const engine::JsonInputError& e) {
-    throw std::runtime_error(std::string(e.what()) + " (see server/serving/auth.h for the format)");
+    throw std::runtime_error(std::string(e.what()) + " (see server/common/auth.h for the format)");
   }
   if (!j.is_object()) {
-    throw std::runtime_error(origin + ": not a JSON object (see server/serving/auth.h for the format)");
+    throw std::runtime_error(origin + ": not a JSON object (see server/common/auth.h for the format)");
   }
   TenantRegistry out;
   if (j.contains("admin_key_sha256")) {
@@ -74,7 +70,7 @@ TenantRegistry TenantRegistry::from_json_text(const std::string& text, const std
     }
     const std::string name = t["name"].get<std::string>();
     try {
-      engine::AdapterStore::validate_name("tenant", name);
+      engine::validate_name("tenant", name);
     } catch (const std::exception& e) {
       throw std::runtime_error(origin + ": " + e.what());
     }
@@ -120,4 +116,4 @@ std::optional<Principal> TenantRegistry::authenticate_header(const std::string& 
 
 bool TenantRegistry::has_tenant(const std::string& tenant) const { return tenant_names_.count(tenant) > 0; }
 
-}  // namespace statetune::serving
+}  // namespace statetune::common

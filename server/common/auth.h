@@ -7,7 +7,9 @@
 //     ]
 //   }
 // Only hashes are stored, so the file leaks no usable key; `statetune hash-key KEY` prints one.
-// Clients send `authorization: Bearer <key>` metadata; the key is hashed and looked up.
+// Clients send `Authorization: Bearer <key>` (gRPC metadata, or an HTTP header); the key is hashed
+// and looked up. Nothing here knows gRPC: grpc_auth.h adapts a call's metadata to it, and an HTTP
+// front end passes its header value to authenticate_header() the same way.
 #pragma once
 
 #include <filesystem>
@@ -15,11 +17,14 @@
 #include <optional>
 #include <string>
 
-namespace statetune::serving {
+namespace statetune::common {
 
+// Who a key belongs to: one tenant, or the operator's admin key.
 struct Principal {
   std::string tenant;  // empty for the admin key
   bool admin = false;
+  // The tenant label of logs and metrics: the caller's tenant, "_admin" for the admin key.
+  std::string label() const { return admin ? "_admin" : tenant; }
 };
 
 class TenantRegistry {
@@ -47,4 +52,4 @@ class TenantRegistry {
   size_t tenants_ = 0;
 };
 
-}  // namespace statetune::serving
+}  // namespace statetune::common
