@@ -9,6 +9,7 @@
 #include "server/common/grpc_status.h"
 #include "server/common/status_codes.h"
 #include "server/engine/adapters/adapter_pool.h"
+#include "server/engine/adapters/adapter_storage.h"
 #include "server/engine/adapters/adapter_store.h"
 #include "server/engine/runtime/scheduler.h"
 #include "server/engine/util/bounded_json.h"
@@ -53,6 +54,8 @@ TEST(GrpcStatus, EngineExceptionsMapByTheirKind) {
   EXPECT_EQ(status_of(engine::AdapterNotFound("adapter 'x' not found")).error_code(), StatusCode::NOT_FOUND);
   EXPECT_EQ(status_of(engine::AdapterQuotaExceeded("quota")).error_code(), StatusCode::RESOURCE_EXHAUSTED);
   EXPECT_EQ(status_of(engine::AdapterPoolExhausted("pool")).error_code(), StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_EQ(status_of(engine::AdapterStorageUnavailable("the adapter database is unavailable; retry")).error_code(),
+            StatusCode::UNAVAILABLE);
   EXPECT_EQ(status_of(engine::QueueFull("the request queue is full")).error_code(), StatusCode::RESOURCE_EXHAUSTED);
   EXPECT_EQ(status_of(engine::NotAccepting("draining")).error_code(), StatusCode::UNAVAILABLE);
   const grpc::Status bad = status_of(std::invalid_argument("the prompt is empty"));
