@@ -11,6 +11,7 @@
 #include "server/common/config.h"
 #include "server/common/logging.h"
 #include "server/common/shutdown.h"
+#include "server/http/http_flags.h"
 #include "server/training/service.h"
 
 using namespace statetune;
@@ -47,7 +48,8 @@ int main(int argc, char** argv) {
   flags.add("publish-retry-seconds", "600",
             "how long a finished job keeps retrying to publish while statetune-serve is down "
             "(it stays running meanwhile; then it fails, its adapter kept)");
-  flags.add("ready-file", "", "write {port, metrics_port, pid} as JSON here once serving");
+  flags.add("ready-file", "", "write {port, metrics_port, http_port, pid} as JSON here once serving");
+  http::add_http_flags(flags, /*default_threads=*/16);
   flags.add("log-format", "text", "text | json");
   flags.add("log-level", "info", "trace | debug | info | warn | error");
   try {
@@ -76,6 +78,10 @@ int main(int argc, char** argv) {
     o.checkpoint_every = flags.integer("checkpoint-every");
     o.log_every = flags.integer("log-every");
     o.ready_file = flags.str("ready-file");
+    // A multipart upload carries the file and a few small fields.
+    o.http = http::http_options_from_flags(flags, o.max_dataset_bytes + (int64_t{64} << 10));
+    o.model_id = http::model_id_from_flags(flags, o.model_dir);
+    o.chat_template = http::chat_template_from_flags(flags, o.model_dir);
     const double retry_s = std::stod(flags.str("publish-retry-seconds"));
     if (!(retry_s >= 0 && retry_s <= 7 * 24 * 3600)) {
       throw std::invalid_argument("--publish-retry-seconds must be in [0, 604800]");

@@ -4,6 +4,7 @@
 #include "server/common/logging.h"
 #include "server/training/bounded_text.h"
 #include "server/training/storage_error.h"
+#include "server/training/training_core.h"
 
 namespace statetune::training {
 using grpc::Status;
@@ -20,6 +21,16 @@ Status from_exception(const char* method, const std::string& request_id) {
     throw;
   } catch (const std::invalid_argument& e) {
     return Status(StatusCode::INVALID_ARGUMENT, cap_message(e.what()));
+  } catch (const TrainingError& e) {
+    switch (e.kind) {
+      case TrainingError::Kind::kNotFound: return Status(StatusCode::NOT_FOUND, cap_message(e.what()));
+      case TrainingError::Kind::kFailedPrecondition:
+        return Status(StatusCode::FAILED_PRECONDITION, cap_message(e.what()));
+      case TrainingError::Kind::kResourceExhausted:
+        return Status(StatusCode::RESOURCE_EXHAUSTED, cap_message(e.what()));
+      case TrainingError::Kind::kUnavailable: return Status(StatusCode::UNAVAILABLE, cap_message(e.what()));
+    }
+    return Status(StatusCode::INTERNAL, "internal error (request " + request_id + ")");
   } catch (const StorageError& e) {
     common::log_event(spdlog::level::err, "rpc.storage_error",
                       {{"method", method}, {"request_id", request_id}, {"error", e.what()}});

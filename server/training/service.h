@@ -19,6 +19,9 @@
 #include <memory>
 #include <string>
 
+#include "server/engine/text/chat_template.h"
+#include "server/http/http_server.h"
+
 namespace statetune::training {
 
 struct TrainServiceOptions {
@@ -39,7 +42,11 @@ struct TrainServiceOptions {
   int64_t max_example_tokens = 4096;
   int64_t checkpoint_every = 10;
   int64_t log_every = 1;
-  std::filesystem::path ready_file;  // {port, metrics_port, pid} once serving
+  std::filesystem::path ready_file;  // {port, metrics_port, http_port, pid} once serving
+  // The OpenAI-style HTTP API (server/training/http_routes.h); http.listen empty: none.
+  http::HttpOptions http;
+  std::string model_id;  // the base model's id there
+  engine::ChatTemplate chat_template;  // for chat-format fine-tuning files
   // How long a finished job retries publishing while statetune-serve is unavailable.
   std::chrono::milliseconds publish_retry_for{std::chrono::minutes(10)};
 };
@@ -58,6 +65,7 @@ class TrainService {
   void stop();
   int port() const;
   int metrics_port() const;
+  int http_port() const;  // 0 without --http-listen
 
  private:
   struct Impl;
