@@ -4,9 +4,11 @@
 
 namespace statetune::http {
 
-void add_http_flags(common::FlagSet& flags, int64_t default_threads) {
+void add_http_flags(common::FlagSet& flags) {
   flags.add("http-listen", "", "OpenAI-compatible HTTP API address host:port (port 0 picks one); empty: off");
-  flags.add("http-threads", std::to_string(default_threads), "HTTP connections served at once (the rest wait)");
+  flags.add("http-threads", "0",
+            "HTTP connections served at once, the rest wait (0: statetune-serve max-batch + queue-size + 16, "
+            "statetune-train 16)");
   flags.add("http-timeout-seconds", "30", "an HTTP connection that sends or takes nothing this long is closed");
   flags.add("http-keep-alive-seconds", "5", "how long an idle HTTP keep-alive connection is kept");
   flags.add("model-id", "", "the base model's id in the HTTP API (default: the model folder's name)");
@@ -15,10 +17,11 @@ void add_http_flags(common::FlagSet& flags, int64_t default_threads) {
             "<model>/chat_template.json if present, else the plain template; server/engine/text/chat_template.h)");
 }
 
-HttpOptions http_options_from_flags(const common::FlagSet& flags, int64_t max_body_bytes) {
+HttpOptions http_options_from_flags(const common::FlagSet& flags, int64_t max_body_bytes, int64_t auto_threads) {
   HttpOptions o;
   o.listen = flags.str("http-listen");
   o.threads = flags.integer("http-threads");
+  if (o.threads == 0) o.threads = auto_threads;
   const double timeout = flags.number("http-timeout-seconds");
   const double keep_alive = flags.number("http-keep-alive-seconds");
   if (o.threads < 1 || o.threads > 4096 || !(timeout >= 1 && timeout <= 3600) || !(keep_alive >= 0 && keep_alive <= 3600)) {

@@ -12,9 +12,10 @@
 
 namespace statetune::http {
 
-void add_http_flags(common::FlagSet& flags, int64_t default_threads);
-// Throws std::invalid_argument naming the flag that is out of range. `max_body_bytes` is the service's.
-HttpOptions http_options_from_flags(const common::FlagSet& flags, int64_t max_body_bytes);
+void add_http_flags(common::FlagSet& flags);
+// Throws std::invalid_argument naming the flag that is out of range. `max_body_bytes` is the service's;
+// `auto_threads` what --http-threads 0 means for it.
+HttpOptions http_options_from_flags(const common::FlagSet& flags, int64_t max_body_bytes, int64_t auto_threads);
 // --model-id, or the model folder's name ("default" for models/default).
 std::string model_id_from_flags(const common::FlagSet& flags, const std::filesystem::path& model_dir);
 // --chat-template's file, or <model_dir>/chat_template.json when there is one, or the plain template.

@@ -10,6 +10,7 @@
 #include "server/common/config.h"
 #include "server/common/logging.h"
 #include "server/common/shutdown.h"
+#include "server/http/http_flags.h"
 #include "server/serving/server.h"
 
 using namespace statetune;
@@ -46,7 +47,8 @@ int main(int argc, char** argv) {
   flags.add_bool("prune-adapter-versions", false,
                  "at --adapter-versions, delete the oldest non-current version instead of refusing the upload");
   flags.add("drain-seconds", "30", "on SIGTERM: how long running requests may finish before being cancelled");
-  flags.add("ready-file", "", "write {port, metrics_port, pid} as JSON here once listening");
+  flags.add("ready-file", "", "write {port, metrics_port, http_port, pid} as JSON here once listening");
+  http::add_http_flags(flags);
   flags.add("log-format", "text", "text | json");
   flags.add("log-level", "info", "trace | debug | info | warn | error");
   try {
@@ -85,6 +87,11 @@ int main(int argc, char** argv) {
     o.prune_adapter_versions = flags.boolean("prune-adapter-versions");
     o.drain_timeout = std::chrono::milliseconds(static_cast<int64_t>(flags.number("drain-seconds") * 1000));
     o.ready_file = flags.str("ready-file");
+    o.http = http::http_options_from_flags(flags, o.max_request_bytes, /*auto_threads=*/o.max_batch + o.queue_size + 16);
+    o.http.tls_cert_file = o.tls_cert_file;
+    o.http.tls_key_file = o.tls_key_file;
+    o.model_id = http::model_id_from_flags(flags, o.model_dir);
+    o.chat_template = http::chat_template_from_flags(flags, o.model_dir);
     if (o.max_batch < 1 || o.queue_size < 0 || o.max_prompt_tokens < 1 || o.max_new_tokens < 1) {
       throw std::invalid_argument("--max-batch, --max-prompt-tokens and --max-new-tokens must be >= 1, "
                                   "--queue-size >= 0");

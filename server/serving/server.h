@@ -14,6 +14,9 @@
 #include <memory>
 #include <string>
 
+#include "server/engine/text/chat_template.h"
+#include "server/http/http_server.h"
+
 namespace statetune::serving {
 
 struct ServerOptions {
@@ -46,6 +49,11 @@ struct ServerOptions {
   bool prune_adapter_versions = false;  // at adapter_versions: drop the oldest instead of refusing
   std::chrono::milliseconds drain_timeout{30000};
   std::filesystem::path ready_file;  // written (JSON: ports, pid) once listening
+  // The OpenAI-compatible HTTP API (server/serving/http_routes.h); http.listen empty: none. It uses
+  // the TLS files above too, and max_request_bytes as its body limit.
+  http::HttpOptions http;
+  std::string model_id;  // the base model's `model` there
+  engine::ChatTemplate chat_template;
 };
 
 class ServingServer {
@@ -65,6 +73,7 @@ class ServingServer {
 
   int port() const;
   int metrics_port() const;
+  int http_port() const;  // 0 without --http-listen
 
  private:
   struct Impl;

@@ -49,7 +49,7 @@ int main(int argc, char** argv) {
             "how long a finished job keeps retrying to publish while statetune-serve is down "
             "(it stays running meanwhile; then it fails, its adapter kept)");
   flags.add("ready-file", "", "write {port, metrics_port, http_port, pid} as JSON here once serving");
-  http::add_http_flags(flags, /*default_threads=*/16);
+  http::add_http_flags(flags);
   flags.add("log-format", "text", "text | json");
   flags.add("log-level", "info", "trace | debug | info | warn | error");
   try {
@@ -79,7 +79,7 @@ int main(int argc, char** argv) {
     o.log_every = flags.integer("log-every");
     o.ready_file = flags.str("ready-file");
     // A multipart upload carries the file and a few small fields.
-    o.http = http::http_options_from_flags(flags, o.max_dataset_bytes + (int64_t{64} << 10));
+    o.http = http::http_options_from_flags(flags, o.max_dataset_bytes + (int64_t{64} << 10), /*auto_threads=*/16);
     o.model_id = http::model_id_from_flags(flags, o.model_dir);
     o.chat_template = http::chat_template_from_flags(flags, o.model_dir);
     const double retry_s = std::stod(flags.str("publish-retry-seconds"));
