@@ -10,12 +10,9 @@
 #include <ATen/ATen.h>
 #include <atomic>
 #include <condition_variable>
-#include <cstdio>
-#include <deque>
 #include <fstream>
 #include <mutex>
 #include <optional>
-#include <random>
 #include <sstream>
 #include <thread>
 
@@ -24,10 +21,9 @@
 #include "server/engine/adapters/adapter_pool.h"
 #include "server/engine/adapters/adapter_store.h"
 #include "server/engine/model/mamba_model.h"
+#include "server/engine/runtime/generation.h"
 #include "server/engine/runtime/scheduler.h"
-#include "server/engine/text/streaming_decoder.h"
 #include "server/engine/text/tokenizer.h"
-#include "server/engine/text/unicode.h"
 #include "server/engine/util/printable.h"
 #include "server/engine/util/sha256.h"
 #include "server/serving/auth.h"
@@ -49,8 +45,6 @@ using grpc::StatusCode;
 
 namespace {
 
-constexpr size_t kMaxStopStrings = 16;
-constexpr size_t kMaxStopBytes = 256;
 constexpr size_t kMaxUploadChunk = size_t{4} << 20;
 
 std::string read_file(const std::string& path, const char* what) {
@@ -61,16 +55,6 @@ std::string read_file(const std::string& path, const char* what) {
   return buf.str();
 }
 
-// Throws std::invalid_argument naming `field` and the first byte that is not valid UTF-8.
-void require_utf8(const std::string& field, const std::string& bytes) {
-  const size_t bad = engine::unicode::first_invalid_utf8(bytes);
-  if (bad == std::string::npos) return;
-  char hex[8];
-  std::snprintf(hex, sizeof(hex), "0x%02x", static_cast<unsigned char>(bytes[bad]));
-  throw std::invalid_argument(field + " is not valid UTF-8: byte " + hex + " at offset " + std::to_string(bad) +
-                              " (of " + std::to_string(bytes.size()) + ") does not start a complete character");
-}
-
 // Everything that exists only once the model is loaded.
 struct Backend {
   std::unique_ptr<engine::MambaModel> model;
@@ -78,6 +62,7 @@ struct Backend {
   std::unique_ptr<engine::AdapterStore> store;
   std::unique_ptr<engine::AdapterPool> pool;
   std::unique_ptr<engine::Scheduler> scheduler;
+  std::unique_ptr<engine::TextGenerator> generator;
 };
 
 // State shared by the gRPC handlers.
@@ -114,31 +99,42 @@ struct Shared {
   }
 };
 
-// One Generate call's stream: filled on the engine thread, drained by the handler thread.
-struct StreamState {
-  std::mutex mu;
-  std::condition_variable cv;
-  std::string text;             // not yet written
-  std::vector<int64_t> ids;     // not yet written
-  bool finished = false;
-  engine::GenerationResult result;
-  std::string stop_sequence;
-
-  // Engine thread only.
-  std::optional<engine::StreamingDecoder> decoder;
-  std::vector<std::string> stops;
-  size_t hold_back = 0;  // longest stop string - 1: bytes kept unsent in case a stop string is forming
-  std::string pending;   // decoded, not yet released
-  Clock::time_point submitted, last_token;
-  int64_t tokens = 0;
-};
-
-// Cuts `s` at or before `n` bytes without splitting a UTF-8 character.
-size_t utf8_floor(const std::string& s, size_t n) {
-  if (n >= s.size()) return s.size();
-  while (n > 0 && (static_cast<unsigned char>(s[n]) & 0xC0) == 0x80) --n;
-  return n;
+// A Generate request as the engine's facade takes it.
+engine::TextGenerationRequest to_engine_request(const v1::GenerateRequest& req, const RpcCall& call) {
+  engine::TextGenerationRequest g;
+  g.request_id = call.request_id;
+  g.tenant = call.tenant_label();
+  if (req.has_adapter()) {
+    g.adapter = req.adapter().name();
+    if (!req.adapter().version().empty()) g.adapter_version = req.adapter().version();
+  }
+  if (req.has_token_ids()) {
+    g.prompt_tokens.assign(req.token_ids().ids().begin(), req.token_ids().ids().end());
+  } else if (req.prompt_case() == v1::GenerateRequest::kText) {
+    g.prompt_text = req.text();
+  }
+  if (req.has_temperature()) g.temperature = req.temperature();
+  g.top_k = req.top_k();
+  if (req.has_top_p()) g.top_p = req.top_p();
+  if (req.has_seed()) g.seed = req.seed();
+  g.max_tokens = static_cast<int64_t>(req.max_tokens());
+  if (req.has_stop_at_eos()) g.stop_at_eos = req.stop_at_eos();
+  g.stop.assign(req.stop().begin(), req.stop().end());
+  return g;
 }
+
+v1::FinishReason to_proto(engine::FinishReason reason) {
+  switch (reason) {
+    case engine::FinishReason::kStop: return v1::FINISH_REASON_STOP;
+    case engine::FinishReason::kLength: return v1::FINISH_REASON_LENGTH;
+    default: return v1::FINISH_REASON_CANCELLED;
+  }
+}
+
+// gRPC's synchronous API has no callback for a client that went away or a deadline that passed, so
+// while no token arrives the handler looks at ServerContext::IsCancelled() this often. Tokens and the
+// finish wake it at once (the facade signals them).
+constexpr auto kCancelCheckInterval = std::chrono::milliseconds(20);
 
 class GenerationService final : public v1::Generation::Service {
  public:
@@ -156,223 +152,90 @@ class GenerationService final : public v1::Generation::Service {
  private:
   Status run(ServerContext* ctx, const v1::GenerateRequest& req, grpc::ServerWriter<v1::GenerateResponse>* writer,
              const RpcCall& call) {
-    const Principal& principal = call.principal;
-    const std::string& request_id = call.request_id;
     Backend* b = s_.ready();
     if (b == nullptr) {
       return Status(StatusCode::UNAVAILABLE,
                     s_.draining ? "the server is draining" : "the model is still loading; retry shortly");
     }
-    const ServerOptions& o = s_.options;
-    const std::string tenant = call.tenant_label();
-    if (static_cast<int64_t>(req.ByteSizeLong()) > o.max_request_bytes) {
+    if (static_cast<int64_t>(req.ByteSizeLong()) > s_.options.max_request_bytes) {
       return Status(StatusCode::INVALID_ARGUMENT, "the request is " + std::to_string(req.ByteSizeLong()) +
                                                       " bytes; --max-request-bytes is " +
-                                                      std::to_string(o.max_request_bytes));
+                                                      std::to_string(s_.options.max_request_bytes));
     }
-    engine::GenerationRequest g;
-    g.id = request_id;
-    if (req.has_token_ids()) {
-      for (int64_t id : req.token_ids().ids()) {
-        if (id < 0 || id >= b->model->config().vocab_size) {
-          return Status(StatusCode::INVALID_ARGUMENT, "token id " + std::to_string(id) +
-                                                          " is outside the vocabulary [0, " +
-                                                          std::to_string(b->model->config().vocab_size) + ")");
-        }
-        g.prompt.push_back(id);
-      }
-    } else if (req.prompt_case() == v1::GenerateRequest::kText) {
-      require_utf8("the prompt `text`", req.text());
-      for (int32_t id : b->tokenizer->encode(req.text())) g.prompt.push_back(id);
+    if (call.principal.admin && req.has_adapter() && !req.adapter().name().empty()) {
+      return Status(StatusCode::PERMISSION_DENIED, "the admin key has no adapters; generate with a tenant key");
     }
-    if (g.prompt.empty()) {
-      return Status(StatusCode::INVALID_ARGUMENT, "the prompt is empty: set `text` or `token_ids`");
-    }
-    if (static_cast<int64_t>(g.prompt.size()) > o.max_prompt_tokens) {
-      return Status(StatusCode::INVALID_ARGUMENT, "the prompt has " + std::to_string(g.prompt.size()) +
-                                                      " tokens; --max-prompt-tokens is " +
-                                                      std::to_string(o.max_prompt_tokens));
-    }
-    if (req.max_tokens() > static_cast<uint64_t>(o.max_new_tokens)) {
-      return Status(StatusCode::INVALID_ARGUMENT, "max_tokens " + std::to_string(req.max_tokens()) +
-                                                      " is above --max-new-tokens " +
-                                                      std::to_string(o.max_new_tokens));
-    }
-    g.max_new_tokens = req.max_tokens() == 0 ? o.max_new_tokens : req.max_tokens();
-    g.sampling.temperature = req.has_temperature() ? req.temperature() : 1.0;
-    g.sampling.top_k = req.top_k();
-    g.sampling.top_p = req.has_top_p() ? req.top_p() : 1.0;
-    g.sampling.seed = req.has_seed() ? req.seed() : std::random_device{}() * 0x9E3779B97F4A7C15ull ^ std::random_device{}();
-    if (std::string why = g.sampling.invalid_reason(); !why.empty()) {
-      return Status(StatusCode::INVALID_ARGUMENT, why);
-    }
-    g.stop_at_eos = req.has_stop_at_eos() ? req.stop_at_eos() : true;
-    if (static_cast<size_t>(req.stop_size()) > kMaxStopStrings) {
-      return Status(StatusCode::INVALID_ARGUMENT, "at most " + std::to_string(kMaxStopStrings) + " stop strings");
-    }
-    auto state = std::make_shared<StreamState>();
-    for (const auto& stop : req.stop()) {
-      if (stop.empty() || stop.size() > kMaxStopBytes) {
-        return Status(StatusCode::INVALID_ARGUMENT,
-                      "each stop string must be 1.." + std::to_string(kMaxStopBytes) + " bytes");
-      }
-      require_utf8("stop string " + std::to_string(state->stops.size()), stop);
-      state->stops.push_back(stop);
-      state->hold_back = std::max(state->hold_back, stop.size() - 1);
-    }
-
-    std::string adapter_version;
-    if (req.has_adapter() && !req.adapter().name().empty()) {
-      if (principal.admin) {
-        return Status(StatusCode::PERMISSION_DENIED, "the admin key has no adapters; generate with a tenant key");
-      }
-      const std::string& name = req.adapter().name();
-      std::optional<std::string> version;
-      if (!req.adapter().version().empty()) version = req.adapter().version();
-      auto info = b->store->get(tenant, name, version);
-      if (!info) {
-        return Status(StatusCode::NOT_FOUND, "adapter '" + name + "'" +
-                                                 (version ? " version " + *version : std::string()) +
-                                                 " not found");
-      }
-      adapter_version = info->version;
-      g.adapter_key = engine::AdapterStore::pool_key(tenant, name, info->version);
-      engine::AdapterStore* store = b->store.get();
-      g.adapter_loader = [store, tenant, name, v = info->version] { return store->load(tenant, name, v); };
-    }
-
-    state->decoder.emplace(*b->tokenizer);
-    ServingMetrics* metrics = s_.metrics.get();
-    g.on_token = [state, metrics, tenant](int64_t token) {
-      const auto now = Clock::now();
-      if (state->tokens == 0) {
-        metrics->first_token(tenant, std::chrono::duration<double>(now - state->submitted).count());
-      } else {
-        metrics->inter_token(std::chrono::duration<double>(now - state->last_token).count());
-      }
-      state->last_token = now;
-      ++state->tokens;
-      state->pending += state->decoder->push(static_cast<int32_t>(token));
-      size_t best = std::string::npos;
-      const std::string* matched = nullptr;
-      for (const auto& stop : state->stops) {
-        const size_t pos = state->pending.find(stop);
-        if (pos != std::string::npos && pos < best) {
-          best = pos;
-          matched = &stop;
-        }
-      }
-      std::lock_guard<std::mutex> lock(state->mu);
-      state->ids.push_back(token);
-      if (matched != nullptr) {
-        state->text += state->pending.substr(0, best);
-        state->pending.clear();
-        state->stop_sequence = *matched;
-        state->cv.notify_all();
-        return false;
-      }
-      const size_t keep = std::min(state->hold_back, state->pending.size());
-      const size_t release = utf8_floor(state->pending, state->pending.size() - keep);
-      state->text += state->pending.substr(0, release);
-      state->pending.erase(0, release);
-      state->cv.notify_all();
-      return true;
-    };
-    g.on_finish = [state](const engine::GenerationResult& result) {
-      std::lock_guard<std::mutex> lock(state->mu);
-      if (state->stop_sequence.empty() && state->decoder) {
-        state->pending += state->decoder->flush();
-        state->text += state->pending;
-        state->pending.clear();
-      }
-      state->result = result;
-      state->finished = true;
-      state->cv.notify_all();
-    };
-
-    const int64_t prompt_tokens = static_cast<int64_t>(g.prompt.size());
-    state->submitted = Clock::now();
-    // QueueFull, NotAccepting and invalid requests throw; RpcRunner maps them to their status.
-    std::shared_ptr<engine::RequestHandle> handle = b->scheduler->submit(std::move(g));
+    // Invalid requests, a missing adapter, QueueFull and NotAccepting throw; RpcRunner maps them.
+    std::unique_ptr<engine::GenerationStream> stream = b->generator->start(to_engine_request(req, call));
+    const std::string tenant = call.tenant_label();
+    const std::string adapter = req.has_adapter() ? req.adapter().name() : "";
     common::log_event(spdlog::level::debug, "generate.start",
-                      {{"request_id", request_id}, {"tenant", tenant}, {"prompt_tokens", prompt_tokens},
-                       {"adapter", req.has_adapter() ? req.adapter().name() : ""}, {"version", adapter_version}});
+                      {{"request_id", call.request_id}, {"tenant", tenant}, {"prompt_tokens", stream->prompt_tokens()},
+                       {"adapter", adapter}, {"version", stream->adapter_version()}});
 
-    // Stream until the engine finishes the request. The wait wakes on every token and at least every
-    // 20 ms to notice a client cancel or deadline, which cancels the request in the engine.
     bool client_gone = false;
-    engine::GenerationResult result;
-    while (true) {
-      std::string text;
-      std::vector<int64_t> ids;
-      bool finished;
-      {
-        std::unique_lock<std::mutex> lock(state->mu);
-        state->cv.wait_for(lock, std::chrono::milliseconds(20),
-                           [&] { return state->finished || !state->ids.empty() || !state->text.empty(); });
-        text.swap(state->text);
-        ids.swap(state->ids);
-        finished = state->finished;
-        if (finished) result = state->result;
-      }
-      if (!client_gone && (!ids.empty() || !text.empty())) {
-        v1::GenerateResponse resp;
-        auto* chunk = resp.mutable_chunk();
-        chunk->set_text(std::move(text));
-        for (int64_t id : ids) chunk->add_token_ids(id);
-        if (!writer->Write(resp)) {
-          client_gone = true;
-          handle->cancel();
-        }
-      }
-      if (finished) break;
-      if (!client_gone && ctx->IsCancelled()) {
-        client_gone = true;
-        handle->cancel();
-      }
-    }
-
-    s_.metrics->queue_time(result.queue_seconds);
-    s_.metrics->request_duration(tenant, result.total_seconds);
-    s_.metrics->tokens(tenant, result.prompt_tokens, result.completion_tokens);
-    if (result.reason == engine::FinishReason::kError) {
+    const engine::GenerationFinish finish = forward(ctx, *stream, writer, client_gone);
+    const engine::GenerationUsage& usage = finish.usage;
+    s_.metrics->queue_time(usage.queue_seconds);
+    s_.metrics->request_duration(tenant, usage.total_seconds);
+    s_.metrics->tokens(tenant, usage.prompt_tokens, usage.completion_tokens);
+    if (finish.reason == engine::FinishReason::kError) {
       std::string detail;
-      Status st = status_for_engine_error(result.error_kind, result.error, request_id, &detail);
+      Status st = status_for_engine_error(finish.error_kind, finish.error, call.request_id, &detail);
       if (st.error_code() == StatusCode::INTERNAL) {
         common::log_event(spdlog::level::err, "generate.engine_error",
-                          {{"request_id", request_id}, {"message", detail}});
+                          {{"request_id", call.request_id}, {"message", detail}});
       }
       return st;
     }
-    if (client_gone || (result.reason == engine::FinishReason::kCancelled && handle->cancel_requested())) {
+    if (client_gone || finish.cancelled_by_caller) {
       return Status(ctx->deadline() <= std::chrono::system_clock::now() ? StatusCode::DEADLINE_EXCEEDED
                                                                        : StatusCode::CANCELLED,
                     "the client cancelled the request");
     }
+    writer->Write(done_message(finish, stream->adapter_version(), call.request_id));
+    common::log_event(spdlog::level::info, "generate.done",
+                      {{"request_id", call.request_id}, {"tenant", tenant}, {"adapter", adapter},
+                       {"version", stream->adapter_version()}, {"finish", engine::finish_reason_name(finish.reason)},
+                       {"prompt_tokens", usage.prompt_tokens}, {"completion_tokens", usage.completion_tokens},
+                       {"ttft_s", usage.ttft_seconds}, {"total_s", usage.total_seconds}});
+    return Status::OK;
+  }
+
+  // Writes every delta as a chunk until the finish. A client that went away, or whose deadline
+  // passed, cancels the request (its scheduler row is freed at the next step); the finish still comes.
+  static engine::GenerationFinish forward(ServerContext* ctx, engine::GenerationStream& stream,
+                                          grpc::ServerWriter<v1::GenerateResponse>* writer, bool& client_gone) {
+    while (true) {
+      std::optional<engine::GenerationEvent> event = stream.next(engine::Clock::now() + kCancelCheckInterval);
+      if (event && event->finish) return std::move(*event->finish);
+      if (event && !client_gone) {
+        v1::GenerateResponse resp;
+        auto* chunk = resp.mutable_chunk();
+        chunk->set_text(std::move(event->delta->text));
+        for (int64_t id : event->delta->token_ids) chunk->add_token_ids(id);
+        client_gone = !writer->Write(resp);
+      }
+      if (!client_gone) client_gone = ctx->IsCancelled();
+      if (client_gone) stream.cancel();  // idempotent
+    }
+  }
+
+  static v1::GenerateResponse done_message(const engine::GenerationFinish& finish, const std::string& adapter_version,
+                                           const std::string& request_id) {
     v1::GenerateResponse resp;
     auto* done = resp.mutable_done();
-    switch (result.reason) {
-      case engine::FinishReason::kStop: done->set_finish_reason(v1::FINISH_REASON_STOP); break;
-      case engine::FinishReason::kLength: done->set_finish_reason(v1::FINISH_REASON_LENGTH); break;
-      default: done->set_finish_reason(v1::FINISH_REASON_CANCELLED); break;
-    }
-    auto* usage = done->mutable_usage();
-    usage->set_prompt_tokens(static_cast<uint32_t>(result.prompt_tokens));
-    usage->set_completion_tokens(static_cast<uint32_t>(result.completion_tokens));
-    usage->set_queue_seconds(result.queue_seconds);
-    usage->set_time_to_first_token_seconds(result.ttft_seconds);
-    usage->set_total_seconds(result.total_seconds);
-    done->set_stop_sequence(state->stop_sequence);
+    done->set_finish_reason(to_proto(finish.reason));
+    auto* u = done->mutable_usage();
+    u->set_prompt_tokens(static_cast<uint32_t>(finish.usage.prompt_tokens));
+    u->set_completion_tokens(static_cast<uint32_t>(finish.usage.completion_tokens));
+    u->set_queue_seconds(finish.usage.queue_seconds);
+    u->set_time_to_first_token_seconds(finish.usage.ttft_seconds);
+    u->set_total_seconds(finish.usage.total_seconds);
+    done->set_stop_sequence(finish.stop_sequence);
     done->set_adapter_version(adapter_version);
     done->set_request_id(request_id);
-    writer->Write(resp);
-    common::log_event(spdlog::level::info, "generate.done",
-                      {{"request_id", request_id}, {"tenant", tenant},
-                       {"adapter", req.has_adapter() ? req.adapter().name() : ""}, {"version", adapter_version},
-                       {"finish", engine::finish_reason_name(result.reason)},
-                       {"prompt_tokens", result.prompt_tokens}, {"completion_tokens", result.completion_tokens},
-                       {"ttft_s", result.ttft_seconds}, {"total_s", result.total_seconds}});
-    return Status::OK;
+    return resp;
   }
 
   Shared& s_;
@@ -740,6 +603,14 @@ void ServingServer::load() {
   b->scheduler = std::make_unique<engine::Scheduler>(*b->model, *b->pool, so, [metrics](const engine::StepInfo& s) {
     if (s.batch_size > 0) metrics->batch(s.batch_size);
   });
+  engine::GenerationLimits limits;
+  limits.max_prompt_tokens = o.max_prompt_tokens;
+  limits.max_new_tokens = o.max_new_tokens;
+  engine::TextGenerator::Observer observer;
+  observer.first_token = [metrics](const std::string& tenant, double s) { metrics->first_token(tenant, s); };
+  observer.inter_token = [metrics](double s) { metrics->inter_token(s); };
+  b->generator = std::make_unique<engine::TextGenerator>(*b->scheduler, *b->tokenizer, *b->store,
+                                                         b->model->config().vocab_size, limits, observer);
   m.backend = std::move(b);
   m.shared.backend.store(m.backend.get());
   m.refresher = std::thread([&m] {
@@ -783,7 +654,10 @@ int64_t ServingServer::drain() {
   m.refresher_cv.notify_all();
   if (m.refresher.joinable()) m.refresher.join();
   m.shared.backend.store(nullptr);
-  if (m.backend) m.backend->scheduler.reset();
+  if (m.backend) {
+    m.backend->generator.reset();
+    m.backend->scheduler.reset();
+  }
   common::log_event(spdlog::level::info, "server.stopped", {{"cancelled", cancelled}});
   return cancelled;
 }
