@@ -246,12 +246,31 @@ std::string sse(const json& j) {
   return "data: " + j.dump(-1, ' ', false, json::error_handler_t::replace) + "\n\n";
 }
 
+// The `status` label of statetune_requests_total: gRPC's code names, so that one alert covers both
+// fronts (docs/operations.md).
+std::string status_name(int http_status) {
+  switch (http_status) {
+    case 200: return "ok";
+    case 400: case 413: case 415: return "invalid_argument";
+    case 401: return "unauthenticated";
+    case 403: return "permission_denied";
+    case 404: return "not_found";
+    case 429: return "resource_exhausted";
+    case 503: return "unavailable";
+    default: return "internal";
+  }
+}
+
+void count_request(ServingMetrics& m, const std::string& tenant, const std::string& status) {
+  m.request_finished(tenant, status, "http");
+}
+
 // The per-request metrics both fronts record (gRPC in server.cpp).
 void record(ServingMetrics& m, const std::string& tenant, const engine::GenerationFinish& f, const std::string& status) {
   m.queue_time(f.usage.queue_seconds);
   m.request_duration(tenant, f.usage.total_seconds);
   m.tokens(tenant, f.usage.prompt_tokens, f.usage.completion_tokens);
-  m.request_finished(tenant, status);
+  count_request(m, tenant, status);
 }
 
 // The body of both POST routes: start the request, then answer whole or as an event stream.
@@ -260,22 +279,31 @@ void generate(const ServingHttpContext& ctx, const httplib::Request& req, httpli
   const std::string tenant = principal.tenant;
   const ServingBackendView b = ctx.backend();
   if (b.generator == nullptr) throw ApiError(503, "service_unavailable_error", b.unavailable);
-  const json body = http::parse_json_body(req, {static_cast<size_t>(ctx.max_request_bytes), kMaxBodyDepth});
-  auto r = std::make_shared<ApiRequest>(chat ? read_chat_request(body, ctx.model_id, ctx.chat_template)
-                                             : read_completion_request(body, ctx.model_id));
   const std::string request_id = common::new_request_id();
-  r->generation.request_id = request_id;
-  r->generation.tenant = tenant;
+  std::shared_ptr<ApiRequest> r;
   std::shared_ptr<engine::GenerationStream> stream;
   try {
+    const json body = http::parse_json_body(req, {static_cast<size_t>(ctx.max_request_bytes), kMaxBodyDepth});
+    r = std::make_shared<ApiRequest>(chat ? read_chat_request(body, ctx.model_id, ctx.chat_template)
+                                          : read_completion_request(body, ctx.model_id));
+    r->generation.request_id = request_id;
+    r->generation.tenant = tenant;
     stream = b.generator->start(r->generation);  // validation, the adapter, the queue: all throw here
   } catch (...) {
-    if (auto mapped = map_engine_error(std::current_exception())) {
-      ctx.metrics.request_finished(tenant, std::to_string(mapped->status));
-      throw *mapped;
+    // Counted like gRPC counts a refused Generate; respond() answers it.
+    const std::exception_ptr error = std::current_exception();
+    int status = 500;
+    try {
+      if (auto mapped = map_engine_error(error)) throw *mapped;
+      std::rethrow_exception(error);
+    } catch (const ApiError& e) {
+      status = e.status;
+    } catch (const std::invalid_argument&) {
+      status = 400;
+    } catch (...) {
     }
-    ctx.metrics.request_finished(tenant, "400");
-    throw;
+    count_request(ctx.metrics, tenant, status_name(status));
+    std::rethrow_exception(error);
   }
   const std::string id = (chat ? "chatcmpl-" : "cmpl-") + request_id.substr(2);
   const int64_t created = static_cast<int64_t>(std::time(nullptr));
@@ -292,11 +320,11 @@ void generate(const ServingHttpContext& ctx, const httplib::Request& req, httpli
     }
     if (finish->reason == engine::FinishReason::kError) {
       const ApiError e = error_of_finish(*finish);
-      record(ctx.metrics, tenant, *finish, std::to_string(e.status));
+      record(ctx.metrics, tenant, *finish, status_name(e.status));
       throw e;
     }
     if (finish->reason == engine::FinishReason::kCancelled) {
-      record(ctx.metrics, tenant, *finish, "503");
+      record(ctx.metrics, tenant, *finish, "unavailable");
       throw ApiError(503, "service_unavailable_error", "the server is draining; the request was cancelled");
     }
     record(ctx.metrics, tenant, *finish, "ok");
@@ -318,7 +346,8 @@ void generate(const ServingHttpContext& ctx, const httplib::Request& req, httpli
           json first = reply_base(*r, id, created, true);
           first["choices"] = json::array({{{"index", 0}, {"delta", {{"role", "assistant"}, {"content", ""}}},
                                            {"logprobs", nullptr}, {"finish_reason", nullptr}}});
-          if (!sink.write(sse(first).data(), sse(first).size())) return false;
+          const std::string event = sse(first);
+          if (!sink.write(event.data(), event.size())) return false;
         }
         started = true;
         auto event = stream->next(engine::Clock::now() + kDisconnectCheckInterval);
@@ -335,7 +364,7 @@ void generate(const ServingHttpContext& ctx, const httplib::Request& req, httpli
             const ApiError e = f.reason == engine::FinishReason::kError
                                    ? error_of_finish(f)
                                    : ApiError(503, "service_unavailable_error", "the request was cancelled");
-            record(*metrics, tenant, f, f.cancelled_by_caller ? "cancelled" : std::to_string(e.status));
+            record(*metrics, tenant, f, f.cancelled_by_caller ? "cancelled" : status_name(e.status));
             out += sse({{"error", {{"message", e.what()}, {"type", e.type}, {"param", nullptr}, {"code", nullptr}}}});
           } else {
             record(*metrics, tenant, f, "ok");
@@ -356,8 +385,10 @@ void generate(const ServingHttpContext& ctx, const httplib::Request& req, httpli
         }
         return out.empty() ? sink.is_writable() : sink.write(out.data(), out.size());
       },
-      [stream](bool success) {
-        if (!success) stream->cancel();  // the client went away: free the row now
+      [stream, tenant, metrics](bool success) {
+        if (success) return;
+        stream->cancel();  // the client went away: free the row now
+        count_request(*metrics, tenant, "cancelled");
       });
 }
 

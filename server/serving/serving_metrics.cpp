@@ -55,8 +55,8 @@ ServingMetrics::ServingMetrics(prometheus::Registry& r)
       uploads_running_(BuildGauge().Name("statetune_adapter_uploads_running").Help("Adapter uploads admitted and not finished").Register(r).Add({})),
       up_(BuildGauge().Name("statetune_up").Help("1 while serving, 0 while loading or draining").Register(r).Add({})) {}
 
-void ServingMetrics::request_finished(const std::string& tenant, const std::string& status) {
-  requests_.Add({{"tenant", tenant}, {"status", status}}).Increment();
+void ServingMetrics::request_finished(const std::string& tenant, const std::string& status, const char* api) {
+  requests_.Add({{"tenant", tenant}, {"status", status}, {"api", api}}).Increment();
 }
 void ServingMetrics::first_token(const std::string& tenant, double seconds) {
   ttft_.Add({{"tenant", tenant}}, common::latency_buckets_seconds()).Observe(seconds);
