@@ -15,38 +15,9 @@ for tool in curl jq node; do
 done
 [[ -d $SRC/tools/openai-check/node_modules/openai ]] ||
   { echo "FAIL: the openai SDK is not installed (scripts/setup.sh: npm ci --prefix tools/openai-check)"; exit 1; }
-[[ -f $TOKENIZER ]] || { echo "FAIL: no tokenizer at $TOKENIZER (../shared/models)"; exit 1; }
-
-TMP=$(mktemp -d)
-PIDS=()
-cleanup() {
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-  rm -rf "$TMP"
-}
-trap cleanup EXIT
-die() {
-  echo "FAIL: $*"
-  for log in "$TMP"/*.log; do echo "--- $(basename "$log") (last lines)"; tail -n 20 "$log"; done
-  exit 1
-}
-wait_for_file() {  # path, what, pid
-  for _ in $(seq 1 300); do
-    [[ -s $1 ]] && return 0
-    kill -0 "$3" 2>/dev/null || die "$2 exited before it was ready"
-    sleep 0.1
-  done
-  die "$2 was not ready within 30 s"
-}
-
-"$ENGINE" init-model --out "$TMP/model" --d-model 64 --n-layer 2 --tokenizer "$TOKENIZER" >"$TMP/init.log" 2>&1 ||
-  die "statetune-engine init-model"
+source "$SRC/tests/support/service_harness.sh"
 ADMIN_KEY=admin-key-for-test ACME_KEY=acme-key-for-test OTHER_KEY=other-key-for-test
-cat >"$TMP/tenants.json" <<JSON
-{"admin_key_sha256": "$("$CLIENT" hash-key $ADMIN_KEY)",
- "tenants": [{"name": "acme", "api_keys_sha256": ["$("$CLIENT" hash-key $ACME_KEY)"]},
-             {"name": "other", "api_keys_sha256": ["$("$CLIENT" hash-key $OTHER_KEY)"]}]}
-JSON
+tiny_model_and_tenants acme=$ACME_KEY other=$OTHER_KEY
 
 "$SERVE" --listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 --http-listen 127.0.0.1:0 --model "$TMP/model" \
   --model-id tiny-base --tenants-file "$TMP/tenants.json" --adapters-dir "$TMP/adapters" --threads 1 \
