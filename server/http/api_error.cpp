@@ -82,9 +82,17 @@ int respond(const char* route, httplib::Response& res, const std::function<void(
   }
 }
 
-std::string status_label(int http_status) {
+std::string grpc_code_name(int http_status) {
   if (http_status >= 200 && http_status < 300) return "ok";
-  return std::to_string(http_status);
+  switch (http_status) {
+    case 400: case 413: case 415: return "invalid_argument";
+    case 401: return "unauthenticated";
+    case 403: return "permission_denied";
+    case 404: return "not_found";
+    case 429: case 507: return "resource_exhausted";
+    case 503: return "unavailable";
+    default: return "internal";
+  }
 }
 
 }  // namespace statetune::http

@@ -47,7 +47,9 @@ void write_error(httplib::Response& res, const ApiError& error);
 int respond(const char* route, httplib::Response& res, const std::function<void()>& handler,
             const ErrorMapper& mapper = nullptr);
 
-// "ok" for 2xx, else the error's type: the `status` label of the HTTP request counter.
-std::string status_label(int http_status);
+// The gRPC status code name ("ok", "invalid_argument", "not_found", "resource_exhausted", ...) that
+// matches an HTTP status: metrics label both fronts' outcomes with one vocabulary, so one alert
+// covers both.
+std::string grpc_code_name(int http_status);
 
 }  // namespace statetune::http

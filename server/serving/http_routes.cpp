@@ -1,5 +1,6 @@
 #include "server/serving/http_routes.h"
 
+#include <algorithm>
 #include <chrono>
 #include <ctime>
 
@@ -155,20 +156,30 @@ const std::set<std::string> kCommonFields = {
 
 ApiRequest read_completion_request(const json& body, const std::string& model_id) {
   std::set<std::string> known = kCommonFields;
-  known.insert({"prompt", "echo", "best_of"});
+  known.insert({"prompt", "echo", "best_of", "ignore_eos"});
   http::reject_unknown_fields(body, known);
   ApiRequest r;
   r.model = http::required_string(body, "model");
   resolve_model(r.model, model_id, r.generation);
   auto prompt = body.find("prompt");
   if (prompt == body.end() || prompt->is_null()) throw invalid_request("missing required parameter: `prompt`", "prompt");
-  if (prompt->is_array() && prompt->size() == 1 && (*prompt)[0].is_string()) {
-    r.generation.prompt_text = (*prompt)[0].get<std::string>();
-  } else if (prompt->is_string()) {
+  const auto is_token_ids = [](const json& a) {
+    return a.is_array() && !a.empty() && std::all_of(a.begin(), a.end(), [](const json& t) { return t.is_number_integer(); });
+  };
+  if (prompt->is_string()) {
     r.generation.prompt_text = prompt->get<std::string>();
+  } else if (prompt->is_array() && prompt->size() == 1 && (*prompt)[0].is_string()) {
+    r.generation.prompt_text = (*prompt)[0].get<std::string>();
+  } else if (is_token_ids(*prompt) || (prompt->is_array() && prompt->size() == 1 && is_token_ids((*prompt)[0]))) {
+    // Token ids, as OpenAI allows; the facade checks them against the vocabulary and the prompt limit.
+    const json& ids = (*prompt)[0].is_array() ? (*prompt)[0] : *prompt;
+    for (const auto& t : ids) {
+      if (!t.is_number_integer() || t.get<int64_t>() < 0) throw invalid_request("token ids must be >= 0", "prompt");
+      r.generation.prompt_tokens.push_back(t.get<int64_t>());
+    }
   } else {
-    throw invalid_request("`prompt` must be a string (a list of prompts is not supported; send one per request)",
-                          "prompt");
+    throw invalid_request("`prompt` must be a string or an array of token ids (a list of several prompts is not "
+                          "supported; send one per request)", "prompt");
   }
   if (auto echo = http::opt_bool(body, "echo"); echo && *echo) throw invalid_request("`echo` is not supported", "echo");
   if (auto best_of = http::opt_integer(body, "best_of"); best_of && *best_of != 1) {
@@ -176,6 +187,8 @@ ApiRequest read_completion_request(const json& body, const std::string& model_id
   }
   read_sampling(body, r.generation, kCompletionsDefaultMaxTokens);
   read_stream(body, r);
+  // An extension (vLLM's name): generate exactly max_tokens, as benchmarks need.
+  if (auto ignore = http::opt_bool(body, "ignore_eos")) r.generation.stop_at_eos = !*ignore;
   return r;
 }
 
@@ -246,21 +259,6 @@ std::string sse(const json& j) {
   return "data: " + j.dump(-1, ' ', false, json::error_handler_t::replace) + "\n\n";
 }
 
-// The `status` label of statetune_requests_total: gRPC's code names, so that one alert covers both
-// fronts (docs/operations.md).
-std::string status_name(int http_status) {
-  switch (http_status) {
-    case 200: return "ok";
-    case 400: case 413: case 415: return "invalid_argument";
-    case 401: return "unauthenticated";
-    case 403: return "permission_denied";
-    case 404: return "not_found";
-    case 429: return "resource_exhausted";
-    case 503: return "unavailable";
-    default: return "internal";
-  }
-}
-
 void count_request(ServingMetrics& m, const std::string& tenant, const std::string& status) {
   m.request_finished(tenant, status, "http");
 }
@@ -302,7 +300,7 @@ void generate(const ServingHttpContext& ctx, const httplib::Request& req, httpli
       status = 400;
     } catch (...) {
     }
-    count_request(ctx.metrics, tenant, status_name(status));
+    count_request(ctx.metrics, tenant, http::grpc_code_name(status));
     std::rethrow_exception(error);
   }
   const std::string id = (chat ? "chatcmpl-" : "cmpl-") + request_id.substr(2);
@@ -320,7 +318,7 @@ void generate(const ServingHttpContext& ctx, const httplib::Request& req, httpli
     }
     if (finish->reason == engine::FinishReason::kError) {
       const ApiError e = error_of_finish(*finish);
-      record(ctx.metrics, tenant, *finish, status_name(e.status));
+      record(ctx.metrics, tenant, *finish, http::grpc_code_name(e.status));
       throw e;
     }
     if (finish->reason == engine::FinishReason::kCancelled) {
@@ -364,7 +362,7 @@ void generate(const ServingHttpContext& ctx, const httplib::Request& req, httpli
             const ApiError e = f.reason == engine::FinishReason::kError
                                    ? error_of_finish(f)
                                    : ApiError(503, "service_unavailable_error", "the request was cancelled");
-            record(*metrics, tenant, f, f.cancelled_by_caller ? "cancelled" : status_name(e.status));
+            record(*metrics, tenant, f, f.cancelled_by_caller ? "cancelled" : http::grpc_code_name(e.status));
             out += sse({{"error", {{"message", e.what()}, {"type", e.type}, {"param", nullptr}, {"code", nullptr}}}});
           } else {
             record(*metrics, tenant, f, "ok");

@@ -230,8 +230,13 @@ void add_training_routes(httplib::Server& server, const TrainingHttpContext& ctx
   const TrainingHttpContext* c = &ctx;
   auto route = [c](const char* name, auto body) {
     return [c, name, body](const httplib::Request& req, httplib::Response& res) {
-      http::respond(name, res, [&] { body(req, res, http::authenticate(req, c->tenants).tenant); },
-                    map_training_error);
+      const int status = http::respond(
+          name, res, [&] { body(req, res, http::authenticate(req, c->tenants).tenant); }, map_training_error);
+      if (status >= 400) {
+        std::string code = http::grpc_code_name(status);
+        std::transform(code.begin(), code.end(), code.begin(), ::toupper);  // as the gRPC failures' label
+        c->errors.Add({{"method", name}, {"code", code}}).Increment();
+      }
     };
   };
 

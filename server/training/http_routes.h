@@ -32,6 +32,9 @@ struct TrainingHttpContext {
   const serving::TenantRegistry& tenants;
   std::string model_id;  // the base model's id: `model` of a job
   engine::ChatTemplate chat_template;
+  // statetune_train_rpc_errors_total{method, code}: failed HTTP calls are counted there too, the
+  // method being the route ("POST /v1/files") and the code gRPC's name for the status.
+  prometheus::Family<prometheus::Counter>& errors;
 };
 
 // The context must outlive the server.

@@ -376,7 +376,8 @@ void TrainService::start() {
   b.core = std::make_unique<TrainingCore>(b.o, *b.store, *b.runner, b.bus, *b.metrics, *b.tokenizer);
   if (!o.http.listen.empty()) {
     b.http = std::make_unique<http::HttpServer>(o.http);
-    b.http_context.reset(new TrainingHttpContext{*b.core, *b.store, *b.tenants, o.model_id, o.chat_template});
+    b.http_context.reset(
+        new TrainingHttpContext{*b.core, *b.store, *b.tenants, o.model_id, o.chat_template, b.metrics->rpc_errors});
     add_training_routes(b.http->routes(), *b.http_context);
     b.http->start();
   }

@@ -36,7 +36,7 @@ SERVE_HTTP=$(jq -r .http_port "$TMP/serve.ready")
   --ready-file "$TMP/train.ready" >"$TMP/train.log" 2>&1 &
 PIDS+=($!)
 wait_for_file "$TMP/train.ready" statetune-train "${PIDS[-1]}"
-TRAIN_HTTP=$(jq -r .http_port "$TMP/train.ready")
+TRAIN_HTTP=$(jq -r .http_port "$TMP/train.ready") TRAIN_METRICS=$(jq -r .metrics_port "$TMP/train.ready")
 
 # statetune-serve listens before its model is loaded; gRPC health says when it serves.
 for _ in $(seq 1 300); do
@@ -101,6 +101,9 @@ expect_error 400 $C '{"model": "'$MODEL'", "prompt": "x", "top_p": 1.5}' "top_p 
 expect_error 400 $C '{"model": "'$MODEL'", "prompt": "x", "temperature": -0.5}' "temperature -0.5"
 expect_error 400 $C '{"model": "'$MODEL'", "prompt": 7}' "prompt of the wrong type"
 expect_error 400 $C '{"model": "'$MODEL'", "prompt": ["a", "b"]}' "a list of prompts"
+expect_error 400 $C '{"model": "'$MODEL'", "prompt": [5, -1]}' "a negative token id"
+expect_error 400 $C '{"model": "'$MODEL'", "prompt": [5, 99999999]}' "a token id outside the vocabulary"
+expect_error 400 $C '{"model": "'$MODEL'", "prompt": []}' "an empty prompt"
 expect_error 400 $C '{"model": "'$MODEL'", "prompt": "x", "frobnicate": 1}' "an unknown field"
 expect_error 400 $C '{"model": "'$MODEL'", "prompt": "x", "max_tokens": 200000}' "max_tokens above --max-new-tokens"
 expect_error 400 $C "$(printf '{"model": "%s", "prompt": "x", "stop": [%s"."]}' "$MODEL" "$(printf '"s",%.0s' $(seq 1 20))")" \
@@ -123,8 +126,8 @@ status=$(curl -s -o "$TMP/body" -w '%{http_code}' "http://127.0.0.1:$SERVE_HTTP/
 
 # Disconnect mid-stream: a request for 90,000 tokens, dropped after its first chunk, must be cancelled
 # in the scheduler (its row freed) instead of running to the end.
-metric() {  # exact series name with labels -> value (0 when absent)
-  curl -sf "http://127.0.0.1:$SERVE_METRICS/metrics" | awk -v s="$1" '$1 == s {print $2; found=1} END {if (!found) print 0}'
+metric() {  # exact series name with labels [metrics port] -> value (0 when absent)
+  curl -sf "http://127.0.0.1:${2:-$SERVE_METRICS}/metrics" | awk -v s="$1 " 'index($0, s) == 1 {print $NF; found=1} END {if (!found) print 0}'
 }
 cancelled_before=$(metric 'statetune_requests_total{api="http",status="cancelled",tenant="acme"}')
 curl -s -N "${AUTH[@]}" -H 'Content-Type: application/json' \
@@ -138,6 +141,11 @@ done
 [[ $(metric statetune_requests_running) == 0 ]] || die "the dropped stream still runs"
 [[ $(metric 'statetune_requests_total{api="http",status="cancelled",tenant="acme"}') != "$cancelled_before" ]] ||
   die "the dropped stream was not counted as cancelled"
+
+# Token-id prompts (as OpenAI allows) and the ignore_eos extension: exactly max_tokens tokens.
+got=$(post $C '{"model": "'$MODEL'", "prompt": [510, 3158, 8516], "max_tokens": 6, "ignore_eos": true, "temperature": 0}')
+[[ $got == 200 ]] && jq -e '.usage.prompt_tokens == 3 and .usage.completion_tokens == 6' "$TMP/body" >/dev/null ||
+  die "a token-id prompt: HTTP $got $(cat "$TMP/body")"
 
 # Still serving after all of the above.
 got=$(post $C '{"model": "'$MODEL'", "prompt": "still there?", "max_tokens": 3, "temperature": 0}')
@@ -160,4 +168,9 @@ got=$(tpost -H 'Content-Type: application/json' -d '{"model": "gpt-4o", "trainin
 [[ $got == 404 ]] || die "a job on an unknown model: HTTP $got"
 got=$(tpost "http://127.0.0.1:$TRAIN_HTTP/v1/fine_tuning/jobs?limit=0")
 [[ $got == 400 ]] || die "limit=0: HTTP $got"
+# Failed HTTP calls are counted with the gRPC ones, by route and code.
+[[ $(metric 'statetune_train_rpc_errors_total{code="INVALID_ARGUMENT",method="POST /v1/files"}' $TRAIN_METRICS) -ge 2 ]] ||
+  die "failed uploads were not counted: $(curl -s "http://127.0.0.1:$TRAIN_METRICS/metrics" | grep rpc_errors)"
+[[ $(metric 'statetune_requests_total{api="http",status="not_found",tenant="other"}') -ge 2 ]] ||
+  die "another tenant's 404s were not counted"
 echo "PASS"
