@@ -13,13 +13,20 @@
 # STATETUNE_DATASETS_DIR=/var/lib/statetune/datasets: mount them there.
 #
 # Build stages have the compilers and -dev packages; the runtime stages (runtime, then cpu / cuda) start
-# again from plain Debian and install only the shared libraries the binaries load, so no compiler,
-# header or source ships. Every package list is scripts/setup.sh's, the one CI builds with; CI also
+# again from plain Debian and get, from the build stage, the stripped binaries and exactly the shared
+# libraries they load (scripts/collect-runtime-libs.sh: the ldd tree, less what the base image has;
+# /usr/local/lib/statetune/PACKAGES names their Debian packages and versions). Installing Debian's
+# libtorch1.13 package instead would bring OpenCV, GDAL, Qt and Perl files nothing loads (the image
+# was 1,047 MB that way). The package list is scripts/setup.sh's, the one CI builds with; CI also
 # builds the cpu target and runs it (tests/deploy/image_smoke_test.sh, from .ci/run).
 # The CPU kernels pick their instruction set (x86-64-v2, v3 or v4) at start-up, so the binaries do not
 # depend on the building machine's CPU (kernels/cpu_level.h).
 
 ARG DEBIAN_IMAGE=debian:12
+
+# ---- The base image's own packages: the runtime stages have them, so their libraries are not copied --
+FROM ${DEBIAN_IMAGE} AS base-packages
+RUN dpkg-query -W -f='${Package}\n' >/base-packages
 
 # ---- Debian build packages (setup.sh's list), no build -------------------------------------------
 FROM ${DEBIAN_IMAGE} AS deps
@@ -33,6 +40,7 @@ RUN --mount=type=bind,source=scripts/setup.sh,target=/tmp/statetune/scripts/setu
 FROM deps AS build
 ARG STATETUNE_JOBS=
 WORKDIR /src
+COPY --from=base-packages /base-packages /base-packages
 COPY . /src
 # The ccache cache mount lets a rebuild after a source change (CI on the same machine) recompile only
 # what changed; it is not part of the image.
@@ -43,6 +51,8 @@ RUN --mount=type=cache,target=/root/.cache/ccache \
     && mkdir -p /out/bin /out/models \
     && cp /build/server/serving/statetune-serve /build/server/training/statetune-train \
           /build/client/statetune /build/server/engine/tools/statetune-engine /out/bin/ \
+    && strip --strip-unneeded /out/bin/* \
+    && BASE_PACKAGES=/base-packages scripts/collect-runtime-libs.sh /out/lib /out/bin/* \
     && if [ -d models/default ]; then cp -r models/default /out/models/default; fi
 
 # ---- What both images share: user, folders, settings, health check; no statetune packages yet -----
@@ -52,7 +62,8 @@ RUN groupadd --gid 10001 statetune \
                --shell /usr/sbin/nologin statetune \
     && mkdir -p /var/lib/statetune/adapters /var/lib/statetune/train /var/lib/statetune/datasets \
                 /etc/statetune \
-    && chown -R statetune:statetune /var/lib/statetune
+    && chown -R statetune:statetune /var/lib/statetune \
+    && echo /usr/local/lib/statetune >/etc/ld.so.conf.d/statetune.conf
 # Per-binary settings only (STATETUNE_LISTEN would be read by both services, so the listen addresses
 # are flags in CMD below, and Kubernetes sets them through its ConfigMaps).
 ENV STATETUNE_TENANTS_FILE=/etc/statetune/tenants.json \
@@ -68,11 +79,10 @@ HEALTHCHECK --interval=15s --timeout=5s --start-period=600s --retries=3 \
     CMD statetune health --addr "$STATETUNE_HEALTH_ADDR" --timeout 3 || exit 1
 CMD ["statetune-serve", "--listen", "0.0.0.0:50051", "--metrics-listen", "0.0.0.0:9090"]
 
-# ---- CPU image: the runtime libraries, Debian's CPU LibTorch, the binaries -------------------------
+# ---- CPU image: the loaded libraries (Debian's CPU LibTorch among them), the binaries, the model ---
 FROM runtime AS cpu
-RUN --mount=type=bind,source=scripts,target=/tmp/statetune/scripts \
-    STATETUNE_RUNTIME_ONLY=1 STATETUNE_PRUNE_RUNTIME=1 /tmp/statetune/scripts/setup.sh \
-    && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin
+COPY --from=build /out/lib/ /usr/local/lib/statetune/
+RUN ldconfig
 COPY --from=build /out/bin/ /usr/local/bin/
 COPY --from=build /out/models/ /usr/local/share/statetune/models/
 USER 10001:10001
@@ -100,31 +110,32 @@ ARG STATETUNE_JOBS=
 # Compute capabilities to compile the kernels for (80: A100, 89: L4/L40, 90: H100/H200).
 ARG CUDA_ARCHITECTURES=80;89;90
 WORKDIR /src
+COPY --from=base-packages /base-packages /base-packages
 COPY . /src
 RUN --mount=type=cache,target=/root/.cache/ccache \
     STATETUNE_SKIP_APT=1 STATETUNE_NO_TEST_TOOLS=1 \
     STATETUNE_CMAKE_ARGS="-DSTATETUNE_BUILD_TESTS=OFF -DCMAKE_PREFIX_PATH=/opt/libtorch -DCMAKE_CUDA_ARCHITECTURES=${CUDA_ARCHITECTURES}" \
     scripts/setup.sh /build \
-    && mkdir -p /out/bin /out/models /out/lib \
+    && mkdir -p /out/bin /out/models \
     && cp /build/server/serving/statetune-serve /build/server/training/statetune-train \
           /build/client/statetune /build/server/engine/tools/statetune-engine /out/bin/ \
-    && cp -L /usr/local/cuda/lib64/libcudart.so.12 /out/lib/ \
+    && strip --strip-unneeded /out/bin/* \
+    && BASE_PACKAGES=/base-packages SKIP_PREFIX=/opt/libtorch/ ALLOW_MISSING='^libcuda\.so' \
+       LD_LIBRARY_PATH=/opt/libtorch/lib:/usr/local/cuda/lib64 \
+       scripts/collect-runtime-libs.sh /out/lib /out/bin/* \
     && if [ -d models/default ]; then cp -r models/default /out/models/default; fi
 
-# ---- CUDA image: the runtime libraries without Debian's LibTorch, plus the CUDA LibTorch's libraries.
-# Those bundle cuBLAS, cuDNN and their own (renamed) CUDA runtime ("with-deps"); our kernels load
-# libcudart.so.12, copied from the toolkit; the GPU driver comes from the host (NVIDIA Container
-# Toolkit). No compiler, toolkit or header ships.
+# ---- CUDA image: the same layout as cpu, plus the CUDA LibTorch's lib/ whole (it bundles cuBLAS, cuDNN
+# and their own renamed CUDA runtime, "with-deps", and cuDNN dlopens parts of itself, which ldd cannot
+# see). Our kernels' libcudart.so.12 comes with the collected libraries; the GPU driver (libcuda.so.1)
+# comes from the host (NVIDIA Container Toolkit). No compiler, toolkit or header ships.
 FROM runtime AS cuda
-RUN --mount=type=bind,source=scripts,target=/tmp/statetune/scripts \
-    STATETUNE_RUNTIME_ONLY=1 STATETUNE_NO_DEBIAN_TORCH=1 STATETUNE_PRUNE_RUNTIME=1 \
-    /tmp/statetune/scripts/setup.sh \
-    && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin
 COPY --from=cuda-build /opt/libtorch/lib/ /opt/libtorch/lib/
-COPY --from=cuda-build /out/lib/ /opt/statetune/lib/
+COPY --from=cuda-build /out/lib/ /usr/local/lib/statetune/
+RUN ldconfig
 COPY --from=cuda-build /out/bin/ /usr/local/bin/
 COPY --from=cuda-build /out/models/ /usr/local/share/statetune/models/
-ENV LD_LIBRARY_PATH=/opt/libtorch/lib:/opt/statetune/lib \
+ENV LD_LIBRARY_PATH=/opt/libtorch/lib \
     STATETUNE_DEVICE=cuda \
     NVIDIA_VISIBLE_DEVICES=all \
     NVIDIA_DRIVER_CAPABILITIES=compute,utility

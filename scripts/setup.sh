@@ -3,10 +3,9 @@
 # Usage: scripts/setup.sh [build-dir]     (default: build)
 # Environment: STATETUNE_SKIP_APT=1 skips the package step (e.g. inside the Docker build's later
 # stages); STATETUNE_JOBS overrides the build parallelism; STATETUNE_DEPS_ONLY=1 installs and stops
-# (the Dockerfile's first stage); STATETUNE_NO_TEST_TOOLS=1 leaves out what only the tests need;
-# STATETUNE_RUNTIME_ONLY=1 installs only the shared libraries the binaries load, and stops (the
-# images' runtime stages), with STATETUNE_NO_DEBIAN_TORCH=1 also without Debian's CPU LibTorch (the
-# cuda image brings its own) and STATETUNE_PRUNE_RUNTIME=1 purging the packages nothing loads.
+# (the Dockerfile's first stage); STATETUNE_NO_TEST_TOOLS=1 leaves out what only the tests need.
+# The images' runtime stages install nothing: they get the libraries the binaries load from the build
+# stage (scripts/collect-runtime-libs.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD_DIR=${1:-build}
@@ -18,15 +17,7 @@ PACKAGES=(
   libspdlog-dev libfmt-dev prometheus-cpp-dev libgtest-dev libgmock-dev libbenchmark-dev
   nlohmann-json3-dev libsqlite3-dev jq libcpp-httplib-dev
 )
-# What the four binaries load at run time (their NEEDED libraries' packages; apt adds the rest).
-RUNTIME_PACKAGES=(
-  libgrpc++1.51 libgrpc29 libprotobuf32 libabsl20220623 libspdlog1.10 libfmt9
-  libprometheus-cpp-core1.0 libsqlite3-0 libcpp-httplib0.11
-)
-[[ "${STATETUNE_NO_DEBIAN_TORCH:-0}" == 1 ]] || RUNTIME_PACKAGES+=(libtorch1.13 libopenblas0-pthread)
-if [[ "${STATETUNE_RUNTIME_ONLY:-0}" == 1 ]]; then
-  PACKAGES=("${RUNTIME_PACKAGES[@]}")
-elif [[ "${STATETUNE_NO_TEST_TOOLS:-0}" != 1 ]]; then
+if [[ "${STATETUNE_NO_TEST_TOOLS:-0}" != 1 ]]; then
   # Only the tests need these (tests/deploy): a real Prometheus (and curl to query it), kubectl for `kubectl kustomize`, npm for
   # the offline manifest validator. kubectl and npm may already be on the machine from elsewhere (a newer
   # kubectl, NodeSource's Node.js with its own npm); Debian's packages are added only where they are not.
@@ -36,10 +27,6 @@ elif [[ "${STATETUNE_NO_TEST_TOOLS:-0}" != 1 ]]; then
   PACKAGES+=(clang libclang-rt-14-dev)
   command -v kubectl >/dev/null || PACKAGES+=(kubernetes-client)
   command -v npm >/dev/null || PACKAGES+=(npm)
-fi
-
-if [[ "${STATETUNE_RUNTIME_ONLY:-0}" == 1 && "${STATETUNE_PRUNE_RUNTIME:-0}" == 1 ]]; then
-  dpkg-query -W -f='${Package}\n' >/tmp/statetune-packages-before
 fi
 
 if [[ "${STATETUNE_SKIP_APT:-0}" != 1 ]]; then
@@ -63,13 +50,7 @@ if command -v update-alternatives >/dev/null; then
   done
 fi
 
-# Runtime images: drop what apt pulled in but nothing loads (see the script).
-if [[ "${STATETUNE_RUNTIME_ONLY:-0}" == 1 && "${STATETUNE_PRUNE_RUNTIME:-0}" == 1 ]]; then
-  scripts/prune-runtime-packages.sh /tmp/statetune-packages-before "${RUNTIME_PACKAGES[@]}"
-  rm -f /tmp/statetune-packages-before
-fi
-
-if [[ "${STATETUNE_DEPS_ONLY:-0}" == 1 || "${STATETUNE_RUNTIME_ONLY:-0}" == 1 ]]; then
+if [[ "${STATETUNE_DEPS_ONLY:-0}" == 1 ]]; then
   exit 0
 fi
 

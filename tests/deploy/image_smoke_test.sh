@@ -2,7 +2,7 @@
 # The container image, built and run the way a cluster runs it: builds the Dockerfile's `cpu` target
 # with Debian's buildah and runs it with podman (no Docker daemon, no registry), then checks
 #   - the four binaries start, as uid 10001; no compiler, build tool, header or source is left in the
-#     image, which is at most STATETUNE_IMAGE_MAX_MB (1100) MB (measured: 1,047 MB; docs/deploy.md);
+#     image, which is at most STATETUNE_IMAGE_MAX_MB (700) MB (docs/deploy.md has the measured size);
 #   - convert-dataset says where data sets go (and reads them when mounted there); a generation runs
 #     on a CPU without AVX (QEMU's Nehalem), where the CPU kernels pick their x86-64-v2 build;
 #   - statetune-serve with the default model and a mounted tenants file: the image's HEALTHCHECK
@@ -14,14 +14,14 @@
 # scripts/test.sh: it takes minutes). Needs root; installs buildah, podman, runc, mmdebstrap and
 # qemu-user-static.
 # Usage: tests/deploy/image_smoke_test.sh
-# Environment: STATETUNE_IMAGE (default localhost/statetune:cpu), STATETUNE_IMAGE_MAX_MB (1100),
+# Environment: STATETUNE_IMAGE (default localhost/statetune:cpu), STATETUNE_IMAGE_MAX_MB (700),
 #              STATETUNE_SHARED_DIR (../shared beside the checkout: its datasets/ are mounted),
 #              STATETUNE_IMAGE_PREBUILT=1: check $STATETUNE_IMAGE as it is, without building it.
 set -euo pipefail
 SRC=$(cd "$(dirname "$0")/../.." && pwd)
 [[ $(id -u) == 0 ]] || exec sudo -E "$0" "$@"
 IMAGE=${STATETUNE_IMAGE:-localhost/statetune:cpu}
-MAX_MB=${STATETUNE_IMAGE_MAX_MB:-1100}
+MAX_MB=${STATETUNE_IMAGE_MAX_MB:-700}
 SHARED=${STATETUNE_SHARED_DIR:-$SRC/../shared}
 BASE=docker.io/library/debian:12
 # runc and rlimits every container can have, without touching the machine's configuration.
