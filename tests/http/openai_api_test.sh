@@ -124,15 +124,31 @@ expect_error 404 /v1/nowhere '{}' "an unknown route"
 status=$(curl -s -o "$TMP/body" -w '%{http_code}' "http://127.0.0.1:$SERVE_HTTP/v1/models")
 [[ $status == 401 ]] || die "no key: HTTP $status"
 
-# Disconnect mid-stream: a request for 90,000 tokens, dropped after its first chunk, must be cancelled
-# in the scheduler (its row freed) instead of running to the end.
+# Mixed traffic, then a disconnect mid-stream: an HTTP stream of 90,000 tokens on the fine-tuned adapter
+# runs while a gRPC Generate on the base model is served -- both in the same decode steps (the batch-size
+# histogram sees steps of 2 rows) -- then the HTTP client goes away: its request must be cancelled in
+# the scheduler (its row freed) instead of running to the end.
 metric() {  # exact series name with labels [metrics port] -> value (0 when absent)
   curl -sf "http://127.0.0.1:${2:-$SERVE_METRICS}/metrics" | awk -v s="$1 " 'index($0, s) == 1 {print $NF; found=1} END {if (!found) print 0}'
 }
+multi_row_steps() { echo $(( $(metric statetune_batch_size_count) - $(metric 'statetune_batch_size_bucket{le="1"}') )); }
 cancelled_before=$(metric 'statetune_requests_total{api="http",status="cancelled",tenant="acme"}')
+multi_before=$(multi_row_steps)
 curl -s -N "${AUTH[@]}" -H 'Content-Type: application/json' \
-  -d "{\"model\": \"$MODEL\", \"prompt\": \"hello\", \"max_tokens\": 90000, \"stream\": true}" \
-  "http://127.0.0.1:$SERVE_HTTP/v1/completions" | head -c 200 >/dev/null || true
+  -d "{\"model\": \"$MODEL\", \"prompt\": \"hello\", \"max_tokens\": 90000, \"ignore_eos\": true, \"stream\": true}" \
+  "http://127.0.0.1:$SERVE_HTTP/v1/completions" >"$TMP/long.sse" &
+LONG=$!
+PIDS+=($LONG)
+for _ in $(seq 1 200); do grep -q '^data: ' "$TMP/long.sse" && break; sleep 0.05; done
+grep -q '^data: ' "$TMP/long.sse" || die "the long stream sent nothing"
+"$CLIENT" generate --addr 127.0.0.1:$SERVE_PORT --api-key $ACME_KEY --prompt "hello" --max-tokens 20 \
+  --temperature 0 --no-eos >"$TMP/grpc.log" 2>&1 || die "a gRPC Generate beside the HTTP stream failed"
+single=$(metric 'statetune_batch_size_bucket{le="1"}')
+(( single > 0 )) || die "no single-row decode steps counted: is the batch-size histogram there?"
+echo "decode steps with more than one row: $multi_before before, $(multi_row_steps) after (single-row: $single)"
+(( $(multi_row_steps) > multi_before )) || die "the gRPC and HTTP requests never shared a decode step"
+kill $LONG 2>/dev/null || true
+wait $LONG 2>/dev/null || true
 for _ in $(seq 1 200); do
   [[ $(metric statetune_requests_running) == 0 &&
      $(metric 'statetune_requests_total{api="http",status="cancelled",tenant="acme"}') != "$cancelled_before" ]] && break
