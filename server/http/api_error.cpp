@@ -85,7 +85,7 @@ int respond(const char* route, httplib::Response& res, const std::function<void(
 std::string grpc_code_name(int http_status) {
   if (http_status >= 200 && http_status < 300) return "ok";
   switch (http_status) {
-    case 400: case 413: case 415: return "invalid_argument";
+    case 400: case 411: case 413: case 415: return "invalid_argument";
     case 401: return "unauthenticated";
     case 403: return "permission_denied";
     case 404: return "not_found";

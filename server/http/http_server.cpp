@@ -14,6 +14,7 @@ const char* message_for_status(int status) {
     case 400: return "malformed HTTP request";
     case 404: return "no such route";
     case 405: return "method not allowed on this route";
+    case 411: return "send the request body with a Content-Length (chunked bodies are not accepted)";
     case 413: return "the request body is larger than the server accepts";
     case 414: return "the request URI is too long";
     case 415: return "compressed request bodies (Content-Encoding) are not accepted";
@@ -61,7 +62,25 @@ HttpServer::HttpServer(HttpOptions options) : options_(std::move(options)) {
   s.set_tcp_nodelay(true);
   const size_t threads = static_cast<size_t>(std::max<int64_t>(1, options_.threads));
   s.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
-  s.set_pre_routing_handler([](const httplib::Request& req, httplib::Response& res) {
+  const uint64_t max_body = static_cast<uint64_t>(options_.max_body_bytes);
+  s.set_pre_routing_handler([max_body](const httplib::Request& req, httplib::Response& res) {
+    // Refused before the body is read: cpp-httplib would otherwise read and discard a declared body
+    // above the limit to the end (a 100 GB Content-Length holds a thread until the read timeout).
+    // The unread body makes the connection unusable: it is closed after the answer.
+    // cpp-httplib 0.11 applies its payload limit to Content-Length bodies only: a chunked body would be
+    // read into memory whole, however large. Bodies must declare their length (OpenAI's SDKs do).
+    if (req.has_header("Transfer-Encoding")) {
+      res.set_header("Connection", "close");
+      write_error(res, ApiError(411, "invalid_request_error", message_for_status(411)));
+      return httplib::Server::HandlerResponse::Handled;
+    }
+    const std::string length = req.get_header_value("Content-Length");
+    if (!length.empty() && (length.size() > 19 || length.find_first_not_of("0123456789") != std::string::npos ||
+                            std::stoull(length) > max_body)) {
+      res.set_header("Connection", "close");
+      write_error(res, ApiError(413, "invalid_request_error", message_for_status(413)));
+      return httplib::Server::HandlerResponse::Handled;
+    }
     const std::string encoding = req.get_header_value("Content-Encoding");
     if (!encoding.empty() && encoding != "identity") {
       write_error(res, ApiError(415, "invalid_request_error", message_for_status(415)));

@@ -1,7 +1,8 @@
 // The HTTP listener of a service (--http-listen): cpp-httplib with the limits every outside input gets.
-//   - a request body above max_body_bytes is refused with 413 before it is read (Content-Length), and a
-//     chunked one as soon as it passes the limit; bodies with a Content-Encoding are refused (415), so
-//     no compressed body can expand past the limit;
+//   - a request body above max_body_bytes is refused with 413 before it is read (Content-Length); a
+//     body without a length (Transfer-Encoding: chunked), which cpp-httplib 0.11 would read whole
+//     whatever its size, is refused with 411; bodies with a Content-Encoding are refused (415), so no
+//     compressed body can expand past the limit;
 //   - request line and headers are capped by cpp-httplib (8 KiB each);
 //   - a connection that sends nothing for read_timeout, or cannot take a write for write_timeout, is
 //     closed; an idle keep-alive connection after keep_alive_timeout, and after keep_alive_max requests;

@@ -120,6 +120,9 @@ KEY=$ADMIN_KEY expect_error 403 $C '{"model": "'$MODEL'", "prompt": "x"}' "the a
 expect_error 415 $C '{"model": "'$MODEL'", "prompt": "x"}' "a compressed body" -H 'Content-Encoding: gzip'
 head -c $((2 << 20)) /dev/zero | tr '\0' 'a' >"$TMP/huge"
 expect_error 413 $C "@$TMP/huge" "a 2 MiB body (limit 64 KiB)"
+expect_error 411 $C "@$TMP/huge" "a 2 MiB chunked body (no length: refused)" -H 'Transfer-Encoding: chunked'
+# A declared 100 GB body is refused at once, not read and discarded until the read timeout.
+expect_error 413 $C 'x' "a 100 GB Content-Length" -H 'Content-Length: 100000000000' --max-time 5
 expect_error 404 /v1/nowhere '{}' "an unknown route"
 status=$(curl -s -o "$TMP/body" -w '%{http_code}' "http://127.0.0.1:$SERVE_HTTP/v1/models")
 [[ $status == 401 ]] || die "no key: HTTP $status"
@@ -173,6 +176,9 @@ jq -e '.choices[0].finish_reason == "length" and .usage.completion_tokens == 3' 
 tpost() { curl -s -o "$TMP/body" -w '%{http_code}' "${AUTH[@]}" "$@"; }
 got=$(tpost -F purpose=assistants -F "file=@$TMP/huge;filename=x.jsonl" "http://127.0.0.1:$TRAIN_HTTP/v1/files")
 [[ $got == 413 ]] || die "a 2 MiB upload (limit 64 KiB): HTTP $got"
+got=$(tpost -H 'Transfer-Encoding: chunked' -F purpose=fine-tune -F "file=@$TMP/huge;filename=x.jsonl" \
+  "http://127.0.0.1:$TRAIN_HTTP/v1/files")
+[[ $got == 411 ]] || die "a chunked 2 MiB upload: HTTP $got"
 printf '{"prompt": "a", "completion": "b"}\n' >"$TMP/one.jsonl"
 got=$(tpost -F purpose=assistants -F "file=@$TMP/one.jsonl" "http://127.0.0.1:$TRAIN_HTTP/v1/files")
 [[ $got == 400 ]] && jq -e '.error.param == "purpose"' "$TMP/body" >/dev/null || die "purpose=assistants: HTTP $got"
