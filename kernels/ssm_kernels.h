@@ -1,5 +1,5 @@
 // The selective-scan and causal-conv1d kernels of the Mamba-1 mixer, with per-row state-offset
-// adapters read from a slot pool. The formulas are the contract in shared/docs/state-offset-method.md.
+// adapters read from a slot pool. The formulas are the contract in docs/adapter-math.md.
 //
 // Three implementations stand behind this one interface:
 //   ref::   plain LibTorch ops, one time step at a time: the definition every backend is tested against;

@@ -1,6 +1,6 @@
 // Raw-pointer CUDA kernels for the Mamba-1 selective scan and causal depthwise conv1d, with per-row
 // state-offset adapters read from a slot pool. The math is the contract in kernels/ssm_kernels.h and
-// shared/docs/state-offset-method.md; this header is plain C++ (no LibTorch, no device code) so the
+// docs/adapter-math.md; this header is plain C++ (no LibTorch, no device code) so the
 // launchers can be driven both by the at::Tensor glue (cuda_backend.cpp, CUDA LibTorch only) and by
 // tests that manage device memory themselves.
 //

@@ -117,43 +117,19 @@ ValidationReport validate_jsonl(std::string_view text, const ValidationOptions& 
       problem(line_no, shorten(what));
       continue;
     }
-    if (!j.is_object()) {
-      problem(line_no, "not a JSON object");
-      continue;
-    }
-    bool bad = false;
-    for (auto it = j.begin(); it != j.end(); ++it) {
-      if (it.key() != "prompt" && it.key() != "completion") {
-        problem(line_no, "unexpected field \"" + shorten(it.key()) +
-                             "\" (only \"prompt\" and \"completion\")");
-        bad = true;
-      }
-    }
-    std::string fields[2];
-    const char* names[2] = {"prompt", "completion"};
-    for (int k = 0; k < 2; ++k) {
-      auto it = j.find(names[k]);
-      if (it == j.end()) {
-        problem(line_no, std::string("missing field \"") + names[k] + "\"");
-        bad = true;
-      } else if (!it->is_string()) {
-        problem(line_no, std::string("field \"") + names[k] + "\" is not a string");
-        bad = true;
-      } else if (it->get_ref<const std::string&>().empty()) {
-        problem(line_no, std::string("field \"") + names[k] + "\" is empty");
-        bad = true;
-      } else {
-        fields[k] = it->get<std::string>();
-      }
-    }
-    if (bad) continue;
+    ValidatedExample example;
+    example.line = line_no;
+    const std::vector<std::string> problems =
+        tasks::prompt_completion_problems(j, /*require_non_empty=*/true, example);
+    for (const std::string& p : problems) problem(line_no, p);
+    if (!problems.empty()) continue;
     if (options.max_example_tokens > 0 && options.count_tokens) {
-      const int64_t prompt_tokens = options.count_tokens(fields[0], options.max_example_tokens);
+      const int64_t prompt_tokens = options.count_tokens(example.prompt, options.max_example_tokens);
       const int64_t tokens =
           prompt_tokens > options.max_example_tokens
               ? prompt_tokens
               : prompt_tokens +
-                    options.count_tokens(fields[1], options.max_example_tokens - prompt_tokens);
+                    options.count_tokens(example.completion, options.max_example_tokens - prompt_tokens);
       if (tokens > options.max_example_tokens) {
         // Counting stops past the limit: the count is a lower bound.
         problem(line_no, "prompt + completion are at least " + std::to_string(tokens) +
@@ -163,7 +139,7 @@ ValidationReport validate_jsonl(std::string_view text, const ValidationOptions& 
       }
       r.max_example_tokens = std::max(r.max_example_tokens, tokens);
     }
-    r.examples.push_back({line_no, std::move(fields[0]), std::move(fields[1])});
+    r.examples.push_back(std::move(example));
   }
   if (r.problems.empty() && static_cast<int64_t>(r.examples.size()) < options.min_examples) {
     problem(0, "the data set has " + std::to_string(r.examples.size()) +

@@ -1,5 +1,7 @@
-// Validation of uploaded fine-tuning data: JSON lines, each a UTF-8 object with exactly the string
-// fields "prompt" and "completion", both non-empty, and prompt + completion within a token limit.
+// Validation of uploaded fine-tuning data: JSON lines, each a UTF-8 object under the one
+// prompt/completion rule (tasks::prompt_completion_problems: exactly the string fields "prompt" and
+// "completion"), both non-empty (the service's upload policy), and prompt + completion within a
+// token limit.
 // Every problem is reported with its 1-based line number, many at once, so a user fixes a file in
 // one round trip instead of one error per upload.
 #pragma once
@@ -10,6 +12,8 @@
 #include <string_view>
 #include <vector>
 
+#include "server/engine/tasks/jsonl.h"
+
 namespace statetune::training {
 
 struct DatasetProblem {
@@ -17,10 +21,9 @@ struct DatasetProblem {
   std::string message;
 };
 
-struct ValidatedExample {
-  int64_t line = 0;
-  std::string prompt;
-  std::string completion;
+// The example type every reader shares (tasks/jsonl.h), with the line it came from.
+struct ValidatedExample : tasks::PromptCompletion {
+  int64_t line = 0;  // 1-based line in the upload
 };
 
 struct ValidationOptions {

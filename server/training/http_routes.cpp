@@ -3,7 +3,7 @@
 #include <algorithm>
 
 #include "server/engine/adapters/adapter_store.h"
-#include "server/engine/training/adapter_trainer.h"
+#include "server/engine/trainer/adapter_trainer.h"
 #include "server/http/api_error.h"
 #include "server/http/bearer_auth.h"
 #include "server/http/json_body.h"
@@ -214,7 +214,7 @@ json job_spec(const json& body, const std::string& model_id) {
   if (auto v = auto_or_number(hp_in, "learning_rate_multiplier")) {
     if (*v <= 0 || *v > 100) throw invalid_request("learning_rate_multiplier must be in (0, 100]", "learning_rate_multiplier");
     spec["learning_rate_multiplier"] = *v;
-    hp["learning_rate"] = *v * engine::training::default_learning_rate(method);
+    hp["learning_rate"] = *v * engine::trainer::default_learning_rate(method);
   }
   if (auto v = http::opt_integer(body, "seed")) {
     if (*v < 0) throw invalid_request("`seed` must be >= 0", "seed");

@@ -15,7 +15,7 @@
 #include "server/engine/adapters/adapter.h"
 #include "server/engine/model/mamba_model.h"
 #include "server/engine/text/tokenizer.h"
-#include "server/engine/training/adapter_trainer.h"
+#include "server/engine/trainer/adapter_trainer.h"
 #include "server/training/dataset_validator.h"
 
 namespace statetune::training {
@@ -86,7 +86,7 @@ std::string slurp(const fs::path& p) {
   return b.str();
 }
 
-std::vector<engine::training::TextExample> load_examples(const fs::path& path) {
+std::vector<engine::trainer::TextExample> load_examples(const fs::path& path) {
   const std::string text = slurp(path);
   ValidationOptions vo;
   vo.min_examples = 0;
@@ -94,7 +94,7 @@ std::vector<engine::training::TextExample> load_examples(const fs::path& path) {
   if (!report.ok()) {
     throw std::runtime_error("the stored data set is no longer valid: " + report.summary(5));
   }
-  std::vector<engine::training::TextExample> out;
+  std::vector<engine::trainer::TextExample> out;
   out.reserve(report.examples.size());
   for (const auto& e : report.examples) out.push_back({e.prompt, e.completion});
   return out;
@@ -265,7 +265,7 @@ void JobRunner::run(JobRecord job) {
                 ? "resuming from the last checkpoint (resume " + std::to_string(job.resumes) + ")"
                 : "started");
 
-  std::vector<engine::training::TextExample> train, validation;
+  std::vector<engine::trainer::TextExample> train, validation;
   try {
     auto ds = store_.dataset(job.tenant, p.dataset_id);
     if (!ds) throw std::runtime_error("data set " + p.dataset_id + " no longer exists");
@@ -289,7 +289,7 @@ void JobRunner::run(JobRecord job) {
     return;
   }
 
-  engine::training::TrainerOptions o;
+  engine::trainer::TrainerOptions o;
   o.methods = p.methods;
   if (p.learning_rate > 0)
     o.lr_state_offset = o.lr_output_offset = o.lr_initial_state = p.learning_rate;
@@ -309,8 +309,8 @@ void JobRunner::run(JobRecord job) {
 
   auto last_step_time = std::chrono::steady_clock::now();
   int64_t last_step = -1;
-  auto progress = [&](const engine::training::TrainProgress& pr) {
-    using Kind = engine::training::TrainProgress::Kind;
+  auto progress = [&](const engine::trainer::TrainProgress& pr) {
+    using Kind = engine::trainer::TrainProgress::Kind;
     if (pr.kind == Kind::kStep) {
       const auto now = std::chrono::steady_clock::now();
       if (metrics_) {
@@ -354,9 +354,9 @@ void JobRunner::run(JobRecord job) {
     metrics_->validation_loss.Remove(&metrics_->validation_loss.Add({{"job", job.id}}));
     metrics_->tokens_per_second.Set(0);
   };
-  engine::training::TrainResult result;
+  engine::trainer::TrainResult result;
   try {
-    engine::training::AdapterTrainer trainer(model_, tokenizer_, o);
+    engine::trainer::AdapterTrainer trainer(model_, tokenizer_, o);
     result = trainer.train(train, validation, progress, &cancel_, /*resume=*/true);
   } catch (const std::invalid_argument& e) {
     clear_gauges();

@@ -524,7 +524,7 @@ TEST_F(KernelsCuda, PrefillEqualsPrefixThenStepsOrResume) {
 
 // ---------------------------------------------------------------------------------------------
 // Backward kernels (ssm_cuda_backward.cuh) against the CPU backward (kernels::cpu::*_backward),
-// which the fp64 gradient checks in tests/training validate against finite differences. The sums
+// which the fp64 gradient checks in tests/kernels_backward validate against finite differences. The sums
 // are reduced in a different order (atomics vs per-range partials), so the measure is relative to
 // the largest magnitude of each gradient: max|a - e| <= rtol * max|e|.
 

@@ -1,5 +1,5 @@
 // Helpers of the model suites: a tiny config, temp folders, an adapter pool, and an independent
-// forward pass written straight from shared/docs/state-offset-method.md in float64 LibTorch ops.
+// forward pass written straight from docs/adapter-math.md in float64 LibTorch ops.
 #pragma once
 
 #include <ATen/ATen.h>

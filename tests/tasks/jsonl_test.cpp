@@ -24,7 +24,7 @@ TEST(Jsonl, RoundTripKeepsNewlinesAndUnicode) {
 }
 
 TEST(Jsonl, ErrorsNameTheLine) {
-  const std::string text = "{\"prompt\": \"a\", \"completion\": \"b\", \"extra\": 1}\n\n{\"prompt\": \"a\"}\n";
+  const std::string text = "{\"prompt\": \"a\", \"completion\": \"b\"}\n\n{\"prompt\": \"a\"}\n";
   try {
     parse_prompt_completion_jsonl(text, "upload.jsonl");
     FAIL() << "a record without completion must be rejected";
@@ -35,6 +35,31 @@ TEST(Jsonl, ErrorsNameTheLine) {
   EXPECT_THROW(parse_prompt_completion_jsonl("{\"prompt\": 1, \"completion\": \"b\"}", "x"), std::runtime_error);
   EXPECT_THROW(parse_prompt_completion_jsonl("not json", "x"), std::runtime_error);
   EXPECT_EQ(parse_prompt_completion_jsonl("{\"prompt\":\"p\",\"completion\":\"c\"}\r\n", "x").size(), 1u);
+}
+
+// One rule for every reader (the service's validator uses prompt_completion_problems too): a field
+// other than prompt and completion is an error, not silently skipped.
+TEST(Jsonl, ExtraFieldsAreRefusedAsTheServiceRefusesThem) {
+  try {
+    parse_prompt_completion_jsonl("{\"prompt\": \"a\", \"completion\": \"b\"}\n{\"prompt\": \"a\", \"completion\": \"b\", \"label\": 1}\n", "x.jsonl");
+    FAIL() << "an extra field must be refused";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("x.jsonl:2: unexpected field \"label\""), std::string::npos) << e.what();
+  }
+  PromptCompletion out;
+  EXPECT_EQ(prompt_completion_problems(nlohmann::json::parse(R"({"prompt": "p", "completion": ""})"), false, out),
+            std::vector<std::string>{});
+  EXPECT_EQ(out.completion, "");
+  const auto strict = prompt_completion_problems(nlohmann::json::parse(R"({"prompt": "", "completion": 3, "id": 1})"), true, out);
+  ASSERT_EQ(strict.size(), 3u);
+  EXPECT_NE(strict[0].find("unexpected field \"id\""), std::string::npos);
+  EXPECT_NE(strict[1].find("\"prompt\" is empty"), std::string::npos);
+  EXPECT_NE(strict[2].find("\"completion\" is not a string"), std::string::npos);
+  // A hostile key is quoted bounded and printable.
+  const auto hostile = prompt_completion_problems(
+      nlohmann::json{{"prompt", "p"}, {"completion", "c"}, {std::string(10000, 'k') + "\n", 1}}, false, out);
+  ASSERT_EQ(hostile.size(), 1u);
+  EXPECT_LT(hostile[0].size(), 300u);
 }
 
 TEST(Jsonl, WriteToMissingFolderFails) {

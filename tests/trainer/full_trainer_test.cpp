@@ -14,11 +14,11 @@
 
 #include "server/engine/model/mamba_model.h"
 #include "server/engine/model/model_init.h"
-#include "server/engine/training/full_trainer.h"
-#include "server/engine/training/trainable_mamba.h"
+#include "server/engine/trainer/full_trainer.h"
+#include "server/engine/trainer/trainable_mamba.h"
 #include "tests/model/model_test_util.h"
 
-namespace statetune::engine::training {
+namespace statetune::engine::trainer {
 namespace {
 
 namespace fs = std::filesystem;
@@ -210,4 +210,4 @@ TEST(FullMode, TimeBudgetEndsAtTheFloorLearningRate) {
 }
 
 }  // namespace
-}  // namespace statetune::engine::training
+}  // namespace statetune::engine::trainer

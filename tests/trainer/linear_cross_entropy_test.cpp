@@ -1,4 +1,4 @@
-// The fused linear + cross-entropy (server/engine/training/linear_cross_entropy.h) against the plain
+// The fused linear + cross-entropy (server/engine/trainer/linear_cross_entropy.h) against the plain
 // composition at::cross_entropy_loss(at::mm(hidden, weight.t()), targets) through autograd: the loss and
 // both gradients, on shapes where the chunk divides the rows and where it does not, with a non-unit
 // incoming gradient, with only one input requiring grad, and without grad mode; bad input throws.
@@ -6,9 +6,9 @@
 #include <ATen/core/grad_mode.h>
 #include <gtest/gtest.h>
 
-#include "server/engine/training/linear_cross_entropy.h"
+#include "server/engine/trainer/linear_cross_entropy.h"
 
-namespace statetune::engine::training {
+namespace statetune::engine::trainer {
 namespace {
 
 double rel_err(const at::Tensor& a, const at::Tensor& b) {
@@ -81,4 +81,4 @@ TEST(LinearCrossEntropy, RejectsBadInput) {
 }
 
 }  // namespace
-}  // namespace statetune::engine::training
+}  // namespace statetune::engine::trainer

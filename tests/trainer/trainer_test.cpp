@@ -17,11 +17,11 @@
 #include "server/engine/model/mamba_model.h"
 #include "server/engine/model/model_init.h"
 #include "server/engine/text/tokenizer.h"
-#include "server/engine/training/adapter_trainer.h"
-#include "server/engine/training/evaluation.h"
-#include "server/engine/training/trainable_mamba.h"
+#include "server/engine/trainer/adapter_trainer.h"
+#include "server/engine/trainer/evaluation.h"
+#include "server/engine/trainer/trainable_mamba.h"
 
-namespace statetune::engine::training {
+namespace statetune::engine::trainer {
 namespace {
 
 namespace fs = std::filesystem;
@@ -95,7 +95,7 @@ AdapterTensors random_tensors(const MambaConfig& c, bool so, bool oo, bool h0, u
   return t;
 }
 
-// An independent forward of ONE sequence written from shared/docs/state-offset-method.md in float64
+// An independent forward of ONE sequence written from docs/adapter-math.md in float64
 // LibTorch ops (a plain loop over time for the conv and the scan), differentiable in the adapter
 // tensors through ordinary autograd. Returns logits [T, V].
 at::Tensor reference_logits(const MambaModel& model, const std::vector<int64_t>& tokens,
@@ -157,6 +157,31 @@ TEST(TrainableMamba, ZeroAdapterMatchesInferencePrefill) {
     EXPECT_LT(rel_err(got[0], base[0]), 1e-5);
     EXPECT_LT(rel_err(got[1].narrow(0, 0, 6), base[1].narrow(0, 0, 6)), 1e-5);
   }
+}
+
+// A base with in_proj and out_proj biases (config.proj_bias): the trainer's forward over the frozen
+// model must use every bias inference uses. (It once missed out_proj's, which random_weights' zero
+// biases hid.)
+TEST(TrainableMamba, ZeroAdapterMatchesInferencePrefillWithProjectionBiases) {
+  MambaConfig c = small_config(16, 2, 64);
+  c.proj_bias = true;
+  const fs::path dir = fresh_dir("proj-bias");
+  std::map<std::string, at::Tensor> w = random_weights(c, 5);
+  at::manual_seed(6);
+  for (auto& [n, t] : w) {
+    if (n.find("proj.bias") != std::string::npos) t = at::randn_like(t) * 0.5;
+  }
+  write_checkpoint(dir, c, w);
+  auto model = MambaModel::load(dir, LoadOptions{});
+  TrainableMamba net(*model);
+  const at::Tensor tokens = at::randint(0, 64, {2, 8}, at::kLong);
+  const at::Tensor lengths = at::tensor(std::vector<int64_t>{8, 5}, at::kLong);
+  StateCache cache(c, 2, at::kCPU);
+  const at::Tensor base = model->prefill(tokens, lengths, at::arange(2, at::kLong), {}, {}, cache, false, true);
+  at::NoGradGuard g;
+  const at::Tensor got = net.forward(tokens, lengths, AdapterTensors{});
+  EXPECT_LT(rel_err(got[0], base[0]), 1e-5);
+  EXPECT_LT(rel_err(got[1].narrow(0, 0, 5), base[1].narrow(0, 0, 5)), 1e-5);
 }
 
 TEST(TrainableMamba, AdapterForwardMatchesInferencePool) {
@@ -505,4 +530,4 @@ TEST(Evaluation, GreedyGenerationWithAndWithoutAdapter) {
 }
 
 }  // namespace
-}  // namespace statetune::engine::training
+}  // namespace statetune::engine::trainer

@@ -1,4 +1,4 @@
-// A state-based adapter (shared/docs/state-offset-method.md): per-layer tensors that shift what the
+// A state-based adapter (docs/adapter-math.md): per-layer tensors that shift what the
 // frozen Mamba-1 base reads out of its SSM state, plus the metadata that ties it to that base.
 //
 // On disk an adapter is one safetensors file:

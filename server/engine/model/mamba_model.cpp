@@ -74,19 +74,6 @@ void linear_out(at::Tensor& out, const at::Tensor& a, const at::Tensor& w, const
 
 }  // namespace
 
-struct LayerWeights {
-  at::Tensor norm;            // [M] fp32
-  at::Tensor in_x, in_z;      // [D, M] compute dtype (the two halves of in_proj)
-  at::Tensor in_x_b, in_z_b;  // [D] compute dtype, or undefined
-  at::Tensor conv_w, conv_b;  // [D, K] fp32, [D] fp32 or undefined
-  at::Tensor x_dt, x_B, x_C;  // [R, D], [N, D], [N, D] compute dtype (the three parts of x_proj)
-  at::Tensor dt_w;            // [D, R] compute dtype
-  at::Tensor dt_b;            // [D] fp32 (the scan's delta_bias)
-  at::Tensor A;               // [D, N] fp32 = -exp(A_log)
-  at::Tensor Dskip;           // [D] fp32
-  at::Tensor out_w, out_b;    // [M, D] compute dtype, [M] or undefined
-};
-
 struct MambaModel::Weights {
   at::Tensor embedding;  // [V, M] compute dtype
   at::Tensor lm_head;    // [V, M] compute dtype (the embedding itself when tied)
@@ -110,6 +97,11 @@ struct MambaModel::Workspace {
 };
 
 MambaModel::~MambaModel() = default;
+
+const LayerWeights& MambaModel::layer_weights(int64_t i) const {
+  if (i < 0 || i >= config_.n_layer) throw std::out_of_range("MambaModel::layer_weights: no layer " + std::to_string(i));
+  return weights_->layers[static_cast<size_t>(i)];
+}
 
 std::map<std::string, at::Tensor> MambaModel::weight_views() const {
   const Weights& W = *weights_;
@@ -138,6 +130,7 @@ std::map<std::string, at::Tensor> MambaModel::weight_views() const {
     put(p + "A", l.A);
     put(p + "Dskip", l.Dskip);
     put(p + "out_w", l.out_w);
+    put(p + "out_b", l.out_b);
     put(p + "out_b", l.out_b);
   }
   return out;
@@ -240,32 +233,12 @@ std::unique_ptr<MambaModel> MambaModel::load(const std::filesystem::path& dir, c
   } else {
     w->lm_head = get("lm_head.weight", {c.vocab_size, M}, compute);
   }
-  w->layers.resize(static_cast<size_t>(c.n_layer));
-  for (int64_t i = 0; i < c.n_layer; ++i) {
-    LayerWeights& l = w->layers[static_cast<size_t>(i)];
-    const std::string p = "backbone.layers." + std::to_string(i) + ".";
-    l.norm = get(p + "norm.weight", {M}, fp32);
-    const at::Tensor in_w = get(p + "mixer.in_proj.weight", {2 * D, M}, compute);
-    l.in_x = in_w.narrow(0, 0, D);
-    l.in_z = in_w.narrow(0, D, D);
-    if (c.proj_bias) {
-      const at::Tensor in_b = get(p + "mixer.in_proj.bias", {2 * D}, compute);
-      l.in_x_b = in_b.narrow(0, 0, D);
-      l.in_z_b = in_b.narrow(0, D, D);
-    }
-    l.conv_w = get(p + "mixer.conv1d.weight", {D, 1, K}, fp32).reshape({D, K}).contiguous();
-    if (c.conv_bias) l.conv_b = get(p + "mixer.conv1d.bias", {D}, fp32);
-    const at::Tensor xp = get(p + "mixer.x_proj.weight", {R + 2 * N, D}, compute);
-    l.x_dt = xp.narrow(0, 0, R);
-    l.x_B = xp.narrow(0, R, N);
-    l.x_C = xp.narrow(0, R + N, N);
-    l.dt_w = get(p + "mixer.dt_proj.weight", {D, R}, compute);
-    l.dt_b = get(p + "mixer.dt_proj.bias", {D}, fp32);
-    l.A = get(p + "mixer.A_log", {D, N}, fp32).exp().neg().contiguous();
-    l.Dskip = get(p + "mixer.D", {D}, fp32);
-    l.out_w = get(p + "mixer.out_proj.weight", {M, D}, compute);
-    if (c.proj_bias) l.out_b = get(p + "mixer.out_proj.bias", {M}, compute);
-  }
+  w->layers.reserve(static_cast<size_t>(c.n_layer));
+  const LayerWeightFetch fetch = [&](const std::string& name, const std::vector<int64_t>& shape,
+                                     WeightPrecision precision) {
+    return get(name, shape, precision == WeightPrecision::kFp32 ? fp32 : compute);
+  };
+  for (int64_t i = 0; i < c.n_layer; ++i) w->layers.push_back(split_layer_weights(c, i, fetch));
   model->weights_ = std::move(w);
   model->workspace_ = std::make_unique<Workspace>();
   // Hashed under the Hugging Face names, so both spellings of one model share a fingerprint.

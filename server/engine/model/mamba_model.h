@@ -13,6 +13,7 @@
 #include <string>
 
 #include "server/engine/model/adapter_pool_view.h"
+#include "server/engine/model/layer_weights.h"
 #include "server/engine/model/model_config.h"
 
 namespace statetune::engine {
@@ -72,6 +73,8 @@ class MambaModel {
   //   conv_b [D] fp32, in_x_b / in_z_b [D], out_b [M]. Unmarked tensors are in the compute dtype.
   // Callers must not write into them.
   std::map<std::string, at::Tensor> weight_views() const;
+  // Layer i's loaded weights (read-only, shared storage), as split_layer_weights made them.
+  const LayerWeights& layer_weights(int64_t i) const;
 
   ~MambaModel();
 

@@ -8,8 +8,41 @@
 
 #include "server/engine/tasks/datasets.h"
 #include "server/engine/tasks/text_files.h"
+#include "server/engine/util/printable.h"
 
 namespace statetune::tasks {
+
+std::vector<std::string> prompt_completion_problems(const nlohmann::json& j, bool require_non_empty,
+                                                    PromptCompletion& out) {
+  if (!j.is_object()) return {"not a JSON object (each line is {\"prompt\": ..., \"completion\": ...})"};
+  std::vector<std::string> problems;
+  for (auto it = j.begin(); it != j.end(); ++it) {
+    if (it.key() != "prompt" && it.key() != "completion") {
+      // The key comes from outside: quoted bounded and printable.
+      problems.push_back("unexpected field \"" + engine::printable_excerpt(it.key(), 160) +
+                         "\" (only \"prompt\" and \"completion\")");
+    }
+  }
+  std::string* fields[2] = {&out.prompt, &out.completion};
+  const char* names[2] = {"prompt", "completion"};
+  std::string values[2];
+  for (int k = 0; k < 2; ++k) {
+    const auto it = j.find(names[k]);
+    if (it == j.end()) {
+      problems.push_back(std::string("missing field \"") + names[k] + "\"");
+    } else if (!it->is_string()) {
+      problems.push_back(std::string("field \"") + names[k] + "\" is not a string");
+    } else if (require_non_empty && it->get_ref<const std::string&>().empty()) {
+      problems.push_back(std::string("field \"") + names[k] + "\" is empty");
+    } else {
+      values[k] = it->get<std::string>();
+    }
+  }
+  if (problems.empty()) {
+    for (int k = 0; k < 2; ++k) *fields[k] = std::move(values[k]);
+  }
+  return problems;
+}
 
 std::vector<PromptCompletion> parse_prompt_completion_jsonl(std::string_view text, const std::string& source) {
   std::vector<PromptCompletion> records;
@@ -23,13 +56,10 @@ std::vector<PromptCompletion> parse_prompt_completion_jsonl(std::string_view tex
     } catch (const nlohmann::json::exception& e) {
       throw std::runtime_error(where + ": not a JSON object (" + std::string(e.what()) + ")");
     }
-    if (!j.is_object()) throw std::runtime_error(where + ": each line must be a JSON object {\"prompt\", \"completion\"}");
-    for (const char* field : {"prompt", "completion"}) {
-      const auto it = j.find(field);
-      if (it == j.end()) throw std::runtime_error(where + ": missing field \"" + field + "\"");
-      if (!it->is_string()) throw std::runtime_error(where + ": field \"" + field + "\" must be a string");
-    }
-    records.push_back({j["prompt"].get<std::string>(), j["completion"].get<std::string>()});
+    PromptCompletion record;
+    const std::vector<std::string> problems = prompt_completion_problems(j, /*require_non_empty=*/false, record);
+    if (!problems.empty()) throw std::runtime_error(where + ": " + problems.front());
+    records.push_back(std::move(record));
   }
   return records;
 }

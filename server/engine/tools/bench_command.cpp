@@ -24,9 +24,7 @@
 #include "server/engine/model/mamba_model.h"
 #include "server/engine/model/model_init.h"
 #include "server/engine/tools/commands.h"
-#ifdef STATETUNE_HAVE_TRAINER
 #include "server/engine/tools/train_step_bench.h"
-#endif
 
 namespace statetune::tools {
 
@@ -236,14 +234,12 @@ int run_bench(CliArgs& args) {
 
   // --- training step / forward (state_offset adapter, loss on every position) -------------------
   std::vector<double> train_fwd, train_step, train_ratio;
-#ifdef STATETUNE_HAVE_TRAINER
   if (train_rounds > 0) {
     const TrainStepTimes tt = measure_train_step(*model, prompt, train_rounds);
     train_fwd = tt.forward_s;
     train_step = tt.step_s;
     for (size_t i = 0; i < train_fwd.size(); ++i) train_ratio.push_back(train_step[i] / train_fwd[i]);
   }
-#endif
 
   // --- report --------------------------------------------------------------------------------
   std::printf("statetune-engine bench\n");

@@ -27,7 +27,7 @@ int run_logits(CliArgs& args);
 int run_generate(CliArgs& args);
 int run_bench(CliArgs& args);
 int run_convert_dataset(CliArgs& args);  // dataset_commands.cpp
-int run_train(CliArgs& args);  // train_command.cpp (needs statetune_trainer)
+int run_train(CliArgs& args);  // train_command.cpp
 int run_train_full(CliArgs& args);  // full_train_command.cpp: train --methods full
 int run_eval(CliArgs& args);   // eval_command.cpp
 

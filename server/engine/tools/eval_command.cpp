@@ -18,7 +18,7 @@
 #include "server/engine/tasks/jsonl.h"
 #include "server/engine/text/tokenizer.h"
 #include "server/engine/tools/commands.h"
-#include "server/engine/training/evaluation.h"
+#include "server/engine/trainer/evaluation.h"
 
 namespace statetune::tools {
 
@@ -33,7 +33,7 @@ int run_eval(CliArgs& args) {
   const std::string datasets_dir = args.str("datasets-dir", "");
   const int64_t max_examples = args.integer("max-examples", 0);
   const int64_t max_new = args.integer("max-new-tokens", 0);
-  engine::training::GenerationOptions g;
+  engine::trainer::GenerationOptions g;
   g.batch_size = args.integer("batch-size", 16);
   g.max_prompt_tokens = args.integer("max-prompt-tokens", 1024);
   g.separator = args.str("separator", "\n###\n");
@@ -68,7 +68,7 @@ int run_eval(CliArgs& args) {
     examples.resize(static_cast<size_t>(max_examples));
   }
   if (examples.empty()) throw std::runtime_error("no examples to evaluate");
-  g.max_new_tokens = max_new > 0 ? max_new : engine::training::default_max_new_tokens(task);
+  g.max_new_tokens = max_new > 0 ? max_new : engine::trainer::default_max_new_tokens(task);
 
   const fs::path tok_path = tokenizer_flag.empty() ? default_tokenizer_path(model_dir) : fs::path(tokenizer_flag);
   const auto tokenizer = engine::Tokenizer::from_file(tok_path.string());
@@ -86,7 +86,7 @@ int run_eval(CliArgs& args) {
     }
     ap = &adapter;
   }
-  const auto r = engine::training::evaluate_task(*model, tokenizer, ap, task, examples, g, datasets_dir);
+  const auto r = engine::trainer::evaluate_task(*model, tokenizer, ap, task, examples, g, datasets_dir);
   for (int64_t i = 0; i < std::min<int64_t>(show, r.examples); ++i) {
     std::printf("example %lld: reference %s | prediction %s\n", static_cast<long long>(i),
                 nlohmann::json(examples[static_cast<size_t>(i)].completion).dump().c_str(),

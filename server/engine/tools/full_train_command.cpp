@@ -21,7 +21,7 @@
 #include "server/engine/model/model_init.h"
 #include "server/engine/text/tokenizer.h"
 #include "server/engine/tools/commands.h"
-#include "server/engine/training/full_trainer.h"
+#include "server/engine/trainer/full_trainer.h"
 #include "server/engine/util/safetensors.h"
 
 namespace statetune::tools {
@@ -84,7 +84,7 @@ int run_train_full(CliArgs& args) {
   const std::string tokenizer_flag = args.str("tokenizer", "");
   const int64_t max_tokens = args.integer("max-tokens", 0);
   const at::ScalarType disk_dtype = parse_dtype("save-dtype", args.str("save-dtype", "bf16"), "f32|bf16|f16");
-  engine::training::FullTrainOptions o;
+  engine::trainer::FullTrainOptions o;
   o.seq_len = args.integer("max-length", o.seq_len);
   o.batch_size = args.integer("batch-size", o.batch_size);
   o.steps = args.integer("max-steps", o.steps);
@@ -113,10 +113,10 @@ int run_train_full(CliArgs& args) {
   const auto tokenizer = engine::Tokenizer::from_file(tok_path.string());
   auto encode = [&tokenizer](const std::string& s) { return tokenizer.encode(s, false); };
   const int32_t eos = static_cast<int32_t>(config.eos_token_id);
-  const auto train_tokens = engine::training::tokenize_documents(data, encode, eos, max_tokens);
-  const auto heldout_tokens = engine::training::tokenize_documents(
+  const auto train_tokens = engine::trainer::tokenize_documents(data, encode, eos, max_tokens);
+  const auto heldout_tokens = engine::trainer::tokenize_documents(
       heldout, encode, eos, (o.eval_windows + 1) * o.seq_len + 1);
-  engine::training::FullModelTrainer trainer(config, initial, o);
+  engine::trainer::FullModelTrainer trainer(config, initial, o);
   std::printf("train --methods full: %lld parameters (all trainable); %lld training tokens, %lld held-out; "
               "batch %lld x %lld tokens, lr %.3g, %lld steps%s, %d threads\n",
               static_cast<long long>(trainer.parameter_count()), static_cast<long long>(train_tokens.size()),
@@ -138,7 +138,7 @@ int run_train_full(CliArgs& args) {
   auto previous = std::signal(SIGINT, on_sigint);
   const auto result = trainer.train(
       train_tokens, heldout_tokens,
-      [&](const engine::training::FullTrainProgress& p, const std::map<std::string, at::Tensor>& weights) {
+      [&](const engine::trainer::FullTrainProgress& p, const std::map<std::string, at::Tensor>& weights) {
         if (!p.evaluation) {
           std::printf("step %lld/%lld loss %.4f lr %.3g grad_norm %.3g tokens %lld tok/s %.0f elapsed %.0fs\n",
                       static_cast<long long>(p.step), static_cast<long long>(p.total_steps), p.loss, p.lr,

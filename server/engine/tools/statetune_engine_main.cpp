@@ -119,7 +119,6 @@ process so drift cancels; plus prefill throughput (B x prompt-len tokens) for bo
   --json [FILE]      also print JSON to stdout, or write it to FILE
   --threads N        compute threads (default: hardware cores)
 )"}},
-#ifdef STATETUNE_HAVE_TRAINER
       {"train",
        {run_train, "train an adapter (or, --methods full, every weight) on JSONL or a named data set",
         R"(statetune-engine train [--model DIR] (--data FILE.jsonl | --dataset NAME) --out ADAPTER [...]
@@ -170,7 +169,6 @@ SAMSum ROUGE, DART BLEU, Spider exact match; JSONL data: exact match).
   --separator TEXT  --show N (print N predictions)  --json FILE  --dtype f32|bf16  --tokenizer PATH
   --threads N
 )"}},
-#endif
   };
   return table;
 }

@@ -21,13 +21,13 @@
 #include "server/engine/tasks/jsonl.h"
 #include "server/engine/text/tokenizer.h"
 #include "server/engine/tools/commands.h"
-#include "server/engine/training/adapter_trainer.h"
+#include "server/engine/trainer/adapter_trainer.h"
 
 namespace statetune::tools {
 namespace {
 
 namespace fs = std::filesystem;
-using engine::training::TextExample;
+using engine::trainer::TextExample;
 
 std::atomic<bool> g_stop{false};
 void on_sigint(int) { g_stop = true; }
@@ -41,12 +41,6 @@ std::string clock_text(double s) {
     std::snprintf(buf, sizeof buf, "%lldm%02llds", t / 60, t % 60);
   }
   return buf;
-}
-
-std::vector<TextExample> from_jsonl(const std::string& path) {
-  std::vector<TextExample> out;
-  for (auto& r : tasks::read_prompt_completion_jsonl(path)) out.push_back({r.prompt, r.completion});
-  return out;
 }
 
 // "glue/rte", "RTE", "samsum" -> the tasks library's canonical name.
@@ -98,7 +92,7 @@ int run_train(CliArgs& args) {
   const std::string tokenizer_flag = args.str("tokenizer", "");
   const at::ScalarType dtype = parse_dtype("dtype", args.str("dtype", "f32"), "f32|bf16");
   const at::ScalarType disk_dtype = parse_dtype("adapter-dtype", args.str("adapter-dtype", "f32"), "f32|bf16");
-  engine::training::TrainerOptions o;
+  engine::trainer::TrainerOptions o;
   o.methods = engine::parse_methods(methods);
   const double lr_all = args.number("lr", 0.0);
   o.lr_state_offset = args.number("lr-state-offset", lr_all);
@@ -132,10 +126,11 @@ int run_train(CliArgs& args) {
   if (max_examples < 0 || max_val < 0) throw UsageError("--max-examples / --max-val-examples must be >= 0");
   if (resume && o.checkpoint_dir.empty()) throw UsageError("--resume needs --checkpoint-dir");
 
-  std::vector<TextExample> train = data.empty() ? from_dataset(dataset, split, datasets_dir) : from_jsonl(data);
+  std::vector<TextExample> train = data.empty() ? from_dataset(dataset, split, datasets_dir)
+                                                : tasks::read_prompt_completion_jsonl(data);
   std::vector<TextExample> val;
   if (!val_data.empty()) {
-    val = from_jsonl(val_data);
+    val = tasks::read_prompt_completion_jsonl(val_data);
   } else if (!val_split.empty()) {
     if (dataset.empty()) throw UsageError("--val-split needs --dataset");
     val = from_dataset(dataset, val_split, datasets_dir);
@@ -157,7 +152,7 @@ int run_train(CliArgs& args) {
   engine::LoadOptions lo;
   lo.dtype = dtype;
   auto model = engine::MambaModel::load(model_dir, lo);
-  engine::training::AdapterTrainer trainer(*model, tokenizer, o);
+  engine::trainer::AdapterTrainer trainer(*model, tokenizer, o);
   const auto& opts = trainer.options();
   std::printf("train: %zu examples, %zu validation; methods %s (%lld trainable parameters)", train.size(),
               val.size(), engine::join_methods(opts.methods).c_str(),
@@ -167,12 +162,12 @@ int run_train(CliArgs& args) {
               static_cast<long long>(opts.epochs));
   std::fflush(stdout);
 
-  using Kind = engine::training::TrainProgress::Kind;
+  using Kind = engine::trainer::TrainProgress::Kind;
   g_stop = false;
   auto previous = std::signal(SIGINT, on_sigint);
   const auto result = trainer.train(
       train, val,
-      [](const engine::training::TrainProgress& p) {
+      [](const engine::trainer::TrainProgress& p) {
         if (p.kind == Kind::kStep) {
           std::printf("step %lld/%lld epoch %lld loss %.4f lr %.3g grad_norm %.3g tok/s %.0f elapsed %s eta %s\n",
                       static_cast<long long>(p.step), static_cast<long long>(p.total_steps),

@@ -4,7 +4,7 @@
 
 #include <chrono>
 
-#include "server/engine/training/trainable_mamba.h"
+#include "server/engine/trainer/trainable_mamba.h"
 
 namespace statetune::tools {
 
@@ -15,8 +15,8 @@ TrainStepTimes measure_train_step(engine::MambaModel& model, const at::Tensor& t
   const at::Tensor lengths = at::full({B}, L, at::kLong);
   const at::Tensor rows = at::arange(B, at::TensorOptions().dtype(at::kLong)).to(model.device());
   engine::StateCache cache(c, B, model.device());
-  engine::training::TrainableMamba net(model);
-  engine::training::AdapterTensors adapter;
+  engine::trainer::TrainableMamba net(model);
+  engine::trainer::AdapterTensors adapter;
   adapter.state_offset = at::zeros({c.n_layer, c.d_inner, c.d_state},
                                    at::TensorOptions().dtype(at::kFloat).device(model.device()));
   adapter.state_offset.set_requires_grad(true);

@@ -1,6 +1,6 @@
 // The training-step part of `statetune-engine bench`: how much a state_offset training step (forward
 // with autograd + backward, loss on every position) costs next to a plain inference forward of the same
-// tokens. Built only when the trainer library is (STATETUNE_HAVE_TRAINER).
+// tokens.
 #pragma once
 
 #include <ATen/ATen.h>

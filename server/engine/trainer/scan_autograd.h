@@ -10,7 +10,7 @@
 
 #include "kernels/ssm_kernels.h"
 
-namespace statetune::engine::training {
+namespace statetune::engine::trainer {
 
 struct ScanAutogradOptions {
   int64_t chunk = 64;  // time steps between the backward's state checkpoints
@@ -35,4 +35,4 @@ at::Tensor selective_scan(const at::Tensor& x, const at::Tensor& delta_in,
 at::Tensor causal_conv1d(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias,
                          const at::Tensor& lengths);
 
-}  // namespace statetune::engine::training
+}  // namespace statetune::engine::trainer

@@ -1,11 +1,11 @@
-// The only translation unit of the training library that needs the autograd C++ frontend.
-#include "server/engine/training/scan_autograd.h"
+// The only translation unit of the scan-autograd library that needs the autograd C++ frontend.
+#include "server/engine/trainer/scan_autograd.h"
 
 #include <torch/csrc/autograd/custom_function.h>
 
 #include "kernels/ssm_backward.h"
 
-namespace statetune::engine::training {
+namespace statetune::engine::trainer {
 namespace {
 
 using torch::autograd::AutogradContext;
@@ -119,4 +119,4 @@ at::Tensor selective_scan(const at::Tensor& x, const at::Tensor& delta_in,
                                       options.chunk);
 }
 
-}  // namespace statetune::engine::training
+}  // namespace statetune::engine::trainer

@@ -1,10 +1,10 @@
-#include "server/engine/training/trainable_mamba.h"
+#include "server/engine/trainer/trainable_mamba.h"
 
 #include <stdexcept>
 
-#include "server/engine/training/scan_autograd.h"
+#include "server/engine/trainer/scan_autograd.h"
 
-namespace statetune::engine::training {
+namespace statetune::engine::trainer {
 namespace {
 
 // Differentiable RMSNorm in fp32 (as the inference path computes it), cast to `out_dtype`.
@@ -47,37 +47,11 @@ TrainableMamba::TrainableMamba(const MambaModel& model, int64_t scan_chunk)
     : config_(model.config()), device_(model.device()), dtype_(model.dtype()), scan_chunk_(scan_chunk) {
   if (scan_chunk < 1) throw std::invalid_argument("TrainableMamba: scan_chunk must be >= 1");
   const std::map<std::string, at::Tensor> w = model.weight_views();
-  auto get = [&w](const std::string& name) {
-    const auto it = w.find(name);
-    return it == w.end() ? at::Tensor() : it->second;
-  };
-  embedding_ = get("embedding");
-  lm_head_ = get("lm_head");
-  norm_f_ = get("norm_f");
-  layers_.resize(static_cast<size_t>(config_.n_layer));
-  for (int64_t i = 0; i < config_.n_layer; ++i) {
-    const std::string p = "layers." + std::to_string(i) + ".";
-    Layer& l = layers_[static_cast<size_t>(i)];
-    l.norm = get(p + "norm");
-    l.in_x = get(p + "in_x");
-    l.in_z = get(p + "in_z");
-    l.in_x_b = get(p + "in_x_b");
-    l.in_z_b = get(p + "in_z_b");
-    l.conv_w = get(p + "conv_w");
-    l.conv_b = get(p + "conv_b");
-    l.x_dt = get(p + "x_dt");
-    l.x_B = get(p + "x_B");
-    l.x_C = get(p + "x_C");
-    l.dt_w = get(p + "dt_w");
-    l.dt_b = get(p + "dt_b");
-    l.A = get(p + "A");
-    l.Dskip = get(p + "Dskip");
-    l.out_w = get(p + "out_w");
-    l.out_b = get(p + "out_b");
-    if (!l.in_x.defined() || !l.A.defined() || !l.out_w.defined()) {
-      throw std::runtime_error("TrainableMamba: the model exposes no weights for layer " + std::to_string(i));
-    }
-  }
+  embedding_ = w.at("embedding");
+  lm_head_ = w.at("lm_head");
+  norm_f_ = w.at("norm_f");
+  layers_.reserve(static_cast<size_t>(config_.n_layer));
+  for (int64_t i = 0; i < config_.n_layer; ++i) layers_.push_back(model.layer_weights(i));
 }
 
 TrainableMamba::TrainableMamba(const MambaConfig& config, const std::map<std::string, at::Tensor>& weights,
@@ -92,35 +66,11 @@ TrainableMamba::TrainableMamba(const MambaConfig& config, const std::map<std::st
   for (int64_t i = 0; i < config_.n_layer; ++i) layer(i);  // checks every layer's weights now
 }
 
-TrainableMamba::Layer TrainableMamba::layer(int64_t i) const {
+LayerWeights TrainableMamba::layer(int64_t i) const {
   if (hf_weights_.empty()) return layers_[static_cast<size_t>(i)];
-  const MambaConfig& c = config_;
-  const int64_t M = c.d_model, D = c.d_inner, N = c.d_state, K = c.d_conv, R = c.dt_rank;
-  const std::map<std::string, at::Tensor>& w = hf_weights_;
-  const std::string p = "backbone.layers." + std::to_string(i) + ".";
-  Layer l;
-  l.norm = weight(w, p + "norm.weight", {M});
-  const at::Tensor& in = weight(w, p + "mixer.in_proj.weight", {2 * D, M});
-  l.in_x = in.narrow(0, 0, D);
-  l.in_z = in.narrow(0, D, D);
-  if (c.proj_bias) {
-    const at::Tensor& in_b = weight(w, p + "mixer.in_proj.bias", {2 * D});
-    l.in_x_b = in_b.narrow(0, 0, D);
-    l.in_z_b = in_b.narrow(0, D, D);
-  }
-  l.conv_w = weight(w, p + "mixer.conv1d.weight", {D, 1, K}).reshape({D, K});
-  if (c.conv_bias) l.conv_b = weight(w, p + "mixer.conv1d.bias", {D});
-  const at::Tensor& xp = weight(w, p + "mixer.x_proj.weight", {R + 2 * N, D});
-  l.x_dt = xp.narrow(0, 0, R);
-  l.x_B = xp.narrow(0, R, N);
-  l.x_C = xp.narrow(0, R + N, N);
-  l.dt_w = weight(w, p + "mixer.dt_proj.weight", {D, R});
-  l.dt_b = weight(w, p + "mixer.dt_proj.bias", {D});
-  l.A = weight(w, p + "mixer.A_log", {D, N}).exp().neg();
-  l.Dskip = weight(w, p + "mixer.D", {D});
-  l.out_w = weight(w, p + "mixer.out_proj.weight", {M, D});
-  if (c.proj_bias) l.out_b = weight(w, p + "mixer.out_proj.bias", {M});
-  return l;
+  // Every weight is fp32 here (the precision only matters to inference's bf16 mode).
+  return split_layer_weights(config_, i, [this](const std::string& name, const std::vector<int64_t>& shape,
+                                                WeightPrecision) { return weight(hf_weights_, name, shape); });
 }
 
 at::Tensor TrainableMamba::hidden(const at::Tensor& tokens, const at::Tensor& lengths,
@@ -167,7 +117,7 @@ at::Tensor TrainableMamba::hidden(const at::Tensor& tokens, const at::Tensor& le
   const at::Tensor zero_bias = at::zeros({D}, f32);
   at::Tensor h = at::index_select(embedding_, 0, tok).to(at::kFloat);  // [T, M] residual, fp32
   for (int64_t i = 0; i < config_.n_layer; ++i) {
-    const Layer l = layer(i);
+    const LayerWeights l = layer(i);
     const at::Tensor normed = rmsnorm(h, l.norm, config_.norm_eps, dtype_);
     const at::Tensor x = linear(normed, l.in_x, l.in_x_b).view({B, L, D});
     const at::Tensor z = linear(normed, l.in_z, l.in_z_b).view({B, L, D});
@@ -203,4 +153,4 @@ at::Tensor TrainableMamba::forward(const at::Tensor& tokens, const at::Tensor& l
   return logits(hid.reshape({B * L, hid.size(2)})).view({B, L, config_.vocab_size});
 }
 
-}  // namespace statetune::engine::training
+}  // namespace statetune::engine::trainer

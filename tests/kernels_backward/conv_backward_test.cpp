@@ -9,9 +9,9 @@
 #include <vector>
 
 #include "kernels/ssm_backward.h"
-#include "server/engine/training/scan_autograd.h"
+#include "server/engine/trainer/scan_autograd.h"
 
-namespace statetune::engine::training {
+namespace statetune::engine::trainer {
 namespace {
 
 // silu(bias + sum_k w[:, k] * x shifted by K-1-k steps), zero before t = 0 and at padding.
@@ -112,4 +112,4 @@ TEST(ConvAutograd, ForwardIsTheKernelAndGradientsMatch) {
 }
 
 }  // namespace
-}  // namespace statetune::engine::training
+}  // namespace statetune::engine::trainer

@@ -13,7 +13,7 @@
 #include "server/engine/tasks/datasets.h"
 #include "server/engine/text/tokenizer.h"
 
-namespace statetune::engine::training {
+namespace statetune::engine::trainer {
 
 struct GenerationOptions {
   int64_t max_new_tokens = 64;
@@ -47,4 +47,4 @@ TaskEvalResult evaluate_task(MambaModel& model, const Tokenizer& tokenizer, cons
                              const std::string& task, const std::vector<tasks::Example>& examples,
                              const GenerationOptions& options, const std::string& datasets_dir = "");
 
-}  // namespace statetune::engine::training
+}  // namespace statetune::engine::trainer

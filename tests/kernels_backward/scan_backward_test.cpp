@@ -12,9 +12,9 @@
 
 #include "kernels/ssm_backward.h"
 #include "kernels/ssm_kernels.h"
-#include "server/engine/training/scan_autograd.h"
+#include "server/engine/trainer/scan_autograd.h"
 
-namespace statetune::engine::training {
+namespace statetune::engine::trainer {
 namespace {
 
 // Every floating input of the scan. Undefined members are absent.
@@ -67,7 +67,7 @@ ScanInputs make_inputs(const Shape& s, at::ScalarType dtype, uint64_t seed) {
   return in;
 }
 
-// The scan written with differentiable LibTorch ops, straight from state-offset-method.md.
+// The scan written with differentiable LibTorch ops, straight from docs/adapter-math.md.
 at::Tensor reference_scan(const ScanInputs& in) {
   const int64_t B = in.x.size(0), L = in.x.size(1), D = in.x.size(2), N = in.A.size(1);
   const auto o = in.x.options();
@@ -313,4 +313,4 @@ TEST(ScanAutograd, GradientsFlowThroughEarlierOps) {
 }
 
 }  // namespace
-}  // namespace statetune::engine::training
+}  // namespace statetune::engine::trainer

@@ -1,4 +1,4 @@
-#include "server/engine/training/evaluation.h"
+#include "server/engine/trainer/evaluation.h"
 
 #include <algorithm>
 #include <chrono>
@@ -8,7 +8,7 @@
 #include "server/engine/tasks/classification_metrics.h"
 #include "server/engine/tasks/task_metric.h"
 
-namespace statetune::engine::training {
+namespace statetune::engine::trainer {
 namespace {
 
 // [2, ...] = [zero adapter, the adapter], so every row reads slot 1.
@@ -144,4 +144,4 @@ TaskEvalResult evaluate_task(MambaModel& model, const Tokenizer& tokenizer, cons
   return r;
 }
 
-}  // namespace statetune::engine::training
+}  // namespace statetune::engine::trainer

@@ -1,4 +1,4 @@
-#include "server/engine/training/adapter_trainer.h"
+#include "server/engine/trainer/adapter_trainer.h"
 
 #include <ATen/core/grad_mode.h>
 #include <nlohmann/json.hpp>
@@ -13,9 +13,10 @@
 #include <random>
 #include <stdexcept>
 
+#include "server/engine/trainer/adamw.h"
 #include "server/engine/util/safetensors.h"
 
-namespace statetune::engine::training {
+namespace statetune::engine::trainer {
 namespace fs = std::filesystem;
 
 namespace {
@@ -60,9 +61,8 @@ double lr_multiplier(int64_t step, int64_t warmup, int64_t total) {
   return std::max(0.0, static_cast<double>(total - step) / static_cast<double>(total - warmup));
 }
 
-struct OptimState {
-  std::map<std::string, at::Tensor> exp_avg, exp_avg_sq;
-};
+// AdamW moments per method.
+using OptimState = std::map<std::string, AdamWMoments>;
 
 }  // namespace
 
@@ -257,10 +257,7 @@ TrainResult AdapterTrainer::train(const std::vector<TextExample>& train_examples
   adapter.version = o.adapter_version;
   AdapterTensors params = to_trainable(adapter, net_.device());
   OptimState opt;
-  for (const auto& m : o.methods) {
-    opt.exp_avg[m] = at::zeros_like(field(params, m));
-    opt.exp_avg_sq[m] = at::zeros_like(field(params, m));
-  }
+  for (const auto& m : o.methods) opt[m] = AdamWMoments::zeros_like(field(params, m));
   AdapterTensors best;  // detached copies of the best-validation tensors
   double best_val = std::numeric_limits<double>::infinity();
   int64_t best_step = 0, bad_evals = 0, step = 0;
@@ -284,8 +281,8 @@ TrainResult AdapterTrainer::train(const std::vector<TextExample>& train_examples
     at::NoGradGuard no_grad;
     for (const auto& m : o.methods) {
       field(params, m).copy_(f.tensor("param." + m, at::kFloat));
-      opt.exp_avg[m].copy_(f.tensor("exp_avg." + m, at::kFloat));
-      opt.exp_avg_sq[m].copy_(f.tensor("exp_avg_sq." + m, at::kFloat));
+      opt[m].exp_avg.copy_(f.tensor("exp_avg." + m, at::kFloat));
+      opt[m].exp_avg_sq.copy_(f.tensor("exp_avg_sq." + m, at::kFloat));
       if (f.contains("best." + m)) field(best, m) = f.tensor("best." + m, at::kFloat).to(net_.device());
     }
     step = st.at("step").get<int64_t>();
@@ -302,8 +299,8 @@ TrainResult AdapterTrainer::train(const std::vector<TextExample>& train_examples
     std::map<std::string, at::Tensor> tensors;
     for (const auto& m : o.methods) {
       tensors["param." + m] = field(params, m).detach().cpu();
-      tensors["exp_avg." + m] = opt.exp_avg[m].cpu();
-      tensors["exp_avg_sq." + m] = opt.exp_avg_sq[m].cpu();
+      tensors["exp_avg." + m] = opt[m].exp_avg.cpu();
+      tensors["exp_avg_sq." + m] = opt[m].exp_avg_sq.cpu();
       if (field(best, m).defined()) tensors["best." + m] = field(best, m).cpu();
     }
     nlohmann::json st = {{"identity", identity}, {"step", step}, {"best_step", best_step},
@@ -391,30 +388,11 @@ TrainResult AdapterTrainer::train(const std::vector<TextExample>& train_examples
     }
     {
       at::NoGradGuard no_grad;
-      double sq = 0;
-      for (const at::Tensor& p : params.defined()) {
-        if (p.grad().defined()) sq += p.grad().pow(2).sum().item<double>();
-      }
-      last_grad_norm = std::sqrt(sq);
-      // torch.nn.utils.clip_grad_norm_: scale by max_norm / (norm + 1e-6) when that is below 1.
-      const double clip = o.grad_clip > 0 ? o.grad_clip / (last_grad_norm + 1e-6) : 1.0;
+      last_grad_norm = clip_grad_norm(params.defined(), o.grad_clip);
       const double mult = lr_multiplier(step, o.warmup_steps, schedule);
-      const int64_t t = step + 1;
-      const double bc1 = 1.0 - std::pow(o.beta1, static_cast<double>(t));
-      const double bc2 = 1.0 - std::pow(o.beta2, static_cast<double>(t));
+      const AdamWHyper hyper{o.beta1, o.beta2, o.eps};
       for (const auto& m : o.methods) {
-        at::Tensor& p = field(params, m);
-        if (!p.grad().defined()) continue;
-        at::Tensor g = clip < 1.0 ? p.grad() * clip : p.grad();
-        const double lr = o.lr_for(m) * mult;
-        // AdamW (decoupled weight decay), as torch.optim.AdamW computes it.
-        if (o.weight_decay != 0) p.mul_(1.0 - lr * o.weight_decay);
-        at::Tensor& m1 = opt.exp_avg[m];
-        at::Tensor& m2 = opt.exp_avg_sq[m];
-        m1.mul_(o.beta1).add_(g, 1.0 - o.beta1);
-        m2.mul_(o.beta2).addcmul_(g, g, 1.0 - o.beta2);
-        const at::Tensor denom = (m2.sqrt() / std::sqrt(bc2)).add_(o.eps);
-        p.addcdiv_(m1, denom, -lr / bc1);
+        adamw_step(field(params, m), opt[m], hyper, o.lr_for(m) * mult, o.weight_decay, step + 1);
       }
     }
     ++step;
@@ -472,4 +450,4 @@ double default_learning_rate(const std::string& method) {
   throw std::invalid_argument("no learning rate for unknown method '" + method + "'");
 }
 
-}  // namespace statetune::engine::training
+}  // namespace statetune::engine::trainer

@@ -1,4 +1,4 @@
-#include "server/engine/training/full_trainer.h"
+#include "server/engine/trainer/full_trainer.h"
 
 #include <ATen/core/grad_mode.h>
 #include <nlohmann/json.hpp>
@@ -10,10 +10,11 @@
 #include <random>
 #include <stdexcept>
 
-#include "server/engine/training/linear_cross_entropy.h"
-#include "server/engine/training/trainable_mamba.h"
+#include "server/engine/trainer/adamw.h"
+#include "server/engine/trainer/linear_cross_entropy.h"
+#include "server/engine/trainer/trainable_mamba.h"
 
-namespace statetune::engine::training {
+namespace statetune::engine::trainer {
 namespace {
 
 constexpr double kPi = 3.14159265358979323846;
@@ -119,13 +120,11 @@ FullTrainResult FullModelTrainer::train(const std::vector<int32_t>& train_tokens
     if (t < 0 || t >= config_.vocab_size) throw std::invalid_argument("full trainer: token id outside the vocabulary");
   }
   TrainableMamba net(config_, params_, o.scan_chunk);
-  // Adam moments, and a workspace for the update's denominator: the embedding alone is 51 MB, and a
-  // fresh tensor of that size every step costs its page faults again.
-  std::map<std::string, at::Tensor> m1, m2, denom;
+  std::map<std::string, AdamWMoments> moments;
+  std::vector<at::Tensor> all_params;
   for (const auto& [name, p] : params_) {
-    m1[name] = at::zeros_like(p);
-    m2[name] = at::zeros_like(p);
-    denom[name] = at::empty_like(p);
+    moments[name] = AdamWMoments::zeros_like(p);
+    all_params.push_back(p);
   }
   FullTrainResult result;
   result.initial_heldout_loss = heldout_loss(heldout_tokens, o.eval_windows);
@@ -188,25 +187,11 @@ FullTrainResult FullModelTrainer::train(const std::vector<int32_t>& train_tokens
     const double mult = multiplier(step);
     {
       at::NoGradGuard no_grad;
-      double sq = 0;
-      for (const auto& [name, prm] : params_) {
-        if (prm.grad().defined()) sq += std::pow(prm.grad().norm().item<double>(), 2);
-      }
-      grad_norm = std::sqrt(sq);
-      const double clip = o.grad_clip > 0 && grad_norm > o.grad_clip ? o.grad_clip / (grad_norm + 1e-6) : 1.0;
+      grad_norm = clip_grad_norm(all_params, o.grad_clip);
       const double lr = o.lr * mult;
-      const double bc1 = 1.0 - std::pow(o.beta1, static_cast<double>(step + 1));
-      const double bc2 = 1.0 - std::pow(o.beta2, static_cast<double>(step + 1));
+      const AdamWHyper hyper{o.beta1, o.beta2, o.eps};
       for (auto& [name, prm] : params_) {
-        if (!prm.grad().defined()) continue;
-        const at::Tensor& g = prm.grad();
-        if (clip < 1.0) g.mul_(clip);  // the gradient is dropped before the next step anyway
-        if (o.weight_decay != 0 && decays(name, prm)) prm.mul_(1.0 - lr * o.weight_decay);
-        m1[name].mul_(o.beta1).add_(g, 1.0 - o.beta1);
-        m2[name].mul_(o.beta2).addcmul_(g, g, 1.0 - o.beta2);
-        at::Tensor& d = denom[name];
-        at::sqrt_out(d, m2[name]).div_(std::sqrt(bc2)).add_(o.eps);
-        prm.addcdiv_(m1[name], d, -lr / bc1);
+        adamw_step(prm, moments[name], hyper, lr, decays(name, prm) ? o.weight_decay : 0.0, step + 1);
       }
     }
     result.tokens += B * L;
@@ -268,4 +253,4 @@ std::vector<int32_t> tokenize_documents(const std::filesystem::path& jsonl,
   return out;
 }
 
-}  // namespace statetune::engine::training
+}  // namespace statetune::engine::trainer

@@ -1,6 +1,6 @@
 // The adapter trainer: fits state-based adapters (state_offset, output_offset, initial_state and any
 // combination) of a frozen Mamba-1 base on (prompt, completion) examples, the way the published
-// experiments did (shared/docs/state-offset-method.md):
+// experiments did (docs/adapter-math.md):
 //   - an example is  prompt + separator ("\n###\n")  +  completion + <|endoftext|>,  right-padded;
 //     the loss is the mean cross-entropy over the completion tokens (and the end-of-text) only;
 //   - AdamW (beta 0.9/0.999, eps 1e-8, weight decay 0) with one learning rate per method, linear decay
@@ -19,16 +19,15 @@
 
 #include "server/engine/adapters/adapter.h"
 #include "server/engine/model/mamba_model.h"
+#include "server/engine/tasks/jsonl.h"
 #include "server/engine/text/chat_template.h"
 #include "server/engine/text/tokenizer.h"
-#include "server/engine/training/trainable_mamba.h"
+#include "server/engine/trainer/trainable_mamba.h"
 
-namespace statetune::engine::training {
+namespace statetune::engine::trainer {
 
-struct TextExample {
-  std::string prompt;
-  std::string completion;
-};
+// A training example: the one prompt/completion type of the data-set readers and the validator.
+using TextExample = tasks::PromptCompletion;
 
 // One example as token ids: ids = prompt+separator tokens, then completion tokens, then eos.
 // Loss positions are the completion tokens and the eos: ids[prompt_tokens .. size).
@@ -154,4 +153,4 @@ class AdapterTrainer {
 AdapterTensors to_trainable(const Adapter& adapter, at::Device device);
 void copy_into(const AdapterTensors& tensors, Adapter& adapter);
 
-}  // namespace statetune::engine::training
+}  // namespace statetune::engine::trainer

@@ -14,7 +14,7 @@
 
 #include <cstdint>
 
-namespace statetune::engine::training {
+namespace statetune::engine::trainer {
 
 // hidden [N, M] fp32, weight [V, M] fp32 (same device), targets [N] int64 in [0, V).
 // Returns the mean loss (a 0-dim fp32 tensor); gradients flow to hidden and weight where they require
@@ -22,4 +22,4 @@ namespace statetune::engine::training {
 at::Tensor linear_cross_entropy(const at::Tensor& hidden, const at::Tensor& weight, const at::Tensor& targets,
                                 int64_t chunk_rows = 256);
 
-}  // namespace statetune::engine::training
+}  // namespace statetune::engine::trainer

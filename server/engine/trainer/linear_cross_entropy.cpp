@@ -1,11 +1,11 @@
-#include "server/engine/training/linear_cross_entropy.h"
+#include "server/engine/trainer/linear_cross_entropy.h"
 
 #include <ATen/core/grad_mode.h>
 #include <torch/csrc/autograd/custom_function.h>
 
 #include <algorithm>
 
-namespace statetune::engine::training {
+namespace statetune::engine::trainer {
 namespace {
 
 using torch::autograd::AutogradContext;
@@ -108,4 +108,4 @@ at::Tensor linear_cross_entropy(const at::Tensor& hidden, const at::Tensor& weig
   return LinearCrossEntropyFunction::apply(hidden, weight, targets, chunk_rows, want_d_hidden, want_d_weight);
 }
 
-}  // namespace statetune::engine::training
+}  // namespace statetune::engine::trainer

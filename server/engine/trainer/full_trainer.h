@@ -20,7 +20,7 @@
 
 #include "server/engine/model/model_config.h"
 
-namespace statetune::engine::training {
+namespace statetune::engine::trainer {
 
 struct FullTrainOptions {
   int64_t seq_len = 128;      // tokens per window (the loss scores seq_len positions)
@@ -101,4 +101,4 @@ std::vector<int32_t> tokenize_documents(const std::filesystem::path& jsonl,
                                         const std::function<std::vector<int32_t>(const std::string&)>& encode,
                                         int32_t eos_id, int64_t max_tokens = 0);
 
-}  // namespace statetune::engine::training
+}  // namespace statetune::engine::trainer

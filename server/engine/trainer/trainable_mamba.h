@@ -1,5 +1,5 @@
 // A differentiable forward of a frozen Mamba-1 base for adapter training: the same math as
-// MambaModel::prefill (shared/docs/state-offset-method.md), written with LibTorch ops plus the
+// MambaModel::prefill (docs/adapter-math.md), written with LibTorch ops plus the
 // autograd scan and conv (scan_autograd.h), so a loss on the logits back-propagates into the adapter
 // tensors. The base weights are views of the loaded MambaModel (no copy) and never require grad;
 // only the adapter tensors are autograd leaves.
@@ -21,7 +21,7 @@
 
 #include "server/engine/model/mamba_model.h"
 
-namespace statetune::engine::training {
+namespace statetune::engine::trainer {
 
 // The trainable tensors of one adapter (fp32, on the model's device). Any may be undefined (that
 // method is not trained).
@@ -67,19 +67,16 @@ class TrainableMamba {
                      const AdapterTensors& adapter) const;
 
  private:
-  struct Layer {
-    at::Tensor norm, in_x, in_z, in_x_b, in_z_b, conv_w, conv_b, x_dt, x_B, x_C, dt_w, dt_b, A,
-        Dskip, out_w, out_b;
-  };
-  // Layer i's pieces: the stored views of a frozen model, or derived from hf_weights_ (full mode).
-  Layer layer(int64_t i) const;
+  // Layer i's pieces: the frozen model's own (shared storage), or split afresh from hf_weights_ (full
+  // mode, so gradients reach the leaves).
+  LayerWeights layer(int64_t i) const;
   MambaConfig config_;
   at::Device device_ = at::kCPU;
   at::ScalarType dtype_ = at::kFloat;
   int64_t scan_chunk_;
   at::Tensor embedding_, lm_head_, norm_f_;
-  std::vector<Layer> layers_;                      // frozen mode
+  std::vector<LayerWeights> layers_;                      // frozen mode
   std::map<std::string, at::Tensor> hf_weights_;   // full mode (empty otherwise)
 };
 
-}  // namespace statetune::engine::training
+}  // namespace statetune::engine::trainer
