@@ -27,6 +27,13 @@ std::string status_code_name(grpc::StatusCode code) {
   return i >= 0 && i < 17 ? names[i] : "CODE_" + std::to_string(i);
 }
 
+bool uses_resolver_scheme(const std::string& address) {
+  for (const char* scheme : {"dns:", "ipv4:", "ipv6:"}) {
+    if (address.rfind(scheme, 0) == 0) return true;
+  }
+  return false;
+}
+
 Client::Client(ClientOptions options) : options_(std::move(options)) {
   std::shared_ptr<grpc::ChannelCredentials> creds;
   grpc::ChannelArguments args;
@@ -39,6 +46,10 @@ Client::Client(ClientOptions options) : options_(std::move(options)) {
   } else {
     creds = grpc::InsecureChannelCredentials();
   }
+  // gRPC balances per connection, and its default policy (pick_first) sends every call to the first
+  // address a name resolves to. A resolver target naming several replicas (dns:///headless-service:port,
+  // or ipv4:host:port,host:port) gets round_robin: calls spread over every replica.
+  if (uses_resolver_scheme(options_.address)) args.SetLoadBalancingPolicyName("round_robin");
   channel_ = grpc::CreateCustomChannel(options_.address, creds, args);
   generation_ = v1::Generation::NewStub(channel_);
   adapters_ = v1::Adapters::NewStub(channel_);

@@ -20,6 +20,8 @@
 namespace statetune::client {
 
 struct ClientOptions {
+  // host:port, or a gRPC resolver target: dns:///name:port (e.g. a headless Service) or
+  // ipv4:host:port,host:port; those are balanced over every address with round_robin.
   std::string address = "127.0.0.1:50051";  // STATETUNE_ADDR
   std::string api_key;                      // STATETUNE_API_KEY
   bool tls = false;
@@ -39,6 +41,9 @@ struct GenerateResult {
   double total_seconds = 0;
   std::vector<double> chunk_times;  // client-side seconds since the call started, per chunk
 };
+
+// Whether `address` is a resolver target (dns:, ipv4:, ipv6:) that the client balances round_robin.
+bool uses_resolver_scheme(const std::string& address);
 
 class Client {
  public:

@@ -15,13 +15,15 @@ PACKAGES=(
   libtorch-dev libopenblas0-pthread
   libgrpc++-dev libgrpc-dev protobuf-compiler-grpc protobuf-compiler libprotobuf-dev
   libspdlog-dev libfmt-dev prometheus-cpp-dev libgtest-dev libgmock-dev libbenchmark-dev
-  nlohmann-json3-dev libsqlite3-dev jq libcpp-httplib-dev
+  nlohmann-json3-dev libsqlite3-dev jq libpqxx-dev libpq-dev libcpp-httplib-dev
 )
 if [[ "${STATETUNE_NO_TEST_TOOLS:-0}" != 1 ]]; then
   # Only the tests need these (tests/deploy): a real Prometheus (and curl to query it), kubectl for `kubectl kustomize`, npm for
   # the offline manifest validator. kubectl and npm may already be on the machine from elsewhere (a newer
   # kubectl, NodeSource's Node.js with its own npm); Debian's packages are added only where they are not.
   PACKAGES+=(prometheus curl openssl)  # openssl: tests/serving makes its TLS certificates with it
+  # The shared-mode tests (label postgres) start a PostgreSQL 15 of their own with initdb/pg_ctl.
+  PACKAGES+=(postgresql-15)
   # clang + its runtimes (libFuzzer, ASan, UBSan, TSan): scripts/fuzz.sh, which scripts/test.sh runs,
   # and scripts/sanitize.sh.
   PACKAGES+=(clang libclang-rt-14-dev)

@@ -22,6 +22,11 @@ int main(int argc, char** argv) {
   flags.add("model", "", "model folder (config.json + model.safetensors); default: the shipped models/default");
   flags.add("tokenizer", "", "tokenizer.json (default: <model>/tokenizer.json)");
   flags.add("adapters-dir", "adapters", "adapter store folder (created if missing; reloaded on restart)");
+  flags.add("database", "",
+            "shared mode: PostgreSQL URL (postgresql://user@host:port/db) holding every replica's adapters; "
+            "--adapters-dir then only caches their bytes (default: the local adapter store)");
+  flags.add("database-password-file", "", "file whose first line is the --database password");
+  flags.add("database-pool-size", "4", "connections to --database for requests");
   flags.add("tenants-file", "", "tenants and hashed API keys, JSON (see server/serving/auth.h) [required]");
   flags.add("tls-cert", "", "PEM server certificate chain (enables TLS with --tls-key)");
   flags.add("tls-key", "", "PEM private key for --tls-cert");
@@ -63,6 +68,10 @@ int main(int argc, char** argv) {
     o.model_dir = engine::model_dir_or_default(flags.str("model"));
     o.tokenizer_path = flags.str("tokenizer");
     o.adapters_dir = flags.str("adapters-dir");
+    o.database_url = flags.str("database");
+    o.database_password_file = flags.str("database-password-file");
+    o.database_pool_size = flags.integer("database-pool-size");
+    if (o.database_pool_size < 1) throw std::invalid_argument("--database-pool-size must be >= 1");
     o.tenants_file = flags.str("tenants-file");
     o.tls_cert_file = flags.str("tls-cert");
     o.tls_key_file = flags.str("tls-key");

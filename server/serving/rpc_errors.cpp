@@ -28,6 +28,9 @@ Status status_for_exception(const std::exception_ptr& error, const std::string& 
   } catch (const engine::AdapterQuotaExceeded& e) {
     what = e.what();
     status = Status(StatusCode::RESOURCE_EXHAUSTED, what);
+  } catch (const engine::AdapterStorageUnavailable& e) {
+    what = e.what();
+    status = Status(StatusCode::UNAVAILABLE, what);
   } catch (const engine::QueueFull& e) {
     what = e.what();
     status = Status(StatusCode::RESOURCE_EXHAUSTED, what);

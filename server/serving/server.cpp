@@ -19,6 +19,7 @@
 #include "server/common/logging.h"
 #include "server/common/metrics.h"
 #include "server/engine/adapters/adapter_pool.h"
+#include "server/engine/adapters/adapter_registry.h"
 #include "server/engine/adapters/adapter_store.h"
 #include "server/engine/model/mamba_model.h"
 #include "server/engine/runtime/generation.h"
@@ -26,6 +27,7 @@
 #include "server/engine/text/tokenizer.h"
 #include "server/engine/util/printable.h"
 #include "server/engine/util/sha256.h"
+#include "server/serving/adapter_storage_mode.h"
 #include "server/serving/auth.h"
 #include "server/serving/http_routes.h"
 #include "server/serving/rpc_errors.h"
@@ -60,8 +62,9 @@ std::string read_file(const std::string& path, const char* what) {
 struct Backend {
   std::unique_ptr<engine::MambaModel> model;
   std::optional<engine::Tokenizer> tokenizer;
-  std::unique_ptr<engine::AdapterStore> store;
+  std::unique_ptr<engine::AdapterStorage> store;  // local folder or PostgreSQL (--database)
   std::unique_ptr<engine::AdapterPool> pool;
+  std::unique_ptr<engine::AdapterRegistry> adapters;  // over store and pool; destroyed before them
   std::unique_ptr<engine::Scheduler> scheduler;
   std::unique_ptr<engine::TextGenerator> generator;
 };
@@ -312,16 +315,11 @@ class AdaptersService final : public v1::Adapters::Service {
       if (b == nullptr) return unavailable();
       std::string tenant;
       if (Status st = s_.scope(call.principal, req->tenant(), tenant); !st.ok()) return st;
-      const auto versions = b->store->versions(tenant, req->name());  // validates the name
-      if (versions.empty() || !b->store->remove(tenant, req->name())) {
-        return Status(StatusCode::NOT_FOUND, "adapter '" + req->name() + "' not found");
-      }
-      for (const auto& v : versions) {
-        b->pool->invalidate(engine::AdapterStore::pool_key(tenant, req->name(), v.version));
-      }
-      reply->set_versions_deleted(static_cast<uint32_t>(versions.size()));
+      // No versions: AdapterNotFound (NOT_FOUND); the storage unreachable: UNAVAILABLE.
+      const size_t deleted = b->adapters->remove(tenant, req->name());
+      reply->set_versions_deleted(static_cast<uint32_t>(deleted));
       common::log_event(spdlog::level::info, "adapter.deleted",
-                        {{"tenant", tenant}, {"adapter", req->name()}, {"versions", versions.size()}});
+                        {{"tenant", tenant}, {"adapter", req->name()}, {"versions", deleted}});
       return Status::OK;
     });
   }
@@ -397,33 +395,18 @@ class AdaptersService final : public v1::Adapters::Service {
                                                       engine::printable_excerpt(header.sha256(), 64) + "'");
     }
     const auto received = Clock::now();
-    const auto previous = b->store->get(tenant, header.name());
-    engine::Adapter adapter;
-    // A rejected file throws std::invalid_argument (INVALID_ARGUMENT), a quota AdapterQuotaExceeded
-    // (RESOURCE_EXHAUSTED); RpcRunner maps them.
-    const std::string version = b->store->put(tenant, header.name(), data, &adapter);
-    const auto stored = Clock::now();
-    // New requests resolve the new key; the old version's slot is freed once its last lease ends
-    // (running requests keep the version they started with), so a hot swap can reuse that slot.
-    if (previous) b->pool->invalidate(engine::AdapterStore::pool_key(tenant, header.name(), previous->version));
-    // Pre-warm: copy the adapter just validated into a pool slot now, so the first request naming it
-    // does not read and parse the file again on the engine thread (which would delay every running
-    // request's next token too). Skipped when every slot is pinned by running requests.
-    bool warmed = false;
-    try {
-      warmed = b->pool->preload(engine::AdapterStore::pool_key(tenant, header.name(), version), adapter);
-    } catch (const std::exception& e) {
-      // Stored and current all the same; the first request loads it from the file and reports why.
-      common::log_event(spdlog::level::warn, "adapter.preload_failed",
-                        {{"tenant", tenant}, {"adapter", header.name()}, {"version", version}, {"message", e.what()}});
-    }
+    // Validate, store, make current, pre-warm (AdapterRegistry). A rejected file throws
+    // std::invalid_argument (INVALID_ARGUMENT), a quota AdapterQuotaExceeded (RESOURCE_EXHAUSTED), an
+    // unreachable database AdapterStorageUnavailable (UNAVAILABLE); RpcRunner maps them.
+    const engine::AdapterUpload up = b->adapters->upload(tenant, header.name(), data);
+    const std::string& version = up.version;
     const auto done = Clock::now();
     auto ms = [](Clock::time_point a, Clock::time_point b) { return std::chrono::duration<double, std::milli>(b - a).count(); };
     common::log_event(spdlog::level::info, "adapter.uploaded",
                       {{"tenant", tenant}, {"adapter", header.name()}, {"version", version},
-                       {"bytes", data.size()}, {"warmed", warmed},
-                       {"receive_ms", ms(t0, received)}, {"store_ms", ms(received, stored)},
-                       {"warm_ms", ms(stored, done)},
+                       {"bytes", data.size()}, {"warmed", up.warmed},
+                       {"receive_ms", ms(t0, received)}, {"store_ms", up.store_ms},
+                       {"warm_ms", up.warm_ms},
                        {"seconds", std::chrono::duration<double>(done - t0).count()}});
     Status st = fill_info(*b, tenant, header.name(), /*all_versions=*/true, reply);
     // The version this upload created, not whichever a concurrent upload of the name made current.
@@ -500,6 +483,9 @@ struct ServingServer::Impl {
     snap.evictions = st.evictions;
     snap.total_load_seconds = st.total_load_seconds;
     shared.metrics->set_pool(snap);
+    const auto ss = b->store->stats();
+    shared.metrics->set_storage(StorageSnapshot{ss.adapters_known, ss.resyncs, ss.unavailable_errors, ss.connections,
+                                                ss.listening});
   }
 };
 
@@ -606,17 +592,13 @@ void ServingServer::load() {
   b->model = engine::MambaModel::load(o.model_dir, lo);
   const fs::path tok = o.tokenizer_path.empty() ? o.model_dir / "tokenizer.json" : o.tokenizer_path;
   b->tokenizer.emplace(engine::Tokenizer::from_file(tok.string()));
-  engine::AdapterQuota quota;
-  quota.tenant_bytes = o.tenant_adapter_bytes;
-  quota.tenant_adapters = o.tenant_adapters;
-  quota.versions_per_adapter = o.adapter_versions;
-  quota.prune_old_versions = o.prune_adapter_versions;
-  b->store = std::make_unique<engine::AdapterStore>(o.adapters_dir, b->model->fingerprint(), quota);
+  b->store = open_adapter_storage(o, b->model->fingerprint());
   engine::AdapterPoolOptions po;
   po.device = lo.device;
   po.budget_bytes = o.adapter_pool_bytes;
   po.max_slots = o.adapter_slots > 0 ? o.adapter_slots + 1 : 0;
   b->pool = std::make_unique<engine::AdapterPool>(b->model->fingerprint(), po);
+  b->adapters = std::make_unique<engine::AdapterRegistry>(*b->store, *b->pool);
   engine::SchedulerOptions so;
   so.max_batch = o.max_batch;
   so.max_waiting = o.queue_size;
@@ -632,7 +614,7 @@ void ServingServer::load() {
   engine::TextGenerator::Observer observer;
   observer.first_token = [metrics](const std::string& tenant, double s) { metrics->first_token(tenant, s); };
   observer.inter_token = [metrics](double s) { metrics->inter_token(s); };
-  b->generator = std::make_unique<engine::TextGenerator>(*b->scheduler, *b->tokenizer, *b->store,
+  b->generator = std::make_unique<engine::TextGenerator>(*b->scheduler, *b->tokenizer, *b->adapters,
                                                          b->model->config().vocab_size, limits, observer);
   m.backend = std::move(b);
   m.shared.backend.store(m.backend.get());

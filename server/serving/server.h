@@ -24,7 +24,12 @@ struct ServerOptions {
   std::string metrics_listen = "127.0.0.1:9090";  // empty: no metrics endpoint
   std::filesystem::path model_dir;
   std::filesystem::path tokenizer_path;  // empty: <model_dir>/tokenizer.json
-  std::filesystem::path adapters_dir = "adapters";
+  std::filesystem::path adapters_dir = "adapters";  // the store; with `database_url`, the bytes cache
+  // Shared mode (shared/docs/scale-out.md): adapters in this PostgreSQL database, shared by every
+  // replica. Empty: the local folder store. Never logged (only its password-free description is).
+  std::string database_url;
+  std::string database_password_file;
+  int64_t database_pool_size = 4;
   std::filesystem::path tenants_file;
   std::string tls_cert_file, tls_key_file;  // both or neither
   std::string device = "cpu";               // cpu | cuda | cuda:N

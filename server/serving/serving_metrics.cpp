@@ -53,7 +53,12 @@ ServingMetrics::ServingMetrics(prometheus::Registry& r)
       uploads_(BuildCounter().Name("statetune_adapter_uploads_total").Help("Adapter uploads by tenant and status").Register(r)),
       rpc_errors_(BuildCounter().Name("statetune_rpc_errors_total").Help("Failed RPCs by method and status code").Register(r)),
       uploads_running_(BuildGauge().Name("statetune_adapter_uploads_running").Help("Adapter uploads admitted and not finished").Register(r).Add({})),
-      up_(BuildGauge().Name("statetune_up").Help("1 while serving, 0 while loading or draining").Register(r).Add({})) {}
+      up_(BuildGauge().Name("statetune_up").Help("1 while serving, 0 while loading or draining").Register(r).Add({})),
+      storage_adapters_(BuildGauge().Name("statetune_adapter_storage_adapters").Help("Adapters this replica knows from the shared database").Register(r).Add({})),
+      storage_connections_(BuildGauge().Name("statetune_adapter_storage_connections").Help("Open request connections to the shared database").Register(r).Add({})),
+      storage_listening_(BuildGauge().Name("statetune_adapter_storage_listening").Help("1 while the replica hears the database's adapter changes").Register(r).Add({})),
+      storage_resyncs_(BuildCounter().Name("statetune_adapter_storage_resyncs_total").Help("Full re-reads of the adapters after a (re)connect").Register(r).Add({})),
+      storage_errors_(BuildCounter().Name("statetune_adapter_storage_unavailable_total").Help("Adapter storage calls that failed: database unreachable").Register(r).Add({})) {}
 
 void ServingMetrics::request_finished(const std::string& tenant, const std::string& status, const char* api) {
   requests_.Add({{"tenant", tenant}, {"status", status}, {"api", api}}).Increment();
@@ -123,6 +128,18 @@ void ServingMetrics::set_pool(const PoolSnapshot& s) {
     load_seconds_.Increment(s.total_load_seconds - last_pool_.total_load_seconds);
   }
   last_pool_ = s;
+}
+
+void ServingMetrics::set_storage(const StorageSnapshot& s) {
+  std::lock_guard<std::mutex> lock(mu_);
+  storage_adapters_.Set(static_cast<double>(s.adapters_known));
+  storage_connections_.Set(static_cast<double>(s.connections));
+  storage_listening_.Set(s.listening ? 1 : 0);
+  if (s.resyncs > last_storage_.resyncs) storage_resyncs_.Increment(static_cast<double>(s.resyncs - last_storage_.resyncs));
+  if (s.unavailable_errors > last_storage_.unavailable_errors) {
+    storage_errors_.Increment(static_cast<double>(s.unavailable_errors - last_storage_.unavailable_errors));
+  }
+  last_storage_ = s;
 }
 
 }  // namespace statetune::serving

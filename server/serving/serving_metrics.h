@@ -18,6 +18,11 @@
 //   statetune_rpc_errors_total{method,code}             counter: every failed RPC of every service, by
 //       method and status code (unauthenticated ones, and those gRPC refused before any handler ran)
 //   statetune_up                                        gauge: 1 serving, 0 loading or draining
+//   shared mode (--database), all zero otherwise:
+//   statetune_adapter_storage_adapters, statetune_adapter_storage_connections,
+//   statetune_adapter_storage_listening                 gauges: adapters known, open connections,
+//       1 while the replica hears the database's changes
+//   statetune_adapter_storage_resyncs_total, statetune_adapter_storage_unavailable_total   counters
 #pragma once
 
 #include <prometheus/counter.h>
@@ -39,6 +44,12 @@ struct PoolSnapshot {
   double total_load_seconds = 0;
 };
 
+// engine::AdapterStorageStats without the engine headers (this library has no LibTorch in it).
+struct StorageSnapshot {
+  int64_t adapters_known = 0, resyncs = 0, unavailable_errors = 0, connections = 0;
+  bool listening = false;
+};
+
 class ServingMetrics {
  public:
   explicit ServingMetrics(prometheus::Registry& registry);
@@ -58,6 +69,8 @@ class ServingMetrics {
   void set_load(int64_t running, int64_t waiting, const std::map<std::string, int64_t>& running_by_key,
                 const std::map<std::string, int64_t>& waiting_by_key);
   void set_pool(const PoolSnapshot& s);
+  // The shared (PostgreSQL) adapter storage's view; all zero with the local store.
+  void set_storage(const StorageSnapshot& s);
 
  private:
   prometheus::Family<prometheus::Counter>& requests_;
@@ -82,6 +95,12 @@ class ServingMetrics {
   prometheus::Family<prometheus::Counter>& rpc_errors_;
   prometheus::Gauge& uploads_running_;
   prometheus::Gauge& up_;
+  prometheus::Gauge& storage_adapters_;
+  prometheus::Gauge& storage_connections_;
+  prometheus::Gauge& storage_listening_;
+  prometheus::Counter& storage_resyncs_;
+  prometheus::Counter& storage_errors_;
+  StorageSnapshot last_storage_;
 
   std::mutex mu_;
   PoolSnapshot last_pool_;

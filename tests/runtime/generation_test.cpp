@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "server/engine/adapters/adapter.h"
+#include "server/engine/adapters/adapter_registry.h"
 #include "server/engine/adapters/adapter_store.h"
 #include "server/engine/model/model_init.h"
 #include "server/engine/runtime/generation.h"
@@ -138,6 +139,7 @@ struct Served {
   std::unique_ptr<MambaModel> model;
   std::unique_ptr<AdapterPool> pool;
   std::unique_ptr<AdapterStore> store;
+  std::unique_ptr<AdapterRegistry> registry;
   std::unique_ptr<Scheduler> scheduler;
   std::unique_ptr<TextGenerator> generator;
 
@@ -148,6 +150,7 @@ struct Served {
     po.max_slots = 3;
     pool = std::make_unique<AdapterPool>(model->fingerprint(), po);
     store = std::make_unique<AdapterStore>(dir / "adapters", model->fingerprint());
+    registry = std::make_unique<AdapterRegistry>(*store, *pool);
     SchedulerOptions so;
     so.max_batch = max_batch;
     so.max_waiting = 4;
@@ -155,7 +158,7 @@ struct Served {
     GenerationLimits limits;
     limits.max_prompt_tokens = 32;
     limits.max_new_tokens = 1000000;
-    generator = std::make_unique<TextGenerator>(*scheduler, tok, *store, model->config().vocab_size, limits);
+    generator = std::make_unique<TextGenerator>(*scheduler, tok, *registry, model->config().vocab_size, limits);
   }
   ~Served() {
     generator.reset();

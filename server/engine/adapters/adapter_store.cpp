@@ -24,24 +24,11 @@ constexpr const char* kStagedSuffix = ".upload";
 constexpr const char* kTmpSuffix = ".tmp";
 // Not a valid tenant name (names cannot start with '.'), so it never collides with a tenant.
 constexpr const char* kQuarantineDir = ".quarantine";
-// Header room allowed beyond the tensors (metadata such as eval results is small; this is generous).
-constexpr int64_t kMaxAdapterHeaderBytes = int64_t{16} << 20;
 // index.json is two fields; anything larger or nested is not one the store wrote.
 constexpr JsonLimits kIndexLimits{4096, 2};
 
 bool ends_with(const std::string& s, const std::string& suffix) {
   return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
-
-// "12" -> 12; anything but a positive decimal without leading zeros -> 0.
-int64_t parse_version_number(const std::string& s) {
-  if (s.empty() || s.size() > 18 || s[0] == '0') return 0;
-  int64_t v = 0;
-  for (char c : s) {
-    if (c < '0' || c > '9') return 0;
-    v = v * 10 + (c - '0');
-  }
-  return v;
 }
 
 bool is_valid_name(const std::string& value) {
@@ -76,13 +63,6 @@ void AdapterStore::validate_name(const std::string& what, const std::string& val
                                 "' is invalid: use 1-64 characters from A-Z a-z 0-9 . _ - and do "
                                 "not start with '.'");
   }
-}
-
-int64_t AdapterStore::max_file_bytes() const {
-  // A valid file holds at most every method in fp32 plus its header.
-  const int64_t all_methods_fp32 = static_cast<int64_t>(sizeof(float)) * base_.n_layer * base_.d_inner *
-                                   (2 * base_.d_state + 1);
-  return all_methods_fp32 + kMaxAdapterHeaderBytes;
 }
 
 std::string AdapterStore::pool_key(const std::string& tenant, const std::string& name,
@@ -169,7 +149,7 @@ void AdapterStore::reload_adapter(const std::string& tenant, const std::string& 
                                         "the index");
       if (!j.is_object()) throw std::runtime_error("the index is not a JSON object");
       if (j.contains("current") && !j.at("current").is_null()) {
-        indexed_current = parse_version_number(j.at("current").get<std::string>());
+        indexed_current = parse_adapter_version(j.at("current").get<std::string>());
         if (indexed_current == 0) throw std::runtime_error("'current' is not a version number");
       }
       entry.next_version = std::max<int64_t>(1, j.value("next_version", int64_t{1}));
@@ -192,7 +172,7 @@ void AdapterStore::reload_adapter(const std::string& tenant, const std::string& 
     }
     const int64_t number =
         ends_with(filename, kVersionSuffix)
-            ? parse_version_number(filename.substr(0, filename.size() - std::string(kVersionSuffix).size()))
+            ? parse_adapter_version(filename.substr(0, filename.size() - std::string(kVersionSuffix).size()))
             : 0;
     if (number == 0) {
       report(file.path(), "unexpected file in an adapter folder (want <version>.safetensors)");
@@ -269,48 +249,21 @@ void AdapterStore::write_index(const std::string& tenant, const std::string& nam
 
 int64_t AdapterStore::reserve_version(const std::string& tenant, const std::string& name, int64_t bytes) {
   std::lock_guard<std::mutex> lock(mu_);
-  const auto over = [&](const std::string& why) {
-    return AdapterQuotaExceeded("adapter upload " + tenant + "/" + name + " refused: " + why);
-  };
-  int64_t used_bytes = 0, adapters = 0;
-  const Entry* existing = nullptr;
+  AdapterQuotaUsage usage;
   if (auto t = tenants_.find(tenant); t != tenants_.end()) {
     for (const auto& [other, entry] : t->second) {
       const bool in_use = !entry.versions.empty() || entry.pending > 0;
-      adapters += in_use ? 1 : 0;
-      if (other == name && in_use) existing = &entry;
-      used_bytes += entry.stored_bytes + entry.pending_bytes;
+      usage.adapters += in_use ? 1 : 0;
+      usage.bytes += entry.stored_bytes + entry.pending_bytes;
+      if (other != name || !in_use) continue;
+      usage.exists = true;
+      usage.current = entry.current;
+      usage.in_flight = entry.pending;
+      for (const auto& [number, v] : entry.versions) usage.versions[number] = v.size_bytes;
     }
   }
-  if (existing == nullptr && adapters >= quota_.tenant_adapters) {
-    throw over("tenant " + tenant + " has " + std::to_string(adapters) + " adapters, its quota is " +
-               std::to_string(quota_.tenant_adapters) + "; delete one to make room");
-  }
-  int64_t freed_bytes = 0;  // by pruning, once this version is stored
-  if (existing != nullptr) {
-    const int64_t kept = static_cast<int64_t>(existing->versions.size()) + existing->pending;
-    if (kept >= quota_.versions_per_adapter) {
-      if (!quota_.prune_old_versions) {
-        throw over("the adapter keeps " + std::to_string(kept) + " versions, the most allowed per adapter (" +
-                   std::to_string(quota_.versions_per_adapter) + "); delete the adapter to start over");
-      }
-      int64_t to_prune = kept + 1 - quota_.versions_per_adapter;
-      for (const auto& [number, v] : existing->versions) {
-        if (to_prune == 0) break;
-        if (number == existing->current) continue;
-        freed_bytes += v.size_bytes;
-        --to_prune;
-      }
-      if (to_prune > 0) {
-        throw over("the adapter keeps " + std::to_string(kept) + " versions being written or current, the " +
-                   "most allowed per adapter (" + std::to_string(quota_.versions_per_adapter) + ")");
-      }
-    }
-  }
-  if (used_bytes - freed_bytes + bytes > quota_.tenant_bytes) {
-    throw over("tenant " + tenant + "'s adapters would take " + std::to_string(used_bytes - freed_bytes + bytes) +
-               " bytes, its quota is " + std::to_string(quota_.tenant_bytes) + "; delete adapters to make room");
-  }
+  // The versions to prune are chosen again at commit (prune_locked), when the new one is current.
+  check_adapter_quota(quota_, tenant, name, usage, bytes);
 
   const fs::path dir = adapter_dir(tenant, name);
   // Only a folder created here needs its parent fsynced; an upload to an existing adapter pays for
@@ -404,31 +357,18 @@ std::string AdapterStore::put(const std::string& tenant, const std::string& name
   validate_name("tenant", tenant);
   validate_name("adapter", name);
   const auto t0 = std::chrono::steady_clock::now();
-  // Refuse oversized uploads before parsing.
-  const int64_t limit = max_file_bytes();
-  const auto rejected = [&](const std::string& why) {
+  // Validate in memory first: a rejected upload never touches the disk, and the file is parsed
+  // once (the caller gets the result instead of reading the file back).
+  int64_t current = 0;
+  {
     std::lock_guard<std::mutex> lock(mu_);
-    int64_t current = 0;
     if (auto t = tenants_.find(tenant); t != tenants_.end()) {
       if (auto a = t->second.find(name); a != t->second.end()) current = a->second.current;
     }
-    return std::invalid_argument("adapter upload " + tenant + "/" + name + " rejected: " + why +
-                                 (current > 0 ? " (version " + std::to_string(current) + " stays current)"
-                                              : std::string()));
-  };
-  if (static_cast<int64_t>(file_bytes.size()) > limit) {
-    throw rejected(std::to_string(file_bytes.size()) + " bytes is larger than any adapter for this " +
-                   "base model can be (" + std::to_string(limit) + " bytes)");
   }
-  // Validate in memory first: a rejected upload never touches the disk, and the file is parsed
-  // once (the caller gets the result instead of reading the file back).
-  Adapter adapter;
-  try {
-    adapter = parse_adapter(file_bytes, "upload " + tenant + "/" + name);
-    check_compatible(adapter, base_);
-  } catch (const std::exception& e) {
-    throw rejected(e.what());
-  }
+  Adapter adapter = parse_adapter_upload(
+      base_, tenant, name, file_bytes,
+      current > 0 ? " (version " + std::to_string(current) + " stays current)" : std::string());
   const auto t1 = std::chrono::steady_clock::now();
 
   // Durable before it becomes current: the file written to a temporary name and fsynced, renamed
@@ -557,14 +497,7 @@ std::optional<StoredAdapterInfo> AdapterStore::get(const std::string& tenant, co
                                                    const std::optional<std::string>& version) const {
   validate_name("tenant", tenant);
   validate_name("adapter", name);
-  int64_t number = 0;
-  if (version) {
-    number = parse_version_number(*version);
-    if (number == 0) {
-      throw std::invalid_argument("adapter version '" + printable_excerpt(*version) +
-                                  "' is invalid: versions are positive integers (1, 2, ...)");
-    }
-  }
+  int64_t number = version ? parse_requested_version(*version) : 0;
   std::lock_guard<std::mutex> lock(mu_);
   auto t = tenants_.find(tenant);
   if (t == tenants_.end()) return std::nullopt;

@@ -1,4 +1,4 @@
-// The on-disk adapter store: every tenant's adapters, versioned, for one base model.
+// The on-disk adapter store (the default AdapterStorage, see adapter_storage.h): every tenant's adapters, versioned, for one base model.
 //
 // Layout (one folder per tenant, one per adapter):
 //   <root>/<tenant>/<name>/<version>.safetensors   immutable once written; versions are 1, 2, 3, ...
@@ -33,44 +33,10 @@
 #include <vector>
 
 #include "server/engine/adapters/adapter.h"
+#include "server/engine/adapters/adapter_storage.h"
 #include "server/engine/model/model_config.h"
 
 namespace statetune::engine {
-
-// No such tenant/adapter/version (the serving layer answers NOT_FOUND). Invalid names and rejected
-// uploads throw std::invalid_argument (INVALID_ARGUMENT); I/O failures std::runtime_error.
-class AdapterNotFound : public std::runtime_error {
- public:
-  using std::runtime_error::runtime_error;
-};
-
-// A put that would take the tenant past one of its AdapterQuota limits (the serving layer answers
-// RESOURCE_EXHAUSTED). Nothing was stored.
-class AdapterQuotaExceeded : public std::runtime_error {
- public:
-  using std::runtime_error::runtime_error;
-};
-
-// What one tenant may keep in the store. Checked before anything is written, counting puts still in
-// flight, so concurrent uploads cannot overshoot together.
-struct AdapterQuota {
-  int64_t tenant_bytes = int64_t{1} << 30;  // version files of all the tenant's adapters
-  int64_t tenant_adapters = 256;            // adapters with at least one version
-  int64_t versions_per_adapter = 64;        // versions kept of one adapter, the current one included
-  // At versions_per_adapter: false refuses the put; true stores it and deletes the oldest versions
-  // that are not current (their bytes count as freed for the tenant_bytes check).
-  bool prune_old_versions = false;
-};
-
-struct StoredAdapterInfo {
-  std::string tenant, name, version;
-  std::filesystem::path path;
-  int64_t size_bytes = 0;
-  int64_t created_unix = 0;
-  std::vector<std::string> methods;
-  nlohmann::json extra_metadata = nlohmann::json::object();
-  bool current = false;
-};
 
 // A file the store found on disk but could not use (corrupt, for another base, unreadable index).
 struct AdapterStoreProblem {
@@ -78,7 +44,7 @@ struct AdapterStoreProblem {
   std::string message;
 };
 
-class AdapterStore {
+class AdapterStore : public AdapterStorage {
  public:
   // Creates `root` if needed and loads every tenant's adapters from it, validating each version file
   // against `base`. Files that fail are logged and listed in problems(), never fatal; those that do
@@ -88,9 +54,6 @@ class AdapterStore {
   // Tenant and adapter names: [A-Za-z0-9._-]{1,64}, not starting with '.' (so no "." / ".." and no
   // hidden files). Throws std::invalid_argument naming `what` and the rule.
   static void validate_name(const std::string& what, const std::string& value);
-  // The largest adapter file put() can accept for this base (every method in fp32 plus header room),
-  // so a receiver can refuse a bigger upload before it has read it.
-  int64_t max_file_bytes() const;
   // The pool key for one stored version: "tenant/name@version".
   static std::string pool_key(const std::string& tenant, const std::string& name,
                               const std::string& version);
@@ -104,7 +67,7 @@ class AdapterStore {
   // I/O failure std::runtime_error; in every case the previous version stays current and nothing of
   // the attempt is left in memory or on disk.
   std::string put(const std::string& tenant, const std::string& name, const std::string& file_bytes,
-                  Adapter* parsed = nullptr);
+                  Adapter* parsed = nullptr) override;
   // Same for an in-memory adapter (e.g. the trainer's result); its name/version are set to the stored
   // ones. disk_dtype: at::kFloat or at::kBFloat16.
   std::string put(const std::string& tenant, const std::string& name, const Adapter& adapter,
@@ -112,25 +75,25 @@ class AdapterStore {
 
   // The current version (no `version`) or a given one; nullopt when absent.
   std::optional<StoredAdapterInfo> get(const std::string& tenant, const std::string& name,
-                                       const std::optional<std::string>& version = std::nullopt) const;
+                                       const std::optional<std::string>& version = std::nullopt) const override;
   // The current version of every adapter of `tenant`, by name.
-  std::vector<StoredAdapterInfo> list(const std::string& tenant) const;
+  std::vector<StoredAdapterInfo> list(const std::string& tenant) const override;
   // Every stored version of one adapter, oldest first.
-  std::vector<StoredAdapterInfo> versions(const std::string& tenant, const std::string& name) const;
+  std::vector<StoredAdapterInfo> versions(const std::string& tenant, const std::string& name) const override;
   // Deletes every version of the adapter; the name can be reused and continues the version count.
   // Returns false if it had no versions. Works on a full disk (files are deleted before the index is
   // rewritten). Throws std::runtime_error when a file cannot be deleted; memory then still matches
   // the disk (nothing changed if the current version's file could not be deleted).
-  bool remove(const std::string& tenant, const std::string& name);
+  bool remove(const std::string& tenant, const std::string& name) override;
   // Reads one version from disk (validated, compatible with the base). Throws AdapterNotFound.
-  Adapter load(const std::string& tenant, const std::string& name, const std::string& version) const;
+  Adapter load(const std::string& tenant, const std::string& name, const std::string& version) const override;
 
   // Bytes of all version files of `tenant` (for quotas).
   int64_t tenant_bytes(const std::string& tenant) const;
-  std::vector<std::string> tenants() const;
+  std::vector<std::string> tenants() const override;
   std::vector<AdapterStoreProblem> problems() const;
   const std::filesystem::path& root() const { return root_; }
-  const ModelFingerprint& base() const { return base_; }
+  const ModelFingerprint& base() const override { return base_; }
   const AdapterQuota& quota() const { return quota_; }
 
  private:

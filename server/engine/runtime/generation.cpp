@@ -8,7 +8,7 @@
 #include <random>
 #include <stdexcept>
 
-#include "server/engine/adapters/adapter_store.h"
+#include "server/engine/adapters/adapter_registry.h"
 #include "server/engine/text/unicode.h"
 
 namespace statetune::engine {
@@ -121,7 +121,7 @@ std::optional<GenerationEvent> GenerationStream::next(Clock::time_point until) {
   return event;
 }
 
-TextGenerator::TextGenerator(Scheduler& scheduler, const Tokenizer& tokenizer, const AdapterStore& adapters,
+TextGenerator::TextGenerator(Scheduler& scheduler, const Tokenizer& tokenizer, const AdapterRegistry& adapters,
                              int64_t model_vocab, GenerationLimits limits, Observer observer)
     : scheduler_(scheduler),
       tokenizer_(tokenizer),
@@ -176,17 +176,15 @@ std::unique_ptr<GenerationStream> TextGenerator::start(const TextGenerationReque
   stream->request_id_ = req.request_id;
   stream->prompt_tokens_ = static_cast<int64_t>(g.prompt.size());
   if (!req.adapter.empty()) {
-    auto info = adapters_.get(req.tenant, req.adapter, req.adapter_version);  // validates the names
-    if (!info) {
+    auto resolved = adapters_.resolve(req.tenant, req.adapter, req.adapter_version);  // validates the names
+    if (!resolved) {
       throw AdapterNotFound("adapter '" + req.adapter + "'" +
                             (req.adapter_version ? " version " + *req.adapter_version : std::string()) +
                             " not found");
     }
-    stream->adapter_version_ = info->version;
-    g.adapter_key = AdapterStore::pool_key(req.tenant, req.adapter, info->version);
-    g.adapter_loader = [store = &adapters_, tenant = req.tenant, name = req.adapter, v = info->version] {
-      return store->load(tenant, name, v);
-    };
+    stream->adapter_version_ = resolved->version;
+    g.adapter_key = std::move(resolved->pool_key);
+    g.adapter_loader = std::move(resolved->loader);
   }
 
   auto state = std::make_shared<GenerationStream::State>(tokenizer_, req.stop);

@@ -22,7 +22,7 @@
 
 namespace statetune::engine {
 
-class AdapterStore;
+class AdapterRegistry;
 
 // What a front end allows one request (from its flags).
 struct GenerationLimits {
@@ -156,7 +156,7 @@ class TextGenerator {
   };
 
   // All must outlive the generator. `model_vocab` bounds prompt token ids.
-  TextGenerator(Scheduler& scheduler, const Tokenizer& tokenizer, const AdapterStore& adapters, int64_t model_vocab,
+  TextGenerator(Scheduler& scheduler, const Tokenizer& tokenizer, const AdapterRegistry& adapters, int64_t model_vocab,
                 GenerationLimits limits, Observer observer = {});
 
   // Validates the request against the limits, resolves the adapter and queues it. Throws
@@ -174,7 +174,7 @@ class TextGenerator {
  private:
   Scheduler& scheduler_;
   const Tokenizer& tokenizer_;
-  const AdapterStore& adapters_;
+  const AdapterRegistry& adapters_;
   int64_t model_vocab_;
   GenerationLimits limits_;
   Observer observer_;

@@ -1,0 +1,245 @@
+// Two statetune-serve replicas (separate processes) over one real PostgreSQL 15 (--database): an
+// upload through one is served by the other (the delay is measured over 50 uploads and printed),
+// a delete through one is refused by the other, concurrent uploads of one name through both get
+// distinct versions, and a database outage keeps generation on known adapters working while uploads
+// and deletes answer UNAVAILABLE, until the replicas resync.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <atomic>
+#include <mutex>
+#include <set>
+#include <thread>
+
+#include "tests/storage/postgres_fixture.h"
+#include "tests/support/serving_fixture.h"
+
+namespace statetune {
+namespace {
+namespace v1 = ::statetune::v1;
+using grpc::StatusCode;
+using test_support::kAcmeKey;
+using test_support::wait_until;
+
+class TwoReplicasTest : public test_support::PostgresTest {
+ protected:
+  void SetUp() override {
+    PostgresTest::SetUp();
+    if (IsSkipped()) return;
+    work_ = std::filesystem::path(::testing::TempDir()) / ("serving-pg-" + db_name_);
+    files_ = test_support::write_serving_files(work_, 3);
+    for (const char* r : {"a", "b"}) std::filesystem::create_directories(work_ / r);
+    ASSERT_NO_FATAL_FAILURE(a_.start(work_ / "a", flags("a")));
+    ASSERT_NO_FATAL_FAILURE(b_.start(work_ / "b", flags("b")));
+  }
+  void TearDown() override {
+    if (HasFailure()) {
+      std::cerr << "--- replica A log:\n" << a_.log() << "\n--- replica B log:\n" << b_.log() << "\n";
+    }
+  }
+  std::vector<std::string> flags(const std::string& replica) const {
+    return {"--model", (work_ / "model").string(),
+            "--tokenizer", std::string(STATETUNE_SHARED_DIR) + "/models/gpt-neox-20b-tokenizer.json", "--tenants-file", (work_ / "tenants.json").string(),
+            "--adapters-dir", (work_ / replica / "cache").string(), "--database", url_,
+            "--database-password-file", pg_->password_file().string(), "--database-pool-size", "2",
+            "--max-concurrent-uploads-per-tenant", "4"};
+  }
+  static v1::GenerateRequest request(const std::string& adapter) {
+    v1::GenerateRequest r;
+    r.set_text("The quick brown fox");
+    r.mutable_adapter()->set_name(adapter);
+    r.set_max_tokens(1);
+    r.set_temperature(0);
+    return r;
+  }
+  static std::string upload(client::Client& c, const std::string& name, const std::string& bytes,
+                            StatusCode* code = nullptr) {
+    v1::AdapterInfo info;
+    const auto st = c.upload_adapter(name, bytes, &info);
+    if (code != nullptr) *code = st.error_code();
+    return st.ok() ? info.current_version() : "";
+  }
+  // The version a generation on `adapter` used ("" when it failed); `code` gets its status.
+  static std::string served(client::Client& c, const std::string& adapter, StatusCode* code = nullptr) {
+    const auto r = c.generate(request(adapter));
+    if (code != nullptr) *code = r.status.error_code();
+    return r.status.ok() ? r.done.adapter_version() : "";
+  }
+
+  std::filesystem::path work_;
+  std::vector<std::string> files_;
+  test_support::ServingProcess a_, b_;
+};
+
+TEST_F(TwoReplicasTest, AnUploadThroughOneReplicaIsServedByTheOther) {
+  client::Client a(a_.options(kAcmeKey)), b(b_.options(kAcmeKey));
+  constexpr int kUploads = 50;
+  std::vector<double> delays_ms;
+  for (int i = 0; i < kUploads; ++i) {
+    const std::string version = upload(a, "style", files_[i % files_.size()]);
+    ASSERT_EQ(version, std::to_string(i + 1));
+    const auto uploaded = std::chrono::steady_clock::now();
+    ASSERT_TRUE(wait_until([&] { return served(b, "style") == version; }))
+        << "B never served version " << version;
+    delays_ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - uploaded).count());
+  }
+  std::sort(delays_ms.begin(), delays_ms.end());
+  const auto pct = [&](double p) { return delays_ms[static_cast<size_t>(p * (delays_ms.size() - 1))]; };
+  // The figure docs/benchmarks.md quotes: upload returned on A -> first generation on B that used it
+  // (includes that generation's own round trip of one token).
+  std::cout << "upload(A) -> served(B) over " << kUploads << " uploads: p50 " << pct(0.5) << " ms, p99 "
+            << pct(0.99) << " ms, max " << delays_ms.back() << " ms\n";
+  RecordProperty("propagation_p50_ms", std::to_string(pct(0.5)));
+  RecordProperty("propagation_p99_ms", std::to_string(pct(0.99)));
+  // Every replica lists the same versions.
+  v1::AdapterInfo info;
+  ASSERT_TRUE(b.get_adapter("style", &info).ok());
+  EXPECT_EQ(info.versions_size(), kUploads);
+}
+
+TEST_F(TwoReplicasTest, HotSwapsUnderTrafficOnBothReplicasFailNoRequest) {
+  client::Client a(a_.options(kAcmeKey)), b(b_.options(kAcmeKey));
+  ASSERT_EQ(upload(a, "hot", files_[0]), "1");
+  ASSERT_TRUE(wait_until([&] { return served(b, "hot") == "1"; }));
+  std::atomic<bool> stop{false};
+  std::atomic<int> failures{0}, done{0};
+  std::mutex mu;
+  std::set<std::string> seen[2];
+  std::vector<std::thread> traffic;
+  for (int t = 0; t < 4; ++t) {
+    traffic.emplace_back([&, t] {
+      client::Client c((t % 2 == 0 ? a_ : b_).options(kAcmeKey));
+      v1::GenerateRequest r = request("hot");
+      r.set_max_tokens(24);
+      while (!stop) {
+        const auto res = c.generate(r);
+        if (!res.status.ok() || !res.has_done) {
+          ++failures;
+          continue;
+        }
+        ++done;
+        std::lock_guard<std::mutex> lock(mu);
+        seen[t % 2].insert(res.done.adapter_version());
+      }
+    });
+  }
+  for (int i = 0; i < 8; ++i) {
+    // No ASSERT here: the traffic threads must be stopped and joined whatever happens.
+    StatusCode code = StatusCode::OK;
+    if (upload(i % 2 == 0 ? a : b, "hot", files_[(i + 1) % files_.size()], &code).empty()) {
+      ADD_FAILURE() << "upload " << i << " failed: " << code;
+      break;
+    }
+    const int before = done;
+    if (!wait_until([&] { return done > before + 2; })) {  // traffic ran over this version
+      ADD_FAILURE() << "the traffic stalled";
+      break;
+    }
+  }
+  stop = true;
+  for (auto& t : traffic) t.join();
+  EXPECT_EQ(failures, 0);
+  EXPECT_GT(seen[0].size(), 1u) << "replica A never switched versions under traffic";
+  EXPECT_GT(seen[1].size(), 1u) << "replica B never switched versions under traffic";
+}
+
+TEST_F(TwoReplicasTest, ADeleteThroughOneReplicaIsRefusedByTheOther) {
+  client::Client a(a_.options(kAcmeKey)), b(b_.options(kAcmeKey));
+  ASSERT_EQ(upload(a, "doomed", files_[0]), "1");
+  ASSERT_TRUE(wait_until([&] { return served(b, "doomed") == "1"; }));
+  ASSERT_EQ(served(a, "doomed"), "1");  // A has it in a slot
+  uint32_t deleted = 0;
+  ASSERT_TRUE(b.delete_adapter("doomed", &deleted).ok());
+  EXPECT_EQ(deleted, 1u);
+  StatusCode code = StatusCode::OK;
+  ASSERT_TRUE(wait_until([&] { return served(a, "doomed", &code).empty() && code == StatusCode::NOT_FOUND; }))
+      << "A still serves a deleted adapter";
+  for (int i = 0; i < 5; ++i) {
+    EXPECT_EQ(served(a, "doomed", &code), "");
+    EXPECT_EQ(code, StatusCode::NOT_FOUND);
+  }
+  v1::ListAdaptersResponse list;
+  ASSERT_TRUE(a.list_adapters(&list).ok());
+  EXPECT_EQ(list.adapters_size(), 0);
+}
+
+TEST_F(TwoReplicasTest, ConcurrentUploadsOfOneNameThroughBothReplicasGetDistinctVersions) {
+  client::Client a(a_.options(kAcmeKey)), b(b_.options(kAcmeKey));
+  constexpr int kEach = 3;
+  std::vector<std::string> versions(2 * kEach);
+  std::vector<StatusCode> codes(2 * kEach, StatusCode::OK);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < 2 * kEach; ++i) {
+    threads.emplace_back([&, i] { versions[i] = upload(i % 2 == 0 ? a : b, "race", files_[i % files_.size()], &codes[i]); });
+  }
+  for (auto& t : threads) t.join();
+  for (StatusCode code : codes) EXPECT_EQ(code, StatusCode::OK);
+  const std::set<std::string> distinct(versions.begin(), versions.end());
+  EXPECT_EQ(distinct.size(), versions.size());
+  EXPECT_EQ(distinct.count(""), 0u) << "an upload failed";
+  for (client::Client* c : {&a, &b}) {
+    EXPECT_TRUE(wait_until([&] {
+      v1::AdapterInfo info;
+      return c->get_adapter("race", &info).ok() && info.versions_size() == 2 * kEach &&
+             info.current_version() == std::to_string(2 * kEach);
+    }));
+  }
+}
+
+TEST_F(TwoReplicasTest, ADatabaseOutageKeepsKnownAdaptersServingAndRefusesWrites) {
+  client::Client a(a_.options(kAcmeKey)), b(b_.options(kAcmeKey));
+  ASSERT_EQ(upload(a, "known", files_[0]), "1");
+  ASSERT_TRUE(wait_until([&] { return served(b, "known") == "1"; }));
+
+  pg_->stop();
+  StatusCode code = StatusCode::OK;
+  for (int i = 0; i < 5; ++i) {
+    EXPECT_EQ(served(a, "known", &code), "1") << "generation failed during the outage: " << code;
+    EXPECT_EQ(served(b, "known", &code), "1") << "generation failed during the outage: " << code;
+  }
+  EXPECT_EQ(upload(a, "known", files_[1], &code), "");
+  EXPECT_EQ(code, StatusCode::UNAVAILABLE);
+  uint32_t deleted = 0;
+  EXPECT_EQ(b.delete_adapter("known", &deleted).error_code(), StatusCode::UNAVAILABLE);
+  EXPECT_EQ(served(b, "known"), "1");  // the refused delete changed nothing
+
+  pg_->start();
+  std::string v2;
+  ASSERT_TRUE(wait_until([&] { return !(v2 = upload(a, "known", files_[1])).empty(); }))
+      << "uploads never worked again after the database came back";
+  EXPECT_EQ(v2, "2");
+  ASSERT_TRUE(wait_until([&] { return served(b, "known") == "2"; })) << "B never resynced";
+  // The registry's view in /metrics (refreshed every 250 ms): B reconnected and re-read everything,
+  // A counted the writes the outage refused.
+  const auto metric = [](const test_support::ServingProcess& p, const std::string& name) {
+    return test_support::metric_value(test_support::http_get(p.metrics_port(), "/metrics"), name);
+  };
+  EXPECT_TRUE(wait_until([&] {
+    return metric(b_, "statetune_adapter_storage_resyncs_total") >= 2 &&
+           metric(b_, "statetune_adapter_storage_listening") == 1 &&
+           metric(b_, "statetune_adapter_storage_adapters") == 1 &&
+           metric(a_, "statetune_adapter_storage_unavailable_total") >= 1;
+  })) << "resyncs " << metric(b_, "statetune_adapter_storage_resyncs_total") << ", unavailable "
+      << metric(a_, "statetune_adapter_storage_unavailable_total");
+}
+
+TEST_F(TwoReplicasTest, AResolverTargetSpreadsCallsOverBothReplicas) {
+  client::ClientOptions o = a_.options(kAcmeKey);
+  o.address = "ipv4:127.0.0.1:" + std::to_string(a_.port()) + ",127.0.0.1:" + std::to_string(b_.port());
+  ASSERT_TRUE(client::uses_resolver_scheme(o.address));
+  client::Client both(o);
+  client::Client a(a_.options(kAcmeKey));
+  ASSERT_EQ(upload(a, "spread", files_[0]), "1");
+  ASSERT_TRUE(wait_until([&] { return served(both, "spread") == "1" && served(both, "spread") == "1"; }));
+  for (int i = 0; i < 10; ++i) EXPECT_EQ(served(both, "spread"), "1");
+  const auto requests = [](const test_support::ServingProcess& p) {
+    return test_support::metric_value(test_support::http_get(p.metrics_port(), "/metrics"),
+                                      "statetune_requests_total", {"status=\"ok\""});
+  };
+  // round_robin alternates per call; pick_first would have sent all of them to one replica.
+  EXPECT_GE(requests(a_), 4);
+  EXPECT_GE(requests(b_), 4);
+}
+
+}  // namespace
+}  // namespace statetune
