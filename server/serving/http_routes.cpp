@@ -4,7 +4,7 @@
 #include <ctime>
 
 #include "server/common/logging.h"
-#include "server/engine/adapters/adapter_store.h"
+#include "server/engine/adapters/adapter_storage.h"
 #include "server/engine/runtime/generation.h"
 #include "server/http/api_error.h"
 #include "server/http/bearer_auth.h"
@@ -35,6 +35,8 @@ std::optional<ApiError> map_engine_error(const std::exception_ptr& error) {
     return ApiError(429, "rate_limit_error", "the server's queue is full; retry shortly", "", "queue_full");
   } catch (const engine::NotAccepting& e) {
     return ApiError(503, "service_unavailable_error", "the server is draining or stopping; retry elsewhere");
+  } catch (const engine::AdapterStorageUnavailable&) {
+    return ApiError(503, "service_unavailable_error", "the adapter storage is unavailable; retry shortly");
   } catch (...) {
   }
   return std::nullopt;
@@ -174,7 +176,9 @@ void generate(const ServingHttpContext& ctx, const httplib::Request& req, httpli
         }
         started = true;
         auto event = stream->next(engine::Clock::now() + kDisconnectCheckInterval);
-        if (!event) return sink.is_writable();  // nothing yet: keep going while the client is there
+        // Nothing yet: call again. A client that went away is found by the next write that fails
+        // (is_writable() would wait up to the write timeout on a slow reader's full buffer).
+        if (!event) return true;
         std::string out;
         if (event->delta && !event->delta->text.empty()) {
           json chunk = reply_base(*r, id, created, true);
@@ -206,7 +210,7 @@ void generate(const ServingHttpContext& ctx, const httplib::Request& req, httpli
           sink.done();
           return true;
         }
-        return out.empty() ? sink.is_writable() : sink.write(out.data(), out.size());
+        return out.empty() || sink.write(out.data(), out.size());
       },
       [stream, tenant, metrics](bool success) {
         if (success) return;
@@ -220,7 +224,7 @@ json model_object(const std::string& id, int64_t created, const std::string& own
 }
 
 // The caller's models: the base, then each adapter by name (its current version).
-std::vector<json> models_of(const ServingHttpContext& ctx, const engine::AdapterStore& store, const Principal& p) {
+std::vector<json> models_of(const ServingHttpContext& ctx, const engine::AdapterStorage& store, const Principal& p) {
   std::vector<json> out = {model_object(ctx.model_id, 0, "statetune")};
   for (const auto& a : store.list(p.tenant)) {
     out.push_back(model_object(a.name, a.created_unix, p.tenant));
@@ -232,7 +236,7 @@ std::vector<json> models_of(const ServingHttpContext& ctx, const engine::Adapter
 
 void add_serving_routes(httplib::Server& server, const ServingHttpContext& context) {
   const ServingHttpContext* c = &context;
-  auto store_or_503 = [c]() -> const engine::AdapterStore& {
+  auto store_or_503 = [c]() -> const engine::AdapterStorage& {
     const ServingBackendView b = c->backend();
     if (b.store == nullptr) throw ApiError(503, "service_unavailable_error", b.unavailable);
     return *b.store;
@@ -241,20 +245,20 @@ void add_serving_routes(httplib::Server& server, const ServingHttpContext& conte
     http::respond("GET /v1/models", res, [&] {
       const Principal p = http::authenticate(req, c->tenants);
       http::write_json(res, {{"object", "list"}, {"data", models_of(*c, store_or_503(), p)}});
-    });
+    }, map_engine_error);
   });
   server.Get(R"(/v1/models/(.+))", [c, store_or_503](const httplib::Request& req, httplib::Response& res) {
     http::respond("GET /v1/models/{id}", res, [&] {
       const Principal p = http::authenticate(req, c->tenants);
       const std::string id = req.matches[1];
-      const engine::AdapterStore& store = store_or_503();
+      const engine::AdapterStorage& store = store_or_503();
       if (id == c->model_id) return http::write_json(res, model_object(c->model_id, 0, "statetune"));
       engine::TextGenerationRequest g;
       resolve_model(id, c->model_id, g);
       const auto info = store.get(p.tenant, g.adapter, g.adapter_version);
       if (!info) throw http::not_found("the model does not exist or you do not have access to it", "model_not_found");
       http::write_json(res, model_object(id, info->created_unix, p.tenant));
-    });
+    }, map_engine_error);
   });
   server.Post("/v1/completions", [c](const httplib::Request& req, httplib::Response& res) {
     http::respond("POST /v1/completions", res, [&] { generate(*c, req, res, /*chat=*/false); }, map_engine_error);

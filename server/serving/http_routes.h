@@ -19,7 +19,7 @@
 #include "server/serving/serving_metrics.h"
 
 namespace statetune::engine {
-class AdapterStore;
+class AdapterStorage;
 class TextGenerator;
 }  // namespace statetune::engine
 
@@ -29,7 +29,7 @@ namespace statetune::serving {
 // is loading or the server drains.
 struct ServingBackendView {
   engine::TextGenerator* generator = nullptr;
-  const engine::AdapterStore* store = nullptr;
+  const engine::AdapterStorage* store = nullptr;
   std::string unavailable;
 };
 

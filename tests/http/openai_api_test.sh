@@ -144,12 +144,13 @@ LONG=$!
 PIDS+=($LONG)
 for _ in $(seq 1 200); do grep -q '^data: ' "$TMP/long.sse" && break; sleep 0.05; done
 grep -q '^data: ' "$TMP/long.sse" || die "the long stream sent nothing"
-"$CLIENT" generate --addr 127.0.0.1:$SERVE_PORT --api-key $ACME_KEY --prompt "hello" --max-tokens 20 \
+"$CLIENT" generate --addr 127.0.0.1:$SERVE_PORT --api-key $ACME_KEY --prompt "hello" --max-tokens 64 \
   --temperature 0 --no-eos >"$TMP/grpc.log" 2>&1 || die "a gRPC Generate beside the HTTP stream failed"
 single=$(metric 'statetune_batch_size_bucket{le="1"}')
 (( single > 0 )) || die "no single-row decode steps counted: is the batch-size histogram there?"
 echo "decode steps with more than one row: $multi_before before, $(multi_row_steps) after (single-row: $single)"
-(( $(multi_row_steps) > multi_before )) || die "the gRPC and HTTP requests never shared a decode step"
+(( $(multi_row_steps) > multi_before )) ||
+  die "the gRPC and HTTP requests never shared a decode step (running now: $(metric statetune_requests_running); the HTTP stream: $(tail -c 300 "$TMP/long.sse"))"
 kill $LONG 2>/dev/null || true
 wait $LONG 2>/dev/null || true
 for _ in $(seq 1 200); do
