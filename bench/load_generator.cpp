@@ -11,6 +11,9 @@
 // version) and measures upload -> servable: from the start of the upload until
 // a Generate naming the adapter returns its first token.
 //
+// --api http sends the same requests to the OpenAI-compatible HTTP API instead (streaming
+// /v1/completions with the prompt as token ids and ignore_eos), for a side-by-side with gRPC.
+//
 // --spawn starts statetune-serve itself on a loopback port (writing a random
 // model of a given shape first when no --model is given), so one command
 // reproduces a benchmark.
@@ -26,6 +29,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <nlohmann/json.hpp>
@@ -35,6 +39,8 @@
 #include <string>
 #include <thread>
 #include <vector>
+
+#include <httplib.h>
 
 #include "client/statetune_client.h"
 #include "server/common/config.h"
@@ -134,7 +140,9 @@ class SpawnedServer {
     // parse of a partial write.
     for (int i = 0;; ++i) {
       try {
-        port_ = json::parse(slurp(ready_)).at("port").get<int>();
+        const json ready = json::parse(slurp(ready_));
+        port_ = ready.at("port").get<int>();
+        http_port_ = ready.value("http_port", 0);
         break;
       } catch (const std::exception&) {
         if (i > 100) throw;
@@ -151,11 +159,12 @@ class SpawnedServer {
     return status;
   }
   std::string address() const { return "127.0.0.1:" + std::to_string(port_); }
+  std::string http_address() const { return "127.0.0.1:" + std::to_string(http_port_); }
   std::string log() const { return slurp(log_); }
 
  private:
   pid_t pid_ = -1;
-  int port_ = 0;
+  int port_ = 0, http_port_ = 0;
   fs::path ready_, log_;
 };
 
@@ -190,6 +199,64 @@ v1::GenerateRequest make_request(const RequestShape& shape, const std::string& a
   r.set_stop_at_eos(false);  // every request generates exactly max_tokens tokens
   r.set_temperature(shape.temperature);
   if (shape.temperature > 0) r.set_seed(seed);
+  return r;
+}
+
+// One streaming /v1/completions call, reported like a Generate: each SSE text chunk is passed on as
+// one token (its arrival time is what matters); the usage chunk at the end gives the real count, and
+// tokens a chunk carried beyond one (text held back until it decodes) are credited to the last chunk.
+client::GenerateResult http_generate(httplib::Client& http, const std::string& api_key, const RequestShape& shape,
+                                     const std::string& adapter, uint64_t seed,
+                                     const std::function<bool(const v1::TokenChunk&)>& on_chunk) {
+  json body = {{"model", adapter.empty() ? "bench-base" : adapter},
+               {"prompt", shape.prompt},
+               {"max_tokens", shape.max_tokens},
+               {"ignore_eos", true},
+               {"temperature", shape.temperature},
+               {"stream", true},
+               {"stream_options", {{"include_usage", true}}}};
+  if (shape.temperature > 0) body["seed"] = seed;
+  client::GenerateResult r;
+  std::string pending;
+  int64_t chunks = 0, usage = -1;
+  std::string error;
+  httplib::Request req;
+  req.method = "POST";
+  req.path = "/v1/completions";
+  req.headers = {{"Authorization", "Bearer " + api_key}, {"Content-Type", "application/json"}};
+  req.body = body.dump();
+  req.content_receiver = [&](const char* data, size_t len, uint64_t, uint64_t) {
+    pending.append(data, len);
+    for (size_t end; (end = pending.find("\n\n")) != std::string::npos; pending.erase(0, end + 2)) {
+      const std::string event = pending.substr(0, end);
+      if (event.rfind("data: ", 0) != 0 || event == "data: [DONE]") continue;
+      const json j = json::parse(event.substr(6), nullptr, /*allow_exceptions=*/false);
+      if (j.contains("error")) error = j["error"].value("message", "error");
+      if (j.contains("usage") && j["usage"].is_object()) usage = j["usage"].value("completion_tokens", int64_t{0});
+      if (j.contains("choices") && !j["choices"].empty() && !j["choices"][0].value("text", "").empty()) {
+        ++chunks;
+        v1::TokenChunk ch;
+        ch.add_token_ids(0);
+        on_chunk(ch);
+      }
+    }
+    return true;
+  };
+  auto res = http.send(req);
+  if (!res || res->status != 200 || !error.empty()) {
+    r.status = grpc::Status(grpc::StatusCode::UNKNOWN,
+                            !res ? "HTTP: " + httplib::to_string(res.error())
+                                 : "HTTP " + std::to_string(res->status) + " " + error + pending.substr(0, 200));
+    return r;
+  }
+  if (usage > chunks && chunks > 0) {
+    v1::TokenChunk rest;
+    for (int64_t i = chunks; i < usage; ++i) rest.add_token_ids(0);
+    on_chunk(rest);
+  }
+  r.has_done = usage >= 0;
+  r.done.mutable_usage()->set_completion_tokens(static_cast<uint32_t>(std::max<int64_t>(usage, 0)));
+  r.token_ids.assign(static_cast<size_t>(std::max<int64_t>(usage, 0)), 0);  // ids are not sent over HTTP
   return r;
 }
 
@@ -246,6 +313,7 @@ struct SegmentResult {
 
 struct LoadOptions {
   client::ClientOptions client;
+  std::string http_address;  // non-empty: send over the HTTP API instead of gRPC
   int clients = 16;
   std::vector<std::string> adapter_names;
   RequestShape shape;
@@ -273,6 +341,13 @@ SegmentResult run_segment(const LoadOptions& o, const std::string& scenario, int
   for (int c = 0; c < o.clients; ++c) {
     threads.emplace_back([&, c] {
       client::Client cl(o.client);
+      std::unique_ptr<httplib::Client> http;
+      if (!o.http_address.empty()) {
+        http = std::make_unique<httplib::Client>("http://" + o.http_address);
+        http->set_read_timeout(120, 0);
+        http->set_keep_alive(true);
+        http->set_tcp_nodelay(true);
+      }
       std::mt19937_64 rng(seed_base * 7919 + static_cast<uint64_t>(c) * 104729 + 1);
       SegmentResult mine;
       for (int n = 0; by_count ? n < o.requests_per_client : Clock::now() < deadline; ++n) {
@@ -280,10 +355,12 @@ SegmentResult run_segment(const LoadOptions& o, const std::string& scenario, int
         const std::string name = a < 0 ? "" : o.adapter_names[static_cast<size_t>(a)];
         std::vector<std::pair<Clock::time_point, int>> chunks;
         const auto t0 = Clock::now();
-        auto r = cl.generate(make_request(o.shape, name, rng()), [&](const v1::TokenChunk& ch) {
+        const auto on_chunk = [&](const v1::TokenChunk& ch) {
           chunks.emplace_back(Clock::now(), ch.token_ids_size());
           return true;
-        });
+        };
+        auto r = http ? http_generate(*http, o.client.api_key, o.shape, name, rng(), on_chunk)
+                      : cl.generate(make_request(o.shape, name, rng()), on_chunk);
         const auto t1 = Clock::now();
         if (by_count) {
           const int64_t ns =
@@ -493,6 +570,7 @@ int run(int argc, char** argv) {
   f.add("temperature", "0", "0: greedy; > 0: seeded sampling");
   f.add("seed", "1", "seed of prompts, adapters and sampling");
   f.add("json", "", "write the results as JSON to this file ('-': stdout)");
+  f.add("api", "grpc", "grpc | http: the front end the requests go through (http: --spawn only)");
   if (!f.parse(argc, argv)) {
     std::fputs(f.help().c_str(), stdout);
     return 0;
@@ -607,6 +685,7 @@ int run(int argc, char** argv) {
         "--drain-seconds",
         "5"};
     if (!f.str("tokenizer").empty()) flags.insert(flags.end(), {"--tokenizer", f.str("tokenizer")});
+    if (f.str("api") == "http") flags.insert(flags.end(), {"--http-listen", "127.0.0.1:0", "--model-id", "bench-base"});
     for (const auto& extra : split(f.str("server-flags"))) flags.push_back(extra);
     server = std::make_unique<SpawnedServer>(
         find_binary(f.str("server-bin"), "statetune-serve", "server/serving", "server-bin"), work,
@@ -625,6 +704,12 @@ int run(int argc, char** argv) {
   LoadOptions o;
   o.client = copts;
   o.clients = clients;
+  if (f.str("api") == "http") {
+    if (!spawn) throw std::invalid_argument("--api http needs --spawn");
+    o.http_address = server->http_address();
+  } else if (f.str("api") != "grpc") {
+    throw std::invalid_argument("--api must be grpc or http");
+  }
   o.duration_s = f.number("duration");
   o.requests_per_client = static_cast<int>(f.integer("requests"));
   o.shape.max_tokens = static_cast<uint32_t>(f.integer("max-tokens"));
@@ -641,6 +726,7 @@ int run(int argc, char** argv) {
 
   json result;
   result["config"] = {{"clients", clients},
+                      {"api", f.str("api")},
                       {"adapters", n_adapters},
                       {"scenarios", scenarios},
                       {"rounds", f.integer("rounds")},

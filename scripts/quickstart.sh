@@ -4,7 +4,8 @@
 #   1. start statetune-serve (and statetune-train when it is built) on loopback ports,
 #   2. turn a real data set from ../shared/datasets (GLUE RTE) into prompt/completion JSONL,
 #   3. train a state_offset adapter on it (through the training service when built, else offline),
-#   4. upload it to the serving service and stream a generation with and without it.
+#   4. upload it to the serving service and stream a generation with and without it, then ask for the
+#      same through the OpenAI-compatible HTTP API (curl /v1/completions with model = the adapter).
 # Everything it writes goes under data/quickstart/ (removed at the start of each run).
 #
 # Usage: scripts/quickstart.sh [--skip-setup]
@@ -72,12 +73,13 @@ port_of() { sed -E 's/.*"port": *([0-9]+).*/\1/' "$1"; }
 # --- 1. start the services -----------------------------------------------------------------------
 step "starting statetune-serve"
 "$SERVE" --model "$MODEL" --adapters-dir "$WORK/adapters" --tenants-file "$WORK/tenants.json" \
-  --listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 --ready-file "$WORK/serve.ready" \
+  --listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 --http-listen 127.0.0.1:0 --ready-file "$WORK/serve.ready" \
   >"$WORK/statetune-serve.log" 2>&1 &
 PIDS+=($!)
 wait_ready "$WORK/serve.ready" "${PIDS[-1]}" statetune-serve
 export STATETUNE_ADDR=127.0.0.1:$(port_of "$WORK/serve.ready")
-echo "statetune-serve listening on $STATETUNE_ADDR (log: $WORK/statetune-serve.log)"
+HTTP_URL=http://127.0.0.1:$(jq -r .http_port "$WORK/serve.ready")/v1
+echo "statetune-serve listening on $STATETUNE_ADDR, HTTP (OpenAI-compatible) on $HTTP_URL (log: $WORK/statetune-serve.log)"
 wait_serving() {  # the service answers NOT_SERVING while it loads the model
   for _ in $(seq 1 600); do
     "$CLI" health "$@" >/dev/null 2>&1 && { "$CLI" health "$@"; return 0; }
@@ -134,4 +136,8 @@ for mode in "--temperature 0" "--temperature 1 --top-k 50 --seed 7"; do
   step "with adapter rte-demo, $mode"
   "$CLI" generate --prompt "$PROMPT" --max-tokens 12 $mode --adapter rte-demo
 done
+step "the same greedy request through the OpenAI-compatible HTTP API (model = the adapter's name)"
+echo "curl $HTTP_URL/completions -H 'Authorization: Bearer \$KEY' -d '{\"model\": \"rte-demo\", ...}'"
+curl -sS "$HTTP_URL/completions" -H "Authorization: Bearer $KEY" -H 'Content-Type: application/json' \
+  -d "$(jq -n --arg prompt "$PROMPT" '{model: "rte-demo", prompt: $prompt, max_tokens: 12, temperature: 0}')" | jq .
 step "done: services stop now; logs and files are in $WORK"

@@ -15,7 +15,7 @@ PACKAGES=(
   libtorch-dev libopenblas0-pthread
   libgrpc++-dev libgrpc-dev protobuf-compiler-grpc protobuf-compiler libprotobuf-dev
   libspdlog-dev libfmt-dev prometheus-cpp-dev libgtest-dev libgmock-dev libbenchmark-dev
-  nlohmann-json3-dev libsqlite3-dev jq libpqxx-dev libpq-dev
+  nlohmann-json3-dev libsqlite3-dev jq libpqxx-dev libpq-dev libcpp-httplib-dev
 )
 if [[ "${STATETUNE_NO_TEST_TOOLS:-0}" != 1 ]]; then
   # Only the tests need these (tests/deploy): a real Prometheus (and curl to query it), kubectl for `kubectl kustomize`, npm for
@@ -56,12 +56,15 @@ if [[ "${STATETUNE_DEPS_ONLY:-0}" == 1 ]]; then
   exit 0
 fi
 
-# The manifest validator's npm packages, pinned by its package-lock.json, installed into the project
-# (tools/deploy-check/node_modules); reinstalled only when the lock file changed.
+# The npm packages the tests use, each pinned by its package-lock.json and installed into the project:
+# the manifest validator (tools/deploy-check) and the official OpenAI SDK that drives the HTTP API
+# (tools/openai-check, tests/http); reinstalled only when a lock file changed.
 if [[ "${STATETUNE_NO_TEST_TOOLS:-0}" != 1 ]]; then
-  if [[ ! tools/deploy-check/node_modules/.package-lock.json -nt tools/deploy-check/package-lock.json ]]; then
-    npm ci --prefix tools/deploy-check --no-audit --no-fund --loglevel=error
-  fi
+  for tool in tools/deploy-check tools/openai-check; do
+    if [[ ! $tool/node_modules/.package-lock.json -nt $tool/package-lock.json ]]; then
+      npm ci --prefix $tool --no-audit --no-fund --loglevel=error
+    fi
+  done
 fi
 
 JOBS=${STATETUNE_JOBS:-$(nproc)}

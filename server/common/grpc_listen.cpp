@@ -41,9 +41,12 @@ std::unique_ptr<grpc::Server> listen_and_start(grpc::ServerBuilder& builder, con
   return server;
 }
 
-void write_ready_file(const ServiceOptions& o, int port, int metrics_port) {
+void write_ready_file(const ServiceOptions& o, int port, int metrics_port, int http_port) {
   if (o.ready_file.empty()) return;
-  const nlohmann::json j{{"port", port}, {"metrics_port", metrics_port}, {"pid", static_cast<int64_t>(::getpid())}};
+  const nlohmann::json j{{"port", port},
+                         {"metrics_port", metrics_port},
+                         {"http_port", http_port},
+                         {"pid", static_cast<int64_t>(::getpid())}};
   engine::write_file_durably(o.ready_file, j.dump() + "\n");
 }
 

@@ -15,8 +15,8 @@ namespace statetune::common {
 // resolved). Throws std::runtime_error when the TLS files cannot be read or the address not bound.
 std::unique_ptr<grpc::Server> listen_and_start(grpc::ServerBuilder& builder, const ServiceOptions& o, int* port);
 
-// Writes {"port", "metrics_port", "pid"} to o.ready_file (when set) as one durable file, so a reader
+// Writes {"port", "metrics_port", "http_port" (0: none), "pid"} to o.ready_file (when set) as one durable file, so a reader
 // never sees half of it.
-void write_ready_file(const ServiceOptions& o, int port, int metrics_port);
+void write_ready_file(const ServiceOptions& o, int port, int metrics_port, int http_port = 0);
 
 }  // namespace statetune::common

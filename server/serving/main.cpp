@@ -2,6 +2,7 @@
 #include <stdexcept>
 
 #include "server/common/service_main.h"
+#include "server/http/http_flags.h"
 #include "server/serving/server.h"
 
 using namespace statetune;
@@ -34,6 +35,7 @@ int main(int argc, char** argv) {
   flags.add_bool("prune-adapter-versions", false,
                  "at --adapter-versions, delete the oldest non-current version instead of refusing the upload");
   flags.add("drain-seconds", "30", "on SIGTERM: how long running requests may finish before being cancelled");
+  http::add_http_flags(flags);
   return common::run_service(argc, argv, flags, [](const common::FlagSet& flags, common::ServiceOptions service) {
     serving::ServerOptions o;
     o.service = std::move(service);
@@ -60,6 +62,11 @@ int main(int argc, char** argv) {
     o.adapter_versions = flags.integer("adapter-versions");
     o.prune_adapter_versions = flags.boolean("prune-adapter-versions");
     o.drain_timeout = std::chrono::milliseconds(static_cast<int64_t>(flags.number("drain-seconds") * 1000));
+    o.http = http::http_options_from_flags(flags, o.max_request_bytes, /*auto_threads=*/o.max_batch + o.queue_size + 16);
+    o.http.tls_cert_file = o.service.tls_cert_file;
+    o.http.tls_key_file = o.service.tls_key_file;
+    o.model_id = http::model_id_from_flags(flags, o.service.model_dir);
+    o.chat_template = http::chat_template_from_flags(flags, o.service.model_dir);
     if (o.max_batch < 1 || o.queue_size < 0 || o.max_prompt_tokens < 1 || o.max_new_tokens < 1) {
       throw std::invalid_argument("--max-batch, --max-prompt-tokens and --max-new-tokens must be >= 1, "
                                   "--queue-size >= 0");

@@ -28,6 +28,7 @@
 #include "server/engine/runtime/scheduler.h"
 #include "server/engine/text/tokenizer.h"
 #include "server/serving/adapter_storage_mode.h"
+#include "server/serving/http_routes.h"
 #include "server/serving/rpc_runner.h"
 #include "server/serving/rpc_status_interceptor.h"
 #include "server/serving/serving_metrics.h"
@@ -413,6 +414,8 @@ int64_t rpc_thread_limit(const ServerOptions& o) {
 
 struct ServingServer::Impl {
   Shared shared;
+  std::unique_ptr<ServingHttpContext> http_context;
+  std::unique_ptr<http::HttpServer> http;
   std::unique_ptr<common::MetricsServer> metrics_server;
   std::unique_ptr<GenerationService> generation;
   std::unique_ptr<AdaptersService> adapters;
@@ -503,9 +506,28 @@ void ServingServer::start() {
   builder.RegisterService(m.adapters.get());
   m.server = common::listen_and_start(builder, o.service, &m.port);
   m.set_health(false);
+  if (!o.http.listen.empty()) {
+    // The HTTP routes see the loaded model through this view only: null while loading or draining.
+    const Shared* shared = &m.shared;
+    m.http_context.reset(new ServingHttpContext{
+        *m.shared.tenants, *m.shared.metrics, o.model_id, o.chat_template, o.max_request_bytes, [shared] {
+          ServingBackendView view;
+          if (Backend* b = shared->ready()) {
+            view.generator = b->generator.get();
+            view.store = b->store.get();
+          } else {
+            view.unavailable = shared->draining ? "the server is draining" : "the model is still loading; retry shortly";
+          }
+          return view;
+        }});
+    m.http = std::make_unique<http::HttpServer>(o.http);
+    add_serving_routes(m.http->routes(), *m.http_context);
+    m.http->start();
+  }
   common::log_event(spdlog::level::info, "server.listening",
-                    {{"grpc_port", m.port}, {"metrics_port", metrics_port()}, {"tls", o.service.tls()}});
-  common::write_ready_file(o.service, m.port, metrics_port());
+                    {{"grpc_port", m.port}, {"metrics_port", metrics_port()}, {"http_port", http_port()},
+                     {"tls", o.service.tls()}});
+  common::write_ready_file(o.service, m.port, metrics_port(), http_port());
 }
 
 void ServingServer::load() {
@@ -571,6 +593,9 @@ int64_t ServingServer::drain() {
   if (m.backend) {
     cancelled = m.backend->scheduler->drain(Clock::now() + m.shared.options.drain_timeout);
   }
+  // Every HTTP request has finished above (or was refused: draining); stop() joins the handler threads,
+  // so no stream outlives the scheduler.
+  if (m.http) m.http->stop();
   if (m.server) {
     // Handlers return as soon as their requests finished above; give stragglers a moment.
     m.server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
@@ -597,6 +622,7 @@ void ServingServer::shutdown(const std::string& reason) {
 }
 
 int ServingServer::port() const { return impl_->port; }
+int ServingServer::http_port() const { return impl_->http ? impl_->http->port() : 0; }
 int ServingServer::metrics_port() const { return impl_->metrics_server ? impl_->metrics_server->port() : 0; }
 
 }  // namespace statetune::serving

@@ -16,6 +16,8 @@
 
 #include "server/common/service_main.h"
 #include "server/common/service_options.h"
+#include "server/engine/text/chat_template.h"
+#include "server/http/http_server.h"
 
 namespace statetune::serving {
 
@@ -46,6 +48,11 @@ struct ServerOptions {
   int64_t adapter_versions = 64;        // versions kept per adapter
   bool prune_adapter_versions = false;  // at adapter_versions: drop the oldest instead of refusing
   std::chrono::milliseconds drain_timeout{30000};
+  // The OpenAI-compatible HTTP API (server/serving/http_routes.h); http.listen empty: none. It uses
+  // the TLS files above too, and max_request_bytes as its body limit.
+  http::HttpOptions http;
+  std::string model_id;  // the base model's `model` there
+  engine::ChatTemplate chat_template;
 };
 
 class ServingServer final : public common::Service {
@@ -67,6 +74,7 @@ class ServingServer final : public common::Service {
 
   int port() const;
   int metrics_port() const;
+  int http_port() const;  // 0 without --http-listen
 
  private:
   struct Impl;

@@ -59,8 +59,8 @@ ServingMetrics::ServingMetrics(prometheus::Registry& r)
       storage_resyncs_(BuildCounter().Name("statetune_adapter_storage_resyncs_total").Help("Full re-reads of the adapters after a (re)connect").Register(r).Add({})),
       storage_errors_(BuildCounter().Name("statetune_adapter_storage_unavailable_total").Help("Adapter storage calls that failed: database unreachable").Register(r).Add({})) {}
 
-void ServingMetrics::request_finished(const std::string& tenant, const std::string& status) {
-  requests_.Add({{"tenant", tenant}, {"status", status}}).Increment();
+void ServingMetrics::request_finished(const std::string& tenant, const std::string& status, const char* api) {
+  requests_.Add({{"tenant", tenant}, {"status", status}, {"api", api}}).Increment();
 }
 void ServingMetrics::first_token(const std::string& tenant, double seconds) {
   ttft_.Add({{"tenant", tenant}}, common::latency_buckets_seconds()).Observe(seconds);

@@ -1,5 +1,6 @@
 // The Prometheus families statetune-serve exports (all on the --metrics-port exposer):
-//   statetune_requests_total{tenant,status}            counter; status = ok | cancelled | a gRPC code name
+//   statetune_requests_total{tenant,status,api}        counter; status = ok | cancelled | a gRPC code name
+//                                                      (HTTP statuses mapped to theirs); api = grpc | http
 //   statetune_time_to_first_token_seconds{tenant}       histogram (submit -> first token)
 //   statetune_inter_token_latency_seconds               histogram (between a request's tokens)
 //   statetune_request_duration_seconds{tenant}          histogram (end to end)
@@ -53,7 +54,7 @@ class ServingMetrics {
  public:
   explicit ServingMetrics(prometheus::Registry& registry);
 
-  void request_finished(const std::string& tenant, const std::string& status);
+  void request_finished(const std::string& tenant, const std::string& status, const char* api = "grpc");
   void first_token(const std::string& tenant, double seconds);
   void inter_token(double seconds);
   void request_duration(const std::string& tenant, double seconds);

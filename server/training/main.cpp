@@ -3,6 +3,7 @@
 #include <string>
 
 #include "server/common/service_main.h"
+#include "server/http/http_flags.h"
 #include "server/training/service.h"
 
 using namespace statetune;
@@ -30,6 +31,7 @@ int main(int argc, char** argv) {
   flags.add("publish-retry-seconds", "600",
             "how long a finished job keeps retrying to publish while statetune-serve is down "
             "(it stays running meanwhile; then it fails, its adapter kept)");
+  http::add_http_flags(flags);
   return common::run_service(argc, argv, flags, [](const common::FlagSet& flags, common::ServiceOptions service) {
     training::TrainServiceOptions o;
     o.service = std::move(service);
@@ -43,6 +45,12 @@ int main(int argc, char** argv) {
     o.max_example_tokens = flags.integer("max-example-tokens");
     o.checkpoint_every = flags.integer("checkpoint-every");
     o.log_every = flags.integer("log-every");
+    // A multipart upload carries the file and a few small fields.
+    o.http = http::http_options_from_flags(flags, o.max_dataset_bytes + (int64_t{64} << 10), /*auto_threads=*/16);
+    o.http.tls_cert_file = o.service.tls_cert_file;
+    o.http.tls_key_file = o.service.tls_key_file;
+    o.model_id = http::model_id_from_flags(flags, o.service.model_dir);
+    o.chat_template = http::chat_template_from_flags(flags, o.service.model_dir);
     const double retry_s = std::stod(flags.str("publish-retry-seconds"));
     if (!(retry_s >= 0 && retry_s <= 7 * 24 * 3600)) {
       throw std::invalid_argument("--publish-retry-seconds must be in [0, 604800]");

@@ -24,6 +24,8 @@
 #include "server/engine/util/bounded_json.h"
 #include "server/training/dataset_validator.h"
 #include "server/engine/util/durable_file.h"
+#include "server/training/http_routes.h"
+#include "server/training/training_core.h"
 #include "server/training/job_runner.h"
 #include "server/training/job_store.h"
 #include "server/training/rpc_status.h"
@@ -37,15 +39,6 @@ using grpc::Status;
 using grpc::StatusCode;
 
 namespace {
-
-std::string random_id(const std::string& prefix) {
-  static std::mutex mu;
-  static std::mt19937_64 rng{std::random_device{}()};
-  std::lock_guard<std::mutex> lock(mu);
-  char buf[17];
-  std::snprintf(buf, sizeof(buf), "%016llx", static_cast<unsigned long long>(rng()));
-  return prefix + buf;
-}
 
 v1::JobState to_proto(JobState s) { return static_cast<v1::JobState>(static_cast<int>(s)); }
 
@@ -136,10 +129,9 @@ struct TrainService::Impl final : public v1::Training::Service {
   std::unique_ptr<grpc::Server> server;
   std::atomic<bool> stopping{false};
   int port = 0;
-  std::mutex upload_mu;  // storage-limit check + insert are one step per process
-  // The longest token's bytes: a data-set line longer than max_example_tokens times this is over the
-  // token limit without tokenizing it.
-  size_t max_token_bytes = 0;
+  std::unique_ptr<TrainingCore> core;
+  std::unique_ptr<TrainingHttpContext> http_context;
+  std::unique_ptr<http::HttpServer> http;
 
   Status authenticate(ServerContext* ctx, const char* method, std::string& tenant) {
     common::Principal p;
@@ -152,35 +144,10 @@ struct TrainService::Impl final : public v1::Training::Service {
     return Status::OK;
   }
 
-  // Tokens of `text`, counted a chunk at a time and no further once above `limit` (tokenizing a
-  // 20 MB line whole takes seconds). A chunk ends before a single space between two non-space
-  // characters: the byte-level pre-tokenizer always starts a new piece there (" word"), so the
-  // chunks' counts add up to the whole text's.
-  int64_t count_tokens(std::string_view text, int64_t limit) const {
-    constexpr size_t kChunk = 4096;
-    auto is_space = [](char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v'; };
-    int64_t total = 0;
-    size_t pos = 0;
-    while (pos < text.size() && total <= limit) {
-      size_t end = text.size();
-      for (size_t i = pos + kChunk; i + 1 < text.size(); ++i) {
-        if (text[i] == ' ' && !is_space(text[i - 1]) && !is_space(text[i + 1])) {
-          end = i;
-          break;
-        }
-      }
-      total += static_cast<int64_t>(
-          tokenizer->encode(text.substr(pos, end - pos), /*parse_special_tokens=*/false).size());
-      pos = end;
-    }
-    return total;
-  }
-
   Status upload_dataset(ServerContext* ctx, grpc::ServerReader<v1::UploadDatasetRequest>* reader,
                        v1::DatasetInfo* reply) {
     std::string tenant;
     if (Status st = authenticate(ctx, "UploadDataset", tenant); !st.ok()) return st;
-    const std::string rid = common::new_request_id();
     auto result = [&](const char* r) { metrics->datasets.Add({{"result", r}}).Increment(); };
     v1::UploadDatasetRequest msg;
     if (!reader->Read(&msg) || !msg.has_header()) {
@@ -188,26 +155,7 @@ struct TrainService::Impl final : public v1::Training::Service {
       return Status(StatusCode::INVALID_ARGUMENT, "the first message must carry the header");
     }
     const v1::DatasetUploadHeader header = msg.header();
-    try {
-      engine::validate_name("data set name", header.name());
-    } catch (const std::exception& e) {
-      result("invalid");
-      return Status(StatusCode::INVALID_ARGUMENT, e.what());
-    }
-    // Compared unsigned: total_bytes is a uint64 and 2^64-1 must not wrap to -1 and pass.
-    if (header.total_bytes() > static_cast<uint64_t>(o.max_dataset_bytes)) {
-      result("too_large");
-      return Status(StatusCode::RESOURCE_EXHAUSTED,
-                    "total_bytes " + std::to_string(header.total_bytes()) +
-                        " is above --max-dataset-bytes " + std::to_string(o.max_dataset_bytes));
-    }
-    if (store->tenant_dataset_bytes(tenant) + static_cast<int64_t>(header.total_bytes()) >
-        o.tenant_storage_bytes) {
-      result("quota");
-      return Status(StatusCode::RESOURCE_EXHAUSTED,
-                    "the tenant's data sets would exceed --tenant-storage-bytes " +
-                        std::to_string(o.tenant_storage_bytes));
-    }
+    core->check_upload(tenant, header.name(), header.total_bytes());
     // gRPC's message limit (8 MiB) bounds each chunk; the header's sha256 is optional here.
     common::UploadAssembler assembler(header.total_bytes(), SIZE_MAX);
     std::string bytes;
@@ -220,59 +168,7 @@ struct TrainService::Impl final : public v1::Training::Service {
       result("invalid");
       throw;  // run_rpc answers INVALID_ARGUMENT with the reason
     }
-    const std::string& sha = assembler.sha256();
-    ValidationOptions vo;
-    vo.min_examples = o.min_examples;
-    vo.max_example_tokens = o.max_example_tokens;
-    vo.max_token_bytes = max_token_bytes;
-    vo.count_tokens = [this](std::string_view t, int64_t limit) { return count_tokens(t, limit); };
-    const ValidationReport report = validate_jsonl(bytes, vo);
-    if (!report.ok()) {
-      result("invalid");
-      common::log_event(
-          spdlog::level::info, "dataset.rejected",
-          {{"request_id", rid}, {"tenant", tenant}, {"problems", report.total_problems}});
-      return Status(StatusCode::INVALID_ARGUMENT, report.summary());
-    }
-    DatasetRecord d;
-    d.id = random_id("ds-");
-    d.tenant = tenant;
-    d.name = header.name();
-    d.path = (o.data_dir / "datasets" / tenant / (d.id + ".jsonl")).string();
-    d.sha256 = sha;
-    d.size_bytes = static_cast<int64_t>(bytes.size());
-    d.examples = static_cast<int64_t>(report.examples.size());
-    d.max_example_tokens = report.max_example_tokens;
-    d.created_unix = now_ms() / 1000;
-    try {
-      std::lock_guard<std::mutex> lock(upload_mu);
-      if (store->tenant_dataset_bytes(tenant) + d.size_bytes > o.tenant_storage_bytes) {
-        result("quota");
-        return Status(StatusCode::RESOURCE_EXHAUSTED,
-                      "the tenant's data sets would exceed --tenant-storage-bytes");
-      }
-      engine::create_folders(fs::path(d.path).parent_path());
-      engine::write_file_durably(d.path, bytes);  // removes its temporary file when it fails
-      try {
-        store->insert_dataset(d);
-      } catch (...) {
-        // No record, no file: the failed upload leaves the disk as it was.
-        std::error_code ec;
-        fs::remove(d.path, ec);
-        throw;
-      }
-    } catch (...) {
-      result("error");
-      throw;  // run_rpc logs it and answers RESOURCE_EXHAUSTED (storage full) or INTERNAL
-    }
-    result("ok");
-    common::log_event(spdlog::level::info, "dataset.uploaded",
-                      {{"request_id", rid},
-                       {"tenant", tenant},
-                       {"dataset", d.id},
-                       {"examples", d.examples},
-                       {"bytes", d.size_bytes}});
-    to_proto(d, reply);
+    to_proto(core->store_dataset(tenant, header.name(), bytes, header.sha256()), reply);
     return Status::OK;
   }
 
@@ -288,9 +184,7 @@ struct TrainService::Impl final : public v1::Training::Service {
                     v1::DatasetInfo* reply) {
     std::string tenant;
     if (Status st = authenticate(ctx, "GetDataset", tenant); !st.ok()) return st;
-    auto d = store->dataset(tenant, req->id());
-    if (!d) return Status(StatusCode::NOT_FOUND, "no data set " + req->id());
-    to_proto(*d, reply);
+    to_proto(core->dataset(tenant, req->id()), reply);
     return Status::OK;
   }
 
@@ -298,92 +192,27 @@ struct TrainService::Impl final : public v1::Training::Service {
                        v1::DeleteDatasetResponse*) {
     std::string tenant;
     if (Status st = authenticate(ctx, "DeleteDataset", tenant); !st.ok()) return st;
-    auto d = store->dataset(tenant, req->id());
-    if (!d) return Status(StatusCode::NOT_FOUND, "no data set " + req->id());
-    if (store->dataset_in_use(tenant, req->id())) {
-      return Status(StatusCode::FAILED_PRECONDITION,
-                    "a queued or running job uses data set " + req->id());
-    }
-    store->delete_dataset(tenant, req->id());
-    std::error_code ec;
-    fs::remove(d->path, ec);
+    core->delete_dataset(tenant, req->id());
     return Status::OK;
   }
 
   Status create_job(ServerContext* ctx, const v1::CreateJobRequest* req, v1::Job* reply) {
     std::string tenant;
     if (Status st = authenticate(ctx, "CreateJob", tenant); !st.ok()) return st;
-    if (stopping) return Status(StatusCode::UNAVAILABLE, "the service is stopping");
     std::string json;
     google::protobuf::util::JsonPrintOptions jo;
     jo.preserve_proto_field_names = true;
     (void)google::protobuf::util::MessageToJsonString(*req, &json, jo);
     // The request is bounded by gRPC's message size; its JSON form is parsed like any outside JSON.
     const nlohmann::json spec = engine::parse_bounded_json(json, kJobJsonLimits, "the job request");
-    JobParams p;
-    try {
-      engine::validate_name("adapter_name", req->adapter_name());
-      p = parse_job_params(spec);
-    } catch (const std::exception& e) {
-      return Status(StatusCode::INVALID_ARGUMENT, e.what());
-    }
-    auto ds = store->dataset(tenant, p.dataset_id);
-    if (!ds) return Status(StatusCode::NOT_FOUND, "no data set " + p.dataset_id);
-    int64_t train_examples = ds->examples;
-    if (!p.validation_dataset_id.empty()) {
-      if (!store->dataset(tenant, p.validation_dataset_id)) {
-        return Status(StatusCode::NOT_FOUND, "no validation data set " + p.validation_dataset_id);
-      }
-    } else if (p.validation_split > 0) {
-      train_examples -=
-          std::max<int64_t>(1, static_cast<int64_t>(p.validation_split * ds->examples));
-    }
-    if (train_examples < o.min_examples) {
-      return Status(StatusCode::INVALID_ARGUMENT,
-                    "after the validation split " + std::to_string(train_examples) +
-                        " training examples remain, fewer than the minimum of " +
-                        std::to_string(o.min_examples));
-    }
-    JobRecord job;
-    {
-      // Limit check and insert under the same lock so two concurrent creates cannot both pass.
-      static std::mutex create_mu;
-      std::lock_guard<std::mutex> lock(create_mu);
-      if (store->count_jobs(tenant, {JobState::kValidating, JobState::kQueued,
-                                     JobState::kRunning}) >= o.max_active_jobs) {
-        return Status(StatusCode::RESOURCE_EXHAUSTED,
-                      "the tenant already has " + std::to_string(o.max_active_jobs) +
-                          " queued or running jobs (--max-active-jobs)");
-      }
-      job.id = random_id("job-");
-      job.tenant = tenant;
-      job.state = JobState::kQueued;
-      job.spec = spec;
-      job.created_ms = now_ms();
-      store->insert_job(job, "queued");
-    }
-    common::log_event(spdlog::level::info, "job.created",
-                      {{"job", job.id}, {"tenant", tenant}, {"dataset", ds->id}});
-    runner->refresh_state_gauge();
-    runner->notify();
-    bus.notify();
-    to_proto(job, reply);
-    return Status::OK;
-  }
-
-  Status find_job(const std::string& tenant, const std::string& id, JobRecord& out) {
-    auto j = store->job(id);
-    if (!j || j->tenant != tenant) return Status(StatusCode::NOT_FOUND, "no job " + id);
-    out = std::move(*j);
+    to_proto(core->create_job(tenant, spec), reply);
     return Status::OK;
   }
 
   Status get_job(ServerContext* ctx, const v1::GetJobRequest* req, v1::Job* reply) {
     std::string tenant;
     if (Status st = authenticate(ctx, "GetJob", tenant); !st.ok()) return st;
-    JobRecord j;
-    if (Status st = find_job(tenant, req->id(), j); !st.ok()) return st;
-    to_proto(j, reply);
+    to_proto(core->job(tenant, req->id()), reply);
     return Status::OK;
   }
 
@@ -398,14 +227,7 @@ struct TrainService::Impl final : public v1::Training::Service {
   Status cancel_job(ServerContext* ctx, const v1::CancelJobRequest* req, v1::Job* reply) {
     std::string tenant;
     if (Status st = authenticate(ctx, "CancelJob", tenant); !st.ok()) return st;
-    JobRecord j;
-    if (Status st = find_job(tenant, req->id(), j); !st.ok()) return st;
-    if (!runner->cancel(j.id)) {
-      return Status(StatusCode::FAILED_PRECONDITION,
-                    std::string("job ") + j.id + " already " + state_name(j.state));
-    }
-    (void)find_job(tenant, req->id(), j);
-    to_proto(j, reply);
+    to_proto(core->cancel_job(tenant, req->id()), reply);
     return Status::OK;
   }
 
@@ -413,8 +235,7 @@ struct TrainService::Impl final : public v1::Training::Service {
                   grpc::ServerWriter<v1::JobEvent>* writer) {
     std::string tenant;
     if (Status st = authenticate(ctx, "WatchJob", tenant); !st.ok()) return st;
-    JobRecord j;
-    if (Status st = find_job(tenant, req->id(), j); !st.ok()) return st;
+    (void)core->job(tenant, req->id());  // another tenant's job is not found
     int64_t seq = req->after_seq();
     uint64_t seen = bus.version();
     while (true) {
@@ -543,6 +364,14 @@ void TrainService::start() {
   b.runner = std::make_unique<JobRunner>(*b.store, b.bus, *b.model, *b.tokenizer, publish, ro,
                                          b.metrics.get());
   b.runner->start();
+  b.core = std::make_unique<TrainingCore>(b.o, *b.store, *b.runner, b.bus, *b.metrics, *b.tokenizer);
+  if (!o.http.listen.empty()) {
+    b.http = std::make_unique<http::HttpServer>(o.http);
+    b.http_context.reset(
+        new TrainingHttpContext{*b.core, *b.store, *b.tenants, o.model_id, o.chat_template, b.metrics->rpc_errors});
+    add_training_routes(b.http->routes(), *b.http_context);
+    b.http->start();
+  }
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::ServerBuilder builder;
@@ -550,9 +379,9 @@ void TrainService::start() {
   builder.SetMaxReceiveMessageSize(8 << 20);
   b.server = common::listen_and_start(builder, o.service, &b.port);
   common::log_event(spdlog::level::info, "train.listening",
-                    {{"port", b.port}, {"metrics_port", metrics_port()}, {"data_dir", o.data_dir.string()},
-                     {"tls", o.service.tls()}});
-  common::write_ready_file(o.service, b.port, metrics_port());
+                    {{"port", b.port}, {"metrics_port", metrics_port()}, {"http_port", http_port()},
+                     {"data_dir", o.data_dir.string()}, {"tls", o.service.tls()}});
+  common::write_ready_file(o.service, b.port, metrics_port(), http_port());
 }
 
 void TrainService::shutdown(const std::string& reason) {
@@ -563,12 +392,15 @@ void TrainService::shutdown(const std::string& reason) {
 void TrainService::stop() {
   Impl& b = *impl_;
   if (b.stopping.exchange(true)) return;
+  if (b.core) b.core->set_stopping();
+  if (b.http) b.http->stop();
   if (b.runner) b.runner->stop();
   b.bus.notify();
   if (b.server) b.server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
 }
 
 int TrainService::port() const { return impl_->port; }
+int TrainService::http_port() const { return impl_->http ? impl_->http->port() : 0; }
 int TrainService::metrics_port() const {
   return impl_->metrics_server ? impl_->metrics_server->port() : 0;
 }

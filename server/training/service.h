@@ -21,6 +21,8 @@
 
 #include "server/common/service_main.h"
 #include "server/common/service_options.h"
+#include "server/engine/text/chat_template.h"
+#include "server/http/http_server.h"
 
 namespace statetune::training {
 
@@ -36,6 +38,10 @@ struct TrainServiceOptions {
   int64_t max_example_tokens = 4096;
   int64_t checkpoint_every = 10;
   int64_t log_every = 1;
+  // The OpenAI-style HTTP API (server/training/http_routes.h); http.listen empty: none.
+  http::HttpOptions http;
+  std::string model_id;  // the base model's id there
+  engine::ChatTemplate chat_template;  // for chat-format fine-tuning files
   // How long a finished job retries publishing while statetune-serve is unavailable.
   std::chrono::milliseconds publish_retry_for{std::chrono::minutes(10)};
 };
@@ -56,6 +62,7 @@ class TrainService final : public common::Service {
   void shutdown(const std::string& reason) override;
   int port() const;
   int metrics_port() const;
+  int http_port() const;  // 0 without --http-listen
 
  private:
   struct Impl;

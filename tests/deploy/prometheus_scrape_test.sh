@@ -9,38 +9,9 @@ SRC=$1 SERVE=$2 TRAIN=$3 CLIENT=$4 ENGINE=$5 TOKENIZER=$6
 for tool in prometheus curl jq node; do
   command -v $tool >/dev/null || { echo "FAIL: $tool not found (scripts/setup.sh installs it)"; exit 1; }
 done
-[[ -f $TOKENIZER ]] || { echo "FAIL: no tokenizer at $TOKENIZER (../shared/models)"; exit 1; }
-
-TMP=$(mktemp -d)
-PIDS=()
-cleanup() {
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-  rm -rf "$TMP"
-}
-trap cleanup EXIT
-die() {
-  echo "FAIL: $*"
-  for log in "$TMP"/*.log; do echo "--- $(basename "$log") (last lines)"; tail -n 15 "$log"; done
-  exit 1
-}
-wait_for_file() {  # path, what, pid
-  for _ in $(seq 1 300); do
-    [[ -s $1 ]] && return 0
-    kill -0 "$3" 2>/dev/null || die "$2 exited before it was ready"
-    sleep 0.1
-  done
-  die "$2 was not ready within 30 s"
-}
-
-# A tiny random-weight model and one tenant (keys are stored as SHA-256 hashes).
-"$ENGINE" init-model --out "$TMP/model" --d-model 64 --n-layer 2 --tokenizer "$TOKENIZER" >"$TMP/init.log" 2>&1 ||
-  die "statetune-engine init-model"
+source "$SRC/tests/support/service_harness.sh"
 ADMIN_KEY=admin-key-for-test ACME_KEY=acme-key-for-test
-cat >"$TMP/tenants.json" <<JSON
-{"admin_key_sha256": "$("$CLIENT" hash-key $ADMIN_KEY)",
- "tenants": [{"name": "acme", "api_keys_sha256": ["$("$CLIENT" hash-key $ACME_KEY)"]}]}
-JSON
+tiny_model_and_tenants acme=$ACME_KEY
 
 "$SERVE" --listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 --model "$TMP/model" \
   --tenants-file "$TMP/tenants.json" --adapters-dir "$TMP/adapters" --threads 1 \

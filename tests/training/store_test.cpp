@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "server/training/chat_dataset.h"
 #include "server/training/dataset_validator.h"
 #include "server/training/job_store.h"
 
@@ -25,6 +26,49 @@ TEST(DatasetValidator, AcceptsGoodLinesAndSkipsBlankOnes) {
   EXPECT_EQ(r.examples[1].line, 3);
   EXPECT_EQ(r.examples[1].prompt, "c");
   EXPECT_EQ(r.examples[1].completion, "d");
+}
+
+// OpenAI chat-format fine-tuning lines become prompt/completion lines rendered with the chat template
+// (what statetune-serve's /v1/chat/completions renders), line numbers unchanged; prompt/completion
+// lines and non-JSON lines pass through for the validator to judge.
+TEST(ChatDataset, ConvertsChatLinesWithTheTemplateAndKeepsLineNumbers) {
+  const std::string text =
+      "{\"messages\": [{\"role\": \"system\", \"content\": \"Be brief.\"}, "
+      "{\"role\": \"user\", \"content\": \"2+2?\"}, {\"role\": \"assistant\", \"content\": \"4\"}]}\n"
+      "\n"
+      "{\"prompt\": \"p\", \"completion\": \"c\"}\n"
+      "not json\n";
+  const engine::ChatTemplate plain;
+  const ChatConversion c = convert_chat_jsonl(text, plain);
+  ASSERT_TRUE(c.problems.ok()) << c.problems.summary();
+  const auto r = validate_jsonl(c.jsonl, ValidationOptions{});
+  ASSERT_EQ(r.examples.size(), 2u) << c.jsonl;
+  EXPECT_EQ(r.examples[0].line, 1);
+  EXPECT_EQ(r.examples[0].prompt, "System: Be brief.\nUser: 2+2?\nAssistant:");
+  EXPECT_EQ(r.examples[0].completion, "4");
+  EXPECT_EQ(r.examples[1].line, 3);
+  ASSERT_EQ(r.problems.size(), 1u);
+  EXPECT_EQ(r.problems[0].line, 4);  // the non-JSON line, reported by the validator with its number
+  // At serving time the same chat (without the answer) renders to the training prompt + separator.
+  EXPECT_EQ(plain.render_prompt({{"system", "Be brief."}, {"user", "2+2?"}}),
+            r.examples[0].prompt + engine::kPromptCompletionSeparator);
+}
+
+TEST(ChatDataset, ReportsBadChatLinesWithTheirLineNumbers) {
+  const std::string text =
+      "{\"messages\": [{\"role\": \"user\", \"content\": \"q\"}, {\"role\": \"assistant\", \"content\": \"a\"}]}\n"
+      "{\"messages\": [{\"role\": \"user\", \"content\": \"q\"}]}\n"                 // no answer
+      "{\"messages\": [{\"role\": \"wizard\", \"content\": \"q\"}, {\"role\": \"assistant\", \"content\": \"a\"}]}\n"
+      "{\"messages\": [{\"role\": \"user\", \"content\": 5}, {\"role\": \"assistant\", \"content\": \"a\"}]}\n"
+      "{\"messages\": \"nope\"}\n";
+  const ChatConversion c = convert_chat_jsonl(text, engine::ChatTemplate{}, /*max_problems=*/3);
+  EXPECT_EQ(c.problems.total_problems, 4);
+  ASSERT_EQ(c.problems.problems.size(), 3u);
+  EXPECT_EQ(c.problems.problems[0].line, 2);
+  EXPECT_EQ(c.problems.problems[1].line, 3);
+  EXPECT_NE(c.problems.problems[1].message.find("role"), std::string::npos);
+  EXPECT_EQ(c.problems.problems[2].line, 4);
+  EXPECT_NE(c.problems.summary().find("line 2"), std::string::npos);
 }
 
 TEST(DatasetValidator, ReportsEveryProblemWithItsLine) {

@@ -24,12 +24,6 @@ namespace {
 constexpr const char* kStateFile = "trainer_state.safetensors";
 constexpr const char* kAdapterFile = "adapter.safetensors";
 
-double default_lr(const std::string& method) {
-  if (method == kStateOffset) return 4e-4;
-  if (method == kOutputOffset) return 2e-3;
-  if (method == kInitialState) return 1e-3;
-  throw std::invalid_argument("no learning rate for unknown method '" + method + "'");
-}
 
 at::Tensor& field(AdapterTensors& t, const std::string& method) {
   if (method == kStateOffset) return t.state_offset;
@@ -77,7 +71,7 @@ double TrainerOptions::lr_for(const std::string& method) const {
   if (method == kStateOffset) v = lr_state_offset;
   if (method == kOutputOffset) v = lr_output_offset;
   if (method == kInitialState) v = lr_initial_state;
-  return v > 0 ? v : default_lr(method);
+  return v > 0 ? v : default_learning_rate(method);
 }
 
 AdapterTensors to_trainable(const Adapter& adapter, at::Device device) {
@@ -447,6 +441,13 @@ TrainResult AdapterTrainer::train(const std::vector<TextExample>& train_examples
   done.kind = TrainProgress::Kind::kDone;
   report(done);
   return result;
+}
+
+double default_learning_rate(const std::string& method) {
+  if (method == kStateOffset) return 4e-4;
+  if (method == kOutputOffset) return 2e-3;
+  if (method == kInitialState) return 1e-3;
+  throw std::invalid_argument("no learning rate for unknown method '" + method + "'");
 }
 
 }  // namespace statetune::engine::trainer

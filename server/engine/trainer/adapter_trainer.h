@@ -20,6 +20,7 @@
 #include "server/engine/adapters/adapter.h"
 #include "server/engine/model/mamba_model.h"
 #include "server/engine/tasks/jsonl.h"
+#include "server/engine/text/chat_template.h"
 #include "server/engine/text/tokenizer.h"
 #include "server/engine/trainer/trainable_mamba.h"
 
@@ -34,6 +35,10 @@ struct TokenizedExample {
   std::vector<int64_t> ids;
   int64_t prompt_tokens = 0;  // tokens of prompt + separator (after truncation), >= 1
 };
+
+// The learning rate of an adapter method when a job gives none (4e-4, 2e-3, 1e-3); throws
+// std::invalid_argument for an unknown method.
+double default_learning_rate(const std::string& method);
 
 struct TrainerOptions {
   std::vector<std::string> methods = {"state_offset"};
@@ -50,7 +55,7 @@ struct TrainerOptions {
   double grad_clip = 1.0;         // global L2 norm; <= 0 disables clipping
   uint64_t seed = 0;              // shuffling order (and nothing else: adapters start at zero)
   bool shuffle = true;
-  std::string separator = "\n###\n";
+  std::string separator = kPromptCompletionSeparator;
   int64_t eval_every = 0;         // validation every N steps; 0 = at the end of every epoch
   int64_t early_stopping_patience = 0;  // stop after N validations without improvement; 0 = never
   double early_stopping_min_delta = 0.0;
