@@ -100,7 +100,7 @@ void record(ServingMetrics& m, const std::string& tenant, const engine::Generati
 
 // The body of both POST routes: start the request, then answer whole or as an event stream.
 void generate(const ServingHttpContext& ctx, const httplib::Request& req, httplib::Response& res, bool chat) {
-  const Principal principal = http::authenticate(req, ctx.tenants);
+  const common::Principal principal = http::authenticate(req, ctx.tenants);
   const std::string tenant = principal.tenant;
   const ServingBackendView b = ctx.backend();
   if (b.generator == nullptr) throw ApiError(503, "service_unavailable_error", b.unavailable);
@@ -224,7 +224,7 @@ json model_object(const std::string& id, int64_t created, const std::string& own
 }
 
 // The caller's models: the base, then each adapter by name (its current version).
-std::vector<json> models_of(const ServingHttpContext& ctx, const engine::AdapterStorage& store, const Principal& p) {
+std::vector<json> models_of(const ServingHttpContext& ctx, const engine::AdapterStorage& store, const common::Principal& p) {
   std::vector<json> out = {model_object(ctx.model_id, 0, "statetune")};
   for (const auto& a : store.list(p.tenant)) {
     out.push_back(model_object(a.name, a.created_unix, p.tenant));
@@ -243,13 +243,13 @@ void add_serving_routes(httplib::Server& server, const ServingHttpContext& conte
   };
   server.Get("/v1/models", [c, store_or_503](const httplib::Request& req, httplib::Response& res) {
     http::respond("GET /v1/models", res, [&] {
-      const Principal p = http::authenticate(req, c->tenants);
+      const common::Principal p = http::authenticate(req, c->tenants);
       http::write_json(res, {{"object", "list"}, {"data", models_of(*c, store_or_503(), p)}});
     }, map_engine_error);
   });
   server.Get(R"(/v1/models/(.+))", [c, store_or_503](const httplib::Request& req, httplib::Response& res) {
     http::respond("GET /v1/models/{id}", res, [&] {
-      const Principal p = http::authenticate(req, c->tenants);
+      const common::Principal p = http::authenticate(req, c->tenants);
       const std::string id = req.matches[1];
       const engine::AdapterStorage& store = store_or_503();
       if (id == c->model_id) return http::write_json(res, model_object(c->model_id, 0, "statetune"));

@@ -34,7 +34,7 @@ struct ServingBackendView {
 };
 
 struct ServingHttpContext {
-  const TenantRegistry& tenants;
+  const common::TenantRegistry& tenants;
   ServingMetrics& metrics;
   std::string model_id;
   engine::ChatTemplate chat_template;

@@ -1,9 +1,9 @@
-#include "server/engine/adapters/adapter_id.h"
 #include "server/serving/openai_request.h"
 
 #include <algorithm>
 #include <set>
 
+#include "server/engine/adapters/adapter_id.h"
 #include "server/engine/adapters/adapter_store.h"
 #include "server/http/api_error.h"
 #include "server/http/json_body.h"

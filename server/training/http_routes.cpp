@@ -1,8 +1,8 @@
-#include "server/engine/adapters/adapter_id.h"
 #include "server/training/http_routes.h"
 
 #include <algorithm>
 
+#include "server/engine/adapters/adapter_id.h"
 #include "server/engine/adapters/adapter_store.h"
 #include "server/engine/trainer/adapter_trainer.h"
 #include "server/http/api_error.h"

@@ -318,9 +318,6 @@ void TrainService::start() {
   common::LoadedModel loaded = common::load_model(o.service);
   b.model = std::move(loaded.model);
   b.tokenizer = std::move(loaded.tokenizer);
-  for (int32_t id = 0; id < static_cast<int32_t>(b.tokenizer->vocab_size()); ++id) {
-    b.max_token_bytes = std::max(b.max_token_bytes, b.tokenizer->token_bytes(id).size());
-  }
   fs::create_directories(o.data_dir);
   // Writes a crash or a full disk interrupted: never referenced by the database.
   if (const int removed = engine::remove_temporary_files(o.data_dir); removed > 0) {

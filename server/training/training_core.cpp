@@ -1,9 +1,9 @@
-#include "server/engine/adapters/adapter_id.h"
 #include "server/training/training_core.h"
 
 #include <filesystem>
 #include <random>
 
+#include "server/engine/adapters/adapter_id.h"
 #include "server/common/logging.h"
 #include "server/engine/adapters/adapter_store.h"
 #include "server/engine/text/tokenizer.h"
