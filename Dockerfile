@@ -32,8 +32,11 @@ RUN dpkg-query -W -f='${Package}\n' >/base-packages
 FROM ${DEBIAN_IMAGE} AS deps
 # STATETUNE_DEPS_ONLY: install the packages and stop; STATETUNE_NO_TEST_TOOLS: leave out what only
 # the test suite needs (prometheus, kubectl, npm and the manifest validator).
-RUN --mount=type=bind,source=scripts/setup.sh,target=/tmp/statetune/scripts/setup.sh \
-    STATETUNE_DEPS_ONLY=1 STATETUNE_NO_TEST_TOOLS=1 /tmp/statetune/scripts/setup.sh \
+# setup.sh is copied, not bind-mounted: buildah keys a RUN's layer cache on the instruction's text,
+# not on a bind-mounted file, so a changed package list would reuse a stale layer (it did: libpqxx
+# missing); a COPY layer is keyed on the file's content. This stage never ships.
+COPY scripts/setup.sh /tmp/statetune/scripts/setup.sh
+RUN STATETUNE_DEPS_ONLY=1 STATETUNE_NO_TEST_TOOLS=1 /tmp/statetune/scripts/setup.sh \
     && rm -rf /var/lib/apt/lists/*
 
 # ---- CPU build -----------------------------------------------------------------------------------
