@@ -48,7 +48,10 @@ void lock_tenant(pqxx::work& w, const std::string& tenant) {
 PgAdapterStore::PgAdapterStore(std::shared_ptr<Database> db, engine::ModelFingerprint base, PgAdapterStoreOptions options)
     : db_(std::move(db)), base_(std::move(base)), options_(std::move(options)) {
   if (!options_.cache_dir.empty()) fs::create_directories(options_.cache_dir);
-  run("reading the adapters", [&](pqxx::connection& c) { apply_all(read_entries(c, nullptr, nullptr)); });
+  run("reading the adapters", [&](pqxx::connection& c) {
+    const uint64_t began = applies();
+    apply_all(read_entries(c, nullptr, nullptr), began);
+  });
   if (options_.follow_changes) listener_thread_ = std::thread([this] { listen_loop(); });
 }
 
@@ -122,22 +125,30 @@ void PgAdapterStore::apply(const std::string& tenant, const std::string& name, E
       if (gone || demoted) stale.push_back(info.version);
     }
     mine = std::move(fresh);
+    mine.written_at = ++applies_;
   }
   if (!external || stale.empty()) return;
   std::lock_guard<std::mutex> lock(listener_mu_);
   if (listener_) listener_(tenant, name, stale);
 }
 
-void PgAdapterStore::apply_all(Entries fresh) const {
+uint64_t PgAdapterStore::applies() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return applies_;
+}
+
+void PgAdapterStore::apply_all(Entries fresh, uint64_t read_began) const {
   // Adapters rows are never deleted, so one missing from a full read was not in the database at all
-  // (a database restored from an older backup): forget it.
+  // (a database restored from an older backup): forget it -- unless this replica wrote its entry
+  // after the read began (its own put committed meanwhile; the snapshot is older, not the entry).
   std::vector<std::pair<std::string, std::string>> unknown;
   {
     std::lock_guard<std::mutex> lock(mu_);
     for (const auto& [t, names] : entries_) {
       for (const auto& [n, e] : names) {
         const auto ft = fresh.find(t);
-        if (ft == fresh.end() || ft->second.count(n) == 0) unknown.emplace_back(t, n);
+        const bool missing = ft == fresh.end() || ft->second.count(n) == 0;
+        if (missing && e.written_at <= read_began) unknown.emplace_back(t, n);
       }
     }
   }
@@ -151,7 +162,9 @@ void PgAdapterStore::apply_all(Entries fresh) const {
     std::vector<std::string> stale;
     {
       std::lock_guard<std::mutex> lock(mu_);
+      if (entries_[t][n].written_at > read_began) continue;  // written since the check above
       for (const auto& [number, info] : entries_[t][n].versions) stale.push_back(info.version);
+      gone.written_at = ++applies_;
       entries_[t][n] = std::move(gone);
     }
     std::lock_guard<std::mutex> lock(listener_mu_);
@@ -312,6 +325,7 @@ bool PgAdapterStore::remove(const std::string& tenant, const std::string& name) 
     auto& e = entries_[tenant][name];
     e.versions.clear();
     e.current = 0;
+    e.written_at = ++applies_;
     spdlog::info("adapter database: {}/{} deleted", tenant, name);
   }
   return removed;
@@ -412,7 +426,8 @@ void PgAdapterStore::listen_loop() {
       std::vector<std::string> payloads;
       AdapterChanges receiver(*c, payloads);  // LISTEN
       // Listening first, then the full read: a change committed in between is both read and heard.
-      apply_all(read_entries(*c, nullptr, nullptr));
+      const uint64_t began = applies();
+      apply_all(read_entries(*c, nullptr, nullptr), began);
       ++resyncs_;
       listening_ = true;
       backoff = db_->options().min_backoff;

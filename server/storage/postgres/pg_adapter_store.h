@@ -68,6 +68,7 @@ class PgAdapterStore : public engine::AdapterStorage {
     int64_t seq = -1;     // the database's change_seq this entry reflects
     int64_t current = 0;  // 0: none (deleted, or never had a version)
     std::map<int64_t, engine::StoredAdapterInfo> versions;
+    uint64_t written_at = 0;  // applies_ when this entry was last written (see apply_all)
   };
   using Entries = std::map<std::string, std::map<std::string, Entry>>;
 
@@ -76,7 +77,11 @@ class PgAdapterStore : public engine::AdapterStorage {
   // Replaces tenant/name's entry unless the map already reflects a newer change; `external` changes
   // (heard from the database, not made here) are reported to the change listener.
   void apply(const std::string& tenant, const std::string& name, Entry fresh, bool external) const;
-  void apply_all(Entries fresh) const;
+  // Applies a full read. An adapter missing from it is forgotten, unless its entry was written after
+  // the read began (`read_began`: applies_ then): a put of this replica that committed while the read
+  // ran is newer than the read, not gone.
+  void apply_all(Entries fresh, uint64_t read_began) const;
+  uint64_t applies() const;
   // Runs `fn` on a pooled connection, mapping "database unreachable" to AdapterStorageUnavailable.
   void run(const char* what, const std::function<void(pqxx::connection&)>& fn) const;
   void listen_loop();
@@ -87,6 +92,7 @@ class PgAdapterStore : public engine::AdapterStorage {
   PgAdapterStoreOptions options_;
   mutable std::mutex mu_;
   mutable Entries entries_;
+  mutable uint64_t applies_ = 0;  // entry writes so far (guarded by mu_)
   mutable std::mutex listener_mu_;
   ChangeListener listener_;
 
