@@ -46,8 +46,9 @@ inline double metric_value(const std::string& text, const std::string& name,
 // Writes into `work`: model/ (a tiny random Mamba with the GPT-NeoX vocabulary), tenants.json (acme and
 // beta with kAcmeKey / kBetaKey, and kAdminKey), and returns the bytes of `adapters` random adapter
 // files for that model (state_offset + output_offset, seeds 10, 11, ...).
-inline std::vector<std::string> write_serving_files(const std::filesystem::path& work, int adapters) {
-  std::filesystem::create_directories(work);
+// The tiny random Mamba both services' integration tests run on (GPT-NeoX vocabulary, so the shipped
+// tokenizer fits it).
+inline engine::MambaConfig tiny_service_model_config() {
   engine::MambaConfig c;
   c.d_model = 64;
   c.n_layer = 2;
@@ -57,7 +58,12 @@ inline std::vector<std::string> write_serving_files(const std::filesystem::path&
   c.d_inner = 128;
   c.d_conv = 4;
   c.dt_rank = 4;
-  engine::write_random_checkpoint(work / "model", c, 77);
+  return c;
+}
+
+inline std::vector<std::string> write_serving_files(const std::filesystem::path& work, int adapters) {
+  std::filesystem::create_directories(work);
+  engine::write_random_checkpoint(work / "model", tiny_service_model_config(), 77);
   auto model = engine::MambaModel::load(work / "model", engine::LoadOptions{});
   std::vector<std::string> files;
   for (int i = 0; i < adapters; ++i) {

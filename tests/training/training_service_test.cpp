@@ -22,6 +22,7 @@
 #include "client/statetune_client.h"
 #include "tests/support/loopback_http.h"
 #include "tests/support/service_process.h"
+#include "tests/support/serving_fixture.h"
 #include "tests/support/shell.h"
 #include "tests/support/test_tls.h"
 #include "client/training_client.h"
@@ -96,16 +97,7 @@ class TrainingServiceTest : public ::testing::Test {
         new fs::path(fs::temp_directory_path() / ("statetune_train_" + std::to_string(::getpid())));
     fs::remove_all(*suite_);
     fs::create_directories(*suite_);
-    engine::MambaConfig c;
-    c.d_model = 64;
-    c.n_layer = 2;
-    c.vocab_size = 50280;
-    c.d_state = 16;
-    c.expand = 2;
-    c.d_inner = 128;
-    c.d_conv = 4;
-    c.dt_rank = 4;
-    engine::write_random_checkpoint(model_dir(), c, 91);
+    engine::write_random_checkpoint(model_dir(), test_support::tiny_service_model_config(), 91);
     nlohmann::json tenants = {
         {"admin_key_sha256", engine::Sha256::hex(kAdminKey)},
         {"tenants",
