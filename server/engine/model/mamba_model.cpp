@@ -355,9 +355,12 @@ at::Tensor MambaModel::prefill(const at::Tensor& tokens, const at::Tensor& lengt
     at::mm_out(fit(ws.Cm, {T, N}, compute), xc2, l.x_C.t());
     at::mm_out(fit(ws.delta, {T, D}, compute), ws.dt, l.dt_w.t());
     at::Tensor y = fit(ws.y, {B, L, D}, compute);
-    kernels::selective_scan_prefill(xc, ws.delta.view({B, L, D}), l.dt_b, l.A, ws.Bm.view({B, L, N}),
-                                    ws.Cm.view({B, L, N}), l.Dskip, ws.z.view({B, L, D}), len_dev,
-                                    adapters.layer(i, slot_dev), lc, resume, y);
+    const kernels::ScanArgs scan{/*x=*/xc, /*delta_in=*/ws.delta.view({B, L, D}),
+                                 /*delta_bias=*/l.dt_b, /*A=*/l.A, /*Bm=*/ws.Bm.view({B, L, N}),
+                                 /*Cm=*/ws.Cm.view({B, L, N}), /*Dskip=*/l.Dskip,
+                                 /*z=*/ws.z.view({B, L, D}), /*lengths=*/len_dev,
+                                 /*adapters=*/adapters.layer(i, slot_dev)};
+    kernels::selective_scan_prefill(scan, lc, resume, y);
     const at::Tensor y2 = y.reshape({T, D});
     if (bf16) {
       linear_out(fit(ws.o, {T, M}, compute), y2, l.out_w, l.out_b);
@@ -439,8 +442,10 @@ at::Tensor MambaModel::decode(const at::Tensor& tokens, const at::Tensor& rows, 
     at::mm_out(fit(ws.Cm, {B, N}, compute), xc, l.x_C.t());
     at::mm_out(fit(ws.delta, {B, D}, compute), ws.dt, l.dt_w.t());
     at::Tensor& y = fit(ws.y, {B, D}, compute);
-    kernels::selective_scan_step(xc, ws.delta, l.dt_b, l.A, ws.Bm, ws.Cm, l.Dskip, ws.z,
-                                 adapters.layer(i, slot_dev), lc, y);
+    const kernels::ScanArgs scan{/*x=*/xc, /*delta_in=*/ws.delta, /*delta_bias=*/l.dt_b, /*A=*/l.A,
+                                 /*Bm=*/ws.Bm, /*Cm=*/ws.Cm, /*Dskip=*/l.Dskip, /*z=*/ws.z,
+                                 /*lengths=*/{}, /*adapters=*/adapters.layer(i, slot_dev)};
+    kernels::selective_scan_step(scan, lc, y);
     if (bf16) {
       linear_out(fit(ws.o, {B, M}, compute), y, l.out_w, l.out_b);
       hidden.add_(ws.o);
