@@ -15,7 +15,8 @@ import { readFileSync } from "node:fs";
 import { parseAllDocuments } from "yaml";
 
 // apiVersion/kind -> the module exporting that object's compiled validator. Only the kinds deploy/
-// uses; an object of any other kind fails, so adding one means adding it here.
+// uses; an object of any other kind fails, so adding one means adding it here. A path starting with
+// "./" is a schema kept in this folder, for a CRD no npm package publishes (crd/).
 const SCHEMAS = {
   "v1/ConfigMap": "kubernetes-models/_schemas/IoK8sApiCoreV1ConfigMap.mjs",
   "v1/Secret": "kubernetes-models/_schemas/IoK8sApiCoreV1Secret.mjs",
@@ -29,6 +30,7 @@ const SCHEMAS = {
   "policy/v1/PodDisruptionBudget": "kubernetes-models/_schemas/IoK8sApiPolicyV1PodDisruptionBudget.mjs",
   "monitoring.coreos.com/v1/ServiceMonitor":
     "@kubernetes-models/prometheus-operator/_schemas/MonitoringCoreosComV1ServiceMonitor.mjs",
+  "postgresql.cnpg.io/v1/Cluster": "./crd/cnpg-cluster.mjs",
 };
 
 // Wraps every plain object under `value` in a recording Proxy. Returns the wrapped value and the list
@@ -63,7 +65,8 @@ async function validateObject(obj) {
   const module = SCHEMAS[key];
   if (!module) return [`no schema for ${key} (add it to tools/deploy-check/validate.mjs)`];
   // By file path: the packages' "exports" maps do not list their _schemas/ folders.
-  const { validate } = await import(new URL(`./node_modules/${module}`, import.meta.url));
+  const path = module.startsWith("./") ? module : `./node_modules/${module}`;
+  const { validate } = await import(new URL(path, import.meta.url));
   const records = [];
   const data = track(obj, "", records);
   const problems = [];
