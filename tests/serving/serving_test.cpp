@@ -1,5 +1,8 @@
 // Integration tests: the real statetune-serve binary on a loopback port, with a tiny random model and
 // the GPT-NeoX tokenizer, driven through the client library over gRPC and scraped over HTTP.
+// With STATETUNE_TEST_ADAPTER_STORAGE=postgres (the ctest entry serving_integration_postgres_test)
+// the same tests run in the shared mode: one real PostgreSQL for the binary, a fresh database per
+// test, --adapters-dir only the bytes cache.
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
@@ -25,6 +28,7 @@
 
 #include "client/statetune_client.h"
 #include "tests/support/loopback_http.h"
+#include "tests/support/postgres_server.h"
 #include "tests/support/serving_fixture.h"
 #include "tests/support/shell.h"
 #include "tests/support/test_tls.h"
@@ -68,15 +72,33 @@ class ServingTest : public ::testing::Test {
     suite_ = new fs::path(fs::temp_directory_path() / ("statetune_serving_" + std::to_string(::getpid())));
     fs::remove_all(*suite_);
     adapter_files_ = test_support::write_serving_files(*suite_, 4);  // model/, adapterN.safetensors, tenants.json
+    if (postgres_mode() && !test_support::PostgresServer::bin_dir().empty()) {
+      pg_ = new test_support::PostgresServer();
+    }
   }
   static void TearDownTestSuite() {
+    delete pg_;
+    pg_ = nullptr;
     fs::remove_all(*suite_);
     delete suite_;
     adapter_files_.clear();
   }
+  static bool postgres_mode() {
+    const char* mode = std::getenv("STATETUNE_TEST_ADAPTER_STORAGE");
+    return mode != nullptr && std::string(mode) == "postgres";
+  }
   void SetUp() override {
+    if (postgres_mode() && pg_ == nullptr) {
+      GTEST_SKIP() << "PostgreSQL 15 is not installed (/usr/lib/postgresql/*/bin/initdb); scripts/setup.sh "
+                      "installs postgresql-15";
+    }
     work_ = *suite_ / ::testing::UnitTest::GetInstance()->current_test_info()->name();
     fs::create_directories(work_);
+    if (pg_ != nullptr) {
+      static int databases = 0;
+      database_ = "serving_" + std::to_string(databases++);
+      database_url_ = pg_->create_database(database_);
+    }
     server_ = std::make_unique<ServerProcess>();
     ASSERT_NO_FATAL_FAILURE(server_->start(work_, flags()));
   }
@@ -91,11 +113,21 @@ class ServingTest : public ::testing::Test {
     return std::string(STATETUNE_SHARED_DIR) + "/models/gpt-neox-20b-tokenizer.json";
   }
   std::vector<std::string> flags(const fs::path& model = {}) const {
-    return {"--model", (model.empty() ? model_dir() : model).string(), "--tokenizer", tokenizer_path(),
-            "--adapters-dir", (work_ / "adapters").string(), "--tenants-file", (*suite_ / "tenants.json").string(),
-            "--max-batch", "8", "--queue-size", "2", "--max-new-tokens", "100000", "--max-prompt-tokens", "64",
-            "--max-request-bytes", "64KiB", "--max-upload-bytes", "4MiB", "--adapter-slots", "3",
-            "--adapter-versions", "6", "--drain-seconds", "2"};
+    std::vector<std::string> f = {
+        "--model", (model.empty() ? model_dir() : model).string(), "--tokenizer", tokenizer_path(),
+        "--adapters-dir", (work_ / "adapters").string(), "--tenants-file", (*suite_ / "tenants.json").string(),
+        "--max-batch", "8", "--queue-size", "2", "--max-new-tokens", "100000", "--max-prompt-tokens", "64",
+        "--max-request-bytes", "64KiB", "--max-upload-bytes", "4MiB", "--adapter-slots", "3",
+        "--adapter-versions", "6", "--drain-seconds", "2"};
+    if (pg_ != nullptr) {
+      f.insert(f.end(), {"--database", database_url_, "--database-password-file", pg_->password_file().string()});
+    }
+    return f;
+  }
+  // Rows of tenant acme's adapter `name` in the test's database (shared mode only).
+  int stored_versions(const std::string& name) const {
+    return std::stoi(pg_->psql("SELECT count(*) FROM adapter_versions WHERE tenant = 'acme' AND name = '" + name + "'",
+                               database_));
   }
 
   Client acme() const { return Client(server_->options(kAcmeKey)); }
@@ -144,11 +176,14 @@ class ServingTest : public ::testing::Test {
 
   static fs::path* suite_;
   static std::vector<std::string> adapter_files_;
+  static test_support::PostgresServer* pg_;  // shared mode only
+  std::string database_, database_url_;
   fs::path work_;
   std::unique_ptr<ServerProcess> server_;
 };
 fs::path* ServingTest::suite_ = nullptr;
 std::vector<std::string> ServingTest::adapter_files_;
+test_support::PostgresServer* ServingTest::pg_ = nullptr;
 
 TEST_F(ServingTest, StreamsTokensAndEndsWithDone) {
   Client c = acme();
@@ -346,6 +381,7 @@ TEST_F(ServingTest, DeeplyNestedMetadataIsRefusedAndTheServerStaysUp) {
   EXPECT_LT(st.error_message().size(), 1000u);
   EXPECT_EQ(c.get_adapter("nested", &info).error_code(), StatusCode::NOT_FOUND);
   EXPECT_FALSE(fs::exists(work_ / "adapters" / "acme" / "nested"));
+  if (pg_ != nullptr) EXPECT_EQ(stored_versions("nested"), 0);
   upload(c, "nested", 1, &info);  // still serving
 }
 
