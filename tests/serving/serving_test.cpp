@@ -28,7 +28,7 @@
 
 #include "client/statetune_client.h"
 #include "tests/support/loopback_http.h"
-#include "tests/support/postgres_server.h"
+#include "tests/support/shared_mode.h"
 #include "tests/support/serving_fixture.h"
 #include "tests/support/shell.h"
 #include "tests/support/test_tls.h"
@@ -72,35 +72,22 @@ class ServingTest : public ::testing::Test {
     suite_ = new fs::path(fs::temp_directory_path() / ("statetune_serving_" + std::to_string(::getpid())));
     fs::remove_all(*suite_);
     adapter_files_ = test_support::write_serving_files(*suite_, 4);  // model/, adapterN.safetensors, tenants.json
-    if (postgres_mode() && !test_support::PostgresServer::bin_dir().empty()) {
-      pg_ = new test_support::PostgresServer();
-    }
+    shared_ = new test_support::SharedModeDatabases();
   }
   static void TearDownTestSuite() {
-    delete pg_;
-    pg_ = nullptr;
+    delete shared_;
+    shared_ = nullptr;
     fs::remove_all(*suite_);
     delete suite_;
     adapter_files_.clear();
   }
-  static bool postgres_mode() {
-    const char* mode = std::getenv("STATETUNE_TEST_ADAPTER_STORAGE");
-    return mode != nullptr && std::string(mode) == "postgres";
-  }
   void SetUp() override {
-    if (postgres_mode() && pg_ == nullptr) {
-      GTEST_SKIP() << "PostgreSQL 15 is not installed (/usr/lib/postgresql/*/bin/initdb); scripts/setup.sh "
-                      "installs postgresql-15";
-    }
+    if (shared_->unavailable()) GTEST_SKIP() << test_support::SharedModeDatabases::kNotInstalled;
     work_ = *suite_ / ::testing::UnitTest::GetInstance()->current_test_info()->name();
     fs::create_directories(work_);
-    if (pg_ != nullptr) {
-      static int databases = 0;
-      database_ = "serving_" + std::to_string(databases++);
-      database_url_ = pg_->create_database(database_);
-    }
     server_ = std::make_unique<ServerProcess>();
     ASSERT_NO_FATAL_FAILURE(server_->start(work_, flags()));
+    ASSERT_TRUE(shared_->log_shows_mode(server_->log())) << server_->log();
   }
   void TearDown() override {
     server_.reset();
@@ -112,22 +99,22 @@ class ServingTest : public ::testing::Test {
   static std::string tokenizer_path() {
     return std::string(STATETUNE_SHARED_DIR) + "/models/gpt-neox-20b-tokenizer.json";
   }
-  std::vector<std::string> flags(const fs::path& model = {}) const {
+  // The test server's flags; `model` and `adapters` (its store) default to the test's.
+  std::vector<std::string> flags(const fs::path& model = {}, fs::path adapters = {}) const {
+    if (adapters.empty()) adapters = work_ / "adapters";
     std::vector<std::string> f = {
         "--model", (model.empty() ? model_dir() : model).string(), "--tokenizer", tokenizer_path(),
-        "--adapters-dir", (work_ / "adapters").string(), "--tenants-file", (*suite_ / "tenants.json").string(),
+        "--adapters-dir", adapters.string(), "--tenants-file", (*suite_ / "tenants.json").string(),
         "--max-batch", "8", "--queue-size", "2", "--max-new-tokens", "100000", "--max-prompt-tokens", "64",
         "--max-request-bytes", "64KiB", "--max-upload-bytes", "4MiB", "--adapter-slots", "3",
         "--adapter-versions", "6", "--drain-seconds", "2"};
-    if (pg_ != nullptr) {
-      f.insert(f.end(), {"--database", database_url_, "--database-password-file", pg_->password_file().string()});
-    }
+    for (auto& extra : shared_->flags_for(adapters)) f.push_back(std::move(extra));
     return f;
   }
   // Rows of tenant acme's adapter `name` in the test's database (shared mode only).
   int stored_versions(const std::string& name) const {
-    return std::stoi(pg_->psql("SELECT count(*) FROM adapter_versions WHERE tenant = 'acme' AND name = '" + name + "'",
-                               database_));
+    return std::stoi(shared_->psql(work_ / "adapters",
+                                   "SELECT count(*) FROM adapter_versions WHERE tenant = 'acme' AND name = '" + name + "'"));
   }
 
   Client acme() const { return Client(server_->options(kAcmeKey)); }
@@ -176,14 +163,13 @@ class ServingTest : public ::testing::Test {
 
   static fs::path* suite_;
   static std::vector<std::string> adapter_files_;
-  static test_support::PostgresServer* pg_;  // shared mode only
-  std::string database_, database_url_;
+  static test_support::SharedModeDatabases* shared_;
   fs::path work_;
   std::unique_ptr<ServerProcess> server_;
 };
 fs::path* ServingTest::suite_ = nullptr;
 std::vector<std::string> ServingTest::adapter_files_;
-test_support::PostgresServer* ServingTest::pg_ = nullptr;
+test_support::SharedModeDatabases* ServingTest::shared_ = nullptr;
 
 TEST_F(ServingTest, StreamsTokensAndEndsWithDone) {
   Client c = acme();
@@ -381,7 +367,9 @@ TEST_F(ServingTest, DeeplyNestedMetadataIsRefusedAndTheServerStaysUp) {
   EXPECT_LT(st.error_message().size(), 1000u);
   EXPECT_EQ(c.get_adapter("nested", &info).error_code(), StatusCode::NOT_FOUND);
   EXPECT_FALSE(fs::exists(work_ / "adapters" / "acme" / "nested"));
-  if (pg_ != nullptr) EXPECT_EQ(stored_versions("nested"), 0);
+  if (shared_->active()) {
+    EXPECT_EQ(stored_versions("nested"), 0);
+  }
   upload(c, "nested", 1, &info);  // still serving
 }
 
@@ -558,10 +546,7 @@ TEST_F(ServingTest, TlsServesClientsThatTrustItsCaOnly) {
   const std::string d = dir.string();
 
   ServerProcess tls;
-  std::vector<std::string> f = flags();
-  for (size_t i = 0; i + 1 < f.size(); ++i) {
-    if (f[i] == "--adapters-dir") f[i + 1] = (dir / "adapters").string();  // its own store
-  }
+  std::vector<std::string> f = flags({}, dir / "adapters");  // its own store
   f.insert(f.end(), {"--tls-cert", d + "/server.pem", "--tls-key", d + "/server.key"});
   tls.start(dir, f, dir / "ca.pem");  // waits for health SERVING over TLS
   if (HasFatalFailure()) return;
@@ -696,10 +681,7 @@ TEST_F(ServingTest, EndOfSequenceEndsTheStreamUnlessStopAtEosIsFalse) {
   ServerProcess eos_server;
   const fs::path eos_work = work_ / "eos";
   fs::create_directories(eos_work);
-  std::vector<std::string> f = flags(eos_model);
-  for (size_t i = 0; i + 1 < f.size(); ++i) {
-    if (f[i] == "--adapters-dir") f[i + 1] = (eos_work / "adapters").string();  // its own store
-  }
+  std::vector<std::string> f = flags(eos_model, eos_work / "adapters");  // its own store
   ASSERT_NO_FATAL_FAILURE(eos_server.start(eos_work, f));
   Client e(eos_server.options(kAcmeKey));
 
