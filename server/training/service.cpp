@@ -367,6 +367,10 @@ void TrainService::start() {
     b.http_context.reset(
         new TrainingHttpContext{*b.core, *b.store, *b.tenants, o.model_id, o.chat_template, b.metrics->rpc_errors});
     add_training_routes(b.http->routes(), *b.http_context);
+    if (o.http.serve_metrics) {
+      if (!b.metrics_server) throw std::runtime_error("--http-metrics needs --metrics-listen (it serves the same registry)");
+      common::add_metrics_route(b.http->routes(), b.metrics_server->shared_registry());
+    }
     b.http->start();
   }
 

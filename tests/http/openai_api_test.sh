@@ -19,7 +19,7 @@ source "$SRC/tests/support/service_harness.sh"
 ADMIN_KEY=admin-key-for-test ACME_KEY=acme-key-for-test OTHER_KEY=other-key-for-test
 tiny_model_and_tenants acme=$ACME_KEY other=$OTHER_KEY
 
-"$SERVE" --listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 --http-listen 127.0.0.1:0 --model "$TMP/model" \
+"$SERVE" --listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 --http-listen 127.0.0.1:0 --http-metrics --model "$TMP/model" \
   --model-id tiny-base --tenants-file "$TMP/tenants.json" --adapters-dir "$TMP/adapters" --threads 1 \
   --max-request-bytes 64KiB --max-new-tokens 100000 --drain-seconds 1 \
   --ready-file "$TMP/serve.ready" >"$TMP/serve.log" 2>&1 &
@@ -151,6 +151,15 @@ single=$(metric 'statetune_batch_size_bucket{le="1"}')
 echo "decode steps with more than one row: $multi_before before, $(multi_row_steps) after (single-row: $single)"
 (( $(multi_row_steps) > multi_before )) ||
   die "the gRPC and HTTP requests never shared a decode step (running now: $(metric statetune_requests_running); the HTTP stream: $(tail -c 300 "$TMP/long.sse"))"
+# --http-metrics: the endpoint picker of the Gateway API Inference Extension scrapes the port it routes
+# to; there the stream's adapter shows as running (statetune_lora_requests_info, docs/operations.md).
+# statetune-train runs without the flag: no /metrics on its API port.
+lora_info() { curl -sf "http://127.0.0.1:$SERVE_HTTP/metrics" | grep '^statetune_lora_requests_info{' || true; }
+for _ in $(seq 1 100); do [[ $(lora_info) == *"running_lora_adapters=\"$MODEL\""* ]] && break; sleep 0.1; done
+[[ $(lora_info) == *"running_lora_adapters=\"$MODEL\""* ]] ||
+  die "the HTTP port's /metrics does not show $MODEL running: $(lora_info)"
+[[ $(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$TRAIN_HTTP/metrics") == 404 ]] ||
+  die "statetune-train serves /metrics on its API port without --http-metrics"
 kill $LONG 2>/dev/null || true
 wait $LONG 2>/dev/null || true
 for _ in $(seq 1 200); do
