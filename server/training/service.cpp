@@ -102,6 +102,12 @@ void to_proto(const EventRecord& e, v1::JobEvent* out) {
     v->set_val_loss(p.value("val_loss", 0.0));
     v->set_val_token_accuracy(p.value("val_token_accuracy", 0.0));
     v->set_improved(p.value("improved", false));
+  } else if (e.type == "checkpoint") {
+    auto* c = out->mutable_checkpoint();
+    c->set_step(p.value("step", int64_t{0}));
+    c->set_train_loss(p.value("train_loss", 0.0));
+    c->set_val_loss(p.value("val_loss", 0.0));
+    c->set_val_token_accuracy(p.value("val_token_accuracy", 0.0));
   } else if (e.type == "error") {
     auto* er = out->mutable_error();
     er->set_code(p.value("code", ""));
