@@ -38,17 +38,18 @@ grep -q "nvidia.com/gpu: 1" "$TMP/gpu.yaml" || fail "the gpu overlay requests no
 grep -q "nvidia.com/gpu" "$TMP/cpu.yaml" && fail "the cpu overlay requests a GPU"
 
 # Negative checks: each broken copy must be rejected.
-expect_rejected() {  # name, sed expression, what the validator must say
-  sed "$2" "$TMP/cpu.yaml" >"$TMP/broken-$1.yaml"
-  cmp -s "$TMP/cpu.yaml" "$TMP/broken-$1.yaml" && { fail "negative check $1: sed changed nothing"; return; }
-  if node "$VALIDATOR" "$TMP/broken-$1.yaml" >"$TMP/broken-$1.out" 2>&1; then
-    fail "the validator accepted a manifest with $1"
-  elif ! grep -q "$3" "$TMP/broken-$1.out"; then
-    cat "$TMP/broken-$1.out"; fail "negative check $1: rejected, but not for '$3'"
+expect_rejected_in() {  # rendered file, name, sed expression, what the validator must say
+  sed "$3" "$1" >"$TMP/broken-$2.yaml"
+  cmp -s "$1" "$TMP/broken-$2.yaml" && { fail "negative check $2: sed changed nothing"; return; }
+  if node "$VALIDATOR" "$TMP/broken-$2.yaml" >"$TMP/broken-$2.out" 2>&1; then
+    fail "the validator accepted a manifest with $2"
+  elif ! grep -q "$4" "$TMP/broken-$2.out"; then
+    cat "$TMP/broken-$2.out"; fail "negative check $2: rejected, but not for '$4'"
   else
-    echo "rejected as expected ($1): $(grep "$3" "$TMP/broken-$1.out" | head -n1)"
+    echo "rejected as expected ($2): $(grep "$4" "$TMP/broken-$2.out" | head -n1)"
   fi
 }
+expect_rejected() { expect_rejected_in "$TMP/cpu.yaml" "$@"; }  # name, sed expression, what it must say
 expect_rejected "a misspelt field" '0,/readinessProbe:/s//readinesProbe:/' 'unknown field "readinesProbe"'
 expect_rejected "a string replica count" '0,/replicas: 1/s//replicas: one/' '/spec/replicas type'
 expect_rejected "a bad enum value" '0,/type: RollingUpdate/s//type: Sometimes/' 'strategy/type enum'
@@ -80,17 +81,6 @@ resources:
 components:
   - $(realpath --relative-to="$TMP/with-gateway" "$SRC/deploy/gateway")
 EOF
-expect_rejected_in() {  # rendered file, name, sed expression, what the validator must say
-  sed "$3" "$1" >"$TMP/broken-$2.yaml"
-  cmp -s "$1" "$TMP/broken-$2.yaml" && { fail "negative check $2: sed changed nothing"; return; }
-  if node "$VALIDATOR" "$TMP/broken-$2.yaml" >"$TMP/broken-$2.out" 2>&1; then
-    fail "the validator accepted a manifest with $2"
-  elif ! grep -q "$4" "$TMP/broken-$2.out"; then
-    cat "$TMP/broken-$2.out"; fail "negative check $2: rejected, but not for '$4'"
-  else
-    echo "rejected as expected ($2): $(grep "$4" "$TMP/broken-$2.out" | head -n1)"
-  fi
-}
 if kubectl kustomize "$TMP/with-gateway" >"$TMP/gateway.yaml" 2>"$TMP/gateway.err"; then
   node "$VALIDATOR" "$TMP/gateway.yaml" || fail "deploy/gateway on the cpu overlay does not validate"
   for kind in InferencePool Role RoleBinding ServiceAccount; do
