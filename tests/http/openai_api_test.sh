@@ -173,6 +173,18 @@ done
 [[ $(metric statetune_requests_running) == 0 ]] || die "the dropped stream still runs"
 [[ $(metric 'statetune_requests_total{api="http",status="cancelled",tenant="acme"}') != "$cancelled_before" ]] ||
   die "the dropped stream was not counted as cancelled"
+# The same with three choices: dropping the stream frees all three rows.
+curl -s -N "${AUTH[@]}" -H 'Content-Type: application/json' \
+  -d "{\"model\": \"$MODEL\", \"prompt\": \"hello\", \"n\": 3, \"max_tokens\": 90000, \"ignore_eos\": true, \"stream\": true}" \
+  "http://127.0.0.1:$SERVE_HTTP/v1/completions" >"$TMP/multi.sse" &
+LONG=$!
+PIDS+=($LONG)
+for _ in $(seq 1 100); do [[ $(metric statetune_requests_running) == 3 ]] && break; sleep 0.1; done
+[[ $(metric statetune_requests_running) == 3 ]] || die "three choices are not three running rows: $(metric statetune_requests_running)"
+kill $LONG 2>/dev/null || true
+wait $LONG 2>/dev/null || true
+for _ in $(seq 1 200); do [[ $(metric statetune_requests_running) == 0 ]] && break; sleep 0.1; done
+[[ $(metric statetune_requests_running) == 0 ]] || die "a dropped stream of three choices still runs"
 
 # Token-id prompts (as OpenAI allows) and the ignore_eos extension: exactly max_tokens tokens.
 got=$(post $C '{"model": "'$MODEL'", "prompt": [510, 3158, 8516], "max_tokens": 6, "ignore_eos": true, "temperature": 0}')
