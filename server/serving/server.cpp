@@ -29,6 +29,7 @@
 #include "server/engine/text/tokenizer.h"
 #include "server/serving/adapter_storage_mode.h"
 #include "server/serving/http_routes.h"
+#include "server/serving/model_server_protocol_metrics.h"
 #include "server/serving/rpc_runner.h"
 #include "server/serving/rpc_status_interceptor.h"
 #include "server/serving/serving_metrics.h"
@@ -401,6 +402,7 @@ struct ServingServer::Impl {
   std::unique_ptr<ServingHttpContext> http_context;
   std::unique_ptr<http::HttpServer> http;
   std::unique_ptr<common::MetricsServer> metrics_server;
+  std::unique_ptr<ModelServerProtocolMetrics> protocol_metrics;
   std::unique_ptr<GenerationService> generation;
   std::unique_ptr<AdaptersService> adapters;
   std::unique_ptr<grpc::Server> server;
@@ -428,6 +430,9 @@ struct ServingServer::Impl {
     const auto counts = b->scheduler->counts();
     shared.metrics->set_load(counts.running, counts.waiting, counts.running_by_adapter, counts.waiting_by_adapter);
     const auto st = b->pool->stats();
+    protocol_metrics->update(counts.running, b->scheduler->options().max_batch, counts.running_by_adapter,
+                             counts.waiting_by_adapter, st.capacity,
+                             std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count());
     PoolSnapshot snap;
     snap.capacity = st.capacity;
     snap.resident = st.resident;
@@ -439,7 +444,8 @@ struct ServingServer::Impl {
     shared.metrics->set_pool(snap);
     const auto ss = b->store->stats();
     shared.metrics->set_storage(StorageSnapshot{ss.adapters_known, ss.resyncs, ss.unavailable_errors, ss.connections,
-                                                ss.listening});
+                                                ss.listening, ss.connections_in_use, ss.connections_idle,
+                                                ss.statement_errors});
   }
 };
 
@@ -464,9 +470,11 @@ void ServingServer::start() {
   if (!o.service.metrics_listen.empty()) {
     m.metrics_server = std::make_unique<common::MetricsServer>(o.service.metrics_listen);
     m.shared.metrics = std::make_unique<ServingMetrics>(m.metrics_server->registry());
+    m.protocol_metrics = std::make_unique<ModelServerProtocolMetrics>(m.metrics_server->registry());
   } else {
     static auto unused_registry = std::make_shared<prometheus::Registry>();
     m.shared.metrics = std::make_unique<ServingMetrics>(*unused_registry);
+    m.protocol_metrics = std::make_unique<ModelServerProtocolMetrics>(*unused_registry);
   }
 
   m.shared.rpc = std::make_unique<RpcRunner>(*m.shared.tenants);
@@ -506,6 +514,10 @@ void ServingServer::start() {
         }});
     m.http = std::make_unique<http::HttpServer>(o.http);
     add_serving_routes(m.http->routes(), *m.http_context);
+    if (o.http.serve_metrics) {
+      if (!m.metrics_server) throw std::runtime_error("--http-metrics needs --metrics-listen (it serves the same registry)");
+      common::add_metrics_route(m.http->routes(), m.metrics_server->shared_registry());
+    }
     m.http->start();
   }
   common::log_event(spdlog::level::info, "server.listening",
@@ -523,6 +535,7 @@ void ServingServer::load() {
   b->model = std::move(loaded.model);
   b->tokenizer = std::move(loaded.tokenizer);
   b->store = open_adapter_storage(o, b->model->fingerprint());
+  b->store->set_notify_lag_observer([metrics = m.shared.metrics.get()](double s) { metrics->notify_lag(s); });
   engine::AdapterPoolOptions po;
   po.device = loaded.device;
   po.budget_bytes = o.adapter_pool_bytes;
