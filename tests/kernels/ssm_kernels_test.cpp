@@ -485,5 +485,49 @@ TEST(Kernels, RejectsBadLengthsAndReportsNoCuda) {
 #endif
 }
 
+// CheckedScan is the one place a scan's arguments are checked, for every backend: a shape, dtype
+// or pool that does not fit is refused there, with the sizes it found when everything fits.
+TEST(Kernels, CheckedScanRefusesWhatDoesNotFitAndReportsTheSizes) {
+  at::manual_seed(5);
+  std::mt19937 rng(5);
+  Problem p = make_problem(rng, 2, 5, 8, 4, 3);
+  CacheCopy c(p, p.rows);
+  const LayerAdapters ad = adapters_of(p, 1 | 2 | 8);
+  const ScanArgs good = p.scan.args(p.lengths, ad);
+  const CheckedScan ok = CheckedScan::prefill(good, c.cache);
+  EXPECT_EQ(std::vector<int64_t>({ok.B, ok.L, ok.D, ok.N, ok.S}),
+            std::vector<int64_t>({2, 5, 8, 4, p.S}));
+  auto refused = [&](ScanArgs a, const std::string& what) {
+    try {
+      CheckedScan::prefill(a, c.cache);
+      ADD_FAILURE() << what << ": accepted";
+    } catch (const c10::Error& e) {
+      EXPECT_NE(std::string(e.what_without_backtrace()).find(what), std::string::npos)
+          << e.what_without_backtrace();
+    }
+  };
+  ScanArgs a = good;
+  a.Bm = a.Bm.narrow(2, 0, 3);
+  refused(a, "Bm has shape");
+  a = good;
+  a.z = a.z.to(at::kBFloat16);
+  refused(a, "z is BFloat16");
+  a = good;
+  a.Dskip = at::ones({7});
+  refused(a, "Dskip has shape");
+  a = good;
+  a.adapters.output_offset = at::zeros({p.S + 1, 8});
+  refused(a, "adapter tensors disagree on S");
+  a = good;
+  a.lengths = at::Tensor();
+  refused(a, "lengths is required");
+  // A step has no lengths and takes [B, D] activations.
+  const ScanArgs step{p.scan.x.select(1, 0), p.scan.delta_in.select(1, 0), p.scan.delta_bias,
+                      p.scan.A, p.scan.Bm.select(1, 0), p.scan.Cm.select(1, 0), p.scan.Dskip,
+                      p.scan.z.select(1, 0), at::Tensor(), ad};
+  EXPECT_EQ(CheckedScan::step(step, c.cache).L, 1);
+  EXPECT_THROW(CheckedScan::step(good, c.cache), c10::Error);
+}
+
 }  // namespace
 }  // namespace statetune::kernels
