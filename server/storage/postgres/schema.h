@@ -13,5 +13,7 @@ const std::vector<Migration>& statetune_migrations();
 
 // The channel every adapter change is announced on (payload: {"tenant": ..., "name": ...}).
 inline constexpr const char* kAdapterChannel = "statetune_adapters";
+// The channel a training job's new event is announced on (payload: the job id).
+inline constexpr const char* kJobChannel = "statetune_jobs";
 
 }  // namespace statetune::storage
