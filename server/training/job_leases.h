@@ -44,7 +44,8 @@ class JobLeases {
 
   // Replaces the job's stored checkpoint with the files in `dir`.
   virtual void save_checkpoint(const JobRecord& job, const std::filesystem::path& dir) = 0;
-  // Empties `dir` and writes the job's stored checkpoint into it; false when there is none.
+  // Empties `dir` and writes the job's stored checkpoint into it; false when there is none (a stored
+  // file whose name is not a plain file name is skipped with a log line).
   virtual bool restore_checkpoint(const JobRecord& job, const std::filesystem::path& dir) = 0;
   // Keeps the trained adapter file with the job (also when publishing it fails).
   virtual void save_output(const JobRecord& job, const std::string& adapter_bytes) = 0;

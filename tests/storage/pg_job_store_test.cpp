@@ -55,6 +55,7 @@ class PgJobStoreTest : public test_support::PostgresTest {
     return j;
   }
   int64_t count(const std::string& sql) const { return std::stoll(pg_->psql(sql, db_name_)); }
+  void sql_damage(const std::string& sql) const { pg_->psql(sql, db_name_); }
 
   fs::path root_;
 };
@@ -231,6 +232,36 @@ TEST_F(PgJobStoreTest, EventsWakeEveryReplicasListener) {
   queued_job(*a, "job-1");
   EXPECT_TRUE(wait_until([&] { return heard.load() > before; }));
   EXPECT_EQ(b->events("job-1", 0).size(), 1u);
+}
+
+TEST_F(PgJobStoreTest, ADamagedRowIsSkippedAndNeverBlocksTheQueue) {
+  std::vector<std::string> bad;
+  PgJobStoreOptions o;
+  o.datasets_dir = root_ / "a" / "datasets";
+  o.base = tiny_fingerprint();
+  PgJobStore a(open_db(), o, [&](const std::string& table, const std::string& id, const std::string&) {
+    bad.push_back(table + "/" + id);
+  });
+  queued_job(a, "job-bad", 1);
+  queued_job(a, "job-good", 2);
+  sql_damage("UPDATE train_jobs SET spec = '{\"dataset_id\": ' WHERE id = 'job-bad'");
+  EXPECT_EQ(a.jobs("acme").size(), 1u) << "the unreadable job is left out of the listing, the other stays";
+  // The oldest job cannot be read: it is failed, and the next claim gets the next job.
+  EXPECT_FALSE(a.claim("a", 60s).has_value());
+  EXPECT_EQ(pg_->psql("SELECT state, error_code FROM train_jobs WHERE id = 'job-bad'", db_name_), "5|INTERNAL\n");
+  auto next = a.claim("a", 60s);
+  ASSERT_TRUE(next.has_value());
+  EXPECT_EQ(next->job.id, "job-good");
+  EXPECT_EQ(bad, std::vector<std::string>{"train_jobs/job-bad"}) << "reported once";
+  // A checkpoint file whose stored name is a path is not written outside the checkpoint folder.
+  const fs::path ck = root_ / "a" / "ck";
+  fs::create_directories(ck);
+  engine::write_file_durably(ck / "trainer_state.safetensors", std::string("state"));
+  a.save_checkpoint(next->job, ck);
+  sql_damage("UPDATE train_checkpoint_files SET name = '../escaped' WHERE job_id = 'job-good'");
+  EXPECT_FALSE(a.restore_checkpoint(next->job, ck)) << "nothing usable was stored";
+  EXPECT_FALSE(fs::exists(root_ / "a" / "escaped"));
+  EXPECT_TRUE(fs::is_empty(ck));
 }
 
 TEST_F(PgJobStoreTest, DataSetsAreCopiedToEachWorkerAndCheckedAgainstTheirSha256) {

@@ -484,14 +484,16 @@ bool PgJobStore::restore_checkpoint(const JobRecord& job, const fs::path& dir) {
   });
   fs::remove_all(dir);  // a copy from an earlier lease on this worker is older than the database's
   engine::create_folders(dir);
+  bool written = false;
   for (const auto& [name, bytes] : files) {
     if (!plain_file_name(name)) {
       spdlog::warn("job database: job {} has a checkpoint file with a bad name; skipped", job.id);
       continue;
     }
     engine::write_file_durably(dir / name, bytes);
+    written = true;
   }
-  return !files.empty();
+  return written;
 }
 
 void PgJobStore::save_output(const JobRecord& job, const std::string& adapter_bytes) {
