@@ -283,7 +283,7 @@ std::optional<JobRecord> JobRunner::next_job(std::unique_lock<std::mutex>& lock)
   }
   if (!next) {
     // Shared mode: other replicas queue jobs and leases expire, which only a look at the table shows.
-    const auto poll = leases_ ? std::min<std::chrono::milliseconds>(options_.lease / 2, std::chrono::seconds(1))
+    const auto poll = leases_ ? std::min<std::chrono::milliseconds>(options_.lease / 4, std::chrono::seconds(1))
                               : std::chrono::milliseconds(5000);
     cv_.wait_for(lock, poll, [&] { return stopping_ || wake_; });
     wake_ = false;

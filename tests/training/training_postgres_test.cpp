@@ -3,52 +3,33 @@
 // the other resumes it from the last checkpoint stored in the database within the lease time, the
 // job succeeds once, exactly one adapter version is published and serving serves it. Cancel and
 // watch through either replica; a restart of every process keeps every data set, job and event.
+#include <google/protobuf/util/message_differencer.h>
 #include <gtest/gtest.h>
 #include <signal.h>
 
 #include <chrono>
-#include <nlohmann/json.hpp>
 #include <string>
 
 #include "client/training_client.h"
 #include "tests/storage/postgres_fixture.h"
 #include "tests/support/serving_fixture.h"
+#include "tests/support/training_requests.h"
 
 namespace statetune::training {
 namespace {
 namespace fs = std::filesystem;
 namespace v1 = ::statetune::v1;
 using client::TrainingClient;
+using google::protobuf::util::MessageDifferencer;
+using test_support::dataset_text;
+using test_support::job_request;
 using test_support::kAcmeKey;
+using test_support::upload;
 using test_support::wait_until;
+using test_support::watch_all;
 using namespace std::chrono_literals;
 
 constexpr int kLeaseSeconds = 3;
-
-std::string dataset_text(int n) {
-  const char* words[] = {"zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"};
-  std::string out;
-  for (int i = 0; i < n; ++i) {
-    out += nlohmann::json({{"prompt", "Spell the digit " + std::to_string(i % 10)}, {"completion", words[i % 10]}})
-               .dump() +
-           "\n";
-  }
-  return out;
-}
-
-v1::CreateJobRequest job_request(const std::string& dataset, const std::string& adapter, int64_t steps) {
-  v1::CreateJobRequest r;
-  r.set_dataset_id(dataset);
-  r.set_adapter_name(adapter);
-  r.add_methods("state_offset");
-  r.add_methods("output_offset");
-  r.mutable_hyperparameters()->set_learning_rate(0.05);
-  r.mutable_hyperparameters()->set_batch_size(2);
-  r.mutable_hyperparameters()->set_epochs(1000);
-  r.mutable_hyperparameters()->set_max_steps(steps);
-  r.mutable_hyperparameters()->set_max_length(32);
-  return r;
-}
 
 class SharedTrainingTest : public test_support::PostgresTest {
  protected:
@@ -89,22 +70,6 @@ class SharedTrainingTest : public test_support::PostgresTest {
     ASSERT_NO_FATAL_FAILURE(start_worker(b_, "b"));
   }
   std::string sql(const std::string& query) const { return pg_->psql(query, db_name_); }
-
-  static std::string upload(TrainingClient& c, const std::string& name, const std::string& text) {
-    v1::DatasetInfo info;
-    const auto st = c.upload_dataset(name, text, &info, 256);
-    EXPECT_TRUE(st.ok()) << st.error_message();
-    return info.id();
-  }
-  static std::vector<v1::JobEvent> watch_all(TrainingClient& c, const std::string& id) {
-    std::vector<v1::JobEvent> events;
-    const auto st = c.watch_job(id, 0, [&](const v1::JobEvent& e) {
-      events.push_back(e);
-      return true;
-    });
-    EXPECT_TRUE(st.ok()) << st.error_message();
-    return events;
-  }
 
   fs::path work_;
   test_support::ServiceProcess a_{std::string(STATETUNE_BINARY_DIR) + "/server/training/statetune-train", "train-a"};
@@ -154,8 +119,9 @@ TEST_F(SharedTrainingTest, KillNineOfTheRunningWorkerResumesOnTheOtherAndPublish
   ASSERT_NE(resumed_at, decltype(resumed_at){}) << "no resume event";
   const double takeover_s = std::chrono::duration<double>(resumed_at - killed_at).count();
   std::cout << "kill -9 -> resumed on the other worker: " << takeover_s << " s (lease " << kLeaseSeconds << " s)\n";
-  // The lease, plus the survivor's poll (at most half a lease, 1 s) and loopback slack.
-  EXPECT_LT(takeover_s, kLeaseSeconds + 3.0);
+  // The lease (renewed every third of it, so it ran out at most a lease after the kill), plus the
+  // survivor's poll (a quarter lease, at most 1 s), plus slack for a loaded 2-core machine.
+  EXPECT_LT(takeover_s, kLeaseSeconds + 2.0);
 
   // The steps after the takeover continue from the checkpoint, not from step 1.
   int64_t max_before = 0, first_after = -1, succeeded = 0;
@@ -233,8 +199,9 @@ TEST_F(SharedTrainingTest, CancelAndWatchThroughEitherReplicaAndEverythingSurviv
   v1::ListJobsResponse jobs_after;
   ASSERT_TRUE(again.list_datasets(&datasets_after).ok());
   ASSERT_TRUE(again.list_jobs(&jobs_after).ok());
-  EXPECT_EQ(datasets_after.SerializeAsString(), datasets_before.SerializeAsString());
-  EXPECT_EQ(jobs_after.SerializeAsString(), jobs_before.SerializeAsString());
+  // (Compared as messages: a map field's serialized order is not fixed.)
+  EXPECT_TRUE(MessageDifferencer::Equals(datasets_after, datasets_before)) << datasets_after.DebugString();
+  EXPECT_TRUE(MessageDifferencer::Equals(jobs_after, jobs_before)) << jobs_after.DebugString();
   EXPECT_EQ(watch_all(again, done.id()).size(), events_done);
   EXPECT_EQ(watch_all(again, long_job.id()).size(), events_long);
   // The data set's content too: a new job on it trains on the restarted workers.
