@@ -12,7 +12,9 @@
 // a Generate naming the adapter returns its first token.
 //
 // --api http sends the same requests to the OpenAI-compatible HTTP API instead (streaming
-// /v1/completions with the prompt as token ids and ignore_eos), for a side-by-side with gRPC.
+// /v1/completions with the prompt as token ids and ignore_eos). A scenario named `http:<scenario>`
+// sends that scenario's requests over HTTP while the others use gRPC, so `--scenarios http:none`
+// measures HTTP against gRPC side by side in one run, on one server, interleaved like any scenario.
 //
 // --spawn starts statetune-serve itself on a loopback port (writing a random
 // model of a given shape first when no --model is given), so one command
@@ -37,6 +39,7 @@
 #include <sstream>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -260,6 +263,14 @@ client::GenerateResult http_generate(httplib::Client& http, const std::string& a
   return r;
 }
 
+// A scenario's name without its front-end prefix ("http:uniform" -> "uniform"), and whether it had
+// one.
+constexpr std::string_view kHttpPrefix = "http:";
+bool over_http(const std::string& scenario) { return scenario.rfind(kHttpPrefix, 0) == 0; }
+std::string popularity_name(const std::string& scenario) {
+  return over_http(scenario) ? scenario.substr(kHttpPrefix.size()) : scenario;
+}
+
 // Who sends what: the adapter index a client uses for its next request (-1: the
 // base model).
 class Popularity {
@@ -313,7 +324,8 @@ struct SegmentResult {
 
 struct LoadOptions {
   client::ClientOptions client;
-  std::string http_address;  // non-empty: send over the HTTP API instead of gRPC
+  std::string http_address;  // where the HTTP API listens ("" when the server has none)
+  bool all_http = false;     // --api http: every segment over HTTP, not only `http:` scenarios
   int clients = 16;
   std::vector<std::string> adapter_names;
   RequestShape shape;
@@ -330,7 +342,8 @@ SegmentResult run_segment(const LoadOptions& o, const std::string& scenario, int
   SegmentResult out;
   out.scenario = scenario;
   out.round = round;
-  const Popularity pop(scenario, static_cast<int>(o.adapter_names.size()));
+  const Popularity pop(popularity_name(scenario), static_cast<int>(o.adapter_names.size()));
+  const bool http_segment = o.all_http || over_http(scenario);
   std::mutex mu;
   const bool by_count = o.requests_per_client > 0;
   const auto start = Clock::now();
@@ -342,7 +355,7 @@ SegmentResult run_segment(const LoadOptions& o, const std::string& scenario, int
     threads.emplace_back([&, c] {
       client::Client cl(o.client);
       std::unique_ptr<httplib::Client> http;
-      if (!o.http_address.empty()) {
+      if (http_segment) {
         http = std::make_unique<httplib::Client>("http://" + o.http_address);
         http->set_read_timeout(120, 0);
         http->set_keep_alive(true);
@@ -557,7 +570,7 @@ int run(int argc, char** argv) {
   f.add("clients", "16", "concurrent clients (threads, one request in flight each)");
   f.add("adapters", "16", "adapters uploaded and used by the scenarios");
   f.add("scenarios", "none,identical,uniform,distinct,skewed",
-        "popularity scenarios (none is always run)");
+        "popularity scenarios (none is always run); http:<scenario> sends one over HTTP");
   f.add("rounds", "2", "rounds of the interleaved order none,s1,none,s2,...");
   f.add("duration", "5", "seconds per segment");
   f.add("requests", "0", "> 0: requests per client per segment instead of --duration");
@@ -582,9 +595,12 @@ int run(int argc, char** argv) {
   if (clients < 1 || n_adapters < 0)
     throw std::invalid_argument("--clients >= 1 and --adapters >= 0");
   std::vector<std::string> scenarios = split(f.str("scenarios"));
-  for (const auto& s : scenarios) Popularity(s, std::max(1, n_adapters));
-  bool uses_adapters = false;
-  for (const auto& s : scenarios) uses_adapters = uses_adapters || s != "none";
+  bool uses_adapters = false, uses_http = f.str("api") == "http";
+  for (const auto& s : scenarios) {
+    Popularity(popularity_name(s), std::max(1, n_adapters));  // throws on an unknown name
+    uses_adapters = uses_adapters || popularity_name(s) != "none";
+    uses_http = uses_http || over_http(s);
+  }
   if (uses_adapters && n_adapters < 1)
     throw std::invalid_argument("adapter scenarios need --adapters >= 1");
 
@@ -685,7 +701,7 @@ int run(int argc, char** argv) {
         "--drain-seconds",
         "5"};
     if (!f.str("tokenizer").empty()) flags.insert(flags.end(), {"--tokenizer", f.str("tokenizer")});
-    if (f.str("api") == "http") flags.insert(flags.end(), {"--http-listen", "127.0.0.1:0", "--model-id", "bench-base"});
+    if (uses_http) flags.insert(flags.end(), {"--http-listen", "127.0.0.1:0", "--model-id", "bench-base"});
     for (const auto& extra : split(f.str("server-flags"))) flags.push_back(extra);
     server = std::make_unique<SpawnedServer>(
         find_binary(f.str("server-bin"), "statetune-serve", "server/serving", "server-bin"), work,
@@ -704,11 +720,12 @@ int run(int argc, char** argv) {
   LoadOptions o;
   o.client = copts;
   o.clients = clients;
-  if (f.str("api") == "http") {
-    if (!spawn) throw std::invalid_argument("--api http needs --spawn");
-    o.http_address = server->http_address();
-  } else if (f.str("api") != "grpc") {
+  if (f.str("api") != "grpc" && f.str("api") != "http")
     throw std::invalid_argument("--api must be grpc or http");
+  if (uses_http) {
+    if (!spawn) throw std::invalid_argument("--api http and http: scenarios need --spawn");
+    o.http_address = server->http_address();
+    o.all_http = f.str("api") == "http";
   }
   o.duration_s = f.number("duration");
   o.requests_per_client = static_cast<int>(f.integer("requests"));

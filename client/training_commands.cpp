@@ -132,6 +132,9 @@ int watch(client::TrainingClient& c, const std::string& id) {
       std::printf("eval at step %lld: val_loss %.4f  token accuracy %.3f%s\n",
                   static_cast<long long>(e.eval().step()), e.eval().val_loss(),
                   e.eval().val_token_accuracy(), e.eval().improved() ? "  (best)" : "");
+    } else if (e.has_checkpoint()) {
+      end_bar();
+      std::printf("checkpoint at step %lld\n", static_cast<long long>(e.checkpoint().step()));
     } else if (e.has_error()) {
       end_bar();
       std::printf("error %s: %s\n", e.error().code().c_str(), e.error().message().c_str());

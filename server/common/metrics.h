@@ -2,10 +2,10 @@
 // (so scraping never competes with gRPC traffic and can be firewalled separately). Services register
 // their families on registry(); names follow statetune_<subsystem>_<name>_<unit>.
 //
-// Why not prometheus::Exposer: its civetweb starts worker threads with a fixed ~100 KiB stack, which
-// glibc refuses (EINVAL) in a process whose static TLS is as large as LibTorch's, so the exposer cannot
-// start inside statetune-serve. The endpoint here is a minimal HTTP/1.0 responder over
-// prometheus-cpp's own text serializer, on one thread.
+// Served by cpp-httplib (the library of the HTTP API, server/http/) over prometheus-cpp's own text
+// serializer. Not prometheus::Exposer: its civetweb starts worker threads with a fixed ~100 KiB stack,
+// which glibc refuses (EINVAL) in a process whose static TLS is as large as LibTorch's; cpp-httplib's
+// threads are std::threads with the default stack.
 #pragma once
 
 #include <prometheus/histogram.h>
@@ -13,10 +13,11 @@
 
 #include <memory>
 #include <string>
-#include <vector>
-
-#include <atomic>
 #include <thread>
+
+namespace httplib {
+class Server;
+}
 
 namespace statetune::common {
 
@@ -32,18 +33,19 @@ class MetricsServer {
   prometheus::Registry& registry() { return *registry_; }
   const std::shared_ptr<prometheus::Registry>& shared_registry() const { return registry_; }
   // The port actually listened on (resolves port 0).
-  int port() const;
+  int port() const { return port_; }
 
  private:
   std::shared_ptr<prometheus::Registry> registry_;
-  void serve();
-  void answer(int fd);
-
-  int listen_fd_ = -1;
+  std::unique_ptr<httplib::Server> server_;
   int port_ = 0;
-  std::atomic<bool> stop_{false};
   std::thread thread_;
 };
+
+// Registers `GET /metrics` (the registry in Prometheus' text format) on `server`: the metrics port's
+// only route, and on the HTTP API's listener with --http-metrics (where the Gateway API Inference
+// Extension's endpoint picker scrapes a model server).
+void add_metrics_route(httplib::Server& server, std::shared_ptr<prometheus::Registry> registry);
 
 // Histogram buckets in seconds from 1 ms to 2 min, roughly x2.5 apart: request latencies.
 prometheus::Histogram::BucketBoundaries latency_buckets_seconds();

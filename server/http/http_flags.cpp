@@ -11,6 +11,9 @@ void add_http_flags(common::FlagSet& flags) {
             "statetune-train 16)");
   flags.add("http-timeout-seconds", "30", "an HTTP connection that sends or takes nothing this long is closed");
   flags.add("http-keep-alive-seconds", "5", "how long an idle HTTP keep-alive connection is kept");
+  flags.add_bool("http-metrics", false,
+                 "also serve GET /metrics on the HTTP listener, unauthenticated (for the Gateway API Inference "
+                 "Extension's endpoint picker, which scrapes the port it routes to); needs --metrics-listen");
   flags.add("model-id", "", "the base model's id in the HTTP API (default: the model folder's name)");
   flags.add("chat-template", "",
             "chat template JSON for /v1/chat/completions and chat fine-tuning files (default: "
@@ -31,6 +34,7 @@ HttpOptions http_options_from_flags(const common::FlagSet& flags, int64_t max_bo
   o.read_timeout = o.write_timeout = std::chrono::seconds(static_cast<int64_t>(timeout));
   o.keep_alive_timeout = std::chrono::seconds(static_cast<int64_t>(keep_alive));
   o.max_body_bytes = max_body_bytes;
+  o.serve_metrics = flags.boolean("http-metrics");
   return o;
 }
 

@@ -1,6 +1,6 @@
 // The HTTP front end's flags, the same on statetune-serve and statetune-train:
 //   --http-listen host:port (empty: no HTTP), --http-threads, --http-timeout-seconds,
-//   --http-keep-alive-seconds, --model-id (the base model's id in the API), --chat-template.
+//   --http-keep-alive-seconds, --http-metrics, --model-id (the base model's id in the API), --chat-template.
 #pragma once
 
 #include <filesystem>

@@ -29,6 +29,7 @@ struct HttpOptions {
   std::chrono::seconds keep_alive_timeout{5};
   int64_t keep_alive_max = 100;  // requests per connection
   int64_t threads = 16;
+  bool serve_metrics = false;  // GET /metrics here too (the services add the route: --http-metrics)
 };
 
 class HttpServer {

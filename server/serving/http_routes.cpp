@@ -23,6 +23,9 @@ using nlohmann::json;
 constexpr int kMaxBodyDepth = 16;
 // How often a stream with no new token looks whether its client is still there.
 constexpr auto kDisconnectCheckInterval = std::chrono::milliseconds(50);
+// With several choices, how long a stream with nothing new waits on one of them before it looks at
+// the others again (the most a token of another choice can wait).
+constexpr auto kMultiChoiceWait = std::chrono::milliseconds(5);
 
 // The one mapping of the engine's refusals (thrown by TextGenerator::start or reported in a finish) to
 // HTTP statuses.
@@ -60,15 +63,30 @@ const char* finish_reason(const engine::GenerationFinish& f) {
   return f.reason == engine::FinishReason::kLength ? "length" : "stop";
 }
 
+// Usage over every choice: each was prefilled and decoded as a request of its own.
+void add_usage(engine::GenerationUsage& total, const engine::GenerationUsage& u) {
+  total.prompt_tokens += u.prompt_tokens;
+  total.completion_tokens += u.completion_tokens;
+}
+
+// The scheduler requests of one HTTP request, one per choice.
+struct ChoiceStreams {
+  std::vector<std::shared_ptr<engine::GenerationStream>> streams;
+  std::vector<bool> done;
+  void cancel_all() {
+    for (auto& s : streams) s->cancel();
+  }
+};
+
 json usage_object(const engine::GenerationUsage& u) {
   return {{"prompt_tokens", u.prompt_tokens},
           {"completion_tokens", u.completion_tokens},
           {"total_tokens", u.prompt_tokens + u.completion_tokens}};
 }
 
-json choice_of(const ApiRequest& r, const std::string& text, const json& reason, bool chunk) {
-  if (!r.chat) return {{"index", 0}, {"text", text}, {"logprobs", nullptr}, {"finish_reason", reason}};
-  json c = {{"index", 0}, {"logprobs", nullptr}, {"finish_reason", reason}};
+json choice_of(const ApiRequest& r, size_t index, const std::string& text, const json& reason, bool chunk) {
+  if (!r.chat) return {{"index", index}, {"text", text}, {"logprobs", nullptr}, {"finish_reason", reason}};
+  json c = {{"index", index}, {"logprobs", nullptr}, {"finish_reason", reason}};
   if (chunk) {
     c["delta"] = reason.is_null() ? json{{"content", text}} : json::object();
   } else {
@@ -98,7 +116,8 @@ void record(ServingMetrics& m, const std::string& tenant, const engine::Generati
   count_request(m, tenant, status);
 }
 
-// The body of both POST routes: start the request, then answer whole or as an event stream.
+// The body of both POST routes: start one scheduler request per choice, then answer whole or as an
+// event stream.
 void generate(const ServingHttpContext& ctx, const httplib::Request& req, httplib::Response& res, bool chat) {
   const common::Principal principal = http::authenticate(req, ctx.tenants);
   const std::string tenant = principal.tenant;
@@ -106,15 +125,21 @@ void generate(const ServingHttpContext& ctx, const httplib::Request& req, httpli
   if (b.generator == nullptr) throw ApiError(503, "service_unavailable_error", b.unavailable);
   const std::string request_id = common::new_request_id();
   std::shared_ptr<ApiRequest> r;
-  std::shared_ptr<engine::GenerationStream> stream;
+  auto choices = std::make_shared<ChoiceStreams>();
   try {
     const json body = http::parse_json_body(req, {static_cast<size_t>(ctx.max_request_bytes), kMaxBodyDepth});
     r = std::make_shared<ApiRequest>(chat ? read_chat_request(body, ctx.model_id, ctx.chat_template)
                                           : read_completion_request(body, ctx.model_id));
-    r->generation.request_id = request_id;
-    r->generation.tenant = tenant;
-    stream = b.generator->start(r->generation);  // validation, the adapter, the queue: all throw here
+    for (size_t i = 0; i < r->choices.size(); ++i) {
+      engine::TextGenerationRequest& g = r->choices[i];
+      g.request_id = r->choices.size() == 1 ? request_id : request_id + "-" + std::to_string(i);
+      g.tenant = tenant;
+      // Validation, the adapter, the queue: all throw here.
+      choices->streams.push_back(b.generator->start(g));
+    }
+    choices->done.assign(choices->streams.size(), false);
   } catch (...) {
+    choices->cancel_all();  // the choices already queued leave with the one refused
     // Counted like gRPC counts a refused Generate; respond() answers it.
     const std::exception_ptr error = std::current_exception();
     int status = 500;
@@ -135,86 +160,119 @@ void generate(const ServingHttpContext& ctx, const httplib::Request& req, httpli
   ServingMetrics* metrics = &ctx.metrics;
 
   if (!r->stream) {
-    std::string text;
-    std::optional<engine::GenerationFinish> finish;
-    while (!finish) {
-      auto event = stream->next();
-      if (!event) continue;
-      if (event->delta) text += event->delta->text;
-      if (event->finish) finish = std::move(event->finish);
-    }
-    if (finish->reason == engine::FinishReason::kError) {
-      const ApiError e = error_of_finish(*finish);
-      record(ctx.metrics, tenant, *finish, http::grpc_code_name(e.status));
-      throw e;
-    }
-    if (finish->reason == engine::FinishReason::kCancelled) {
-      record(ctx.metrics, tenant, *finish, "unavailable");
-      throw ApiError(503, "service_unavailable_error", "the server is draining; the request was cancelled");
-    }
-    record(ctx.metrics, tenant, *finish, "ok");
+    // The choices run side by side in the scheduler; reading them one after the other only orders
+    // the reply (a stream keeps its events until they are read).
     json reply = reply_base(*r, id, created, false);
-    reply["choices"] = json::array({choice_of(*r, text, finish_reason(*finish), false)});
-    reply["usage"] = usage_object(finish->usage);
+    reply["choices"] = json::array();
+    engine::GenerationUsage usage;
+    for (size_t i = 0; i < choices->streams.size(); ++i) {
+      std::string text;
+      std::optional<engine::GenerationFinish> finish;
+      while (!finish) {
+        auto event = choices->streams[i]->next();
+        if (!event) continue;
+        if (event->delta) text += event->delta->text;
+        if (event->finish) finish = std::move(event->finish);
+      }
+      if (finish->reason == engine::FinishReason::kError || finish->reason == engine::FinishReason::kCancelled) {
+        choices->cancel_all();
+        const ApiError e = finish->reason == engine::FinishReason::kError
+                               ? error_of_finish(*finish)
+                               : ApiError(503, "service_unavailable_error", "the server is draining; the request was cancelled");
+        record(ctx.metrics, tenant, *finish, finish->reason == engine::FinishReason::kError ? http::grpc_code_name(e.status) : "unavailable");
+        throw e;
+      }
+      record(ctx.metrics, tenant, *finish, "ok");
+      add_usage(usage, finish->usage);
+      reply["choices"].push_back(choice_of(*r, i, text, finish_reason(*finish), false));
+    }
+    reply["usage"] = usage_object(usage);
     http::write_json(res, reply);
     return;
   }
 
   // Streaming: the provider runs on this connection's thread after the handler returns, one call per
   // burst of text. A write that fails (the client went away) ends it; the releaser then cancels the
-  // request, which frees its scheduler row at the next step.
+  // requests, which frees their scheduler rows at the next step.
   res.set_header("Cache-Control", "no-cache");
   res.set_chunked_content_provider(
       "text/event-stream",
-      [r, stream, id, created, tenant, metrics, started = false](size_t, httplib::DataSink& sink) mutable {
+      [r, choices, id, created, tenant, metrics, started = false, usage = engine::GenerationUsage{}, finished = size_t{0},
+       turn = size_t{0}](size_t, httplib::DataSink& sink) mutable {
+        std::string out;
         if (!started && r->chat) {
-          json first = reply_base(*r, id, created, true);
-          first["choices"] = json::array({{{"index", 0}, {"delta", {{"role", "assistant"}, {"content", ""}}},
-                                           {"logprobs", nullptr}, {"finish_reason", nullptr}}});
-          const std::string event = sse(first);
-          if (!sink.write(event.data(), event.size())) return false;
+          for (size_t i = 0; i < choices->streams.size(); ++i) {
+            json first = reply_base(*r, id, created, true);
+            first["choices"] = json::array({{{"index", i}, {"delta", {{"role", "assistant"}, {"content", ""}}},
+                                             {"logprobs", nullptr}, {"finish_reason", nullptr}}});
+            out += sse(first);
+          }
         }
         started = true;
-        auto event = stream->next(engine::Clock::now() + kDisconnectCheckInterval);
-        // Nothing yet: call again. A client that went away is found by the next write that fails
-        // (is_writable() would wait up to the write timeout on a slow reader's full buffer).
-        if (!event) return true;
-        std::string out;
-        if (event->delta && !event->delta->text.empty()) {
-          json chunk = reply_base(*r, id, created, true);
-          chunk["choices"] = json::array({choice_of(*r, event->delta->text, nullptr, true)});
-          out += sse(chunk);
-        }
-        if (event->finish) {
-          const engine::GenerationFinish& f = *event->finish;
+        const size_t n = choices->streams.size();
+        // An event of every choice that has one; when none has, wait a little on one of them (in turn:
+        // with one choice, the whole interval at which a stream looks whether its client is there).
+        bool failed = false;
+        auto take = [&](size_t i, engine::GenerationEvent& event) {
+          if (event.delta && !event.delta->text.empty()) {
+            json chunk = reply_base(*r, id, created, true);
+            chunk["choices"] = json::array({choice_of(*r, i, event.delta->text, nullptr, true)});
+            out += sse(chunk);
+          }
+          if (!event.finish) return;
+          const engine::GenerationFinish& f = *event.finish;
+          choices->done[i] = true;
+          ++finished;
           if (f.reason == engine::FinishReason::kError || f.reason == engine::FinishReason::kCancelled) {
             const ApiError e = f.reason == engine::FinishReason::kError
                                    ? error_of_finish(f)
                                    : ApiError(503, "service_unavailable_error", "the request was cancelled");
             record(*metrics, tenant, f, f.cancelled_by_caller ? "cancelled" : http::grpc_code_name(e.status));
             out += sse({{"error", {{"message", e.what()}, {"type", e.type}, {"param", nullptr}, {"code", nullptr}}}});
-          } else {
-            record(*metrics, tenant, f, "ok");
+            failed = true;
+            return;
+          }
+          record(*metrics, tenant, f, "ok");
+          add_usage(usage, f.usage);
+          json last = reply_base(*r, id, created, true);
+          last["choices"] = json::array({choice_of(*r, i, "", finish_reason(f), true)});
+          out += sse(last);
+        };
+        bool any = false;
+        for (size_t i = 0; i < n && !failed; ++i) {
+          if (choices->done[i]) continue;
+          if (auto event = choices->streams[i]->next(engine::Clock::now())) {
+            any = true;
+            take(i, *event);
+          }
+        }
+        if (!any && !failed) {
+          while (choices->done[turn % n]) ++turn;
+          const size_t i = turn++ % n;
+          const auto wait = n == 1 ? kDisconnectCheckInterval : kMultiChoiceWait;
+          if (auto event = choices->streams[i]->next(engine::Clock::now() + wait)) take(i, *event);
+        }
+        if (failed || finished == n) {
+          if (failed) {
+            choices->cancel_all();
+          } else if (r->include_usage) {
             json last = reply_base(*r, id, created, true);
-            last["choices"] = json::array({choice_of(*r, "", finish_reason(f), true)});
+            last["choices"] = json::array();
+            last["usage"] = usage_object(usage);
             out += sse(last);
-            if (r->include_usage) {
-              json usage = reply_base(*r, id, created, true);
-              usage["choices"] = json::array();
-              usage["usage"] = usage_object(f.usage);
-              out += sse(usage);
-            }
           }
           out += "data: [DONE]\n\n";
           if (!sink.write(out.data(), out.size())) return false;
           sink.done();
           return true;
         }
+        // Nothing yet: call again. A client that went away is found by the next write that fails
+        // (is_writable() would wait up to the write timeout on a slow reader's full buffer).
         return out.empty() || sink.write(out.data(), out.size());
       },
-      [stream, tenant, metrics](bool success) {
+      [choices, tenant, metrics](bool success) {
         if (success) return;
-        stream->cancel();  // the client went away: free the row now
+        choices->cancel_all();  // the client went away: free the rows now
         count_request(*metrics, tenant, "cancelled");
       });
 }

@@ -5,7 +5,8 @@
 //   POST /v1/chat/completions             messages rendered with the chat template
 // Both POSTs stream as server-sent events when `stream` is true (`data: {chunk}` ... `data: [DONE]`); a
 // client that disconnects mid-stream cancels its request in the scheduler. Another tenant's adapter is
-// a 404 like one that does not exist.
+// a 404 like one that does not exist. `n` choices (and, on completions, a list of prompts) are one
+// scheduler request each; the reply's `index` orders them and `usage` sums them.
 #pragma once
 
 #include <httplib.h>

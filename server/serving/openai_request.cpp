@@ -40,9 +40,6 @@ void read_sampling(const json& body, engine::TextGenerationRequest& g, int64_t d
     if (*s < 0) throw invalid_request("`seed` must be >= 0", "seed");
     g.seed = static_cast<uint64_t>(*s);
   }
-  if (auto n = http::opt_integer(body, "n"); n && *n != 1) {
-    throw invalid_request("only `n` = 1 is supported", "n");
-  }
   if (auto it = body.find("stop"); it != body.end() && !it->is_null()) {
     if (it->is_string()) {
       g.stop.push_back(it->get<std::string>());
@@ -67,6 +64,30 @@ void read_sampling(const json& body, engine::TextGenerationRequest& g, int64_t d
       throw invalid_request(std::string("`") + field + "` is not supported", field);
     }
   }
+}
+
+// One request per prompt and choice: `n` choices of each prompt, at most kMaxChoices in all. With a
+// `seed`, choice j of a prompt samples with seed + j: the choices differ and each is reproducible.
+std::vector<engine::TextGenerationRequest> expand_choices(const json& body, const engine::TextGenerationRequest& base,
+                                                          const std::vector<engine::TextGenerationRequest>& prompts) {
+  const int64_t n = http::opt_integer(body, "n").value_or(1);
+  if (n < 1 || n > kMaxChoices) {
+    throw invalid_request("`n` must be in [1, " + std::to_string(kMaxChoices) + "]", "n");
+  }
+  if (static_cast<int64_t>(prompts.size()) * n > kMaxChoices) {
+    throw invalid_request("at most " + std::to_string(kMaxChoices) + " choices (prompts x n) per request", "n");
+  }
+  std::vector<engine::TextGenerationRequest> out;
+  for (const auto& p : prompts) {
+    for (int64_t j = 0; j < n; ++j) {
+      engine::TextGenerationRequest g = base;
+      g.prompt_text = p.prompt_text;
+      g.prompt_tokens = p.prompt_tokens;
+      if (base.seed) g.seed = *base.seed + static_cast<uint64_t>(j);
+      out.push_back(std::move(g));
+    }
+  }
+  return out;
 }
 
 void read_stream(const json& body, ApiRequest& r) {
@@ -103,36 +124,47 @@ ApiRequest read_completion_request(const json& body, const std::string& model_id
   known.insert({"prompt", "echo", "best_of", "ignore_eos"});
   http::reject_unknown_fields(body, known);
   ApiRequest r;
+  engine::TextGenerationRequest g;
   r.model = http::required_string(body, "model");
-  resolve_model(r.model, model_id, r.generation);
+  resolve_model(r.model, model_id, g);
   auto prompt = body.find("prompt");
   if (prompt == body.end() || prompt->is_null()) throw invalid_request("missing required parameter: `prompt`", "prompt");
   const auto is_token_ids = [](const json& a) {
     return a.is_array() && !a.empty() && std::all_of(a.begin(), a.end(), [](const json& t) { return t.is_number_integer(); });
   };
-  if (prompt->is_string()) {
-    r.generation.prompt_text = prompt->get<std::string>();
-  } else if (prompt->is_array() && prompt->size() == 1 && (*prompt)[0].is_string()) {
-    r.generation.prompt_text = (*prompt)[0].get<std::string>();
-  } else if (is_token_ids(*prompt) || (prompt->is_array() && prompt->size() == 1 && is_token_ids((*prompt)[0]))) {
-    // Token ids, as OpenAI allows; the facade checks them against the vocabulary and the prompt limit.
-    const json& ids = (*prompt)[0].is_array() ? (*prompt)[0] : *prompt;
-    for (const auto& t : ids) {
-      if (!t.is_number_integer() || t.get<int64_t>() < 0) throw invalid_request("token ids must be >= 0", "prompt");
-      r.generation.prompt_tokens.push_back(t.get<int64_t>());
-    }
+  // A string, token ids, or a list of either (several prompts), as OpenAI allows; the facade checks
+  // token ids against the vocabulary and every prompt against the prompt limit.
+  std::vector<json> items;
+  if (prompt->is_string() || is_token_ids(*prompt)) {
+    items.push_back(*prompt);
+  } else if (prompt->is_array() && !prompt->empty() && prompt->size() <= static_cast<size_t>(kMaxChoices)) {
+    items.assign(prompt->begin(), prompt->end());
   } else {
-    throw invalid_request("`prompt` must be a string or an array of token ids (a list of several prompts is not "
-                          "supported; send one per request)", "prompt");
+    throw invalid_request("`prompt` must be a string, an array of token ids, or a list of at most " +
+                          std::to_string(kMaxChoices) + " of either", "prompt");
+  }
+  std::vector<engine::TextGenerationRequest> prompts(items.size());
+  for (size_t i = 0; i < items.size(); ++i) {
+    if (items[i].is_string()) {
+      prompts[i].prompt_text = items[i].get<std::string>();
+    } else if (is_token_ids(items[i])) {
+      for (const auto& t : items[i]) {
+        if (t.get<int64_t>() < 0) throw invalid_request("token ids must be >= 0", "prompt");
+        prompts[i].prompt_tokens.push_back(t.get<int64_t>());
+      }
+    } else {
+      throw invalid_request("`prompt` must be a string, an array of token ids, or a list of either", "prompt");
+    }
   }
   if (auto echo = http::opt_bool(body, "echo"); echo && *echo) throw invalid_request("`echo` is not supported", "echo");
   if (auto best_of = http::opt_integer(body, "best_of"); best_of && *best_of != 1) {
     throw invalid_request("only `best_of` = 1 is supported", "best_of");
   }
-  read_sampling(body, r.generation, kCompletionsDefaultMaxTokens);
+  read_sampling(body, g, kCompletionsDefaultMaxTokens);
   read_stream(body, r);
   // An extension (vLLM's name): generate exactly max_tokens, as benchmarks need.
-  if (auto ignore = http::opt_bool(body, "ignore_eos")) r.generation.stop_at_eos = !*ignore;
+  if (auto ignore = http::opt_bool(body, "ignore_eos")) g.stop_at_eos = !*ignore;
+  r.choices = expand_choices(body, g, prompts);
   return r;
 }
 
@@ -142,9 +174,10 @@ ApiRequest read_chat_request(const json& body, const std::string& model_id, cons
                 "response_format", "parallel_tool_calls"});
   http::reject_unknown_fields(body, known);
   ApiRequest r;
+  engine::TextGenerationRequest g;
   r.chat = true;
   r.model = http::required_string(body, "model");
-  resolve_model(r.model, model_id, r.generation);
+  resolve_model(r.model, model_id, g);
   auto it = body.find("messages");
   if (it == body.end() || !it->is_array()) throw invalid_request("`messages` must be an array", "messages");
   if (it->empty()) throw invalid_request("`messages` must not be empty", "messages");
@@ -177,9 +210,10 @@ ApiRequest read_chat_request(const json& body, const std::string& model_id, cons
       throw invalid_request(param + ".content must be a string or an array of text parts", param + ".content");
     }
   }
-  r.generation.prompt_text = chat_template.render_prompt(messages);
-  read_sampling(body, r.generation, /*default_max_tokens=*/0);  // 0: --max-new-tokens
+  g.prompt_text = chat_template.render_prompt(messages);
+  read_sampling(body, g, /*default_max_tokens=*/0);  // 0: --max-new-tokens
   read_stream(body, r);
+  r.choices = expand_choices(body, g, {g});
   return r;
 }
 

@@ -7,16 +7,22 @@
 #include <nlohmann/json.hpp>
 
 #include <string>
+#include <vector>
 
 #include "server/engine/runtime/generation.h"
 #include "server/engine/text/chat_template.h"
 
 namespace statetune::serving {
 
+// Choices one request may ask for (prompts x n): each is a scheduler row of its own.
+inline constexpr int64_t kMaxChoices = 16;
+
 struct ApiRequest {
   bool chat = false;
   std::string model;  // as the client named it (echoed in replies)
-  engine::TextGenerationRequest generation;  // request_id and tenant left for the caller
+  // One per choice, in the order of the replies' `index`: prompt 0's n choices, then prompt 1's, ...
+  // request_id and tenant left for the caller.
+  std::vector<engine::TextGenerationRequest> choices;
   bool stream = false;
   bool include_usage = false;
 };

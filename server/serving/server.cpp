@@ -29,6 +29,7 @@
 #include "server/engine/text/tokenizer.h"
 #include "server/serving/adapter_storage_mode.h"
 #include "server/serving/http_routes.h"
+#include "server/serving/model_server_protocol_metrics.h"
 #include "server/serving/rpc_runner.h"
 #include "server/serving/rpc_status_interceptor.h"
 #include "server/serving/serving_metrics.h"
@@ -417,6 +418,7 @@ struct ServingServer::Impl {
   std::unique_ptr<ServingHttpContext> http_context;
   std::unique_ptr<http::HttpServer> http;
   std::unique_ptr<common::MetricsServer> metrics_server;
+  std::unique_ptr<ModelServerProtocolMetrics> protocol_metrics;
   std::unique_ptr<GenerationService> generation;
   std::unique_ptr<AdaptersService> adapters;
   std::unique_ptr<grpc::Server> server;
@@ -444,6 +446,9 @@ struct ServingServer::Impl {
     const auto counts = b->scheduler->counts();
     shared.metrics->set_load(counts.running, counts.waiting, counts.running_by_adapter, counts.waiting_by_adapter);
     const auto st = b->pool->stats();
+    protocol_metrics->update(counts.running, b->scheduler->options().max_batch, counts.running_by_adapter,
+                             counts.waiting_by_adapter, st.capacity,
+                             std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count());
     PoolSnapshot snap;
     snap.capacity = st.capacity;
     snap.resident = st.resident;
@@ -480,9 +485,11 @@ void ServingServer::start() {
   if (!o.service.metrics_listen.empty()) {
     m.metrics_server = std::make_unique<common::MetricsServer>(o.service.metrics_listen);
     m.shared.metrics = std::make_unique<ServingMetrics>(m.metrics_server->registry());
+    m.protocol_metrics = std::make_unique<ModelServerProtocolMetrics>(m.metrics_server->registry());
   } else {
     static auto unused_registry = std::make_shared<prometheus::Registry>();
     m.shared.metrics = std::make_unique<ServingMetrics>(*unused_registry);
+    m.protocol_metrics = std::make_unique<ModelServerProtocolMetrics>(*unused_registry);
   }
 
   m.shared.rpc = std::make_unique<RpcRunner>(*m.shared.tenants);
@@ -522,6 +529,10 @@ void ServingServer::start() {
         }});
     m.http = std::make_unique<http::HttpServer>(o.http);
     add_serving_routes(m.http->routes(), *m.http_context);
+    if (o.http.serve_metrics) {
+      if (!m.metrics_server) throw std::runtime_error("--http-metrics needs --metrics-listen (it serves the same registry)");
+      common::add_metrics_route(m.http->routes(), m.metrics_server->shared_registry());
+    }
     m.http->start();
   }
   common::log_event(spdlog::level::info, "server.listening",

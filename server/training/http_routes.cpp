@@ -118,6 +118,9 @@ json event_object(const EventRecord& e) {
     out["message"] = "Step " + std::to_string(p.value("step", int64_t{0})) +
                      ": validation loss=" + std::to_string(p.value("val_loss", 0.0));
     out["data"] = {{"step", p.value("step", int64_t{0})}, {"valid_loss", p.value("val_loss", 0.0)}};
+  } else if (e.type == "checkpoint") {
+    out["message"] = "Checkpoint saved at step " + std::to_string(p.value("step", int64_t{0}));
+    out["data"] = {{"step", p.value("step", int64_t{0})}};
   } else if (e.type == "error") {
     out["message"] = p.value("message", "");
     out["data"] = {{"code", p.value("code", "")}, {"line", p.value("line", int64_t{0})}};
@@ -126,6 +129,27 @@ json event_object(const EventRecord& e) {
     out["data"] = {{"status", openai_status(e.state)}};
   }
   return out;
+}
+
+std::string checkpoint_id(const EventRecord& e) { return "ftckpt-" + e.job_id + "-" + std::to_string(e.seq); }
+
+// OpenAI's checkpoint object from a "checkpoint" event. statetune's checkpoints are resume points, not
+// served models (the job's fine_tuned_model is its result), so fine_tuned_model_checkpoint is null.
+json checkpoint_object(const EventRecord& e) {
+  const json& p = e.payload;
+  const int64_t step = p.value("step", int64_t{0});
+  json metrics = {{"step", step}, {"train_loss", p.value("train_loss", 0.0)}};
+  if (p.value("val_loss", 0.0) > 0) {
+    metrics["valid_loss"] = p.value("val_loss", 0.0);
+    metrics["valid_mean_token_accuracy"] = p.value("val_token_accuracy", 0.0);
+  }
+  return {{"object", "fine_tuning.job.checkpoint"},
+          {"id", checkpoint_id(e)},
+          {"created_at", e.time_ms / 1000},
+          {"fine_tuned_model_checkpoint", nullptr},
+          {"fine_tuning_job_id", e.job_id},
+          {"step_number", step},
+          {"metrics", metrics}};
 }
 
 // `limit` and `after` of a list request: 1..100, default 20.
@@ -307,6 +331,17 @@ void add_training_routes(httplib::Server& server, const TrainingHttpContext& ctx
                                             return "ftevent-" + e.job_id + "-" + std::to_string(e.seq);
                                           },
                                           event_object));
+             }));
+  server.Get(R"(/v1/fine_tuning/jobs/([^/]+)/checkpoints)",
+             route("GET /v1/fine_tuning/jobs/{id}/checkpoints", [c](const httplib::Request& req,
+                                                                    httplib::Response& res, const std::string& tenant) {
+               const JobRecord j = c->core.job(tenant, req.matches[1]);
+               std::vector<EventRecord> checkpoints;
+               for (auto& e : c->store.events(j.id, 0)) {
+                 if (e.type == "checkpoint") checkpoints.push_back(std::move(e));
+               }
+               std::reverse(checkpoints.begin(), checkpoints.end());  // newest first, as OpenAI lists them
+               http::write_json(res, page(checkpoints, req, checkpoint_id, checkpoint_object));
              }));
 }
 

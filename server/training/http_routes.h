@@ -12,6 +12,7 @@
 //   GET    /v1/fine_tuning/jobs?after=&limit=, /v1/fine_tuning/jobs/{id}
 //   POST   /v1/fine_tuning/jobs/{id}/cancel
 //   GET    /v1/fine_tuning/jobs/{id}/events?after=&limit=
+//   GET    /v1/fine_tuning/jobs/{id}/checkpoints?after=&limit=   from the job's "checkpoint" events
 // Job statuses: validating_files, queued, running, succeeded, failed, cancelled. `fine_tuned_model` is
 // the published adapter's name, usable as `model` on statetune-serve's /v1/completions at once.
 #pragma once

@@ -454,6 +454,7 @@ void JobRunner::run(JobRecord job) {
 
   auto last_step_time = std::chrono::steady_clock::now();
   int64_t last_step = -1;
+  double last_val_accuracy = 0;  // of the last validation, for the checkpoint events
   auto progress = [&](const engine::trainer::TrainProgress& pr) {
     using Kind = engine::trainer::TrainProgress::Kind;
     if (pr.kind == Kind::kStep) {
@@ -483,6 +484,7 @@ void JobRunner::run(JobRecord job) {
       bus_.notify();
     } else if (pr.kind == Kind::kValidation) {
       job.val_loss = pr.val_loss;
+      last_val_accuracy = pr.val_token_accuracy;
       if (metrics_) metrics_->validation_loss.Add({{"job", job.id}}).Set(pr.val_loss);
       store_.append_progress(job, "eval",
                              {{"step", pr.step},
@@ -490,8 +492,17 @@ void JobRunner::run(JobRecord job) {
                               {"val_token_accuracy", pr.val_token_accuracy},
                               {"improved", pr.improved}});
       bus_.notify();
-    } else if (pr.kind == Kind::kCheckpoint && leases_) {
-      leases_->save_checkpoint(job, o.checkpoint_dir);
+    } else if (pr.kind == Kind::kCheckpoint) {
+      // Shared mode: stored in the database first, so that the event names a checkpoint any worker
+      // can resume from.
+      if (leases_) leases_->save_checkpoint(job, o.checkpoint_dir);
+      // An event like the others, so every job store has the checkpoints (GET .../checkpoints).
+      store_.append_progress(job, "checkpoint",
+                             {{"step", pr.step},
+                              {"train_loss", pr.loss},
+                              {"val_loss", job.val_loss},
+                              {"val_token_accuracy", last_val_accuracy}});
+      bus_.notify();
     }
   };
 

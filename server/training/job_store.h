@@ -73,7 +73,7 @@ struct EventRecord {
   std::string job_id;
   int64_t seq = 0, time_ms = 0;
   JobState state = JobState::kQueued;
-  std::string type;  // "state" | "step" | "eval" | "error"
+  std::string type;  // "state" | "step" | "eval" | "checkpoint" | "error"
   nlohmann::json payload = nlohmann::json::object();
 };
 

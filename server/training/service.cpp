@@ -104,6 +104,12 @@ void to_proto(const EventRecord& e, v1::JobEvent* out) {
     v->set_val_loss(p.value("val_loss", 0.0));
     v->set_val_token_accuracy(p.value("val_token_accuracy", 0.0));
     v->set_improved(p.value("improved", false));
+  } else if (e.type == "checkpoint") {
+    auto* c = out->mutable_checkpoint();
+    c->set_step(p.value("step", int64_t{0}));
+    c->set_train_loss(p.value("train_loss", 0.0));
+    c->set_val_loss(p.value("val_loss", 0.0));
+    c->set_val_token_accuracy(p.value("val_token_accuracy", 0.0));
   } else if (e.type == "error") {
     auto* er = out->mutable_error();
     er->set_code(p.value("code", ""));
@@ -415,6 +421,10 @@ void TrainService::start() {
     b.http_context.reset(
         new TrainingHttpContext{*b.core, *b.store, *b.tenants, o.model_id, o.chat_template, b.metrics->rpc_errors});
     add_training_routes(b.http->routes(), *b.http_context);
+    if (o.http.serve_metrics) {
+      if (!b.metrics_server) throw std::runtime_error("--http-metrics needs --metrics-listen (it serves the same registry)");
+      common::add_metrics_route(b.http->routes(), b.metrics_server->shared_registry());
+    }
     b.http->start();
   }
 

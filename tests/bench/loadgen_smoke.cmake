@@ -1,10 +1,12 @@
 # Runs statetune-loadgen --spawn briefly and checks its JSON: every scenario measured, tokens
-# generated, no failed request or upload, upload->servable timed for every upload.
+# generated, no failed request or upload, upload->servable timed for every upload; one scenario
+# (http:uniform) goes through the HTTP API beside the gRPC ones.
 file(REMOVE ${OUT})
 execute_process(
   COMMAND ${LOADGEN} --spawn --server-bin ${SERVER} --engine-bin ${ENGINE} --tokenizer ${TOKENIZER}
           --d-model 64 --n-layer 2 --clients 4 --adapters 4 --duration 0.5 --rounds 1 --warmup 0.3
-          --upload-rounds 2 --adapter-variants 1 --prompt-len 8 --max-tokens 6 --server-threads 1 --json ${OUT}
+          --upload-rounds 2 --adapter-variants 1
+          --scenarios none,identical,uniform,distinct,skewed,http:uniform --prompt-len 8 --max-tokens 6 --server-threads 1 --json ${OUT}
   RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
 message(STATUS "${out}")
 if(NOT rc EQUAL 0)
@@ -19,7 +21,7 @@ string(JSON uploads GET "${j}" upload upload_to_first_token_ms n)
 if(NOT uploads EQUAL 8)
   message(FATAL_ERROR "expected 8 timed uploads (4 adapters x 2 rounds), got ${uploads}")
 endif()
-foreach(s none identical uniform distinct skewed)
+foreach(s none identical uniform distinct skewed http:uniform)
   string(JSON tps GET "${j}" scenarios ${s} tokens_per_s)
   string(JSON ok GET "${j}" scenarios ${s} requests_ok)
   string(JSON errors GET "${j}" scenarios ${s} errors)

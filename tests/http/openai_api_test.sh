@@ -19,7 +19,7 @@ source "$SRC/tests/support/service_harness.sh"
 ADMIN_KEY=admin-key-for-test ACME_KEY=acme-key-for-test OTHER_KEY=other-key-for-test
 tiny_model_and_tenants acme=$ACME_KEY other=$OTHER_KEY
 
-"$SERVE" --listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 --http-listen 127.0.0.1:0 --model "$TMP/model" \
+"$SERVE" --listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 --http-listen 127.0.0.1:0 --http-metrics --model "$TMP/model" \
   --model-id tiny-base --tenants-file "$TMP/tenants.json" --adapters-dir "$TMP/adapters" --threads 1 \
   --max-request-bytes 64KiB --max-new-tokens 100000 --drain-seconds 1 \
   --ready-file "$TMP/serve.ready" >"$TMP/serve.log" 2>&1 &
@@ -100,7 +100,10 @@ expect_error 400 $C '{"model": "'$MODEL'", "prompt": "x", "max_tokens": -3}' "ma
 expect_error 400 $C '{"model": "'$MODEL'", "prompt": "x", "top_p": 1.5}' "top_p 1.5"
 expect_error 400 $C '{"model": "'$MODEL'", "prompt": "x", "temperature": -0.5}' "temperature -0.5"
 expect_error 400 $C '{"model": "'$MODEL'", "prompt": 7}' "prompt of the wrong type"
-expect_error 400 $C '{"model": "'$MODEL'", "prompt": ["a", "b"]}' "a list of prompts"
+expect_error 400 $C '{"model": "'$MODEL'", "prompt": ["a", "b"], "n": 9}' "18 choices (at most 16)"
+expect_error 400 $C '{"model": "'$MODEL'", "prompt": "a", "n": 0}' "n 0"
+expect_error 400 $C '{"model": "'$MODEL'", "prompt": ["a", 7]}' "a list of prompts with a number in it"
+expect_error 400 $C "$(printf '{"model": "%s", "prompt": [%s"a"]}' "$MODEL" "$(printf '"p",%.0s' $(seq 1 16))")" "17 prompts"
 expect_error 400 $C '{"model": "'$MODEL'", "prompt": [5, -1]}' "a negative token id"
 expect_error 400 $C '{"model": "'$MODEL'", "prompt": [5, 99999999]}' "a token id outside the vocabulary"
 expect_error 400 $C '{"model": "'$MODEL'", "prompt": []}' "an empty prompt"
@@ -151,6 +154,15 @@ single=$(metric 'statetune_batch_size_bucket{le="1"}')
 echo "decode steps with more than one row: $multi_before before, $(multi_row_steps) after (single-row: $single)"
 (( $(multi_row_steps) > multi_before )) ||
   die "the gRPC and HTTP requests never shared a decode step (running now: $(metric statetune_requests_running); the HTTP stream: $(tail -c 300 "$TMP/long.sse"))"
+# --http-metrics: the endpoint picker of the Gateway API Inference Extension scrapes the port it routes
+# to; there the stream's adapter shows as running (statetune_lora_requests_info, docs/operations.md).
+# statetune-train runs without the flag: no /metrics on its API port.
+lora_info() { curl -sf "http://127.0.0.1:$SERVE_HTTP/metrics" | grep '^statetune_lora_requests_info{' || true; }
+for _ in $(seq 1 100); do [[ $(lora_info) == *"running_lora_adapters=\"$MODEL\""* ]] && break; sleep 0.1; done
+[[ $(lora_info) == *"running_lora_adapters=\"$MODEL\""* ]] ||
+  die "the HTTP port's /metrics does not show $MODEL running: $(lora_info)"
+[[ $(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$TRAIN_HTTP/metrics") == 404 ]] ||
+  die "statetune-train serves /metrics on its API port without --http-metrics"
 kill $LONG 2>/dev/null || true
 wait $LONG 2>/dev/null || true
 for _ in $(seq 1 200); do
@@ -161,11 +173,36 @@ done
 [[ $(metric statetune_requests_running) == 0 ]] || die "the dropped stream still runs"
 [[ $(metric 'statetune_requests_total{api="http",status="cancelled",tenant="acme"}') != "$cancelled_before" ]] ||
   die "the dropped stream was not counted as cancelled"
+# The same with three choices: dropping the stream frees all three rows.
+curl -s -N "${AUTH[@]}" -H 'Content-Type: application/json' \
+  -d "{\"model\": \"$MODEL\", \"prompt\": \"hello\", \"n\": 3, \"max_tokens\": 90000, \"ignore_eos\": true, \"stream\": true}" \
+  "http://127.0.0.1:$SERVE_HTTP/v1/completions" >"$TMP/multi.sse" &
+LONG=$!
+PIDS+=($LONG)
+for _ in $(seq 1 100); do [[ $(metric statetune_requests_running) == 3 ]] && break; sleep 0.1; done
+[[ $(metric statetune_requests_running) == 3 ]] || die "three choices are not three running rows: $(metric statetune_requests_running)"
+kill $LONG 2>/dev/null || true
+wait $LONG 2>/dev/null || true
+for _ in $(seq 1 200); do [[ $(metric statetune_requests_running) == 0 ]] && break; sleep 0.1; done
+[[ $(metric statetune_requests_running) == 0 ]] || die "a dropped stream of three choices still runs"
 
 # Token-id prompts (as OpenAI allows) and the ignore_eos extension: exactly max_tokens tokens.
 got=$(post $C '{"model": "'$MODEL'", "prompt": [510, 3158, 8516], "max_tokens": 6, "ignore_eos": true, "temperature": 0}')
 [[ $got == 200 ]] && jq -e '.usage.prompt_tokens == 3 and .usage.completion_tokens == 6' "$TMP/body" >/dev/null ||
   die "a token-id prompt: HTTP $got $(cat "$TMP/body")"
+
+# Invalid UTF-8 inside JSON: 400 in OpenAI's shape, and the error body itself is clean UTF-8.
+expect_utf8_error() {  # path body what
+  expect_error 400 "$1" "$2" "$3"
+  iconv -f UTF-8 -t UTF-8 "$TMP/body" >/dev/null 2>&1 || die "$3: the error body is not valid UTF-8"
+}
+expect_utf8_error $C "$(printf '{"model": "%s", "prompt": "a\xffb"}' "$MODEL")" "a raw 0xFF byte in a string"
+expect_utf8_error $C "$(printf '{"model": "%s", "prompt": "\xc0\xaf"}' "$MODEL")" "an overlong UTF-8 encoding"
+expect_utf8_error $C "$(printf '{"model": "%s", "prompt": "\xe2\x82"}' "$MODEL")" "a truncated UTF-8 sequence"
+expect_utf8_error $C '{"model": "'$MODEL'", "prompt": "\ud800"}' "a lone surrogate escape"
+expect_utf8_error $C "$(printf '{"model": "%s", "prompt": "x", "\xff\xfe": 1}' "$MODEL")" "invalid UTF-8 in a field name"
+expect_utf8_error /v1/chat/completions \
+  "$(printf '{"model": "%s", "messages": [{"role": "user", "content": "\xfe"}]}' "$MODEL")" "invalid UTF-8 in a message"
 
 # Still serving after all of the above.
 got=$(post $C '{"model": "'$MODEL'", "prompt": "still there?", "max_tokens": 3, "temperature": 0}')
@@ -191,6 +228,43 @@ got=$(tpost -H 'Content-Type: application/json' -d '{"model": "gpt-4o", "trainin
 [[ $got == 404 ]] || die "a job on an unknown model: HTTP $got"
 got=$(tpost "http://127.0.0.1:$TRAIN_HTTP/v1/fine_tuning/jobs?limit=0")
 [[ $got == 400 ]] || die "limit=0: HTTP $got"
+# Invalid UTF-8 in a job request and in a data-set line: 400, the line named.
+got=$(tpost -H 'Content-Type: application/json' --data-binary "$(printf '{"model": "tiny-base", "training_file": "\xff"}')" \
+  "http://127.0.0.1:$TRAIN_HTTP/v1/fine_tuning/jobs")
+[[ $got == 400 ]] && iconv -f UTF-8 -t UTF-8 "$TMP/body" >/dev/null 2>&1 ||
+  die "invalid UTF-8 in a job request: HTTP $got $(head -c 300 "$TMP/body")"
+printf '{"prompt": "a", "completion": "b"}\n{"prompt": "\xff", "completion": "b"}\n' >"$TMP/bad-utf8.jsonl"
+got=$(tpost -F purpose=fine-tune -F "file=@$TMP/bad-utf8.jsonl" "http://127.0.0.1:$TRAIN_HTTP/v1/files")
+[[ $got == 400 ]] && jq -e '.error.message | test("line 2")' "$TMP/body" >/dev/null ||
+  die "invalid UTF-8 in a data-set line: HTTP $got $(head -c 300 "$TMP/body")"
+
+# A full disk during an HTTP upload: a second statetune-train under a real file-size limit
+# (RLIMIT_FSIZE, as tests/training/training_hardening_test.cpp does over gRPC). The upload that does
+# not fit gets 507 in OpenAI's shape naming no path, leaves no file (temporary or final) and no listing,
+# and the service goes on serving: a small upload after it is stored and listed.
+FULL=$TMP/full-data
+prlimit --fsize=$((256 << 10)) "$TRAIN" --listen 127.0.0.1:0 --metrics-listen off --http-listen 127.0.0.1:0 \
+  --model "$TMP/model" --model-id tiny-base --tenants-file "$TMP/tenants.json" --data-dir "$FULL" --threads 1 \
+  --serving-addr 127.0.0.1:$SERVE_PORT --serving-admin-key $ADMIN_KEY --min-examples 1 --max-dataset-bytes 2MiB \
+  --ready-file "$TMP/full.ready" >"$TMP/train-full.log" 2>&1 &
+PIDS+=($!)
+wait_for_file "$TMP/full.ready" "statetune-train (file-size limit)" "${PIDS[-1]}"
+FULL_URL=http://127.0.0.1:$(jq -r .http_port "$TMP/full.ready")/v1/files
+for i in $(seq 1 5000); do printf '{"prompt": "example number %d", "completion": " and its answer"}\n' "$i"; done >"$TMP/big.jsonl"
+(( $(stat -c %s "$TMP/big.jsonl") > (256 << 10) )) || die "the big data set is smaller than the limit"
+got=$(tpost -F purpose=fine-tune -F "file=@$TMP/big.jsonl" "$FULL_URL")
+[[ $got == 507 ]] || die "an upload past a full disk: HTTP $got $(head -c 300 "$TMP/body")"
+jq -e '(.error.message | type == "string") and (.error.type == "server_error")' "$TMP/body" >/dev/null ||
+  die "the full-disk error is not in OpenAI's shape: $(head -c 300 "$TMP/body")"
+grep -q '/' <(jq -r .error.message "$TMP/body") && die "the full-disk error names a path: $(jq -r .error.message "$TMP/body")"
+[[ -z $(find "$FULL" \( -name '*.tmp' -o -name '*.jsonl' \) -print) ]] ||
+  die "the failed upload left files: $(find "$FULL" \( -name '*.tmp' -o -name '*.jsonl' \) -print)"
+got=$(tpost "$FULL_URL")
+[[ $got == 200 ]] && jq -e '.data == []' "$TMP/body" >/dev/null || die "the failed upload is listed: $(cat "$TMP/body")"
+got=$(tpost -F purpose=fine-tune -F "file=@$TMP/one.jsonl" "$FULL_URL")
+[[ $got == 200 ]] || die "an upload that fits, after the full disk: HTTP $got $(head -c 300 "$TMP/body")"
+got=$(tpost "$FULL_URL")
+[[ $got == 200 ]] && jq -e '.data | length == 1' "$TMP/body" >/dev/null || die "after the full disk: $(cat "$TMP/body")"
 # Failed HTTP calls are counted with the gRPC ones, by route and code.
 [[ $(metric 'statetune_train_rpc_errors_total{code="INVALID_ARGUMENT",method="POST /v1/files"}' $TRAIN_METRICS) -ge 2 ]] ||
   die "failed uploads were not counted: $(curl -s "http://127.0.0.1:$TRAIN_METRICS/metrics" | grep rpc_errors)"

@@ -484,6 +484,71 @@ TEST_F(ServingTest, MetricsAreScrapedFromTheRealEndpoint) {
   EXPECT_EQ(metric_value(m, "statetune_up"), 1);
 }
 
+// What the Gateway API Inference Extension's endpoint picker scrapes (its model-server protocol):
+// requests waiting and running, the rows' utilisation, and the adapters running and waiting with the
+// slot count as labels of statetune_lora_requests_info, whose value is the time of the update. Real
+// requests fill the decode rows with one adapter and the queue with another; the gauges follow, and
+// return to idle when the requests end.
+TEST_F(ServingTest, EndpointPickerGaugesFollowTheLoad) {
+  Client c = acme();
+  upload(c, "routed", 0);
+  upload(c, "queued", 1);
+  std::string m;
+  auto lora_info = [&](const std::string& running, const std::string& waiting) {
+    return metric_value(m, "statetune_lora_requests_info",
+                        {"running_lora_adapters=\"" + running + "\"", "waiting_lora_adapters=\"" + waiting + "\"",
+                         "max_lora=\"3\""});
+  };
+  ASSERT_TRUE(wait_until([&] {
+    m = metrics();
+    return metric_value(m, "statetune_requests_running") == 0 && metric_value(m, "statetune_requests_waiting") == 0;
+  })) << m;
+  EXPECT_EQ(metric_value(m, "statetune_batch_rows_usage_ratio"), 0) << m;
+  // An idle server still says when it last looked (a recent Unix time), with empty adapter lists.
+  EXPECT_GT(lora_info("", ""), 1.7e9) << m;
+
+  std::vector<std::thread> endless;
+  std::atomic<bool> release{false};
+  auto start_endless = [&](const std::string& adapter, int n) {
+    for (int i = 0; i < n; ++i) {
+      endless.emplace_back([&, adapter, i] {
+        Client own = acme();
+        own.generate(request(adapter, 100000, 70 + i), [&](const v1::TokenChunk&) { return !release.load(); });
+      });
+    }
+  };
+  auto finish = [&] {
+    release = true;
+    for (auto& t : endless) t.join();
+  };
+  start_endless("routed", 8);
+  bool seen = wait_until([&] {
+    m = metrics();
+    return metric_value(m, "statetune_requests_running") == 8 && lora_info("routed", "") > 0;
+  });
+  if (seen) {
+    EXPECT_EQ(metric_value(m, "statetune_batch_rows_usage_ratio"), 1) << m;
+    start_endless("queued", 2);
+    seen = wait_until([&] {
+      m = metrics();
+      return metric_value(m, "statetune_requests_waiting") == 2 && lora_info("routed", "queued") > 0;
+    });
+  }
+  finish();
+  ASSERT_TRUE(seen) << "never saw 8 rows running \"routed\", then \"queued\" waiting:\n" << m;
+  // Exactly one series: the endpoint picker takes the newest, and a stale one would be noise.
+  size_t series = 0;
+  for (size_t at = m.find("\nstatetune_lora_requests_info{"); at != std::string::npos;
+       at = m.find("\nstatetune_lora_requests_info{", at + 1)) {
+    ++series;
+  }
+  EXPECT_EQ(series, 1u) << m;
+  EXPECT_TRUE(wait_until([&] {
+    m = metrics();
+    return metric_value(m, "statetune_batch_rows_usage_ratio") == 0 && lora_info("", "") > 0;
+  })) << "the gauges did not return to idle:\n" << m;
+}
+
 TEST_F(ServingTest, UploadLoadsTheNewVersionIntoThePoolBeforeAnyRequest) {
   auto loads = [](const std::string& m) { return metric_value(m, "statetune_adapter_loads_total"); };
   Client c = acme();

@@ -4,6 +4,9 @@
 // Usage: node validate.mjs FILE.yaml     exit 0 when every object is valid, 1 otherwise (each problem
 //                                        printed as "<kind>/<name>: <path> <message>")
 //
+// Objects of the kinds no npm package publishes a schema for (the Gateway API Inference Extension's
+// InferencePool) are checked against a schema in schemas/, written from the API's documentation.
+//
 // Two checks per object:
 //  1. the package's compiled JSON-schema validator: types, enums, required fields, formats;
 //  2. unknown fields. The bundled schemas do not set additionalProperties: false (the API server
@@ -12,6 +15,7 @@
 //     the keys of free-form maps (labels, annotations); so each object is wrapped in a Proxy that
 //     records those reads, and a key that the validator neither read nor enumerated is unknown.
 import { readFileSync } from "node:fs";
+import Ajv from "ajv";
 import { parseAllDocuments } from "yaml";
 
 // apiVersion/kind -> the module exporting that object's compiled validator. Only the kinds deploy/
@@ -29,7 +33,16 @@ const SCHEMAS = {
   "policy/v1/PodDisruptionBudget": "kubernetes-models/_schemas/IoK8sApiPolicyV1PodDisruptionBudget.mjs",
   "monitoring.coreos.com/v1/ServiceMonitor":
     "@kubernetes-models/prometheus-operator/_schemas/MonitoringCoreosComV1ServiceMonitor.mjs",
+  "rbac.authorization.k8s.io/v1/Role": "kubernetes-models/_schemas/IoK8sApiRbacV1Role.mjs",
+  "rbac.authorization.k8s.io/v1/RoleBinding": "kubernetes-models/_schemas/IoK8sApiRbacV1RoleBinding.mjs",
+  "inference.networking.k8s.io/v1/InferencePool": "schemas/InferencePool.v1.json",
 };
+
+// A JSON schema of schemas/ compiled with Ajv: the same validate(data) / validate.errors interface.
+function localValidator(file) {
+  const schema = JSON.parse(readFileSync(new URL(`./${file}`, import.meta.url), "utf8"));
+  return new Ajv({ allErrors: true, strict: false }).compile(schema);
+}
 
 // Wraps every plain object under `value` in a recording Proxy. Returns the wrapped value and the list
 // of {object, path, read:Set, enumerated:bool} records to check afterwards.
@@ -63,7 +76,9 @@ async function validateObject(obj) {
   const module = SCHEMAS[key];
   if (!module) return [`no schema for ${key} (add it to tools/deploy-check/validate.mjs)`];
   // By file path: the packages' "exports" maps do not list their _schemas/ folders.
-  const { validate } = await import(new URL(`./node_modules/${module}`, import.meta.url));
+  const validate = module.startsWith("schemas/")
+    ? localValidator(module)
+    : (await import(new URL(`./node_modules/${module}`, import.meta.url))).validate;
   const records = [];
   const data = track(obj, "", records);
   const problems = [];

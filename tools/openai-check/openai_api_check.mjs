@@ -1,5 +1,6 @@
 // Drives statetune's OpenAI-compatible HTTP API with the official `openai` SDK (tests/http). Steps:
-//   train   upload a chat-format fine-tuning file, create a job, poll it to `succeeded`; prints
+//   train   upload a chat-format fine-tuning file, create a job, poll it to `succeeded`, list its events
+//           and checkpoints; prints
 //           {"fine_tuned_model": ...} on stdout
 //   serve   models.list, completions and chat completions (streaming and not) with MODEL, and the
 //           SDK's errors for another tenant's model and bad parameters
@@ -74,6 +75,22 @@ async function train() {
   assert.equal(current.fine_tuned_model, "numbers-sdk");
   const events = await openai.fineTuning.jobs.listEvents(job.id, { limit: 100 });
   assert.ok(events.data.some((e) => e.type === "metrics"), "no metrics events");
+  // The trainer's checkpoints (every 2 steps: the test runs --checkpoint-every 2; max_steps 4), newest
+  // first and paginated as OpenAI's.
+  const checkpoints = await openai.fineTuning.jobs.checkpoints.list(job.id, { limit: 100 });
+  assert.deepEqual(checkpoints.data.map((c) => c.step_number), [4, 2], JSON.stringify(checkpoints.data));
+  for (const c of checkpoints.data) {
+    assert.equal(c.object, "fine_tuning.job.checkpoint");
+    assert.equal(c.fine_tuning_job_id, job.id);
+    assert.equal(c.metrics.step, c.step_number);
+    assert.ok(Number.isFinite(c.metrics.train_loss) && c.metrics.train_loss > 0, JSON.stringify(c.metrics));
+  }
+  const newest = await openai.fineTuning.jobs.checkpoints.list(job.id, { limit: 1 });
+  assert.equal(newest.data.length, 1);
+  assert.equal(newest.has_more, true);
+  const older = await openai.fineTuning.jobs.checkpoints.list(job.id, { limit: 1, after: newest.data[0].id });
+  assert.deepEqual(older.data.map((c) => c.step_number), [2]);
+  assert.ok(events.data.some((e) => e.message === "Checkpoint saved at step 4"), "no checkpoint event");
   const page = await openai.fineTuning.jobs.list({ limit: 10 });
   assert.ok(page.data.some((j) => j.id === job.id));
   await expectStatus(404, openai.fineTuning.jobs.retrieve("job-0000000000000000"), "unknown job");
@@ -81,6 +98,7 @@ async function train() {
   const other = client(env("TRAIN_URL"), env("OTHER_KEY"));
   await expectStatus(404, other.files.retrieve(file.id), "another tenant's file");
   await expectStatus(404, other.fineTuning.jobs.retrieve(job.id), "another tenant's job");
+  await expectStatus(404, other.fineTuning.jobs.checkpoints.list(job.id), "another tenant's job's checkpoints");
   await expectStatus(404, other.fineTuning.jobs.create({ model: env("BASE_MODEL"), training_file: file.id }),
                      "a job on another tenant's file");
   await expectStatus(401, client(env("TRAIN_URL"), "wrong-key").files.list(), "a wrong key");
@@ -150,7 +168,49 @@ async function serve() {
   await expectStatus(400, openai.completions.create({ model, prompt: "x", max_tokens: 0 }), "max_tokens 0");
   await expectStatus(400, openai.completions.create({ model, prompt: "x", max_tokens: 1, temperature: -1 }), "temperature -1");
   await expectStatus(400, openai.completions.create({ model, prompt: "x", max_tokens: 1, top_p: 0 }), "top_p 0");
-  await expectStatus(400, openai.completions.create({ model, prompt: "x", max_tokens: 1, n: 2 }), "n 2");
+  await expectStatus(400, openai.completions.create({ model, prompt: "x", max_tokens: 1, n: 17 }), "n 17");
+
+  // Several prompts and n choices each: one scheduler row per choice, `index` in prompt-major order,
+  // usage summed; greedy choices of one prompt are that prompt's single completion. Streamed, the
+  // chunks of the choices interleave and add up to the same texts.
+  const prompts = ["3 in words?", "4 in words?"];
+  const multi = await openai.completions.create({
+    model, prompt: prompts, n: 2, max_tokens: 5, temperature: 0, ignore_eos: true,
+  });
+  assert.deepEqual(multi.choices.map((c) => c.index), [0, 1, 2, 3]);
+  assert.equal(multi.usage.completion_tokens, 20);
+  assert.equal(multi.choices[0].text, completion.choices[0].text);
+  assert.equal(multi.choices[1].text, completion.choices[0].text);
+  const single4 = await openai.completions.create({ model, prompt: prompts[1], max_tokens: 5, temperature: 0, ignore_eos: true });
+  assert.equal(multi.choices[2].text, single4.choices[0].text);
+  assert.equal(multi.choices[3].text, single4.choices[0].text);
+  assert.equal(multi.usage.prompt_tokens, 2 * (completion.usage.prompt_tokens + single4.usage.prompt_tokens));
+  const multiStream = await openai.completions.create({
+    model, prompt: prompts, n: 2, max_tokens: 5, temperature: 0, ignore_eos: true, stream: true,
+    stream_options: { include_usage: true },
+  });
+  const texts = ["", "", "", ""], finishes = [];
+  let multiUsage = null;
+  for await (const chunk of multiStream) {
+    if (chunk.usage) multiUsage = chunk.usage;
+    for (const c of chunk.choices) {
+      texts[c.index] += c.text;
+      if (c.finish_reason) finishes.push(c.index);
+    }
+  }
+  assert.deepEqual(texts, multi.choices.map((c) => c.text));
+  assert.deepEqual(finishes.sort(), [0, 1, 2, 3]);
+  assert.equal(multiUsage.completion_tokens, 20);
+  // Sampled choices of one prompt differ (seed, seed + 1, ...), and the same seed repeats them.
+  const sampled = { model, prompt: "once upon a time", n: 3, max_tokens: 8, temperature: 1, seed: 11, ignore_eos: true };
+  const a = await openai.completions.create(sampled), b = await openai.completions.create(sampled);
+  assert.deepEqual(a.choices.map((c) => c.text), b.choices.map((c) => c.text));
+  assert.ok(new Set(a.choices.map((c) => c.text)).size > 1, `n = 3 sampled one text: ${JSON.stringify(a.choices)}`);
+  const chatMulti = await openai.chat.completions.create({
+    model, messages: [{ role: "user", content: "3 in words?" }], n: 2, max_tokens: 4, temperature: 0,
+  });
+  assert.deepEqual(chatMulti.choices.map((c) => c.index), [0, 1]);
+  assert.equal(chatMulti.choices[0].message.content, chatMulti.choices[1].message.content);
   await expectStatus(400, openai.chat.completions.create({ model, messages: [] }), "empty messages");
   await expectStatus(401, client(env("SERVE_URL"), "wrong-key").models.list(), "a wrong key");
   console.log(JSON.stringify({ completion: completion.choices[0].text, chat: chat.choices[0].message.content }));
