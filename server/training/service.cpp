@@ -144,6 +144,8 @@ std::unique_ptr<JobStore> open_shared_store(const TrainServiceOptions& o, const 
   so.datasets_dir = o.data_dir / "datasets";
   so.base = base;
   so.quota = o.adapter_quota;
+  so.tenant_storage_bytes = o.tenant_storage_bytes;
+  so.max_active_jobs = o.max_active_jobs;
   auto store = std::make_unique<storage::PgJobStore>(db, so, std::move(bad_record));
   *shared = store.get();
   common::log_event(spdlog::level::info, "train.shared",

@@ -8,6 +8,7 @@
 #include <map>
 #include <set>
 #include <thread>
+#include <tuple>
 
 #include "server/engine/util/durable_file.h"
 #include "server/engine/util/sha256.h"
@@ -262,6 +263,66 @@ TEST_F(PgJobStoreTest, ADamagedRowIsSkippedAndNeverBlocksTheQueue) {
   EXPECT_FALSE(a.restore_checkpoint(next->job, ck)) << "nothing usable was stored";
   EXPECT_FALSE(fs::exists(root_ / "a" / "escaped"));
   EXPECT_TRUE(fs::is_empty(ck));
+}
+
+TEST_F(PgJobStoreTest, TenantLimitsHoldAcrossReplicasAddingAtOnce) {
+  std::vector<std::unique_ptr<PgJobStore>> replicas;
+  for (const char* name : {"a", "b", "c", "d"}) {
+    PgJobStoreOptions o;
+    o.datasets_dir = root_ / name / "datasets";
+    o.base = tiny_fingerprint();
+    o.tenant_storage_bytes = 250;  // two data sets of 100 bytes, not three
+    o.max_active_jobs = 2;
+    replicas.push_back(std::make_unique<PgJobStore>(open_db(), o));
+  }
+  const std::string content(100, 'x');
+  std::atomic<int> datasets_stored{0}, datasets_refused{0}, jobs_stored{0}, jobs_refused{0};
+  std::vector<std::thread> threads;
+  for (size_t r = 0; r < replicas.size(); ++r) {
+    threads.emplace_back([&, r] {
+      training::DatasetRecord d;
+      d.id = "ds-" + std::to_string(r);
+      d.tenant = "acme";
+      d.name = "n";
+      d.sha256 = engine::Sha256::hex(content);
+      d.size_bytes = static_cast<int64_t>(content.size());
+      JobRecord j;
+      j.id = "job-" + std::to_string(r);
+      j.tenant = "acme";
+      j.spec = {{"dataset_id", "ds-0"}};
+      for (auto [insert, stored, refused] :
+           {std::make_tuple(std::function<void()>([&] { replicas[r]->insert_dataset(d, content); }), &datasets_stored,
+                            &datasets_refused),
+            std::make_tuple(std::function<void()>([&] { replicas[r]->insert_job(j, "queued"); }), &jobs_stored,
+                            &jobs_refused)}) {
+        try {
+          insert();
+          ++*stored;
+        } catch (const engine::EngineError& e) {
+          EXPECT_EQ(e.kind(), engine::ErrorKind::kResourceExhausted) << e.what();
+          ++*refused;
+        }
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(datasets_stored.load(), 2);
+  EXPECT_EQ(datasets_refused.load(), 2);
+  EXPECT_EQ(jobs_stored.load(), 2);
+  EXPECT_EQ(jobs_refused.load(), 2);
+  EXPECT_EQ(replicas[0]->tenant_dataset_bytes("acme"), 200);
+  EXPECT_EQ(replicas[0]->count_jobs("acme", {JobState::kQueued}), 2);
+  // Another tenant's limits are its own; a finished job no longer counts.
+  JobRecord other;
+  other.id = "job-beta";
+  other.tenant = "beta";
+  other.spec = nlohmann::json::object();
+  EXPECT_NO_THROW(replicas[0]->insert_job(other, "queued"));
+  EXPECT_TRUE(replicas[1]->request_cancel(replicas[1]->jobs("acme").front().id));
+  JobRecord again = other;
+  again.id = "job-again";
+  again.tenant = "acme";
+  EXPECT_NO_THROW(replicas[2]->insert_job(again, "queued"));
 }
 
 TEST_F(PgJobStoreTest, DataSetsAreCopiedToEachWorkerAndCheckedAgainstTheirSha256) {

@@ -526,7 +526,8 @@ TEST_F(TrainingServiceTest, PerTenantLimitsOnStorageAndActiveJobs) {
   std::vector<std::string> ids;
   for (int i = 0; i < 3; ++i) {
     v1::Job job;
-    ASSERT_TRUE(c.create_job(job_request(ds, "lim", 100000), &job).ok());
+    const auto created = c.create_job(job_request(ds, "lim", 100000), &job);
+    ASSERT_TRUE(created.ok()) << created.error_message();
     ids.push_back(job.id());
   }
   v1::Job job;

@@ -101,6 +101,17 @@ bool plain_file_name(const std::string& name) {
   return true;
 }
 
+// Takes the tenant's lock for `what` (so one tenant's inserts of it, on every replica, happen one at a
+// time), then refuses with `refusal` when the usage (`usage_sql`, $1 the tenant) plus `adding` is above
+// `limit`.
+void check_tenant_limit(pqxx::work& w, const char* what, const std::string& tenant, const char* usage_sql,
+                        int64_t adding, int64_t limit, const std::string& refusal) {
+  w.exec_params("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", std::string("statetune.") + what + "/" + tenant);
+  if (w.exec_params(usage_sql, tenant)[0][0].as<int64_t>() + adding > limit) {
+    throw engine::EngineError(engine::ErrorKind::kResourceExhausted, refusal);
+  }
+}
+
 class JobEvents : public pqxx::notification_receiver {
  public:
   JobEvents(pqxx::connection& c, bool& heard) : pqxx::notification_receiver(c, kJobChannel), heard_(heard) {}
@@ -180,6 +191,13 @@ DatasetRecord PgJobStore::read_dataset(const pqxx::row& r) const {
 void PgJobStore::insert_dataset(const DatasetRecord& d, const std::string& content) {
   run("storing the data set", [&](pqxx::connection& c) {
     pqxx::work w(c);
+    if (options_.tenant_storage_bytes > 0) {
+      check_tenant_limit(w, "datasets", d.tenant,
+                         "SELECT coalesce(sum(size_bytes), 0) FROM train_datasets WHERE tenant = $1", d.size_bytes,
+                         options_.tenant_storage_bytes,
+                         "the tenant's data sets would exceed --tenant-storage-bytes " +
+                             std::to_string(options_.tenant_storage_bytes));
+    }
     w.exec_params(std::string("INSERT INTO train_datasets (") + kDatasetColumns +
                       ", content) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
                   d.id, d.tenant, d.name, d.sha256, d.size_bytes, d.examples, d.max_example_tokens, d.created_unix,
@@ -261,6 +279,12 @@ fs::path PgJobStore::dataset_file(const DatasetRecord& d) {
 void PgJobStore::insert_job(const JobRecord& j, const std::string& message) {
   run("storing the job", [&](pqxx::connection& c) {
     pqxx::work w(c);
+    if (options_.max_active_jobs > 0) {
+      check_tenant_limit(w, "jobs", j.tenant, "SELECT count(*) FROM train_jobs WHERE tenant = $1 AND state IN (1, 2, 3)",
+                         1, options_.max_active_jobs,
+                         "the tenant already has " + std::to_string(options_.max_active_jobs) +
+                             " queued or running jobs (--max-active-jobs)");
+    }
     w.exec_params("INSERT INTO train_jobs (id, tenant, state, spec, created_ms) VALUES ($1, $2, $3, $4, $5)", j.id,
                   j.tenant, static_cast<int>(j.state), j.spec.dump(), j.created_ms);
     write_job(w, j);

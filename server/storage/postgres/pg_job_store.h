@@ -31,6 +31,10 @@ struct PgJobStoreOptions {
   engine::ModelFingerprint base;       // a published adapter is validated against the served model
   engine::AdapterQuota quota;          // and stored within the serving replicas' adapter quotas
   bool follow_events = true;           // run the LISTEN thread (off: a test's silent replica)
+  // Per-tenant limits checked in the transaction that adds, under a per-tenant lock, so replicas
+  // cannot overshoot together (0: no check). Past one: EngineError(kResourceExhausted), nothing stored.
+  int64_t tenant_storage_bytes = 0;  // --tenant-storage-bytes: data set bytes
+  int64_t max_active_jobs = 0;       // --max-active-jobs: validating + queued + running jobs
 };
 
 class PgJobStore final : public training::JobStore, public training::JobLeases {
