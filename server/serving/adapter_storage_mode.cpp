@@ -24,11 +24,19 @@ std::unique_ptr<engine::AdapterStorage> open_adapter_storage(const ServerOptions
   dbo.pool_size = static_cast<int>(o.database_pool_size);
   auto db = std::make_shared<storage::Database>(dbo);
   try {
-    const int applied = db->migrate(storage::statetune_migrations());
     storage::PgAdapterStoreOptions so;
     so.cache_dir = o.adapters_dir / ".sha256-cache";
     so.quota = quota;
-    auto store = std::make_unique<storage::PgAdapterStore>(db, base, so);
+    int applied = 0;
+    std::unique_ptr<storage::PgAdapterStore> store;
+    storage::retry_while_unavailable(*db, "migrating and reading the adapters", o.database_start_timeout, [&] {
+      applied += db->migrate(storage::statetune_migrations());
+      try {
+        store = std::make_unique<storage::PgAdapterStore>(db, base, so);
+      } catch (const engine::AdapterStorageUnavailable& e) {
+        throw storage::DatabaseUnavailable(e.what());
+      }
+    });
     common::log_event(spdlog::level::info, "adapters.shared",
                       {{"database", db->describe()}, {"migrations_applied", applied},
                        {"pool_size", dbo.pool_size}, {"cache_dir", so.cache_dir.string()}});

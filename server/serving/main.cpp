@@ -17,6 +17,8 @@ int main(int argc, char** argv) {
             "--adapters-dir then only caches their bytes (default: the local adapter store)");
   flags.add("database-password-file", "", "file whose first line is the --database password");
   flags.add("database-pool-size", "4", "connections to --database for requests");
+  flags.add("database-start-seconds", "60",
+            "at start, how long to retry an unreachable --database (each failed try logged) before exiting");
   flags.add("max-batch", "32", "most requests decoded together");
   flags.add("queue-size", "64", "most waiting requests; beyond it Generate answers RESOURCE_EXHAUSTED");
   flags.add("max-prefill-tokens", "4096", "padded prompt tokens prefilled together per step");
@@ -41,6 +43,11 @@ int main(int argc, char** argv) {
     o.database_password_file = flags.str("database-password-file");
     o.database_pool_size = flags.integer("database-pool-size");
     if (o.database_pool_size < 1) throw std::invalid_argument("--database-pool-size must be >= 1");
+    const double start_seconds = flags.number("database-start-seconds");
+    if (!(start_seconds >= 0 && start_seconds <= 86400)) {
+      throw std::invalid_argument("--database-start-seconds must be between 0 and 86400");
+    }
+    o.database_start_timeout = std::chrono::milliseconds(static_cast<int64_t>(start_seconds * 1000));
     o.max_batch = flags.integer("max-batch");
     o.queue_size = flags.integer("queue-size");
     o.max_prefill_tokens = flags.integer("max-prefill-tokens");

@@ -460,7 +460,8 @@ struct ServingServer::Impl {
     shared.metrics->set_pool(snap);
     const auto ss = b->store->stats();
     shared.metrics->set_storage(StorageSnapshot{ss.adapters_known, ss.resyncs, ss.unavailable_errors, ss.connections,
-                                                ss.listening});
+                                                ss.listening, ss.connections_in_use, ss.connections_idle,
+                                                ss.statement_errors});
   }
 };
 
@@ -550,6 +551,7 @@ void ServingServer::load() {
   b->model = std::move(loaded.model);
   b->tokenizer = std::move(loaded.tokenizer);
   b->store = open_adapter_storage(o, b->model->fingerprint());
+  b->store->set_notify_lag_observer([metrics = m.shared.metrics.get()](double s) { metrics->notify_lag(s); });
   engine::AdapterPoolOptions po;
   po.device = loaded.device;
   po.budget_bytes = o.adapter_pool_bytes;

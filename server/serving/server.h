@@ -29,6 +29,8 @@ struct ServerOptions {
   std::string database_url;
   std::string database_password_file;
   int64_t database_pool_size = 4;
+  // How long start-up retries an unreachable database (migrations, first read) before failing.
+  std::chrono::milliseconds database_start_timeout{60000};
   int64_t max_batch = 32;
   int64_t queue_size = 64;
   int64_t max_prefill_tokens = 4096;

@@ -57,7 +57,12 @@ ServingMetrics::ServingMetrics(prometheus::Registry& r)
       storage_connections_(BuildGauge().Name("statetune_adapter_storage_connections").Help("Open request connections to the shared database").Register(r).Add({})),
       storage_listening_(BuildGauge().Name("statetune_adapter_storage_listening").Help("1 while the replica hears the database's adapter changes").Register(r).Add({})),
       storage_resyncs_(BuildCounter().Name("statetune_adapter_storage_resyncs_total").Help("Full re-reads of the adapters after a (re)connect").Register(r).Add({})),
-      storage_errors_(BuildCounter().Name("statetune_adapter_storage_unavailable_total").Help("Adapter storage calls that failed: database unreachable").Register(r).Add({})) {}
+      storage_errors_(BuildCounter().Name("statetune_adapter_storage_unavailable_total").Help("Adapter storage calls that failed: database unreachable").Register(r).Add({})),
+      storage_in_use_(BuildGauge().Name("statetune_adapter_storage_connections_in_use").Help("Request connections a call holds now").Register(r).Add({})),
+      storage_idle_(BuildGauge().Name("statetune_adapter_storage_connections_idle").Help("Request connections open and idle").Register(r).Add({})),
+      storage_statement_errors_(BuildCounter().Name("statetune_adapter_storage_statement_errors_total").Help("Adapter storage calls that failed on a statement").Register(r).Add({})),
+      storage_notify_lag_(BuildHistogram().Name("statetune_adapter_storage_notify_lag_seconds").Help("An adapter change's NOTIFY (database clock) to this replica having applied it").Register(r)
+                              .Add({}, common::latency_buckets_seconds())) {}
 
 void ServingMetrics::request_finished(const std::string& tenant, const std::string& status, const char* api) {
   requests_.Add({{"tenant", tenant}, {"status", status}, {"api", api}}).Increment();
@@ -138,7 +143,14 @@ void ServingMetrics::set_storage(const StorageSnapshot& s) {
   if (s.unavailable_errors > last_storage_.unavailable_errors) {
     storage_errors_.Increment(static_cast<double>(s.unavailable_errors - last_storage_.unavailable_errors));
   }
+  storage_in_use_.Set(static_cast<double>(s.connections_in_use));
+  storage_idle_.Set(static_cast<double>(s.connections_idle));
+  if (s.statement_errors > last_storage_.statement_errors) {
+    storage_statement_errors_.Increment(static_cast<double>(s.statement_errors - last_storage_.statement_errors));
+  }
   last_storage_ = s;
 }
+
+void ServingMetrics::notify_lag(double seconds) { storage_notify_lag_.Observe(seconds); }
 
 }  // namespace statetune::serving

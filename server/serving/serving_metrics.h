@@ -22,7 +22,13 @@
 //   statetune_adapter_storage_adapters, statetune_adapter_storage_connections,
 //   statetune_adapter_storage_listening                 gauges: adapters known, open connections,
 //       1 while the replica hears the database's changes
-//   statetune_adapter_storage_resyncs_total, statetune_adapter_storage_unavailable_total   counters
+//   statetune_adapter_storage_connections_in_use, statetune_adapter_storage_connections_idle
+//                                                       gauges: the open connections split
+//   statetune_adapter_storage_resyncs_total, statetune_adapter_storage_unavailable_total,
+//   statetune_adapter_storage_statement_errors_total    counters (statement: failed on a query, not on
+//       reaching the database)
+//   statetune_adapter_storage_notify_lag_seconds        histogram: a change's NOTIFY (database clock)
+//       to this replica having applied it
 #pragma once
 
 #include <prometheus/counter.h>
@@ -48,6 +54,7 @@ struct PoolSnapshot {
 struct StorageSnapshot {
   int64_t adapters_known = 0, resyncs = 0, unavailable_errors = 0, connections = 0;
   bool listening = false;
+  int64_t connections_in_use = 0, connections_idle = 0, statement_errors = 0;
 };
 
 class ServingMetrics {
@@ -71,6 +78,7 @@ class ServingMetrics {
   void set_pool(const PoolSnapshot& s);
   // The shared (PostgreSQL) adapter storage's view; all zero with the local store.
   void set_storage(const StorageSnapshot& s);
+  void notify_lag(double seconds);
 
  private:
   prometheus::Family<prometheus::Counter>& requests_;
@@ -100,6 +108,10 @@ class ServingMetrics {
   prometheus::Gauge& storage_listening_;
   prometheus::Counter& storage_resyncs_;
   prometheus::Counter& storage_errors_;
+  prometheus::Gauge& storage_in_use_;
+  prometheus::Gauge& storage_idle_;
+  prometheus::Counter& storage_statement_errors_;
+  prometheus::Histogram& storage_notify_lag_;
   StorageSnapshot last_storage_;
 
   std::mutex mu_;

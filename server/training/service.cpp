@@ -136,7 +136,9 @@ std::unique_ptr<JobStore> open_shared_store(const TrainServiceOptions& o, const 
   auto db = std::make_shared<storage::Database>(dbo);
   int applied = 0;
   try {
-    applied = db->migrate(storage::statetune_migrations());
+    // A worker that starts before its database (a rollout, a failover) waits for it.
+    storage::retry_while_unavailable(*db, "migrating the job database", o.database_start_timeout,
+                                     [&] { applied += db->migrate(storage::statetune_migrations()); });
   } catch (const std::exception& e) {
     throw std::runtime_error("the job database " + db->describe() + ": " + storage::safe_message(e));
   }

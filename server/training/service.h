@@ -54,6 +54,7 @@ struct TrainServiceOptions {
   std::string database_url;
   std::string database_password_file;
   int64_t database_pool_size = 4;
+  std::chrono::milliseconds database_start_timeout{std::chrono::seconds(60)};  // retrying at start
   std::chrono::milliseconds lease{std::chrono::seconds(30)};  // a claimed job's lease
   engine::AdapterQuota adapter_quota;  // statetune-serve's, checked when a job publishes
 };

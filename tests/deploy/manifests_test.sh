@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Renders every deploy/ overlay with `kubectl kustomize` and validates each object against the
-# Kubernetes API schemas, offline (tools/deploy-check/validate.mjs: bundled schemas + unknown fields).
-# Then checks that the validator really rejects broken manifests (a misspelt field, a wrong type), so
-# this test cannot pass by validating nothing, and that the serving pod's termination grace covers
-# the preStop pause plus the server's drain. The optional deploy/gateway component (InferencePool and
+# Kubernetes API schemas, offline (tools/deploy-check/validate.mjs: bundled schemas + unknown fields;
+# schemas/ for the CRDs no package publishes), then what each overlay must mean (overlay_checks.mjs:
+# selectors that select; for the shared mode replicas, PDBs, the database URL only from a Secret).
+# Then checks that both really reject broken manifests (a misspelt field, a wrong type, a missing
+# required field, a DSN in a ConfigMap, ...), so this test cannot pass by checking nothing, and that
+# the serving pod's termination grace covers the preStop pause plus the server's drain. The optional deploy/gateway component (InferencePool and
 # endpoint picker) is rendered on the cpu overlay and checked the same way, with its wiring.
 # Usage: manifests_test.sh SOURCE_DIR
 set -euo pipefail
@@ -19,8 +21,10 @@ trap 'rm -rf "$TMP"' EXIT
 failures=0
 fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
 
+CHECKS=$SRC/tests/deploy/overlay_checks.mjs
+export VALIDATOR_DIR=$SRC/tools/deploy-check
 overlays=("$SRC"/deploy/overlays/*/)
-((${#overlays[@]} >= 2)) || fail "expected the cpu and gpu overlays, found ${#overlays[@]}"
+((${#overlays[@]} >= 4)) || fail "expected the cpu, gpu, shared and shared-cnpg overlays, found ${#overlays[@]}"
 for dir in "${overlays[@]}"; do
   name=$(basename "$dir")
   # kustomize 5 warns about the v2-compatible field names on stderr (deploy/overlays/*); drop those.
@@ -29,8 +33,14 @@ for dir in "${overlays[@]}"; do
   fi
   grep -v "^# Warning: '.*' is deprecated" "$TMP/$name.err" || true
   node "$VALIDATOR" "$TMP/$name.yaml" || fail "deploy/overlays/$name does not validate"
-  for kind in Deployment StatefulSet Service Secret ConfigMap HorizontalPodAutoscaler \
-              PodDisruptionBudget ServiceMonitor PersistentVolumeClaim; do
+  node "$CHECKS" "$TMP/$name.yaml" "$name" || fail "deploy/overlays/$name fails its overlay checks"
+  kinds=(Deployment Service Secret ConfigMap HorizontalPodAutoscaler PodDisruptionBudget ServiceMonitor)
+  case $name in
+    shared) ;;
+    shared-cnpg) kinds+=(Cluster) ;;
+    *) kinds+=(StatefulSet PersistentVolumeClaim) ;;
+  esac
+  for kind in "${kinds[@]}"; do
     grep -q "^kind: $kind\$" "$TMP/$name.yaml" || fail "deploy/overlays/$name renders no $kind"
   done
 done
@@ -38,10 +48,14 @@ grep -q "nvidia.com/gpu: 1" "$TMP/gpu.yaml" || fail "the gpu overlay requests no
 grep -q "nvidia.com/gpu" "$TMP/cpu.yaml" && fail "the cpu overlay requests a GPU"
 
 # Negative checks: each broken copy must be rejected.
-expect_rejected_in() {  # rendered file, name, sed expression, what the validator must say
+# rendered file, name, sed expression, what the validator must say[, overlay: overlay_checks.mjs must
+# refuse it as that overlay instead]
+expect_rejected_in() {
   sed "$3" "$1" >"$TMP/broken-$2.yaml"
   cmp -s "$1" "$TMP/broken-$2.yaml" && { fail "negative check $2: sed changed nothing"; return; }
-  if node "$VALIDATOR" "$TMP/broken-$2.yaml" >"$TMP/broken-$2.out" 2>&1; then
+  local check=("$VALIDATOR")
+  [[ -n ${5:-} ]] && check=("$CHECKS" "$5")
+  if node "${check[0]}" "$TMP/broken-$2.yaml" "${check[@]:1}" >"$TMP/broken-$2.out" 2>&1; then
     fail "the validator accepted a manifest with $2"
   elif ! grep -q "$4" "$TMP/broken-$2.out"; then
     cat "$TMP/broken-$2.out"; fail "negative check $2: rejected, but not for '$4'"
@@ -54,6 +68,28 @@ expect_rejected "a misspelt field" '0,/readinessProbe:/s//readinesProbe:/' 'unkn
 expect_rejected "a string replica count" '0,/replicas: 1/s//replicas: one/' '/spec/replicas type'
 expect_rejected "a bad enum value" '0,/type: RollingUpdate/s//type: Sometimes/' 'strategy/type enum'
 expect_rejected "a missing required field" '0,/^  template:$/s//  templat:/' 'missingProperty":"template"'
+# The CloudNativePG Cluster (no published schema: tools/deploy-check/schemas/Cluster.cnpg.v1.json).
+CNPG=$TMP/shared-cnpg.yaml
+expect_rejected_in "$CNPG" "a misspelt Cluster field" '/^kind: Cluster$/,$s/^    size: /    sise: /' \
+  'must NOT have additional properties {"additionalProperty":"sise"}'
+expect_rejected_in "$CNPG" "a Cluster without instances" '/^kind: Cluster$/,$s/^  instances: 3$/  replicas: 3/' \
+  'must have required property .instances.'
+expect_rejected_in "$CNPG" "a Cluster with 0 instances" '/^kind: Cluster$/,$s/^  instances: 3$/  instances: 0/' \
+  '/spec/instances must be >= 1'
+expect_rejected_in "$CNPG" "a bad Cluster enum value" \
+  '/^kind: Cluster$/,$s/primaryUpdateMethod: switchover/primaryUpdateMethod: failover/' \
+  '/spec/primaryUpdateMethod must be equal to one of the allowed values'
+# What the shared overlays mean (overlay_checks.mjs).
+expect_rejected_in "$TMP/shared.yaml" "one serving replica" 's/^  maxReplicas: 8$/  maxReplicas: 2/' \
+  'must scale from >= 2 upwards' shared
+expect_rejected_in "$TMP/shared.yaml" "a DSN in a ConfigMap" \
+  's|^  STATETUNE_DATABASE_POOL_SIZE: "4"$|  STATETUNE_DATABASE: postgresql://u:pw@db/statetune|' \
+  'the database URL and password belong in a Secret' shared
+expect_rejected_in "$TMP/shared.yaml" "a Service that selects nothing" \
+  '/^kind: Deployment$/,$s/^        app.kubernetes.io\/part-of: statetune$/        app.kubernetes.io\/part-of: other/' \
+  'selects no pods' shared
+expect_rejected_in "$CNPG" "the wrong Secret with CloudNativePG" 's/name: statetune-db-app$/name: statetune-database/' \
+  'expected statetune-db-app' shared-cnpg
 
 # The drain fits the grace period: grace >= preStop sleep + STATETUNE_DRAIN_SECONDS + 2 s shutdown.
 VALIDATOR_DIR=$SRC/tools/deploy-check node --input-type=module - "$TMP/cpu.yaml" <<'JS' || fail "serving termination grace period"

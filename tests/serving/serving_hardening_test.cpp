@@ -1,6 +1,7 @@
 // Hostile and malformed calls against the real statetune-serve binary on a loopback port, through the
 // real gRPC client: every one must end with a precise status and a short message, be logged and be
-// counted; uploads must not be able to pin the server's memory or threads.
+// counted; uploads must not be able to pin the server's memory or threads. Run in the shared mode too
+// (serving_hardening_postgres_test: tests/support/shared_mode.h).
 #include <gtest/gtest.h>
 
 #include <atomic>
@@ -18,6 +19,7 @@
 #include "client/statetune_client.h"
 #include "server/engine/util/sha256.h"
 #include "tests/support/serving_fixture.h"
+#include "tests/support/shared_mode.h"
 #include "tests/support/subprocess.h"
 
 namespace statetune::serving {
@@ -82,24 +84,33 @@ class ServingHardeningTest : public ::testing::Test {
   static void SetUpTestSuite() {
     work_ = new fs::path(fs::temp_directory_path() / ("statetune_serving_hardening_" + std::to_string(::getpid())));
     adapter_files_ = test_support::write_serving_files(*work_, 2);
+    shared_ = new test_support::SharedModeDatabases();
     server_ = new test_support::ServingProcess();
-    server_->start(*work_, flags(*work_ / "adapters", "60"));
+    if (!shared_->unavailable()) server_->start(*work_, flags(*work_ / "adapters", "60"));
   }
   static void TearDownTestSuite() {
     delete server_;
+    delete shared_;
     fs::remove_all(*work_);
     delete work_;
+  }
+  void SetUp() override {
+    if (shared_->unavailable()) GTEST_SKIP() << test_support::SharedModeDatabases::kNotInstalled;
+    ASSERT_TRUE(shared_->log_shows_mode(server_->log())) << server_->log();
   }
   // `caps`: --max-concurrent-uploads and --max-concurrent-uploads-per-tenant.
   static std::vector<std::string> flags(const fs::path& adapters, const std::string& idle_seconds,
                                         std::pair<int, int> caps = {6, 4}) {
-    return {"--model", (*work_ / "model").string(),
-            "--tokenizer", std::string(STATETUNE_SHARED_DIR) + "/models/gpt-neox-20b-tokenizer.json",
-            "--adapters-dir", adapters.string(), "--tenants-file", (*work_ / "tenants.json").string(),
-            "--max-batch", "4", "--queue-size", "4", "--max-new-tokens", "64",
-            "--max-concurrent-uploads", std::to_string(caps.first),
-            "--max-concurrent-uploads-per-tenant", std::to_string(caps.second),
-            "--upload-idle-seconds", idle_seconds, "--drain-seconds", "2"};
+    std::vector<std::string> f = {
+        "--model", (*work_ / "model").string(),
+        "--tokenizer", std::string(STATETUNE_SHARED_DIR) + "/models/gpt-neox-20b-tokenizer.json",
+        "--adapters-dir", adapters.string(), "--tenants-file", (*work_ / "tenants.json").string(),
+        "--max-batch", "4", "--queue-size", "4", "--max-new-tokens", "64",
+        "--max-concurrent-uploads", std::to_string(caps.first),
+        "--max-concurrent-uploads-per-tenant", std::to_string(caps.second),
+        "--upload-idle-seconds", idle_seconds, "--drain-seconds", "2"};
+    for (auto& extra : shared_->flags_for(adapters)) f.push_back(std::move(extra));
+    return f;
   }
   // The number of threads of the server process whose ready file is in `dir`.
   static long threads_of(const fs::path& dir) {
@@ -140,10 +151,12 @@ class ServingHardeningTest : public ::testing::Test {
   }
 
   static fs::path* work_;
+  static test_support::SharedModeDatabases* shared_;
   static test_support::ServingProcess* server_;
   static std::vector<std::string> adapter_files_;
 };
 fs::path* ServingHardeningTest::work_ = nullptr;
+test_support::SharedModeDatabases* ServingHardeningTest::shared_ = nullptr;
 test_support::ServingProcess* ServingHardeningTest::server_ = nullptr;
 std::vector<std::string> ServingHardeningTest::adapter_files_;
 

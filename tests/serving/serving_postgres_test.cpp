@@ -2,7 +2,10 @@
 // upload through one is served by the other (the delay is measured over 50 uploads and printed),
 // a delete through one is refused by the other, concurrent uploads of one name through both get
 // distinct versions, and a database outage keeps generation on known adapters working while uploads
-// and deletes answer UNAVAILABLE, until the replicas resync.
+// and deletes answer UNAVAILABLE, until the replicas resync. Each replica's registry view in /metrics
+// (notify lag, pool connections, errors) is checked along the way. A replica started before its
+// database retries (each try logged, never the password) and becomes SERVING once it is up; one whose
+// database stays down past --database-start-seconds exits.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -95,6 +98,30 @@ TEST_F(TwoReplicasTest, AnUploadThroughOneReplicaIsServedByTheOther) {
   v1::AdapterInfo info;
   ASSERT_TRUE(b.get_adapter("style", &info).ok());
   EXPECT_EQ(info.versions_size(), kUploads);
+
+  // The registry's view in /metrics. B applied each upload's notification before serving it, so its
+  // notify-lag histogram holds a sample per upload (A's too: it hears its own). The pool gauges are
+  // refreshed every 250 ms: wait until they show the quiet pool (in use + idle = open).
+  for (const test_support::ServingProcess* p : {&a_, &b_}) {
+    std::string text;
+    const auto metric = [&](const std::string& name) { return test_support::metric_value(text, name); };
+    EXPECT_TRUE(wait_until([&] {
+      text = test_support::http_get(p->metrics_port(), "/metrics");
+      const double open = metric("statetune_adapter_storage_connections");
+      return open >= 1 && open <= 2 && metric("statetune_adapter_storage_connections_idle") >= 1 &&
+             metric("statetune_adapter_storage_connections_in_use") + metric("statetune_adapter_storage_connections_idle") == open;
+    })) << text;
+    const double lags = metric("statetune_adapter_storage_notify_lag_seconds_count");
+    // One per upload; the first may have been read by the replica's first resync instead, if its
+    // LISTEN connection came up after it.
+    EXPECT_GE(lags, kUploads - 1);
+    EXPECT_LE(lags, kUploads);
+    // Loopback and one database clock: well under a second on average, even on a loaded 2-core box.
+    EXPECT_LT(metric("statetune_adapter_storage_notify_lag_seconds_sum") / lags, 1.0);
+    EXPECT_EQ(metric("statetune_adapter_storage_statement_errors_total"), 0);
+    EXPECT_EQ(metric("statetune_adapter_storage_unavailable_total"), 0);
+    EXPECT_EQ(metric("statetune_adapter_storage_adapters"), 1);
+  }
 }
 
 TEST_F(TwoReplicasTest, HotSwapsUnderTrafficOnBothReplicasFailNoRequest) {
@@ -239,6 +266,69 @@ TEST_F(TwoReplicasTest, AResolverTargetSpreadsCallsOverBothReplicas) {
   // round_robin alternates per call; pick_first would have sent all of them to one replica.
   EXPECT_GE(requests(a_), 4);
   EXPECT_GE(requests(b_), 4);
+}
+
+// One replica, started while PostgreSQL is down (a rollout that starts before the database).
+class StartBeforeTheDatabaseTest : public test_support::PostgresTest {
+ protected:
+  void SetUp() override {
+    PostgresTest::SetUp();
+    if (IsSkipped()) return;
+    work_ = std::filesystem::path(::testing::TempDir()) / ("serving-pg-start-" + db_name_);
+    files_ = test_support::write_serving_files(work_, 1);
+  }
+  void TearDown() override {
+    if (HasFailure()) std::cerr << "--- replica log:\n" << replica_.log() << "\n";
+    if (!pg_->running()) pg_->start();
+  }
+  std::vector<std::string> flags(const std::string& start_seconds) const {
+    return {"--model", (work_ / "model").string(),
+            "--tokenizer", std::string(STATETUNE_SHARED_DIR) + "/models/gpt-neox-20b-tokenizer.json",
+            "--tenants-file", (work_ / "tenants.json").string(), "--adapters-dir", (work_ / "cache").string(),
+            "--database", url_, "--database-password-file", pg_->password_file().string(),
+            "--database-start-seconds", start_seconds};
+  }
+  size_t failed_tries() const {
+    const std::string log = replica_.log();
+    size_t n = 0;
+    for (size_t at = log.find("failed on try"); at != std::string::npos; at = log.find("failed on try", at + 1)) ++n;
+    return n;
+  }
+
+  std::filesystem::path work_;
+  std::vector<std::string> files_;
+  test_support::ServingProcess replica_;
+};
+
+TEST_F(StartBeforeTheDatabaseTest, RetriesUntilTheDatabaseIsUpThenServes) {
+  pg_->stop();
+  // Listening (the ready file) but not SERVING: the model loads, the database is retried.
+  ASSERT_NO_FATAL_FAILURE(replica_.ServiceProcess::start(work_, flags("120"), {}, std::chrono::seconds(120)));
+  ASSERT_TRUE(wait_until([&] { return failed_tries() >= 2; }, std::chrono::seconds(60))) << "no retry logged";
+  client::Client c(replica_.options(kAcmeKey));
+  grpc::health::v1::HealthCheckResponse::ServingStatus st{};
+  ASSERT_TRUE(c.health("", &st).ok());
+  EXPECT_EQ(st, grpc::health::v1::HealthCheckResponse::NOT_SERVING);
+  pg_->start();
+  ASSERT_NO_FATAL_FAILURE(replica_.wait_serving());
+  v1::AdapterInfo info;
+  ASSERT_TRUE(c.upload_adapter("late", files_[0], &info).ok());
+  EXPECT_EQ(info.current_version(), "1");
+  const std::string log = replica_.log();
+  EXPECT_EQ(log.find(pg_->password()), std::string::npos) << "the password reached the log";
+  EXPECT_NE(log.find("succeeded on try"), std::string::npos);
+}
+
+TEST_F(StartBeforeTheDatabaseTest, GivesUpWhenTheDatabaseStaysDown) {
+  pg_->stop();
+  ASSERT_NO_FATAL_FAILURE(replica_.ServiceProcess::start(work_, flags("2"), {}, std::chrono::seconds(120)));
+  int status = -1;
+  ASSERT_TRUE(wait_until([&] { return replica_.exited(&status); }, std::chrono::seconds(90)))
+      << "still retrying long after --database-start-seconds 2";
+  EXPECT_EQ(status, 1);
+  EXPECT_GE(failed_tries(), 2u);
+  EXPECT_NE(replica_.log().find("giving up"), std::string::npos);
+  EXPECT_EQ(replica_.log().find(pg_->password()), std::string::npos) << "the password reached the log";
 }
 
 }  // namespace

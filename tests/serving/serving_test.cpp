@@ -1,5 +1,8 @@
 // Integration tests: the real statetune-serve binary on a loopback port, with a tiny random model and
 // the GPT-NeoX tokenizer, driven through the client library over gRPC and scraped over HTTP.
+// With STATETUNE_TEST_ADAPTER_STORAGE=postgres (the ctest entry serving_integration_postgres_test)
+// the same tests run in the shared mode: one real PostgreSQL for the binary, a fresh database per
+// test, --adapters-dir only the bytes cache.
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
@@ -25,6 +28,7 @@
 
 #include "client/statetune_client.h"
 #include "tests/support/loopback_http.h"
+#include "tests/support/shared_mode.h"
 #include "tests/support/serving_fixture.h"
 #include "tests/support/shell.h"
 #include "tests/support/test_tls.h"
@@ -68,17 +72,22 @@ class ServingTest : public ::testing::Test {
     suite_ = new fs::path(fs::temp_directory_path() / ("statetune_serving_" + std::to_string(::getpid())));
     fs::remove_all(*suite_);
     adapter_files_ = test_support::write_serving_files(*suite_, 4);  // model/, adapterN.safetensors, tenants.json
+    shared_ = new test_support::SharedModeDatabases();
   }
   static void TearDownTestSuite() {
+    delete shared_;
+    shared_ = nullptr;
     fs::remove_all(*suite_);
     delete suite_;
     adapter_files_.clear();
   }
   void SetUp() override {
+    if (shared_->unavailable()) GTEST_SKIP() << test_support::SharedModeDatabases::kNotInstalled;
     work_ = *suite_ / ::testing::UnitTest::GetInstance()->current_test_info()->name();
     fs::create_directories(work_);
     server_ = std::make_unique<ServerProcess>();
     ASSERT_NO_FATAL_FAILURE(server_->start(work_, flags()));
+    ASSERT_TRUE(shared_->log_shows_mode(server_->log())) << server_->log();
   }
   void TearDown() override {
     server_.reset();
@@ -90,12 +99,22 @@ class ServingTest : public ::testing::Test {
   static std::string tokenizer_path() {
     return std::string(STATETUNE_SHARED_DIR) + "/models/gpt-neox-20b-tokenizer.json";
   }
-  std::vector<std::string> flags(const fs::path& model = {}) const {
-    return {"--model", (model.empty() ? model_dir() : model).string(), "--tokenizer", tokenizer_path(),
-            "--adapters-dir", (work_ / "adapters").string(), "--tenants-file", (*suite_ / "tenants.json").string(),
-            "--max-batch", "8", "--queue-size", "2", "--max-new-tokens", "100000", "--max-prompt-tokens", "64",
-            "--max-request-bytes", "64KiB", "--max-upload-bytes", "4MiB", "--adapter-slots", "3",
-            "--adapter-versions", "6", "--drain-seconds", "2"};
+  // The test server's flags; `model` and `adapters` (its store) default to the test's.
+  std::vector<std::string> flags(const fs::path& model = {}, fs::path adapters = {}) const {
+    if (adapters.empty()) adapters = work_ / "adapters";
+    std::vector<std::string> f = {
+        "--model", (model.empty() ? model_dir() : model).string(), "--tokenizer", tokenizer_path(),
+        "--adapters-dir", adapters.string(), "--tenants-file", (*suite_ / "tenants.json").string(),
+        "--max-batch", "8", "--queue-size", "2", "--max-new-tokens", "100000", "--max-prompt-tokens", "64",
+        "--max-request-bytes", "64KiB", "--max-upload-bytes", "4MiB", "--adapter-slots", "3",
+        "--adapter-versions", "6", "--drain-seconds", "2"};
+    for (auto& extra : shared_->flags_for(adapters)) f.push_back(std::move(extra));
+    return f;
+  }
+  // Rows of tenant acme's adapter `name` in the test's database (shared mode only).
+  int stored_versions(const std::string& name) const {
+    return std::stoi(shared_->psql(work_ / "adapters",
+                                   "SELECT count(*) FROM adapter_versions WHERE tenant = 'acme' AND name = '" + name + "'"));
   }
 
   Client acme() const { return Client(server_->options(kAcmeKey)); }
@@ -144,11 +163,13 @@ class ServingTest : public ::testing::Test {
 
   static fs::path* suite_;
   static std::vector<std::string> adapter_files_;
+  static test_support::SharedModeDatabases* shared_;
   fs::path work_;
   std::unique_ptr<ServerProcess> server_;
 };
 fs::path* ServingTest::suite_ = nullptr;
 std::vector<std::string> ServingTest::adapter_files_;
+test_support::SharedModeDatabases* ServingTest::shared_ = nullptr;
 
 TEST_F(ServingTest, StreamsTokensAndEndsWithDone) {
   Client c = acme();
@@ -346,6 +367,9 @@ TEST_F(ServingTest, DeeplyNestedMetadataIsRefusedAndTheServerStaysUp) {
   EXPECT_LT(st.error_message().size(), 1000u);
   EXPECT_EQ(c.get_adapter("nested", &info).error_code(), StatusCode::NOT_FOUND);
   EXPECT_FALSE(fs::exists(work_ / "adapters" / "acme" / "nested"));
+  if (shared_->active()) {
+    EXPECT_EQ(stored_versions("nested"), 0);
+  }
   upload(c, "nested", 1, &info);  // still serving
 }
 
@@ -587,10 +611,7 @@ TEST_F(ServingTest, TlsServesClientsThatTrustItsCaOnly) {
   const std::string d = dir.string();
 
   ServerProcess tls;
-  std::vector<std::string> f = flags();
-  for (size_t i = 0; i + 1 < f.size(); ++i) {
-    if (f[i] == "--adapters-dir") f[i + 1] = (dir / "adapters").string();  // its own store
-  }
+  std::vector<std::string> f = flags({}, dir / "adapters");  // its own store
   f.insert(f.end(), {"--tls-cert", d + "/server.pem", "--tls-key", d + "/server.key"});
   tls.start(dir, f, dir / "ca.pem");  // waits for health SERVING over TLS
   if (HasFatalFailure()) return;
@@ -725,10 +746,7 @@ TEST_F(ServingTest, EndOfSequenceEndsTheStreamUnlessStopAtEosIsFalse) {
   ServerProcess eos_server;
   const fs::path eos_work = work_ / "eos";
   fs::create_directories(eos_work);
-  std::vector<std::string> f = flags(eos_model);
-  for (size_t i = 0; i + 1 < f.size(); ++i) {
-    if (f[i] == "--adapters-dir") f[i + 1] = (eos_work / "adapters").string();  // its own store
-  }
+  std::vector<std::string> f = flags(eos_model, eos_work / "adapters");  // its own store
   ASSERT_NO_FATAL_FAILURE(eos_server.start(eos_work, f));
   Client e(eos_server.options(kAcmeKey));
 

@@ -67,6 +67,15 @@ class ServiceProcess {
     }
   }
 
+  // True once the process has ended on its own; `status` gets its exit status.
+  bool exited(int* status) {
+    int raw = 0;
+    if (pid_ <= 0 || ::waitpid(pid_, &raw, WNOHANG) != pid_) return false;
+    pid_ = -1;
+    *status = WIFEXITED(raw) ? WEXITSTATUS(raw) : 128 + WTERMSIG(raw);
+    return true;
+  }
+
   // Sends `sig` and waits: returns the exit status (128 + signal when killed by one).
   int stop(int sig = SIGTERM) {
     if (pid_ <= 0) return -1;

@@ -5,7 +5,8 @@
 //                                        printed as "<kind>/<name>: <path> <message>")
 //
 // Objects of the kinds no npm package publishes a schema for (the Gateway API Inference Extension's
-// InferencePool) are checked against a schema in schemas/, written from the API's documentation.
+// InferencePool, CloudNativePG's Cluster) are checked against a schema in schemas/, written from the
+// API's documentation or CRD.
 //
 // Two checks per object:
 //  1. the package's compiled JSON-schema validator: types, enums, required fields, formats;
@@ -36,6 +37,7 @@ const SCHEMAS = {
   "rbac.authorization.k8s.io/v1/Role": "kubernetes-models/_schemas/IoK8sApiRbacV1Role.mjs",
   "rbac.authorization.k8s.io/v1/RoleBinding": "kubernetes-models/_schemas/IoK8sApiRbacV1RoleBinding.mjs",
   "inference.networking.k8s.io/v1/InferencePool": "schemas/InferencePool.v1.json",
+  "postgresql.cnpg.io/v1/Cluster": "schemas/Cluster.cnpg.v1.json",
 };
 
 // A JSON schema of schemas/ compiled with Ajv: the same validate(data) / validate.errors interface.

@@ -106,6 +106,8 @@ struct AdapterStorageStats {
   int64_t unavailable_errors = 0;    // calls that failed because the database was unreachable
   int64_t connections = 0;           // open request connections
   bool listening = false;            // the change listener is connected
+  int64_t connections_in_use = 0, connections_idle = 0;  // of `connections`
+  int64_t statement_errors = 0;      // calls that failed on a statement (not on reaching the database)
 };
 
 class AdapterStorage {
@@ -141,6 +143,10 @@ class AdapterStorage {
   using ChangeListener = std::function<void(const std::string& tenant, const std::string& name,
                                             const std::vector<std::string>& stale)>;
   virtual void set_change_listener(ChangeListener listener) { (void)listener; }
+  // Called with the notify lag of every change the storage hears from the database: seconds from the
+  // writer's NOTIFY (the last statement before its commit) to this replica having applied it.
+  using LagObserver = std::function<void(double seconds)>;
+  virtual void set_notify_lag_observer(LagObserver observer) { (void)observer; }
   virtual AdapterStorageStats stats() const { return {}; }
 };
 

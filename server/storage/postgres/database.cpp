@@ -174,6 +174,37 @@ int Database::open_connections() const {
   return open_;
 }
 
+Database::PoolUse Database::pool_use() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  const int idle = static_cast<int>(idle_.size());
+  return PoolUse{open_ - idle, idle};
+}
+
+void retry_while_unavailable(const Database& db, const std::string& what, std::chrono::milliseconds budget,
+                             const std::function<void()>& fn) {
+  const auto deadline = std::chrono::steady_clock::now() + budget;
+  auto backoff = db.options().min_backoff;
+  for (int attempt = 1;; ++attempt) {
+    try {
+      fn();
+      if (attempt > 1) spdlog::info("database {}: {} succeeded on try {}", db.describe(), what, attempt);
+      return;
+    } catch (const DatabaseUnavailable& e) {
+      const auto left = deadline - std::chrono::steady_clock::now();
+      if (left <= std::chrono::milliseconds(0)) {
+        spdlog::error("database {}: {} failed on try {}; giving up after {} s: {}", db.describe(), what, attempt,
+                      std::chrono::duration_cast<std::chrono::seconds>(budget).count(), safe_message(e));
+        throw;
+      }
+      const auto wait = std::min(backoff, std::chrono::duration_cast<std::chrono::milliseconds>(left));
+      spdlog::warn("database {}: {} failed on try {} (retrying in {} ms): {}", db.describe(), what, attempt,
+                   wait.count(), safe_message(e));
+      std::this_thread::sleep_for(wait);
+      backoff = std::min(db.options().max_backoff, backoff * 2);
+    }
+  }
+}
+
 int Database::migrate(const std::vector<Migration>& migrations) {
   // A connection of its own: the session lock is released when it closes, even if we die here.
   auto c = connect();

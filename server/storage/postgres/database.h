@@ -73,6 +73,11 @@ class Database {
 
   // Connections currently open in the pool (for metrics and tests).
   int open_connections() const;
+  // Of those, how many a call holds right now and how many wait idle (metrics).
+  struct PoolUse {
+    int in_use = 0, idle = 0;
+  };
+  PoolUse pool_use() const;
 
  private:
   std::unique_ptr<pqxx::connection> take(bool* reused);
@@ -89,6 +94,13 @@ class Database {
   std::chrono::steady_clock::time_point next_attempt_{};
   std::chrono::milliseconds backoff_{0};
 };
+
+// Runs `fn` again while it throws DatabaseUnavailable, for at most `budget` (then the last error is
+// rethrown): a service that starts before its database (a rollout, a database restart, a CNPG
+// failover) waits for it instead of exiting. Each failed try is logged with `what`, the
+// password-free error and the delay before the next one (doubling from min_backoff to max_backoff).
+void retry_while_unavailable(const Database& db, const std::string& what, std::chrono::milliseconds budget,
+                             const std::function<void()>& fn);
 
 // True for errors that mean "the database is not reachable right now" (broken connection, server
 // shutting down, too many connections, commit outcome unknown) rather than a bad statement.

@@ -33,10 +33,6 @@ class AdapterChanges : public pqxx::notification_receiver {
   std::vector<std::string>& out_;
 };
 
-std::string notify_payload(const std::string& tenant, const std::string& name) {
-  return nlohmann::json{{"tenant", tenant}, {"name", name}}.dump();
-}
-
 // Takes the tenant's write lock for this transaction: quotas are per tenant, so every write of one
 // tenant (on any replica) happens one at a time.
 void lock_tenant(pqxx::work& w, const std::string& tenant) {
@@ -83,7 +79,7 @@ int64_t insert_adapter_version(pqxx::work& w, const engine::AdapterQuota& quota,
       "UPDATE adapters SET current_version = $3::bigint, next_version = $3::bigint + 1, change_seq = change_seq + 1"
       " WHERE tenant = $1 AND name = $2",
       tenant, name, number);
-  w.exec_params("SELECT pg_notify($1, $2)", kAdapterChannel, notify_payload(tenant, name));
+  w.exec_params(kNotifyAdapterChangeSql, kAdapterChannel, tenant, name);
   return number;
 }
 
@@ -114,6 +110,7 @@ void PgAdapterStore::run(const char* what, const std::function<void(pqxx::connec
     throw engine::AdapterStorageUnavailable(std::string(what) + ": the adapter database is unavailable; retry");
   } catch (const pqxx::failure& e) {
     // A statement failed (not the connection): a bug or a schema mismatch, for the log only.
+    ++statement_errors_;
     throw std::runtime_error(std::string(what) + ": " + safe_message(e));
   }
 }
@@ -212,6 +209,17 @@ void PgAdapterStore::apply_all(Entries fresh, uint64_t read_began) const {
     std::lock_guard<std::mutex> lock(listener_mu_);
     if (listener_ && !stale.empty()) listener_(t, n, stale);
   }
+}
+
+void PgAdapterStore::observe_notify_lag(const std::vector<int64_t>& sent_unix_us) const {
+  if (sent_unix_us.empty()) return;
+  const int64_t now_us = std::chrono::duration_cast<std::chrono::microseconds>(
+                             std::chrono::system_clock::now().time_since_epoch())
+                             .count();
+  std::lock_guard<std::mutex> lock(listener_mu_);
+  if (!lag_observer_) return;
+  // Clocks of two machines: a small negative difference is skew, not time travel.
+  for (int64_t sent : sent_unix_us) lag_observer_(static_cast<double>(std::max<int64_t>(0, now_us - sent)) / 1e6);
 }
 
 fs::path PgAdapterStore::cache_path(const std::string& sha256) const {
@@ -323,7 +331,7 @@ bool PgAdapterStore::remove(const std::string& tenant, const std::string& name) 
     w.exec_params(
         "UPDATE adapters SET current_version = NULL, change_seq = change_seq + 1 WHERE tenant = $1 AND name = $2",
         tenant, name);
-    w.exec_params("SELECT pg_notify($1, $2)", kAdapterChannel, notify_payload(tenant, name));
+    w.exec_params(kNotifyAdapterChangeSql, kAdapterChannel, tenant, name);
     w.commit();
   });
   if (removed) {
@@ -409,6 +417,10 @@ engine::AdapterStorageStats PgAdapterStore::stats() const {
   s.resyncs = resyncs_.load();
   s.unavailable_errors = unavailable_errors_.load();
   s.connections = db_->open_connections();
+  const auto use = db_->pool_use();
+  s.connections_in_use = use.in_use;
+  s.connections_idle = use.idle;
+  s.statement_errors = statement_errors_.load();
   s.listening = listening_.load();
   std::lock_guard<std::mutex> lock(mu_);
   for (const auto& [t, names] : entries_) {
@@ -420,6 +432,11 @@ engine::AdapterStorageStats PgAdapterStore::stats() const {
 void PgAdapterStore::set_change_listener(ChangeListener listener) {
   std::lock_guard<std::mutex> lock(listener_mu_);
   listener_ = std::move(listener);
+}
+
+void PgAdapterStore::set_notify_lag_observer(LagObserver observer) {
+  std::lock_guard<std::mutex> lock(listener_mu_);
+  lag_observer_ = std::move(observer);
 }
 
 void PgAdapterStore::listen_loop() {
@@ -448,10 +465,14 @@ void PgAdapterStore::listen_loop() {
         }
         c->await_notification(0, 200000);
         std::set<std::pair<std::string, std::string>> changed;
+        std::vector<int64_t> sent_unix_us;  // of the notifications that carry it
         for (const auto& p : payloads) {
           try {
             const auto j = engine::parse_bounded_json(p, engine::JsonLimits{4096, 2}, "adapter notification");
             changed.emplace(j.at("tenant").get<std::string>(), j.at("name").get<std::string>());
+            if (const auto sent = j.find("sent_unix_us"); sent != j.end() && sent->is_number_integer()) {
+              sent_unix_us.push_back(sent->get<int64_t>());
+            }
           } catch (const std::exception& e) {
             spdlog::warn("adapter database: ignoring a notification that is not ours: {}", e.what());
           }
@@ -461,6 +482,7 @@ void PgAdapterStore::listen_loop() {
           Entries fresh = read_entries(*c, &t, &n);
           if (fresh.count(t) && fresh[t].count(n)) apply(t, n, std::move(fresh[t][n]), /*external=*/true);
         }
+        observe_notify_lag(sent_unix_us);
         // A broken connection does not always wake await_notification; a query notices it.
         const auto now = std::chrono::steady_clock::now();
         if (now - last_ping > std::chrono::seconds(1)) {

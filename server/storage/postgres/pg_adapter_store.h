@@ -66,6 +66,7 @@ class PgAdapterStore : public engine::AdapterStorage {
   engine::Adapter load(const std::string& tenant, const std::string& name, const std::string& version) const override;
   std::vector<std::string> tenants() const override;
   void set_change_listener(ChangeListener listener) override;
+  void set_notify_lag_observer(LagObserver observer) override;
   engine::AdapterStorageStats stats() const override;
 
   // Full reads done by the LISTEN thread (one per (re)connect) and whether it is connected now.
@@ -94,6 +95,8 @@ class PgAdapterStore : public engine::AdapterStorage {
   // Runs `fn` on a pooled connection, mapping "database unreachable" to AdapterStorageUnavailable.
   void run(const char* what, const std::function<void(pqxx::connection&)>& fn) const;
   void listen_loop();
+  // Reports to the lag observer how long ago each applied notification was sent.
+  void observe_notify_lag(const std::vector<int64_t>& sent_unix_us) const;
   std::filesystem::path cache_path(const std::string& sha256) const;
 
   std::shared_ptr<Database> db_;
@@ -104,9 +107,11 @@ class PgAdapterStore : public engine::AdapterStorage {
   mutable uint64_t applies_ = 0;  // entry writes so far (guarded by mu_)
   mutable std::mutex listener_mu_;
   ChangeListener listener_;
+  LagObserver lag_observer_;  // guarded by listener_mu_
 
   std::atomic<int64_t> resyncs_{0};
   mutable std::atomic<int64_t> unavailable_errors_{0};
+  mutable std::atomic<int64_t> statement_errors_{0};
   std::atomic<bool> listening_{false};
   std::mutex stop_mu_;
   std::condition_variable stop_cv_;
