@@ -1,6 +1,7 @@
 // statetune-serve: see server.h. Every flag also reads STATETUNE_<FLAG> from the environment.
 #include <stdexcept>
 
+#include "server/common/adapter_quota_flags.h"
 #include "server/common/service_main.h"
 #include "server/http/http_flags.h"
 #include "server/serving/server.h"
@@ -31,11 +32,7 @@ int main(int argc, char** argv) {
   flags.add("max-rpc-threads", "0", "gRPC handler threads (0: max-batch + queue-size + max-concurrent-uploads + 32)");
   flags.add("adapter-pool-bytes", "256MiB", "device memory for resident adapters (LRU beyond it)");
   flags.add("adapter-slots", "0", "cap on resident adapters (0: as many as --adapter-pool-bytes holds)");
-  flags.add("tenant-adapter-bytes", "1GiB", "most adapter bytes (every version) one tenant may store");
-  flags.add("tenant-adapters", "256", "most adapters one tenant may store");
-  flags.add("adapter-versions", "64", "most versions kept per adapter (the current one included)");
-  flags.add_bool("prune-adapter-versions", false,
-                 "at --adapter-versions, delete the oldest non-current version instead of refusing the upload");
+  common::add_adapter_quota_flags(flags);
   flags.add("drain-seconds", "30", "on SIGTERM: how long running requests may finish before being cancelled");
   http::add_http_flags(flags);
   return common::run_service(argc, argv, flags, [](const common::FlagSet& flags, common::ServiceOptions service) {

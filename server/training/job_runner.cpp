@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 #include <spdlog/spdlog.h>
 
+#include <cctype>
 #include <fstream>
 #include <limits>
 #include <map>
@@ -17,6 +18,7 @@
 #include "server/engine/text/tokenizer.h"
 #include "server/engine/trainer/adapter_trainer.h"
 #include "server/engine/util/durable_file.h"
+#include "server/engine/util/engine_error.h"
 #include "server/training/dataset_validator.h"
 
 namespace statetune::training {
@@ -75,7 +77,22 @@ TrainingMetrics::TrainingMetrics(prometheus::Registry& r)
       rpc_errors(prometheus::BuildCounter()
                      .Name("statetune_train_rpc_errors_total")
                      .Help("Failed Training RPCs by method and gRPC status code")
-                     .Register(r)) {}
+                     .Register(r)),
+      lease_renewals(prometheus::BuildCounter()
+                         .Name("statetune_train_lease_renewals_total")
+                         .Help("Job lease renewals this worker made (shared mode)")
+                         .Register(r)
+                         .Add({})),
+      leases_lost(prometheus::BuildCounter()
+                      .Name("statetune_train_leases_lost_total")
+                      .Help("Jobs this worker stopped because its lease expired or was taken (shared mode)")
+                      .Register(r)
+                      .Add({})),
+      jobs_resumed(prometheus::BuildCounter()
+                       .Name("statetune_train_jobs_resumed_total")
+                       .Help("Jobs this worker claimed after another worker's lease on them expired (shared mode)")
+                       .Register(r)
+                       .Add({})) {}
 
 namespace {
 
@@ -104,10 +121,11 @@ std::vector<engine::trainer::TextExample> load_examples(const fs::path& path) {
 
 }  // namespace
 
-JobRunner::JobRunner(JobStore& store, EventBus& bus, const engine::MambaModel& model,
+JobRunner::JobRunner(JobStore& store, JobLeases* leases, EventBus& bus, const engine::MambaModel& model,
                      const engine::Tokenizer& tokenizer, PublishFn publish, RunnerOptions options,
                      TrainingMetrics* metrics)
     : store_(store),
+      leases_(leases),
       bus_(bus),
       model_(model),
       tokenizer_(tokenizer),
@@ -171,6 +189,12 @@ void JobRunner::fail(JobRecord& job, const std::string& code, const std::string&
 }
 
 void JobRunner::start() {
+  // Shared mode: a job left running by a worker that died is resumed once its lease expires.
+  if (leases_) {
+    refresh_state_gauge();
+    worker_ = std::thread([this] { loop(); });
+    return;
+  }
   for (JobRecord job : store_.jobs_in_state(JobState::kRunning)) {
     ++job.resumes;
     set_state(job, JobState::kQueued,
@@ -194,6 +218,20 @@ void JobRunner::notify() {
 }
 
 bool JobRunner::cancel(const std::string& id) {
+  if (leases_) {
+    // Any replica's worker may run it: the store cancels a queued job and flags a running one.
+    if (!leases_->request_cancel(id)) return false;
+    common::log_event(spdlog::level::info, "job.cancel_requested", {{"job", id}});
+    std::lock_guard<std::mutex> lock(mu_);
+    if (running_id_ == id) {  // this worker runs it: no need to wait for the next renewal
+      user_cancelled_ = true;
+      cancel_ = true;
+      cv_.notify_all();
+    }
+    refresh_state_gauge();
+    bus_.notify();
+    return true;
+  }
   // Under mu_, so the worker cannot pick a queued job between the check and the update.
   std::lock_guard<std::mutex> lock(mu_);
   auto job = store_.job(id);
@@ -218,35 +256,131 @@ void JobRunner::stop() {
   if (worker_.joinable()) worker_.join();
 }
 
+std::optional<JobRecord> JobRunner::next_job(std::unique_lock<std::mutex>& lock) {
+  std::optional<JobRecord> next;
+  bool cancel_requested = false;
+  if (leases_) {
+    std::optional<ClaimedJob> claimed;
+    lock.unlock();
+    try {
+      claimed = leases_->claim(options_.worker_id, options_.lease);
+    } catch (const std::exception& e) {
+      common::log_event(spdlog::level::warn, "job.claim_failed", {{"error", e.what()}});
+    }
+    lock.lock();
+    if (claimed) {
+      if (claimed->resumed) {
+        if (metrics_) metrics_->jobs_resumed.Increment();
+        common::log_event(spdlog::level::info, "job.lease_taken_over",
+                          {{"job", claimed->job.id}, {"epoch", claimed->job.lease_epoch}});
+      }
+      cancel_requested = claimed->cancel_requested;
+      next = std::move(claimed->job);
+    }
+  } else {
+    auto queued = store_.jobs_in_state(JobState::kQueued);
+    if (!queued.empty()) next = std::move(queued.front());
+  }
+  if (!next) {
+    // Shared mode: other replicas queue jobs and leases expire, which only a look at the table shows.
+    const auto poll = leases_ ? std::min<std::chrono::milliseconds>(options_.lease / 4, std::chrono::seconds(1))
+                              : std::chrono::milliseconds(5000);
+    cv_.wait_for(lock, poll, [&] { return stopping_ || wake_; });
+    wake_ = false;
+    return std::nullopt;
+  }
+  running_id_ = next->id;
+  user_cancelled_ = cancel_requested;
+  cancel_ = cancel_requested || stopping_;
+  lease_lost_ = false;
+  return next;
+}
+
 void JobRunner::loop() {
   while (true) {
     std::optional<JobRecord> next;
     {
       std::unique_lock<std::mutex> lock(mu_);
       if (stopping_) return;
-      auto queued = store_.jobs_in_state(JobState::kQueued);
-      if (queued.empty()) {
-        cv_.wait_for(lock, std::chrono::seconds(5), [&] { return stopping_ || wake_; });
-        wake_ = false;
-        continue;
-      }
-      next = std::move(queued.front());
-      running_id_ = next->id;
-      user_cancelled_ = false;
-      cancel_ = false;
+      next = next_job(lock);
+      if (!next) continue;
+    }
+    std::thread heartbeat;
+    if (leases_) {
+      std::lock_guard<std::mutex> lock(heartbeat_mu_);
+      heartbeat_stop_ = false;
+      heartbeat = std::thread([this, job = *next] { keep_lease(job); });
     }
     try {
       run(*next);
+    } catch (const LeaseLost& e) {
+      // Another worker holds the job now: nothing more is written for it here.
+      lose_lease(*next, e.what());
     } catch (const std::exception& e) {
-      // Errors while recording a failure (e.g. a full disk): log; the job is retried after a
-      // restart.
+      // Errors while recording a failure (e.g. a full disk, the database down): log; the job is
+      // retried after a restart (embedded) or once its lease expires (shared).
       common::log_event(spdlog::level::err, "job.runner_error",
                         {{"job", next->id}, {"error", e.what()}});
-      std::this_thread::sleep_for(std::chrono::seconds(1));
+      std::unique_lock<std::mutex> lock(mu_);
+      cv_.wait_for(lock, std::chrono::seconds(1), [&] { return stopping_; });
+    }
+    if (heartbeat.joinable()) {
+      {
+        std::lock_guard<std::mutex> lock(heartbeat_mu_);
+        heartbeat_stop_ = true;
+      }
+      heartbeat_cv_.notify_all();
+      heartbeat.join();
     }
     std::lock_guard<std::mutex> lock(mu_);
     running_id_.clear();
   }
+}
+
+void JobRunner::keep_lease(const JobRecord& job) {
+  const auto interval = std::max<std::chrono::milliseconds>(options_.lease / 3, std::chrono::milliseconds(20));
+  // As far as this worker knows: renewals that fail (database unreachable) do not extend it.
+  auto held_until = std::chrono::steady_clock::now() + options_.lease;
+  while (true) {
+    {
+      std::unique_lock<std::mutex> lock(heartbeat_mu_);
+      if (heartbeat_cv_.wait_for(lock, interval, [&] { return heartbeat_stop_; })) return;
+    }
+    const auto sent = std::chrono::steady_clock::now();
+    try {
+      const LeaseRenewal r = leases_->renew(job, options_.lease);
+      if (!r.held) {
+        lose_lease(job, "the lease expired and another worker claimed the job");
+        return;
+      }
+      if (metrics_) metrics_->lease_renewals.Increment();
+      held_until = sent + options_.lease;
+      if (r.cancel_requested && !user_cancelled_) {
+        std::lock_guard<std::mutex> lock(mu_);
+        user_cancelled_ = true;
+        cancel_ = true;
+        cv_.notify_all();
+      }
+    } catch (const std::exception& e) {
+      common::log_event(spdlog::level::warn, "job.lease_renewal_failed", {{"job", job.id}, {"error", e.what()}});
+      if (std::chrono::steady_clock::now() >= held_until) {
+        lose_lease(job, "the lease could not be renewed before it expired");
+        return;
+      }
+    }
+  }
+}
+
+void JobRunner::lose_lease(const JobRecord& job, const std::string& why) {
+  if (lease_lost_.exchange(true)) return;  // once per job
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    cancel_ = true;  // the trainer stops at its next step
+    cv_.notify_all();
+  }
+  if (metrics_) metrics_->leases_lost.Increment();
+  common::log_event(spdlog::level::warn, "job.lease_lost",
+                    {{"job", job.id}, {"epoch", job.lease_epoch}, {"reason", why}});
 }
 
 void JobRunner::run(JobRecord job) {
@@ -271,13 +405,13 @@ void JobRunner::run(JobRecord job) {
   try {
     auto ds = store_.dataset(job.tenant, p.dataset_id);
     if (!ds) throw std::runtime_error("data set " + p.dataset_id + " no longer exists");
-    train = load_examples(ds->path);
+    train = load_examples(store_.dataset_file(*ds));
     if (!p.validation_dataset_id.empty()) {
       auto vds = store_.dataset(job.tenant, p.validation_dataset_id);
       if (!vds)
         throw std::runtime_error("validation data set " + p.validation_dataset_id +
                                  " no longer exists");
-      validation = load_examples(vds->path);
+      validation = load_examples(store_.dataset_file(*vds));
     } else if (p.validation_split > 0) {
       const size_t held =
           std::max<size_t>(1, static_cast<size_t>(p.validation_split * train.size()));
@@ -308,6 +442,15 @@ void JobRunner::run(JobRecord job) {
   o.log_every = std::max<int64_t>(1, options_.log_every);
   o.adapter_name = p.adapter_name;
   fs::create_directories(o.checkpoint_dir);
+  if (leases_) {
+    // Whichever worker ran the job before: its last checkpoint is in the database.
+    try {
+      leases_->restore_checkpoint(job, o.checkpoint_dir);
+    } catch (const std::exception& e) {
+      fail(job, "INTERNAL", std::string("cannot read the job's last checkpoint: ") + e.what());
+      return;
+    }
+  }
 
   auto last_step_time = std::chrono::steady_clock::now();
   int64_t last_step = -1;
@@ -350,6 +493,9 @@ void JobRunner::run(JobRecord job) {
                               {"improved", pr.improved}});
       bus_.notify();
     } else if (pr.kind == Kind::kCheckpoint) {
+      // Shared mode: stored in the database first, so that the event names a checkpoint any worker
+      // can resume from.
+      if (leases_) leases_->save_checkpoint(job, o.checkpoint_dir);
       // An event like the others, so every job store has the checkpoints (GET .../checkpoints).
       store_.append_progress(job, "checkpoint",
                              {{"step", pr.step},
@@ -370,6 +516,9 @@ void JobRunner::run(JobRecord job) {
   try {
     engine::trainer::AdapterTrainer trainer(model_, tokenizer_, o);
     result = trainer.train(train, validation, progress, &cancel_, /*resume=*/true);
+  } catch (const LeaseLost&) {
+    clear_gauges();
+    throw;
   } catch (const std::invalid_argument& e) {
     clear_gauges();
     fail(job, "INVALID_ARGUMENT", e.what());
@@ -381,8 +530,18 @@ void JobRunner::run(JobRecord job) {
   }
   clear_gauges();
   if (result.cancelled) {
+    if (lease_lost_) return;  // another worker runs the job now
     if (user_cancelled_) {
       set_state(job, JobState::kCancelled, "cancelled at step " + std::to_string(job.step));
+      fs::remove_all(o.checkpoint_dir);
+    } else if (leases_) {
+      // This worker is stopping: the checkpoint it just wrote goes to the database and the job back
+      // to the queue, so another worker resumes it now rather than when the lease expires.
+      leases_->save_checkpoint(job, o.checkpoint_dir);
+      ++job.resumes;
+      set_state(job, JobState::kQueued,
+                "the worker stopped at step " + std::to_string(job.step) +
+                    "; the job resumes from its last checkpoint");
       fs::remove_all(o.checkpoint_dir);
     }
     // Otherwise the service is stopping: the job stays running and resumes after the restart.
@@ -420,7 +579,26 @@ void JobRunner::run(JobRecord job) {
   job.eval = eval;
   std::string error;
   bool interrupted = false;
-  const std::string version = publish_with_retry(job, p.adapter_name, out, error, interrupted);
+  std::function<std::string()> attempt = [&] { return publish_(job.tenant, p.adapter_name, out); };
+  std::string adapter_bytes;
+  if (leases_) {
+    adapter_bytes = engine::read_file(out);
+    leases_->save_output(job, adapter_bytes);
+    // Version, current pointer, NOTIFY and the job's success in one transaction (it sets job).
+    attempt = [&] {
+      try {
+        return leases_->publish(job, p.adapter_name, adapter_bytes);
+      } catch (const LeaseLost&) {
+        throw;
+      } catch (const std::exception& e) {
+        const engine::ErrorKind kind = engine::error_kind_of(e);
+        std::string code = engine::error_kind_name(kind);
+        for (char& c : code) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+        throw PublishError(e.what(), code, kind == engine::ErrorKind::kUnavailable);
+      }
+    };
+  }
+  const std::string version = publish_with_retry(job, attempt, error, interrupted);
   if (interrupted) {
     if (user_cancelled_) {
       set_state(job, JobState::kCancelled, "cancelled while publishing");
@@ -432,22 +610,31 @@ void JobRunner::run(JobRecord job) {
     fail(job, "UNAVAILABLE", error);
     return;
   }
-  job.adapter_name = p.adapter_name;
-  job.adapter_version = version;
-  set_state(job, JobState::kSucceeded, "published as " + p.adapter_name + " version " + version);
+  const std::string message = "published as " + p.adapter_name + " version " + version;
+  if (leases_) {
+    common::log_event(spdlog::level::info, "job.state",
+                      {{"job", job.id}, {"tenant", job.tenant}, {"state", state_name(job.state)}, {"message", message}});
+    refresh_state_gauge();
+    bus_.notify();
+  } else {
+    job.adapter_name = p.adapter_name;
+    job.adapter_version = version;
+    set_state(job, JobState::kSucceeded, message);
+  }
   fs::remove_all(o.checkpoint_dir);
 }
 
-std::string JobRunner::publish_with_retry(JobRecord& job, const std::string& adapter_name,
-                                          const fs::path& file, std::string& error,
-                                          bool& interrupted) {
+std::string JobRunner::publish_with_retry(JobRecord& job, const std::function<std::string()>& attempt_publish,
+                                          std::string& error, bool& interrupted) {
   const auto deadline = std::chrono::steady_clock::now() + options_.publish_retry_for;
   auto backoff = std::chrono::milliseconds(500);
   for (int attempt = 1;; ++attempt) {
     std::string code = "INTERNAL";
     bool retryable = true;
     try {
-      return publish_(job.tenant, adapter_name, file);
+      return attempt_publish();
+    } catch (const LeaseLost&) {
+      throw;
     } catch (const std::exception& e) {
       if (const auto* pe = dynamic_cast<const PublishError*>(&e)) {
         code = pe->code;

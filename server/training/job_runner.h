@@ -2,11 +2,17 @@
 // state changes, per-step metrics and evaluations as job events, and publishing the trained
 // adapter.
 //
-// Restart semantics: a job found `running` at start-up (the process died or was stopped mid-job) is
+// Embedded mode (no JobLeases): one worker per store. Restart semantics: a job found `running` at start-up (the process died or was stopped mid-job) is
 // put back in the queue with an event saying so, and when it runs again the trainer resumes from
 // the job's last checkpoint (data-dir/checkpoints/<job id>); a checkpoint that cannot be read fails
 // the job with that reason. A graceful stop (stop()) interrupts the running job at a step boundary
 // after writing a checkpoint and leaves it `running`, so the next start resumes it the same way.
+//
+// Shared mode (JobLeases, job_leases.h): every replica's worker claims jobs from the one database,
+// keeps the lease renewed on a heartbeat thread while it trains (reading cancel requests from any
+// replica there), stores each checkpoint in the database and publishes through it in one
+// transaction. A worker that loses its lease stops the job and writes nothing more; a graceful stop
+// stores the checkpoint and gives the job back to the queue.
 #pragma once
 
 #include <prometheus/counter.h>
@@ -23,9 +29,11 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 
+#include "server/training/job_leases.h"
 #include "server/training/job_params.h"
 #include "server/training/job_store.h"
 
@@ -61,6 +69,10 @@ struct TrainingMetrics {
   prometheus::Family<prometheus::Counter>&
       datasets;  // statetune_train_dataset_uploads_total{result}
   prometheus::Family<prometheus::Counter>& rpc_errors;  // statetune_train_rpc_errors_total{method,code}
+  // Shared mode only (zero otherwise):
+  prometheus::Counter& lease_renewals;  // statetune_train_lease_renewals_total
+  prometheus::Counter& leases_lost;     // statetune_train_leases_lost_total
+  prometheus::Counter& jobs_resumed;    // statetune_train_jobs_resumed_total
 };
 
 // Why publishing failed: `code` is the serving service's gRPC code name; `retryable` says whether
@@ -86,16 +98,21 @@ struct RunnerOptions {
   // How long a finished job keeps trying to publish (backing off from 0.5 s up to 30 s between
   // tries) while the serving service is unavailable; the job stays running meanwhile.
   std::chrono::milliseconds publish_retry_for{std::chrono::minutes(10)};
+  // Shared mode: this worker's name in the job table, and how long a claim holds without renewal
+  // (renewed every third of it; a dead worker's job is resumed elsewhere about this long after).
+  std::string worker_id;
+  std::chrono::milliseconds lease{std::chrono::seconds(30)};
 };
 
 class JobRunner {
  public:
-  JobRunner(JobStore& store, EventBus& bus, const engine::MambaModel& model,
+  // `leases`: the shared mode's queue (the store's other face), or nullptr for the embedded mode.
+  JobRunner(JobStore& store, JobLeases* leases, EventBus& bus, const engine::MambaModel& model,
             const engine::Tokenizer& tokenizer, PublishFn publish, RunnerOptions options,
             TrainingMetrics* metrics);
   ~JobRunner();
 
-  // Re-queues jobs left `running` by a previous process, then starts the worker.
+  // Embedded: re-queues jobs left `running` by a previous process. Then starts the worker.
   void start();
   // Wakes the worker (a job was queued).
   void notify();
@@ -109,19 +126,25 @@ class JobRunner {
 
  private:
   void loop();
+  // The next job to run (embedded: the oldest queued; shared: a claimed one), or nothing after
+  // waiting a while. Sets running_id_ and the cancel flags under mu_.
+  std::optional<JobRecord> next_job(std::unique_lock<std::mutex>& lock);
   void run(JobRecord job);
+  // Shared mode: renews `job`'s lease until the job ends (heartbeat_stop_).
+  void keep_lease(const JobRecord& job);
+  void lose_lease(const JobRecord& job, const std::string& why);
   void set_state(JobRecord& job, JobState state, const std::string& message);
   void fail(JobRecord& job, const std::string& code, const std::string& message, int64_t line = 0);
   // Publishes `file` for the job, retrying while that can help and the time allows. Returns the
   // version, or "" with `error` set (a message fit for the tenant), or "" with `interrupted` set
   // when the service is stopping.
-  std::string publish_with_retry(JobRecord& job, const std::string& adapter_name,
-                                 const std::filesystem::path& file, std::string& error,
-                                 bool& interrupted);
+  std::string publish_with_retry(JobRecord& job, const std::function<std::string()>& attempt,
+                                 std::string& error, bool& interrupted);
   // `message` without the service's own folders in it (tenants see job errors).
   std::string without_server_paths(std::string message) const;
 
   JobStore& store_;
+  JobLeases* leases_;
   EventBus& bus_;
   const engine::MambaModel& model_;
   const engine::Tokenizer& tokenizer_;
@@ -136,7 +159,11 @@ class JobRunner {
   std::string running_id_;
   std::atomic<bool> cancel_{false};
   std::atomic<bool> user_cancelled_{false};
+  std::atomic<bool> lease_lost_{false};
   std::thread worker_;
+  std::mutex heartbeat_mu_;
+  std::condition_variable heartbeat_cv_;
+  bool heartbeat_stop_ = false;
 };
 
 }  // namespace statetune::training

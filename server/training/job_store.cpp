@@ -157,11 +157,16 @@ const char* state_name(JobState s) {
   return "unknown";
 }
 
+bool spec_uses_dataset(const nlohmann::json& spec, const std::string& dataset_id) {
+  return spec.value("dataset_id", "") == dataset_id ||
+         spec.value("validation_dataset_id", "") == dataset_id;
+}
+
 bool is_terminal(JobState s) {
   return s == JobState::kSucceeded || s == JobState::kFailed || s == JobState::kCancelled;
 }
 
-JobStore::JobStore(const std::filesystem::path& db_path, BadRecordFn on_bad_record)
+SqliteJobStore::SqliteJobStore(const std::filesystem::path& db_path, BadRecordFn on_bad_record)
     : on_bad_record_(std::move(on_bad_record)), path_(db_path) {
   if (sqlite3_open_v2(db_path.c_str(), &db_,
                       SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX,
@@ -180,14 +185,14 @@ JobStore::JobStore(const std::filesystem::path& db_path, BadRecordFn on_bad_reco
   migrate();
 }
 
-JobStore::~JobStore() { sqlite3_close(db_); }
+SqliteJobStore::~SqliteJobStore() { sqlite3_close(db_); }
 
-void JobStore::exec(const std::string& sql) {
+void SqliteJobStore::exec(const std::string& sql) {
   const int rc = sqlite3_exec(db_, sql.c_str(), nullptr, nullptr, nullptr);
   if (rc != SQLITE_OK) throw_sqlite_error(db_, rc, path_.string());
 }
 
-void JobStore::report_bad_record(const std::string& table, const std::string& id,
+void SqliteJobStore::report_bad_record(const std::string& table, const std::string& id,
                                  const std::string& error) {
   // Once per row and process: listings run again and again (the worker polls the queue).
   if (on_bad_record_ && reported_bad_.insert(table + "/" + id).second) {
@@ -197,18 +202,18 @@ void JobStore::report_bad_record(const std::string& table, const std::string& id
 
 // After a failed statement SQLite may already have rolled the transaction back itself; a second
 // ROLLBACK then fails, and that must not replace the error being handled.
-void JobStore::rollback_locked() {
+void SqliteJobStore::rollback_locked() {
   if (!sqlite3_get_autocommit(db_)) sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
 }
 
-int JobStore::schema_version() {
+int SqliteJobStore::schema_version() {
   std::lock_guard<std::mutex> lock(mu_);
   Stmt q(db_, "PRAGMA user_version");
   q.step();
   return static_cast<int>(q.i64(0));
 }
 
-void JobStore::migrate() {
+void SqliteJobStore::migrate() {
   int version;
   {
     Stmt q(db_, "PRAGMA user_version");
@@ -233,7 +238,7 @@ void JobStore::migrate() {
   }
 }
 
-void JobStore::insert_dataset(const DatasetRecord& d) {
+void SqliteJobStore::insert_dataset(const DatasetRecord& d, const std::string&) {
   std::lock_guard<std::mutex> lock(mu_);
   Stmt q(db_,
          std::string("INSERT INTO datasets (") + kDatasetColumns + ") VALUES (?,?,?,?,?,?,?,?,?)");
@@ -247,7 +252,7 @@ void JobStore::insert_dataset(const DatasetRecord& d) {
   q.step();
 }
 
-std::optional<DatasetRecord> JobStore::dataset(const std::string& tenant, const std::string& id) {
+std::optional<DatasetRecord> SqliteJobStore::dataset(const std::string& tenant, const std::string& id) {
   std::lock_guard<std::mutex> lock(mu_);
   Stmt q(db_, std::string("SELECT ") + kDatasetColumns + " FROM datasets WHERE tenant=? AND id=?");
   q.bind(1, tenant).bind(2, id);
@@ -255,7 +260,7 @@ std::optional<DatasetRecord> JobStore::dataset(const std::string& tenant, const 
   return read_dataset(q);
 }
 
-std::vector<DatasetRecord> JobStore::datasets(const std::string& tenant) {
+std::vector<DatasetRecord> SqliteJobStore::datasets(const std::string& tenant) {
   std::lock_guard<std::mutex> lock(mu_);
   Stmt q(db_, std::string("SELECT ") + kDatasetColumns +
                   " FROM datasets WHERE tenant=? ORDER BY created_unix, id");
@@ -265,7 +270,7 @@ std::vector<DatasetRecord> JobStore::datasets(const std::string& tenant) {
   return out;
 }
 
-bool JobStore::delete_dataset(const std::string& tenant, const std::string& id) {
+bool SqliteJobStore::delete_dataset(const std::string& tenant, const std::string& id) {
   std::lock_guard<std::mutex> lock(mu_);
   Stmt q(db_, "DELETE FROM datasets WHERE tenant=? AND id=?");
   q.bind(1, tenant).bind(2, id);
@@ -273,7 +278,7 @@ bool JobStore::delete_dataset(const std::string& tenant, const std::string& id) 
   return sqlite3_changes(db_) > 0;
 }
 
-int64_t JobStore::tenant_dataset_bytes(const std::string& tenant) {
+int64_t SqliteJobStore::tenant_dataset_bytes(const std::string& tenant) {
   std::lock_guard<std::mutex> lock(mu_);
   Stmt q(db_, "SELECT COALESCE(SUM(size_bytes), 0) FROM datasets WHERE tenant=?");
   q.bind(1, tenant);
@@ -281,7 +286,7 @@ int64_t JobStore::tenant_dataset_bytes(const std::string& tenant) {
   return q.i64(0);
 }
 
-void JobStore::write_job_locked(const JobRecord& j) {
+void SqliteJobStore::write_job_locked(const JobRecord& j) {
   Stmt q(db_,
          "UPDATE jobs SET state=?, started_ms=?, finished_ms=?, step=?, total_steps=?, "
          "train_loss=?, val_loss=?, "
@@ -301,7 +306,7 @@ void JobStore::write_job_locked(const JobRecord& j) {
   q.step();
 }
 
-int64_t JobStore::append_event_locked(const JobRecord& job, const std::string& type,
+int64_t SqliteJobStore::append_event_locked(const JobRecord& job, const std::string& type,
                                       const nlohmann::json& payload) {
   Stmt q(
       db_,
@@ -317,7 +322,7 @@ int64_t JobStore::append_event_locked(const JobRecord& job, const std::string& t
   return q.i64(0);
 }
 
-void JobStore::insert_job(const JobRecord& j, const std::string& message) {
+void SqliteJobStore::insert_job(const JobRecord& j, const std::string& message) {
   std::lock_guard<std::mutex> lock(mu_);
   exec("BEGIN IMMEDIATE");
   try {
@@ -334,7 +339,7 @@ void JobStore::insert_job(const JobRecord& j, const std::string& message) {
   }
 }
 
-std::optional<JobRecord> JobStore::job(const std::string& id) {
+std::optional<JobRecord> SqliteJobStore::job(const std::string& id) {
   std::lock_guard<std::mutex> lock(mu_);
   Stmt q(db_, std::string("SELECT ") + kJobColumns + " FROM jobs WHERE id=?");
   q.bind(1, id);
@@ -342,7 +347,7 @@ std::optional<JobRecord> JobStore::job(const std::string& id) {
   return read_job(q);
 }
 
-std::vector<JobRecord> JobStore::jobs(const std::string& tenant) {
+std::vector<JobRecord> SqliteJobStore::jobs(const std::string& tenant) {
   std::lock_guard<std::mutex> lock(mu_);
   Stmt q(db_, std::string("SELECT ") + kJobColumns +
                   " FROM jobs WHERE tenant=? ORDER BY created_ms DESC, id DESC");
@@ -359,7 +364,7 @@ std::vector<JobRecord> JobStore::jobs(const std::string& tenant) {
   return out;
 }
 
-std::vector<JobRecord> JobStore::jobs_in_state(JobState state) {
+std::vector<JobRecord> SqliteJobStore::jobs_in_state(JobState state) {
   std::lock_guard<std::mutex> lock(mu_);
   Stmt q(db_,
          std::string("SELECT ") + kJobColumns + " FROM jobs WHERE state=? ORDER BY created_ms, id");
@@ -376,7 +381,7 @@ std::vector<JobRecord> JobStore::jobs_in_state(JobState state) {
   return out;
 }
 
-int64_t JobStore::count_jobs(const std::string& tenant, const std::vector<JobState>& states) {
+int64_t SqliteJobStore::count_jobs(const std::string& tenant, const std::vector<JobState>& states) {
   std::lock_guard<std::mutex> lock(mu_);
   int64_t total = 0;
   for (JobState s : states) {
@@ -388,7 +393,7 @@ int64_t JobStore::count_jobs(const std::string& tenant, const std::vector<JobSta
   return total;
 }
 
-std::vector<std::pair<JobState, int64_t>> JobStore::count_by_state() {
+std::vector<std::pair<JobState, int64_t>> SqliteJobStore::count_by_state() {
   std::lock_guard<std::mutex> lock(mu_);
   Stmt q(db_, "SELECT state, COUNT(*) FROM jobs GROUP BY state");
   std::vector<std::pair<JobState, int64_t>> out;
@@ -396,7 +401,7 @@ std::vector<std::pair<JobState, int64_t>> JobStore::count_by_state() {
   return out;
 }
 
-bool JobStore::dataset_in_use(const std::string& tenant, const std::string& dataset_id) {
+bool SqliteJobStore::dataset_in_use(const std::string& tenant, const std::string& dataset_id) {
   std::lock_guard<std::mutex> lock(mu_);
   Stmt q(db_, "SELECT spec FROM jobs WHERE tenant=? AND state IN (1, 2, 3)");
   q.bind(1, tenant);
@@ -407,15 +412,12 @@ bool JobStore::dataset_in_use(const std::string& tenant, const std::string& data
     } catch (const engine::JsonInputError&) {
       continue;  // an unreadable job uses nothing (jobs() reports it)
     }
-    if (spec.value("dataset_id", "") == dataset_id ||
-        spec.value("validation_dataset_id", "") == dataset_id) {
-      return true;
-    }
+    if (spec_uses_dataset(spec, dataset_id)) return true;
   }
   return false;
 }
 
-int64_t JobStore::update_job(const JobRecord& job, const std::string& type,
+int64_t SqliteJobStore::update_job(const JobRecord& job, const std::string& type,
                              const nlohmann::json& payload) {
   std::lock_guard<std::mutex> lock(mu_);
   exec("BEGIN IMMEDIATE");
@@ -430,12 +432,7 @@ int64_t JobStore::update_job(const JobRecord& job, const std::string& type,
   }
 }
 
-int64_t JobStore::append_progress(const JobRecord& job, const std::string& type,
-                                  const nlohmann::json& payload) {
-  return update_job(job, type, payload);
-}
-
-std::vector<EventRecord> JobStore::events(const std::string& job_id, int64_t after_seq) {
+std::vector<EventRecord> SqliteJobStore::events(const std::string& job_id, int64_t after_seq) {
   std::lock_guard<std::mutex> lock(mu_);
   Stmt q(db_,
          "SELECT seq, time_ms, state, type, payload FROM events WHERE job_id=? AND seq>? ORDER BY "

@@ -1,7 +1,11 @@
-// Durable state of statetune-train in one SQLite database (WAL, synchronous=FULL so a committed
-// transaction survives a crash): data set metadata, jobs and each job's event history. Schema
-// changes go through numbered migrations (PRAGMA user_version). Thread-safe: one connection behind
-// a mutex (the service's write rate is a few rows per training step).
+// Durable state of statetune-train: data sets, jobs and each job's event history, behind one
+// interface (JobStore) with two implementations chosen at start-up: SqliteJobStore here (the
+// embedded mode, one worker) and storage::PgJobStore (the shared mode, --database, many workers;
+// server/storage/postgres/pg_job_store.h). The RPC handlers and the runner do not know which runs.
+//
+// SqliteJobStore: one SQLite database (WAL, synchronous=FULL so a committed transaction survives a
+// crash), data set files on local disk; schema changes through numbered migrations (PRAGMA
+// user_version). Thread-safe: one connection behind a mutex (a few rows per training step).
 #pragma once
 
 #include <sqlite3.h>
@@ -53,6 +57,16 @@ struct JobRecord {
   int64_t error_line = 0;
   std::string adapter_name, adapter_version;
   nlohmann::json eval = nlohmann::json::object();  // metric name -> value
+  // Shared mode: the lease this copy of the job was claimed under. Every write of the job is
+  // conditional on it still being the job's current epoch (fencing); 0 in the embedded mode.
+  int64_t lease_epoch = 0;
+};
+
+// A write for a job whose lease this worker no longer holds (it expired and another worker claimed
+// the job): nothing was written, and the worker must stop the job without writing more.
+class LeaseLost : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
 };
 
 struct EventRecord {
@@ -68,39 +82,69 @@ class JobStore {
   // Told about a stored row that cannot be read (e.g. its JSON is corrupt); the listing skips it.
   using BadRecordFn = std::function<void(const std::string& table, const std::string& id,
                                          const std::string& error)>;
+  virtual ~JobStore() = default;
+
+  // A write that fails throws (engine::StorageError for a full disk, the implementation's
+  // "unavailable" error for an unreachable database) and changes nothing.
+  // `content`: the validated file; the record's `path` is where this process keeps a copy.
+  virtual void insert_dataset(const DatasetRecord& d, const std::string& content) = 0;
+  virtual std::optional<DatasetRecord> dataset(const std::string& tenant, const std::string& id) = 0;
+  virtual std::vector<DatasetRecord> datasets(const std::string& tenant) = 0;
+  virtual bool delete_dataset(const std::string& tenant, const std::string& id) = 0;
+  virtual int64_t tenant_dataset_bytes(const std::string& tenant) = 0;
+  // A local file holding the data set's content (the shared mode fetches it into d.path first).
+  virtual std::filesystem::path dataset_file(const DatasetRecord& d) { return d.path; }
+
+  // Inserts the job and its first event ("state") in one transaction.
+  virtual void insert_job(const JobRecord& job, const std::string& message) = 0;
+  virtual std::optional<JobRecord> job(const std::string& id) = 0;
+  virtual std::vector<JobRecord> jobs(const std::string& tenant) = 0;  // newest first
+  virtual std::vector<JobRecord> jobs_in_state(JobState state) = 0;    // oldest first (queue order)
+  virtual int64_t count_jobs(const std::string& tenant, const std::vector<JobState>& states) = 0;
+  virtual std::vector<std::pair<JobState, int64_t>> count_by_state() = 0;
+  virtual bool dataset_in_use(const std::string& tenant, const std::string& dataset_id) = 0;
+
+  // Writes the job's mutable columns and appends an event in one transaction; returns the event's
+  // seq. Fenced by job.lease_epoch in the shared mode (LeaseLost).
+  virtual int64_t update_job(const JobRecord& job, const std::string& event_type,
+                             const nlohmann::json& payload) = 0;
+  // Appends an event only (per-step metrics), with the job's progress columns.
+  int64_t append_progress(const JobRecord& job, const std::string& event_type,
+                          const nlohmann::json& payload) {
+    return update_job(job, event_type, payload);
+  }
+  virtual std::vector<EventRecord> events(const std::string& job_id, int64_t after_seq) = 0;
+};
+
+class SqliteJobStore final : public JobStore {
+ public:
   // Opens (creating) the database and runs pending migrations. Throws std::runtime_error on
   // failure. A write that fails throws StorageError (full() when the disk or file-size limit ran
   // out) and changes nothing.
-  explicit JobStore(const std::filesystem::path& db_path, BadRecordFn on_bad_record = {});
-  ~JobStore();
-  JobStore(const JobStore&) = delete;
-  JobStore& operator=(const JobStore&) = delete;
+  explicit SqliteJobStore(const std::filesystem::path& db_path, BadRecordFn on_bad_record = {});
+  ~SqliteJobStore() override;
+  SqliteJobStore(const SqliteJobStore&) = delete;
+  SqliteJobStore& operator=(const SqliteJobStore&) = delete;
 
   int schema_version();
 
-  void insert_dataset(const DatasetRecord& d);
-  std::optional<DatasetRecord> dataset(const std::string& tenant, const std::string& id);
-  std::vector<DatasetRecord> datasets(const std::string& tenant);
-  bool delete_dataset(const std::string& tenant, const std::string& id);
-  int64_t tenant_dataset_bytes(const std::string& tenant);
+  // The file at d.path is the caller's to write (it is the data set's only copy).
+  void insert_dataset(const DatasetRecord& d, const std::string& content) override;
+  std::optional<DatasetRecord> dataset(const std::string& tenant, const std::string& id) override;
+  std::vector<DatasetRecord> datasets(const std::string& tenant) override;
+  bool delete_dataset(const std::string& tenant, const std::string& id) override;
+  int64_t tenant_dataset_bytes(const std::string& tenant) override;
 
-  // Inserts the job and its first event ("state") in one transaction.
-  void insert_job(const JobRecord& job, const std::string& message);
-  std::optional<JobRecord> job(const std::string& id);
-  std::vector<JobRecord> jobs(const std::string& tenant);  // newest first
-  std::vector<JobRecord> jobs_in_state(JobState state);    // oldest first (queue order)
-  int64_t count_jobs(const std::string& tenant, const std::vector<JobState>& states);
-  std::vector<std::pair<JobState, int64_t>> count_by_state();
-  bool dataset_in_use(const std::string& tenant, const std::string& dataset_id);
-
-  // Writes the job's mutable columns and appends an event in one transaction; returns the event's
-  // seq.
+  void insert_job(const JobRecord& job, const std::string& message) override;
+  std::optional<JobRecord> job(const std::string& id) override;
+  std::vector<JobRecord> jobs(const std::string& tenant) override;
+  std::vector<JobRecord> jobs_in_state(JobState state) override;
+  int64_t count_jobs(const std::string& tenant, const std::vector<JobState>& states) override;
+  std::vector<std::pair<JobState, int64_t>> count_by_state() override;
+  bool dataset_in_use(const std::string& tenant, const std::string& dataset_id) override;
   int64_t update_job(const JobRecord& job, const std::string& event_type,
-                     const nlohmann::json& payload);
-  // Appends an event only (per-step metrics), with the job's progress columns.
-  int64_t append_progress(const JobRecord& job, const std::string& event_type,
-                          const nlohmann::json& payload);
-  std::vector<EventRecord> events(const std::string& job_id, int64_t after_seq);
+                     const nlohmann::json& payload) override;
+  std::vector<EventRecord> events(const std::string& job_id, int64_t after_seq) override;
 
  private:
   void exec(const std::string& sql);
@@ -118,6 +162,9 @@ class JobStore {
   std::set<std::string> reported_bad_;
   std::filesystem::path path_;
 };
+
+// Whether the job spec uses data set `dataset_id` (as training or validation data).
+bool spec_uses_dataset(const nlohmann::json& spec, const std::string& dataset_id);
 
 int64_t now_ms();
 

@@ -29,6 +29,8 @@
 #include "server/training/job_runner.h"
 #include "server/training/job_store.h"
 #include "server/training/rpc_status.h"
+#include "server/storage/postgres/pg_job_store.h"
+#include "server/storage/postgres/schema.h"
 #include "statetune/v1/training.grpc.pb.h"
 
 namespace statetune::training {
@@ -118,6 +120,42 @@ void to_proto(const EventRecord& e, v1::JobEvent* out) {
   }
 }
 
+// hostname/pid/random: unique per process, readable in the job table's lease_owner.
+std::string worker_id() {
+  char host[256] = {};
+  if (::gethostname(host, sizeof(host) - 1) != 0) host[0] = '\0';
+  return std::string(host) + "/" + std::to_string(::getpid()) + "/" + random_id("");
+}
+
+std::unique_ptr<JobStore> open_shared_store(const TrainServiceOptions& o, const engine::ModelFingerprint& base,
+                                            JobStore::BadRecordFn bad_record, storage::PgJobStore** shared) {
+  storage::DatabaseOptions dbo;
+  dbo.url = o.database_url;
+  dbo.password_file = o.database_password_file;
+  dbo.pool_size = static_cast<int>(o.database_pool_size);
+  auto db = std::make_shared<storage::Database>(dbo);
+  int applied = 0;
+  try {
+    // A worker that starts before its database (a rollout, a failover) waits for it.
+    storage::retry_while_unavailable(*db, "migrating the job database", o.database_start_timeout,
+                                     [&] { applied += db->migrate(storage::statetune_migrations()); });
+  } catch (const std::exception& e) {
+    throw std::runtime_error("the job database " + db->describe() + ": " + storage::safe_message(e));
+  }
+  storage::PgJobStoreOptions so;
+  so.datasets_dir = o.data_dir / "datasets";
+  so.base = base;
+  so.quota = o.adapter_quota;
+  so.tenant_storage_bytes = o.tenant_storage_bytes;
+  so.max_active_jobs = o.max_active_jobs;
+  auto store = std::make_unique<storage::PgJobStore>(db, so, std::move(bad_record));
+  *shared = store.get();
+  common::log_event(spdlog::level::info, "train.shared",
+                    {{"database", db->describe()}, {"migrations_applied", applied}, {"pool_size", dbo.pool_size},
+                     {"lease_ms", o.lease.count()}});
+  return store;
+}
+
 }  // namespace
 
 struct TrainService::Impl final : public v1::Training::Service {
@@ -127,6 +165,7 @@ struct TrainService::Impl final : public v1::Training::Service {
   std::unique_ptr<engine::MambaModel> model;
   std::unique_ptr<engine::Tokenizer> tokenizer;
   std::unique_ptr<JobStore> store;
+  storage::PgJobStore* shared_store = nullptr;  // the store, in the shared mode
   EventBus bus;
   std::unique_ptr<common::MetricsServer> metrics_server;
   std::unique_ptr<prometheus::Registry> own_registry;
@@ -329,12 +368,16 @@ void TrainService::start() {
   if (const int removed = engine::remove_temporary_files(o.data_dir); removed > 0) {
     common::log_event(spdlog::level::warn, "train.removed_temporary_files", {{"files", removed}});
   }
-  b.store = std::make_unique<JobStore>(
-      o.data_dir / "jobs.db",
-      [](const std::string& table, const std::string& id, const std::string& error) {
-        common::log_event(spdlog::level::err, "store.bad_record",
-                          {{"table", table}, {"id", id}, {"error", error}});
-      });
+  JobStore::BadRecordFn bad_record = [](const std::string& table, const std::string& id,
+                                        const std::string& error) {
+    common::log_event(spdlog::level::err, "store.bad_record",
+                      {{"table", table}, {"id", id}, {"error", error}});
+  };
+  if (o.database_url.empty()) {
+    b.store = std::make_unique<SqliteJobStore>(o.data_dir / "jobs.db", bad_record);
+  } else {
+    b.store = open_shared_store(o, b.model->fingerprint(), bad_record, &b.shared_store);
+  }
 
   client::ClientOptions co;
   co.address = o.serving_addr;
@@ -360,13 +403,22 @@ void TrainService::start() {
     return info.current_version();
   };
   RunnerOptions ro;
+  ro.worker_id = worker_id();
+  ro.lease = o.lease;
   ro.data_dir = o.data_dir;
   ro.checkpoint_every = o.checkpoint_every;
   ro.log_every = o.log_every;
   ro.publish_retry_for = o.publish_retry_for;
-  b.runner = std::make_unique<JobRunner>(*b.store, b.bus, *b.model, *b.tokenizer, publish, ro,
-                                         b.metrics.get());
+  b.runner = std::make_unique<JobRunner>(*b.store, b.shared_store, b.bus, *b.model, *b.tokenizer, publish,
+                                         ro, b.metrics.get());
   b.runner->start();
+  if (b.shared_store) {
+    // Another replica's event (or job) wakes this one's WatchJob streams and its idle worker.
+    b.shared_store->set_event_listener([&b] {
+      b.bus.notify();
+      b.runner->notify();
+    });
+  }
   b.core = std::make_unique<TrainingCore>(b.o, *b.store, *b.runner, b.bus, *b.metrics, *b.tokenizer);
   if (!o.http.listen.empty()) {
     b.http = std::make_unique<http::HttpServer>(o.http);
@@ -402,6 +454,7 @@ void TrainService::stop() {
   if (b.core) b.core->set_stopping();
   if (b.http) b.http->stop();
   if (b.runner) b.runner->stop();
+  if (b.shared_store) b.shared_store->set_event_listener({});  // before the runner and bus go
   b.bus.notify();
   if (b.server) b.server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
 }

@@ -6,7 +6,12 @@
 // checkpoints/<job>/, outputs/<tenant>/<job>.safetensors (every trained adapter, kept after
 // publishing).
 //
-// Publishing: a finished job pushes its adapter to statetune-serve through that service's Adapters
+// Shared mode (--database, shared/docs/scale-out.md): the state lives in PostgreSQL instead
+// (storage::PgJobStore); every replica answers for every job, workers claim jobs under leases
+// (--lease-seconds), and a finished job is published through the database in the transaction that
+// marks it succeeded (no --serving-addr). --data-dir then only holds local copies and scratch files.
+//
+// Publishing (embedded mode): a finished job pushes its adapter to statetune-serve through that service's Adapters
 // UploadAdapter RPC with the admin key (--serving-addr, --serving-admin-key) for the job's tenant.
 // The serving process keeps its adapter index in memory, so writing into its store folder behind
 // its back would not be seen until its restart; the RPC makes the new version current at once (hot
@@ -21,6 +26,7 @@
 
 #include "server/common/service_main.h"
 #include "server/common/service_options.h"
+#include "server/engine/adapters/adapter_storage.h"
 #include "server/engine/text/chat_template.h"
 #include "server/http/http_server.h"
 
@@ -44,6 +50,13 @@ struct TrainServiceOptions {
   engine::ChatTemplate chat_template;  // for chat-format fine-tuning files
   // How long a finished job retries publishing while statetune-serve is unavailable.
   std::chrono::milliseconds publish_retry_for{std::chrono::minutes(10)};
+  // Shared mode: jobs, data sets, checkpoints and outputs in this PostgreSQL database.
+  std::string database_url;
+  std::string database_password_file;
+  int64_t database_pool_size = 4;
+  std::chrono::milliseconds database_start_timeout{std::chrono::seconds(60)};  // retrying at start
+  std::chrono::milliseconds lease{std::chrono::seconds(30)};  // a claimed job's lease
+  engine::AdapterQuota adapter_quota;  // statetune-serve's, checked when a job publishes
 };
 
 class TrainService final : public common::Service {

@@ -114,7 +114,7 @@ DatasetRecord TrainingCore::store_dataset(const std::string& tenant, const std::
     engine::create_folders(fs::path(d.path).parent_path());
     engine::write_file_durably(d.path, bytes);  // removes its temporary file when it fails
     try {
-      store_.insert_dataset(d);
+      store_.insert_dataset(d, bytes);
     } catch (...) {
       // No record, no file: the failed upload leaves the disk as it was.
       std::error_code ec;

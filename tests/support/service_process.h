@@ -93,6 +93,7 @@ class ServiceProcess {
     return o;
   }
   int port() const { return port_; }
+  pid_t pid() const { return pid_; }  // -1 once stopped
   int metrics_port() const { return metrics_port_; }
   std::string log() const { return slurp(log_); }
 

@@ -142,10 +142,10 @@ class JobStoreTest : public ::testing::Test {
 
 TEST_F(JobStoreTest, PersistsDatasetsJobsAndEventsAcrossReopen) {
   {
-    JobStore s(dir_ / "jobs.db");
+    SqliteJobStore s(dir_ / "jobs.db");
     EXPECT_EQ(s.schema_version(), 2);
-    s.insert_dataset({"ds-1", "acme", "train", "/x.jsonl", "abc", 100, 10, 7, 1000});
-    s.insert_dataset({"ds-2", "beta", "other", "/y.jsonl", "def", 50, 5, 3, 1001});
+    s.insert_dataset({"ds-1", "acme", "train", "/x.jsonl", "abc", 100, 10, 7, 1000}, "");
+    s.insert_dataset({"ds-2", "beta", "other", "/y.jsonl", "def", 50, 5, 3, 1001}, "");
     JobRecord j;
     j.id = "job-1";
     j.tenant = "acme";
@@ -160,7 +160,7 @@ TEST_F(JobStoreTest, PersistsDatasetsJobsAndEventsAcrossReopen) {
     EXPECT_TRUE(s.dataset_in_use("acme", "ds-1"));
     EXPECT_FALSE(s.dataset_in_use("beta", "ds-1"));
   }
-  JobStore s(dir_ / "jobs.db");  // reopened: migrations are not re-run, the rows are there
+  SqliteJobStore s(dir_ / "jobs.db");  // reopened: migrations are not re-run, the rows are there
   EXPECT_EQ(s.schema_version(), 2);
   EXPECT_EQ(s.datasets("acme").size(), 1u);
   EXPECT_FALSE(s.dataset("beta", "ds-1").has_value()) << "data sets are scoped to their tenant";

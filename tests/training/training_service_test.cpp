@@ -2,6 +2,10 @@
 // tiny random model and the GPT-NeoX tokenizer, driven through the client libraries over gRPC:
 // upload -> train -> watch -> published adapter served; malformed data; cancel; kill -9 and
 // restart; tenants.
+//
+// The same suite runs twice (two ctest entries): in the embedded mode (SQLite, publishing through
+// --serving-addr) and, with STATETUNE_TEST_SHARED_MODE=1, in the shared mode: both services over a
+// real PostgreSQL 15 (--database, tests/support/postgres_server.h), publishing through the database.
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <gtest/gtest.h>
@@ -12,6 +16,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdlib>
 #include <memory>
 #include <filesystem>
 #include <fstream>
@@ -20,11 +25,13 @@
 #include <thread>
 
 #include "client/statetune_client.h"
+#include "tests/storage/postgres_fixture.h"
 #include "tests/support/loopback_http.h"
 #include "tests/support/service_process.h"
 #include "tests/support/serving_fixture.h"
 #include "tests/support/shell.h"
 #include "tests/support/test_tls.h"
+#include "tests/support/training_requests.h"
 #include "client/training_client.h"
 #include "server/engine/adapters/adapter.h"
 #include "server/engine/model/mamba_model.h"
@@ -44,8 +51,12 @@ const char* kAcmeKey = "acme-train-key";
 const char* kBetaKey = "beta-train-key";
 const char* kAdminKey = "admin-train-key";
 
+using test_support::dataset_text;
 using test_support::http_get;
+using test_support::job_request;
 using test_support::slurp;
+using test_support::upload;
+using test_support::watch_all;
 
 // The value of the first sample line that starts with `prefix` (name plus labels), or -1.
 double metric(const std::string& text, const std::string& prefix) {
@@ -73,21 +84,6 @@ std::pair<std::string, int> run_command(const std::string& cmd) {
 
 using Process = test_support::ServiceProcess;
 
-// Small arithmetic-word pairs: a tiny model can lower its loss on them within a few steps.
-std::string dataset_text(int n, int offset = 0) {
-  const char* words[] = {"zero", "one", "two",   "three", "four",
-                         "five", "six", "seven", "eight", "nine"};
-  std::string out;
-  for (int i = 0; i < n; ++i) {
-    const int k = (i + offset) % 10;
-    out += nlohmann::json(
-               {{"prompt", "Spell the digit " + std::to_string(k)}, {"completion", words[k]}})
-               .dump() +
-           "\n";
-  }
-  return out;
-}
-
 // Every test runs against its own statetune-serve and statetune-train with their own stores, so that
 // each passes alone and in any order; the model and the tenants file are shared inputs no test changes.
 class TrainingServiceTest : public ::testing::Test {
@@ -109,15 +105,26 @@ class TrainingServiceTest : public ::testing::Test {
     fs::remove_all(*suite_);
     delete suite_;
   }
+  static bool shared_mode() { return std::getenv("STATETUNE_TEST_SHARED_MODE") != nullptr; }
   void SetUp() override {
     work_ = *suite_ / ::testing::UnitTest::GetInstance()->current_test_info()->name();
     fs::create_directories(work_);
+    if (shared_mode()) {
+      if (test_support::PostgresServer::bin_dir().empty()) GTEST_SKIP() << "PostgreSQL 15 is not installed";
+      pg_ = test_support::PostgresEnvironment::server();
+      static int databases = 0;
+      db_name_ = "train" + std::to_string(::getpid()) + "_" + std::to_string(databases++);
+      database_flags_ = {"--database", pg_->create_database(db_name_), "--database-password-file",
+                         pg_->password_file().string()};
+    }
     serve_ = std::make_unique<Process>(std::string(STATETUNE_BINARY_DIR) + "/server/serving/statetune-serve",
                                        "serve");
-    ASSERT_NO_FATAL_FAILURE(serve_->start(
-        work_, {"--model", model_dir().string(), "--tokenizer", tokenizer(), "--adapters-dir",
-                (work_ / "adapters").string(), "--tenants-file", (*suite_ / "tenants.json").string(),
-                "--max-new-tokens", "64", "--drain-seconds", "1"}));
+    std::vector<std::string> serve_flags = {
+        "--model", model_dir().string(), "--tokenizer", tokenizer(), "--adapters-dir",
+        (work_ / "adapters").string(), "--tenants-file", (*suite_ / "tenants.json").string(),
+        "--max-new-tokens", "64", "--drain-seconds", "1"};
+    serve_flags.insert(serve_flags.end(), database_flags_.begin(), database_flags_.end());
+    ASSERT_NO_FATAL_FAILURE(serve_->start(work_, serve_flags));
     train_ = std::make_unique<Process>(std::string(STATETUNE_BINARY_DIR) + "/server/training/statetune-train",
                                        "train");
     ASSERT_NO_FATAL_FAILURE(start_train());
@@ -127,8 +134,15 @@ class TrainingServiceTest : public ::testing::Test {
     serve_.reset();
     fs::remove_all(work_);
   }
+  // Shared mode: the database, and a short lease so that a killed worker's job is resumed soon.
+  std::vector<std::string> train_mode_flags() const {
+    std::vector<std::string> flags = database_flags_;
+    if (shared_mode()) flags.insert(flags.end(), {"--lease-seconds", "2"});
+    return flags;
+  }
   void start_train() {
-    train_->start(work_, {"--model",
+    std::vector<std::string> flags = train_mode_flags();
+    flags.insert(flags.end(), {"--model",
                           model_dir().string(),
                           "--tokenizer",
                           tokenizer(),
@@ -152,6 +166,7 @@ class TrainingServiceTest : public ::testing::Test {
                           "48KiB",
                           "--max-dataset-bytes",
                           "40KiB"});
+    train_->start(work_, flags);
   }
   static fs::path model_dir() { return *suite_ / "model"; }
   static std::string tokenizer() {
@@ -159,37 +174,6 @@ class TrainingServiceTest : public ::testing::Test {
   }
   TrainingClient trainer(const char* key) const { return TrainingClient(train_->options(key)); }
 
-  static std::string upload(TrainingClient& c, const std::string& name, const std::string& text) {
-    v1::DatasetInfo info;
-    auto st = c.upload_dataset(name, text, &info, 256);
-    EXPECT_TRUE(st.ok()) << st.error_message();
-    return info.id();
-  }
-  static v1::CreateJobRequest job_request(const std::string& dataset, const std::string& adapter,
-                                          int64_t steps) {
-    v1::CreateJobRequest r;
-    r.set_dataset_id(dataset);
-    r.set_adapter_name(adapter);
-    r.add_methods("state_offset");
-    r.add_methods("output_offset");
-    r.mutable_hyperparameters()->set_learning_rate(0.05);
-    r.mutable_hyperparameters()->set_batch_size(2);
-    r.mutable_hyperparameters()->set_epochs(1000);
-    r.mutable_hyperparameters()->set_max_steps(steps);
-    r.mutable_hyperparameters()->set_max_length(32);
-    return r;
-  }
-  // Every event until the job ends.
-  static std::vector<v1::JobEvent> watch_all(TrainingClient& c, const std::string& id,
-                                             int64_t after = 0) {
-    std::vector<v1::JobEvent> events;
-    auto st = c.watch_job(id, after, [&](const v1::JobEvent& e) {
-      events.push_back(e);
-      return true;
-    });
-    EXPECT_TRUE(st.ok()) << st.error_message();
-    return events;
-  }
   // Blocks until the job reports at least `step` steps.
   static void wait_for_step(TrainingClient& c, const std::string& id, int64_t step) {
     auto st = c.watch_job(
@@ -210,6 +194,9 @@ class TrainingServiceTest : public ::testing::Test {
   static fs::path* suite_;
   fs::path work_;
   std::unique_ptr<Process> serve_, train_;
+  test_support::PostgresServer* pg_ = nullptr;  // shared mode only
+  std::string db_name_;
+  std::vector<std::string> database_flags_;
 };
 fs::path* TrainingServiceTest::suite_ = nullptr;
 
@@ -282,11 +269,18 @@ TEST_F(TrainingServiceTest, UploadTrainWatchPublishAndServe) {
   // Serving stores, byte for byte, the adapter the job trained (the file the job runner wrote for the
   // job, outputs/<tenant>/<job id>.safetensors), as its new current version.
   const fs::path trained = work_ / "train-data" / "outputs" / "acme" / (job.id() + ".safetensors");
-  const fs::path stored = work_ / "adapters" / "acme" / "digits" / (job.adapter_version() + ".safetensors");
   ASSERT_TRUE(fs::exists(trained)) << trained;
-  ASSERT_TRUE(fs::exists(stored)) << stored;
   const std::string trained_bytes = slurp(trained);
-  EXPECT_EQ(slurp(stored), trained_bytes) << "the published adapter is not the trained one";
+  if (shared_mode()) {  // the version's bytes are in the database
+    EXPECT_EQ(pg_->psql("SELECT encode(sha256(bytes), 'hex') FROM adapter_versions WHERE tenant = 'acme' AND"
+                        " name = 'digits' AND version = " + job.adapter_version(), db_name_),
+              engine::Sha256::hex(trained_bytes) + "\n")
+        << "the published adapter is not the trained one";
+  } else {
+    const fs::path stored = work_ / "adapters" / "acme" / "digits" / (job.adapter_version() + ".safetensors");
+    ASSERT_TRUE(fs::exists(stored)) << stored;
+    EXPECT_EQ(slurp(stored), trained_bytes) << "the published adapter is not the trained one";
+  }
   EXPECT_EQ(version.size_bytes(), static_cast<int64_t>(trained_bytes.size()));
   const engine::Adapter a = engine::load_adapter(trained);
   EXPECT_EQ(a.methods, (std::vector<std::string>{"state_offset", "output_offset"}));
@@ -428,11 +422,13 @@ TEST_F(TrainingServiceTest, KillNineMidJobThenRestartResumesFromCheckpoint) {
   ASSERT_FALSE(events.empty());
   EXPECT_EQ(events.back().state(), v1::JOB_STATE_SUCCEEDED) << train_->log();
   // After the restart the job's steps continue from a checkpoint (every 2 steps), not from step 1.
+  // (Shared mode: the restarted worker claims the job once the dead one's lease expired.)
+  const char* restart_marker = shared_mode() ? "resuming from the last checkpoint" : "service stopped";
   bool restarted = false;
   int64_t first_after_restart = -1, max_before = 0;
   for (const auto& e : events) {
     if (e.kind_case() == v1::JobEvent::kStateChange &&
-        e.state_change().find("service stopped") != std::string::npos) {
+        e.state_change().find(restart_marker) != std::string::npos) {
       restarted = true;
     }
     if (e.has_step()) {
@@ -468,6 +464,11 @@ TEST_F(TrainingServiceTest, UnreadableCheckpointAfterCrashFailsTheJobWithTheReas
       work_ / "train-data" / "checkpoints" / job_id / "trainer_state.safetensors";
   ASSERT_TRUE(fs::exists(state));
   std::ofstream(state, std::ios::trunc) << "not a checkpoint";
+  if (shared_mode()) {  // where the next worker reads it from
+    pg_->psql("UPDATE train_checkpoint_files SET bytes = 'not a checkpoint'::bytea WHERE job_id = '" + job_id +
+                  "' AND name = 'trainer_state.safetensors'",
+              db_name_);
+  }
   ASSERT_NO_FATAL_FAILURE(start_train());
   auto c = trainer(kAcmeKey);
   const auto events = watch_all(c, job_id);
@@ -525,7 +526,8 @@ TEST_F(TrainingServiceTest, PerTenantLimitsOnStorageAndActiveJobs) {
   std::vector<std::string> ids;
   for (int i = 0; i < 3; ++i) {
     v1::Job job;
-    ASSERT_TRUE(c.create_job(job_request(ds, "lim", 100000), &job).ok());
+    const auto created = c.create_job(job_request(ds, "lim", 100000), &job);
+    ASSERT_TRUE(created.ok()) << created.error_message();
     ids.push_back(job.id());
   }
   v1::Job job;
@@ -622,13 +624,13 @@ TEST_F(TrainingServiceTest, TlsServesClientsThatTrustItsCaOnly) {
   const fs::path dir = work_ / "tls";
   ASSERT_NO_FATAL_FAILURE(test_support::make_test_certificates(dir));
   Process tls(std::string(STATETUNE_BINARY_DIR) + "/server/training/statetune-train", "train-tls");
-  ASSERT_NO_FATAL_FAILURE(tls.start(
-      dir,
-      {"--model", model_dir().string(), "--tokenizer", tokenizer(), "--data-dir", (dir / "train-data").string(),
-       "--tenants-file", (*suite_ / "tenants.json").string(), "--serving-addr",
-       "127.0.0.1:" + std::to_string(serve_->port()), "--serving-admin-key", kAdminKey, "--tls-cert",
-       (dir / "server.pem").string(), "--tls-key", (dir / "server.key").string()},
-      dir / "ca.pem"));
+  std::vector<std::string> flags = train_mode_flags();
+  flags.insert(flags.end(),
+               {"--model", model_dir().string(), "--tokenizer", tokenizer(), "--data-dir", (dir / "train-data").string(),
+                "--tenants-file", (*suite_ / "tenants.json").string(), "--serving-addr",
+                "127.0.0.1:" + std::to_string(serve_->port()), "--serving-admin-key", kAdminKey, "--tls-cert",
+                (dir / "server.pem").string(), "--tls-key", (dir / "server.key").string()});
+  ASSERT_NO_FATAL_FAILURE(tls.start(dir, flags, dir / "ca.pem"));
   EXPECT_NE(tls.log().find("tls=true"), std::string::npos) << tls.log();
 
   // (a) The CA's holder: an authenticated call and an upload go through.

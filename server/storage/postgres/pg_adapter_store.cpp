@@ -41,6 +41,48 @@ void lock_tenant(pqxx::work& w, const std::string& tenant) {
 
 }  // namespace
 
+int64_t insert_adapter_version(pqxx::work& w, const engine::AdapterQuota& quota, const std::string& tenant,
+                               const std::string& name, const std::string& file_bytes, const std::string& sha256,
+                               const engine::Adapter& adapter) {
+  const int64_t bytes = static_cast<int64_t>(file_bytes.size());
+  lock_tenant(w, tenant);
+  w.exec_params("INSERT INTO adapters (tenant, name) VALUES ($1, $2) ON CONFLICT DO NOTHING", tenant, name);
+  const auto row = w.exec_params(
+      "SELECT current_version, next_version FROM adapters WHERE tenant = $1 AND name = $2 FOR UPDATE", tenant,
+      name)[0];
+  engine::AdapterQuotaUsage usage;
+  usage.current = row[0].is_null() ? 0 : row[0].as<int64_t>();
+  const int64_t number = row[1].as<int64_t>();
+  usage.adapters =
+      w.exec_params("SELECT count(*) FROM adapters WHERE tenant = $1 AND current_version IS NOT NULL", tenant)[0][0]
+          .as<int64_t>();
+  usage.bytes = w.exec_params("SELECT coalesce(sum(size_bytes), 0) FROM adapter_versions WHERE tenant = $1",
+                              tenant)[0][0]
+                    .as<int64_t>();
+  for (const auto& v : w.exec_params(
+           "SELECT version, size_bytes FROM adapter_versions WHERE tenant = $1 AND name = $2", tenant, name)) {
+    usage.versions[v[0].as<int64_t>()] = v[1].as<int64_t>();
+  }
+  usage.exists = !usage.versions.empty();
+  // Throws AdapterQuotaExceeded; the transaction then rolls back and nothing is stored.
+  const auto prune = engine::check_adapter_quota(quota, tenant, name, usage, bytes);
+  w.exec_params(
+      "INSERT INTO adapter_versions (tenant, name, version, sha256, size_bytes, created_unix, methods, metadata,"
+      " bytes) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+      tenant, name, number, sha256, bytes, adapter.created_unix, engine::join_methods(adapter.methods),
+      adapter.extra_metadata.dump(), pqxx::binarystring(file_bytes.data(), file_bytes.size()));
+  for (int64_t old : prune) {
+    w.exec_params("DELETE FROM adapter_versions WHERE tenant = $1 AND name = $2 AND version = $3", tenant, name,
+                  old);
+  }
+  w.exec_params(
+      "UPDATE adapters SET current_version = $3::bigint, next_version = $3::bigint + 1, change_seq = change_seq + 1"
+      " WHERE tenant = $1 AND name = $2",
+      tenant, name, number);
+  w.exec_params(kNotifyAdapterChangeSql, kAdapterChannel, tenant, name);
+  return number;
+}
+
 PgAdapterStore::PgAdapterStore(std::shared_ptr<Database> db, engine::ModelFingerprint base, PgAdapterStoreOptions options)
     : db_(std::move(db)), base_(std::move(base)), options_(std::move(options)) {
   if (!options_.cache_dir.empty()) fs::create_directories(options_.cache_dir);
@@ -197,41 +239,7 @@ std::string PgAdapterStore::put(const std::string& tenant, const std::string& na
   Entries fresh;
   run("storing the adapter", [&](pqxx::connection& c) {
     pqxx::work w(c);
-    lock_tenant(w, tenant);
-    w.exec_params("INSERT INTO adapters (tenant, name) VALUES ($1, $2) ON CONFLICT DO NOTHING", tenant, name);
-    const auto row = w.exec_params(
-        "SELECT current_version, next_version FROM adapters WHERE tenant = $1 AND name = $2 FOR UPDATE", tenant,
-        name)[0];
-    engine::AdapterQuotaUsage usage;
-    usage.current = row[0].is_null() ? 0 : row[0].as<int64_t>();
-    number = row[1].as<int64_t>();
-    usage.adapters =
-        w.exec_params("SELECT count(*) FROM adapters WHERE tenant = $1 AND current_version IS NOT NULL", tenant)[0][0]
-            .as<int64_t>();
-    usage.bytes = w.exec_params("SELECT coalesce(sum(size_bytes), 0) FROM adapter_versions WHERE tenant = $1",
-                                tenant)[0][0]
-                      .as<int64_t>();
-    for (const auto& v : w.exec_params(
-             "SELECT version, size_bytes FROM adapter_versions WHERE tenant = $1 AND name = $2", tenant, name)) {
-      usage.versions[v[0].as<int64_t>()] = v[1].as<int64_t>();
-    }
-    usage.exists = !usage.versions.empty();
-    // Throws AdapterQuotaExceeded; the transaction then rolls back and nothing is stored.
-    const auto prune = engine::check_adapter_quota(options_.quota, tenant, name, usage, bytes);
-    w.exec_params(
-        "INSERT INTO adapter_versions (tenant, name, version, sha256, size_bytes, created_unix, methods, metadata,"
-        " bytes) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-        tenant, name, number, sha256, bytes, adapter.created_unix, engine::join_methods(adapter.methods),
-        adapter.extra_metadata.dump(), pqxx::binarystring(file_bytes.data(), file_bytes.size()));
-    for (int64_t old : prune) {
-      w.exec_params("DELETE FROM adapter_versions WHERE tenant = $1 AND name = $2 AND version = $3", tenant, name,
-                    old);
-    }
-    w.exec_params(
-        "UPDATE adapters SET current_version = $3::bigint, next_version = $3::bigint + 1, change_seq = change_seq + 1"
-        " WHERE tenant = $1 AND name = $2",
-        tenant, name, number);
-    w.exec_params(kNotifyAdapterChangeSql, kAdapterChannel, tenant, name);
+    number = insert_adapter_version(w, options_.quota, tenant, name, file_bytes, sha256, adapter);
     w.commit();
   });
   // Read back outside the write transaction: the commit is what counts, a failed read is healed by

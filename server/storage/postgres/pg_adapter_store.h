@@ -39,6 +39,15 @@ struct PgAdapterStoreOptions {
   bool follow_changes = true;
 };
 
+// The write half of an upload, inside the caller's transaction `w` (which commits): takes the
+// tenant's write lock, checks the quotas (engine::AdapterQuotaExceeded), inserts `file_bytes` (already
+// validated into `adapter`, sha256 `sha256`) as the next version of tenant/name, makes it current
+// and queues the NOTIFY every replica hears on commit. Returns the version number. PgAdapterStore::put
+// and the training workers' publish (PgJobStore) both store adapters through this.
+int64_t insert_adapter_version(pqxx::work& w, const engine::AdapterQuota& quota, const std::string& tenant,
+                               const std::string& name, const std::string& file_bytes, const std::string& sha256,
+                               const engine::Adapter& adapter);
+
 class PgAdapterStore : public engine::AdapterStorage {
  public:
   // Reads every adapter's metadata (the database must be migrated) and starts listening. Throws
