@@ -49,20 +49,13 @@ void causal_conv1d_step(const at::Tensor& x, const at::Tensor& weight, const at:
   active().conv_step(x, weight, bias, cache, out);
 }
 
-void selective_scan_prefill(const at::Tensor& x, const at::Tensor& delta_in,
-                            const at::Tensor& delta_bias, const at::Tensor& A, const at::Tensor& Bm,
-                            const at::Tensor& Cm, const at::Tensor& Dskip, const at::Tensor& z,
-                            const at::Tensor& lengths, const LayerAdapters& adapters,
-                            LayerCache& cache, bool resume, at::Tensor& out) {
-  active().scan_prefill(x, delta_in, delta_bias, A, Bm, Cm, Dskip, z, lengths, adapters, cache,
-                        resume, out);
+void selective_scan_prefill(const CheckedScan& scan, LayerCache& cache, bool resume,
+                            at::Tensor& out) {
+  active().scan_prefill(scan, cache, resume, out);
 }
 
-void selective_scan_step(const at::Tensor& x, const at::Tensor& delta_in,
-                         const at::Tensor& delta_bias, const at::Tensor& A, const at::Tensor& Bm,
-                         const at::Tensor& Cm, const at::Tensor& Dskip, const at::Tensor& z,
-                         const LayerAdapters& adapters, LayerCache& cache, at::Tensor& out) {
-  active().scan_step(x, delta_in, delta_bias, A, Bm, Cm, Dskip, z, adapters, cache, out);
+void selective_scan_step(const CheckedScan& scan, LayerCache& cache, at::Tensor& out) {
+  active().scan_step(scan, cache, out);
 }
 
 ConvGrads causal_conv1d_backward(const at::Tensor& x, const at::Tensor& weight,
@@ -71,14 +64,9 @@ ConvGrads causal_conv1d_backward(const at::Tensor& x, const at::Tensor& weight,
   return active().conv_backward(x, weight, bias, lengths, grad_out, need_weight_grads);
 }
 
-ScanGrads selective_scan_backward(const at::Tensor& x, const at::Tensor& delta_in,
-                                  const at::Tensor& delta_bias, const at::Tensor& A,
-                                  const at::Tensor& Bm, const at::Tensor& Cm,
-                                  const at::Tensor& Dskip, const at::Tensor& z,
-                                  const at::Tensor& lengths, const LayerAdapters& adapters,
-                                  const at::Tensor& grad_out, const ScanBackwardOptions& options) {
-  return active().scan_backward(x, delta_in, delta_bias, A, Bm, Cm, Dskip, z, lengths, adapters,
-                                grad_out, options);
+ScanGrads selective_scan_backward(const CheckedScan& scan, const at::Tensor& grad_out,
+                                  const ScanBackwardOptions& options) {
+  return active().scan_backward(scan, grad_out, options);
 }
 
 }  // namespace statetune::kernels::cpu

@@ -13,7 +13,8 @@ namespace {
 
 using namespace detail;
 
-// Adapter tensors of one layer as raw pointers plus slot strides.
+// Adapter tensors of one layer as raw pointers plus slot strides (shapes and slots were checked by
+// CheckedScan).
 struct AdapterPtrs {
   const int32_t* slots = nullptr;
   const float* so = nullptr;
@@ -22,33 +23,22 @@ struct AdapterPtrs {
   int64_t so_s = 0, oo_s = 0, h0_s = 0;
   at::Tensor keep_slots, keep_so, keep_oo, keep_h0;
 
-  AdapterPtrs(const LayerAdapters& a, int64_t B, int64_t D, int64_t N) {
-    auto slot_view = [&](const at::Tensor& t, at::Tensor& keep, int64_t n_inner, const char* what,
+  explicit AdapterPtrs(const LayerAdapters& a) {
+    auto slot_view = [&](const at::Tensor& t, at::Tensor& keep, const char* what,
                          int64_t& stride) -> const float* {
       if (!t.defined()) return nullptr;
-      TORCH_CHECK(t.scalar_type() == at::kFloat && t.device().is_cpu(), what, " must be CPU fp32");
-      const bool per_state = n_inner > 0;
-      TORCH_CHECK(t.dim() == (per_state ? 3 : 2) && t.size(0) >= 1 && t.size(1) == D &&
-                      (!per_state || t.size(2) == n_inner),
-                  what, " must be [S, D", per_state ? ", N]" : "]", " with S >= 1");
+      TORCH_CHECK(t.scalar_type() == at::kFloat, "cpu scan: ", what, " must be fp32");
       // Contiguous inside a slot is the contract; a view that is not gets copied (still correct).
       keep = contiguous_inside_rows(t) ? t : t.contiguous();
       stride = keep.stride(0);
       return keep.data_ptr<float>();
     };
-    so = slot_view(a.state_offset, keep_so, N, "state_offset", so_s);
-    oo = slot_view(a.output_offset, keep_oo, 0, "output_offset", oo_s);
-    h0 = slot_view(a.initial_state, keep_h0, N, "initial_state", h0_s);
+    so = slot_view(a.state_offset, keep_so, "state_offset", so_s);
+    oo = slot_view(a.output_offset, keep_oo, "output_offset", oo_s);
+    h0 = slot_view(a.initial_state, keep_h0, "initial_state", h0_s);
     if (a.slots.defined()) {
-      TORCH_CHECK(a.slots.dim() == 1 && a.slots.size(0) == B, "adapters.slots must be [B]");
       keep_slots = a.slots.to(at::kInt).contiguous();
       slots = keep_slots.data_ptr<int32_t>();
-      for (const at::Tensor* t : {&keep_so, &keep_oo, &keep_h0}) {
-        if (!t->defined()) continue;
-        for (int64_t b = 0; b < B; ++b)
-          TORCH_CHECK(slots[b] >= 0 && slots[b] < t->size(0), "adapter slot ", slots[b],
-                      " out of range [0, ", t->size(0), ")");
-      }
     }
   }
   int64_t slot(int64_t b) const { return slots ? slots[b] : 0; }
@@ -101,7 +91,8 @@ Scratch& scratch() {
   return s;
 }
 
-struct ScanArgs {
+// The raw pointers and sizes the scan loops read.
+struct ScanPtrs {
   int64_t B, L, D, N;
   const float *A, *dskip, *dbias;
   const int64_t* rows;
@@ -111,7 +102,7 @@ struct ScanArgs {
 
 // Time steps [0, len) of one row for channels [d0, d1), the state in `h` ([d1-d0, N]).
 template <typename T, int NT, bool SO>
-void scan_chunk(const ScanArgs& g, const Act<T>& x, const Act<T>& dl, const Act<T>& bm,
+void scan_chunk(const ScanPtrs& g, const Act<T>& x, const Act<T>& dl, const Act<T>& bm,
                 const Act<T>& cm, const Act<T>& z, int64_t b, int64_t d0, int64_t d1, int64_t len,
                 const float* so, const float* oo, float* h, Scratch& s, T* out, int64_t out_st) {
   const int64_t N = NT > 0 ? NT : g.N, nd = d1 - d0;
@@ -147,7 +138,7 @@ void scan_chunk(const ScanArgs& g, const Act<T>& x, const Act<T>& dl, const Act<
 }
 
 template <typename T, int NT>
-void scan_prefill_impl(const ScanArgs& g, const Act<T>& x, const Act<T>& dl, const Act<T>& bm,
+void scan_prefill_impl(const ScanPtrs& g, const Act<T>& x, const Act<T>& dl, const Act<T>& bm,
                        const Act<T>& cm, const Act<T>& z, const int64_t* lengths,
                        const AdapterPtrs& ad, bool resume, T* out) {
   const int64_t nchunk = (g.D + kChunk - 1) / kChunk;
@@ -185,7 +176,7 @@ constexpr int64_t kPrefetchRows = 8;
 
 // One token per row, the state updated in place in its cache row.
 template <typename T, int NT, bool SO>
-void step_chunk(const ScanArgs& g, const Act<T>& x, const Act<T>& dl, const Act<T>& bm,
+void step_chunk(const ScanPtrs& g, const Act<T>& x, const Act<T>& dl, const Act<T>& bm,
                 const Act<T>& cm, const Act<T>& z, int64_t b, int64_t d0, int64_t d1,
                 const float* so, const float* oo, Scratch& s, T* out) {
   const int64_t N = NT > 0 ? NT : g.N, nd = d1 - d0;
@@ -222,7 +213,7 @@ void step_chunk(const ScanArgs& g, const Act<T>& x, const Act<T>& dl, const Act<
 }
 
 template <typename T, int NT>
-void scan_step_impl(const ScanArgs& g, const Act<T>& x, const Act<T>& dl, const Act<T>& bm,
+void scan_step_impl(const ScanPtrs& g, const Act<T>& x, const Act<T>& dl, const Act<T>& bm,
                     const Act<T>& cm, const Act<T>& z, const AdapterPtrs& ad, T* out) {
   const int64_t nchunk = (g.D + kChunk - 1) / kChunk;
   at::parallel_for(0, g.B * nchunk, 1, [&](int64_t begin, int64_t end) {
@@ -242,51 +233,36 @@ void scan_step_impl(const ScanArgs& g, const Act<T>& x, const Act<T>& dl, const 
   });
 }
 
-// Shared checks and pointer set-up of prefill and step.
+// The pointer set-up prefill and step share.
 struct Prepared {
-  ScanArgs g;
+  ScanPtrs g;
   at::Tensor A, dskip, dbias, rows_keep;
 };
 
-Prepared prepare(const at::Tensor& x, const at::Tensor& delta_in, const at::Tensor& delta_bias,
-                 const at::Tensor& A, const at::Tensor& Bm, const at::Tensor& Cm,
-                 const at::Tensor& Dskip, const at::Tensor& z, LayerCache& cache, int64_t B,
-                 int64_t L, int64_t D) {
-  TORCH_CHECK(x.device().is_cpu(), "cpu scan: tensors must be on the CPU");
-  const auto dt = x.scalar_type();
-  TORCH_CHECK(dt == at::kFloat || dt == at::kBFloat16,
-              "cpu scan: activations must be fp32 or bf16");
-  for (const at::Tensor* t : {&delta_in, &Bm, &Cm, &z})
-    TORCH_CHECK(t->scalar_type() == dt && t->device().is_cpu(),
-                "cpu scan: all activations must share x's dtype and device");
-  TORCH_CHECK(A.dim() == 2 && A.size(0) == D, "A must be [D, N]");
-  const int64_t N = A.size(1);
-  TORCH_CHECK(delta_in.sizes() == x.sizes() && z.sizes() == x.sizes(), "delta/z must match x");
-  TORCH_CHECK(Bm.size(0) == B && Bm.size(-1) == N && Cm.sizes() == Bm.sizes(),
-              "Bm/Cm must be [B, (L,) N]");
-  if (x.dim() == 3) TORCH_CHECK(Bm.dim() == 3 && Bm.size(1) == L, "Bm/Cm must be [B, L, N]");
+Prepared prepare(const CheckedScan& scan, LayerCache& cache) {
+  const ScanArgs& a = scan.args;
+  TORCH_CHECK(a.x.device().is_cpu(), "cpu scan: tensors must be on the CPU");
   Prepared p;
-  p.A = f32c(A);
-  p.dskip = f32c(Dskip);
-  p.dbias = f32c(delta_bias);
-  p.g.B = B, p.g.L = L, p.g.D = D, p.g.N = N;
+  p.A = f32c(a.A);
+  p.dskip = f32c(a.Dskip);
+  p.dbias = f32c(a.delta_bias);
+  p.g.B = scan.B, p.g.L = scan.L, p.g.D = scan.D, p.g.N = scan.N;
   p.g.A = p.A.data_ptr<float>();
   p.g.dskip = p.dskip.defined() ? p.dskip.data_ptr<float>() : nullptr;
   p.g.dbias = p.dbias.defined() ? p.dbias.data_ptr<float>() : nullptr;
-  p.g.rows = rows_of(cache, B, p.rows_keep);
-  p.g.ssm_rs = cache_row_stride(cache.ssm_state, D, N, "cache.ssm_state");
-  check_rows(p.g.rows, B, cache.ssm_state.size(0));
+  p.rows_keep = cache.rows.to(at::kLong).contiguous();
+  p.g.rows = p.rows_keep.data_ptr<int64_t>();
+  p.g.ssm_rs = cache.ssm_state.stride(0);
   p.g.ssm = cache.ssm_state.data_ptr<float>();
   return p;
 }
 
 template <typename T>
-void prefill_typed(const Prepared& p, const at::Tensor& x, const at::Tensor& delta_in,
-                   const at::Tensor& Bm, const at::Tensor& Cm, const at::Tensor& z,
-                   const int64_t* lengths, const AdapterPtrs& ad, bool resume, at::Tensor& out) {
+void prefill_typed(const Prepared& p, const ScanArgs& a, const int64_t* lengths,
+                   const AdapterPtrs& ad, bool resume, at::Tensor& out) {
   at::Tensor k1, k2, k3, k4, k5;
-  const auto ax = act_of<T>(x, k1), adl = act_of<T>(delta_in, k2), abm = act_of<T>(Bm, k3),
-             acm = act_of<T>(Cm, k4), az = act_of<T>(z, k5);
+  const auto ax = act_of<T>(a.x, k1), adl = act_of<T>(a.delta_in, k2), abm = act_of<T>(a.Bm, k3),
+             acm = act_of<T>(a.Cm, k4), az = act_of<T>(a.z, k5);
   T* o = out.data_ptr<T>();
   if (p.g.N == 16) {
     scan_prefill_impl<T, 16>(p.g, ax, adl, abm, acm, az, lengths, ad, resume, o);
@@ -296,12 +272,11 @@ void prefill_typed(const Prepared& p, const at::Tensor& x, const at::Tensor& del
 }
 
 template <typename T>
-void step_typed(const Prepared& p, const at::Tensor& x, const at::Tensor& delta_in,
-                const at::Tensor& Bm, const at::Tensor& Cm, const at::Tensor& z,
-                const AdapterPtrs& ad, at::Tensor& out) {
+void step_typed(const Prepared& p, const ScanArgs& a, const AdapterPtrs& ad,
+                at::Tensor& out) {
   at::Tensor k1, k2, k3, k4, k5;
-  const auto ax = act_of<T>(x, k1), adl = act_of<T>(delta_in, k2), abm = act_of<T>(Bm, k3),
-             acm = act_of<T>(Cm, k4), az = act_of<T>(z, k5);
+  const auto ax = act_of<T>(a.x, k1), adl = act_of<T>(a.delta_in, k2), abm = act_of<T>(a.Bm, k3),
+             acm = act_of<T>(a.Cm, k4), az = act_of<T>(a.z, k5);
   T* o = out.data_ptr<T>();
   if (p.g.N == 16) {
     scan_step_impl<T, 16>(p.g, ax, adl, abm, acm, az, ad, o);
@@ -312,38 +287,29 @@ void step_typed(const Prepared& p, const at::Tensor& x, const at::Tensor& delta_
 
 }  // namespace
 
-void selective_scan_prefill(const at::Tensor& x, const at::Tensor& delta_in,
-                            const at::Tensor& delta_bias, const at::Tensor& A, const at::Tensor& Bm,
-                            const at::Tensor& Cm, const at::Tensor& Dskip, const at::Tensor& z,
-                            const at::Tensor& lengths, const LayerAdapters& adapters,
-                            LayerCache& cache, bool resume, at::Tensor& out) {
-  TORCH_CHECK(x.dim() == 3, "scan prefill: x must be [B, L, D]");
-  const int64_t B = x.size(0), L = x.size(1), D = x.size(2);
-  Prepared p = prepare(x, delta_in, delta_bias, A, Bm, Cm, Dskip, z, cache, B, L, D);
-  at::Tensor len_keep;
-  const int64_t* len = lengths_of(lengths, B, L, len_keep);
-  const AdapterPtrs ad(adapters, B, D, p.g.N);
-  prepare_out(out, {B, L, D}, x);
-  if (x.scalar_type() == at::kFloat) {
-    prefill_typed<float>(p, x, delta_in, Bm, Cm, z, len, ad, resume, out);
+void selective_scan_prefill(const CheckedScan& scan, LayerCache& cache, bool resume,
+                            at::Tensor& out) {
+  const ScanArgs& a = scan.args;
+  Prepared p = prepare(scan, cache);
+  const at::Tensor len = a.lengths.to(at::kLong).contiguous();
+  const AdapterPtrs ad(a.adapters);
+  prepare_out(out, {scan.B, scan.L, scan.D}, a.x);
+  if (a.x.scalar_type() == at::kFloat) {
+    prefill_typed<float>(p, a, len.data_ptr<int64_t>(), ad, resume, out);
   } else {
-    prefill_typed<c10::BFloat16>(p, x, delta_in, Bm, Cm, z, len, ad, resume, out);
+    prefill_typed<c10::BFloat16>(p, a, len.data_ptr<int64_t>(), ad, resume, out);
   }
 }
 
-void selective_scan_step(const at::Tensor& x, const at::Tensor& delta_in,
-                         const at::Tensor& delta_bias, const at::Tensor& A, const at::Tensor& Bm,
-                         const at::Tensor& Cm, const at::Tensor& Dskip, const at::Tensor& z,
-                         const LayerAdapters& adapters, LayerCache& cache, at::Tensor& out) {
-  TORCH_CHECK(x.dim() == 2, "scan step: x must be [B, D]");
-  const int64_t B = x.size(0), D = x.size(1);
-  Prepared p = prepare(x, delta_in, delta_bias, A, Bm, Cm, Dskip, z, cache, B, 1, D);
-  const AdapterPtrs ad(adapters, B, D, p.g.N);
-  prepare_out(out, {B, D}, x);
-  if (x.scalar_type() == at::kFloat) {
-    step_typed<float>(p, x, delta_in, Bm, Cm, z, ad, out);
+void selective_scan_step(const CheckedScan& scan, LayerCache& cache, at::Tensor& out) {
+  const ScanArgs& a = scan.args;
+  Prepared p = prepare(scan, cache);
+  const AdapterPtrs ad(a.adapters);
+  prepare_out(out, {scan.B, scan.D}, a.x);
+  if (a.x.scalar_type() == at::kFloat) {
+    step_typed<float>(p, a, ad, out);
   } else {
-    step_typed<c10::BFloat16>(p, x, delta_in, Bm, Cm, z, ad, out);
+    step_typed<c10::BFloat16>(p, a, ad, out);
   }
 }
 

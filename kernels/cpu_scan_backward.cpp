@@ -348,68 +348,28 @@ ConvGrads causal_conv1d_backward(const at::Tensor& x, const at::Tensor& weight,
   return g;
 }
 
-ScanGrads selective_scan_backward(const at::Tensor& x, const at::Tensor& delta_in,
-                                  const at::Tensor& delta_bias, const at::Tensor& A,
-                                  const at::Tensor& Bm, const at::Tensor& Cm,
-                                  const at::Tensor& Dskip, const at::Tensor& z,
-                                  const at::Tensor& lengths, const LayerAdapters& adapters,
-                                  const at::Tensor& grad_out, const ScanBackwardOptions& options) {
-  TORCH_CHECK(x.dim() == 3, "scan backward: x must be [B, L, D]");
-  const int64_t B = x.size(0), L = x.size(1), D = x.size(2);
-  TORCH_CHECK(A.dim() == 2 && A.size(0) == D, "scan backward: A must be [D, N]");
-  const int64_t N = A.size(1);
-  for (const at::Tensor* t : {&delta_in, &z, &grad_out}) {
-    TORCH_CHECK(t->sizes() == x.sizes(), "scan backward: delta_in, z, grad_out must be [B, L, D]");
-  }
-  for (const at::Tensor* t : {&Bm, &Cm}) {
-    TORCH_CHECK(t->dim() == 3 && t->size(0) == B && t->size(1) == L && t->size(2) == N,
-                "scan backward: Bm, Cm must be [B, L, N]");
-  }
+ScanGrads selective_scan_backward(const CheckedScan& scan, const at::Tensor& grad_out,
+                                  const ScanBackwardOptions& options) {
+  const ScanArgs& in = scan.args;
+  const LayerAdapters& adapters = in.adapters;
+  const int64_t B = scan.B, L = scan.L, D = scan.D, N = scan.N, S = scan.S;
   TORCH_CHECK(options.chunk > 0, "scan backward: chunk must be positive");
-  TORCH_CHECK(lengths.numel() == B, "scan backward: lengths must be [B]");
 
-  const bool use_double = x.scalar_type() == at::kDouble;
+  // Off the CPU (fp64 gradient checks, devices without a backward) the inputs are copied here.
+  const bool use_double = in.x.scalar_type() == at::kDouble;
   const auto ct = use_double ? at::kDouble : at::kFloat;
   auto prep = [&](const at::Tensor& t) {
     return t.defined() ? t.to(at::kCPU, ct).contiguous() : at::Tensor();
   };
-  const at::Tensor xc = prep(x), dic = prep(delta_in), dbc = prep(delta_bias), Ac = prep(A),
-                   Bc = prep(Bm), Cc = prep(Cm), Dc = prep(Dskip), zc = prep(z),
-                   gc = prep(grad_out);
+  const at::Tensor xc = prep(in.x), dic = prep(in.delta_in), dbc = prep(in.delta_bias),
+                   Ac = prep(in.A), Bc = prep(in.Bm), Cc = prep(in.Cm), Dc = prep(in.Dskip),
+                   zc = prep(in.z), gc = prep(grad_out);
   const at::Tensor so = prep(adapters.state_offset), oo = prep(adapters.output_offset),
                    is = prep(adapters.initial_state);
-  if (dbc.defined()) TORCH_CHECK(dbc.numel() == D, "scan backward: delta_bias must be [D]");
-  if (Dc.defined()) TORCH_CHECK(Dc.numel() == D, "scan backward: Dskip must be [D]");
-  int64_t S = -1;
-  for (const at::Tensor* t : {&so, &is}) {
-    if (!t->defined()) continue;
-    TORCH_CHECK(t->dim() == 3 && t->size(1) == D && t->size(2) == N,
-                "scan backward: state_offset / initial_state must be [S, D, N]");
-    TORCH_CHECK(S < 0 || S == t->size(0), "scan backward: adapter tensors disagree on S");
-    S = t->size(0);
-  }
-  if (oo.defined()) {
-    TORCH_CHECK(oo.dim() == 2 && oo.size(1) == D, "scan backward: output_offset must be [S, D]");
-    TORCH_CHECK(S < 0 || S == oo.size(0), "scan backward: adapter tensors disagree on S");
-    S = oo.size(0);
-  }
-  const at::Tensor len = lengths.to(at::kCPU, at::kLong).contiguous();
+  const at::Tensor len = in.lengths.to(at::kCPU, at::kLong).contiguous();
   const int64_t* lp = len.data_ptr<int64_t>();
-  for (int64_t b = 0; b < B; ++b) {
-    TORCH_CHECK(lp[b] >= 0 && lp[b] <= L, "scan backward: lengths[", b, "] = ", lp[b],
-                " outside [0, ", L, "]");
-  }
   at::Tensor slots;
-  if (adapters.slots.defined()) {
-    slots = adapters.slots.to(at::kCPU, at::kInt).contiguous();
-    TORCH_CHECK(slots.numel() == B, "scan backward: slots must be [B]");
-    if (S >= 0) {
-      const int32_t* sp = slots.data_ptr<int32_t>();
-      for (int64_t b = 0; b < B; ++b) {
-        TORCH_CHECK(sp[b] >= 0 && sp[b] < S, "scan backward: slot ", sp[b], " outside [0, ", S, ")");
-      }
-    }
-  }
+  if (adapters.slots.defined()) slots = adapters.slots.to(at::kCPU, at::kInt).contiguous();
 
   // Enough tasks to keep the threads busy; ranges are whole tiles.
   const int64_t tiles = (D + kTile - 1) / kTile;
@@ -465,14 +425,14 @@ ScanGrads selective_scan_backward(const at::Tensor& x, const at::Tensor& delta_i
     out.index_add_(0, slot_idx, per_row);
     return out;
   };
-  g.dx = dx.to(x.options());
-  g.ddelta_in = ddin.to(delta_in.options());
-  g.dz = dz.to(z.options());
-  g.dBm = (n_ranges == 1 ? dBp[0] : dBp.sum(0)).to(Bm.options());
-  g.dCm = (n_ranges == 1 ? dCp[0] : dCp.sum(0)).to(Cm.options());
-  if (ddb_b.defined()) g.ddelta_bias = ddb_b.sum(0).reshape(delta_bias.sizes()).to(delta_bias.options());
-  if (dD_b.defined()) g.dDskip = dD_b.sum(0).reshape(Dskip.sizes()).to(Dskip.options());
-  if (dA_b.defined()) g.dA = dA_b.sum(0).to(A.options());
+  g.dx = dx.to(in.x.options());
+  g.ddelta_in = ddin.to(in.delta_in.options());
+  g.dz = dz.to(in.z.options());
+  g.dBm = (n_ranges == 1 ? dBp[0] : dBp.sum(0)).to(in.Bm.options());
+  g.dCm = (n_ranges == 1 ? dCp[0] : dCp.sum(0)).to(in.Cm.options());
+  if (ddb_b.defined()) g.ddelta_bias = ddb_b.sum(0).to(in.delta_bias.options());
+  if (dD_b.defined()) g.dDskip = dD_b.sum(0).to(in.Dskip.options());
+  if (dA_b.defined()) g.dA = dA_b.sum(0).to(in.A.options());
   if (dso_b.defined()) g.dstate_offset = per_slot(dso_b, so).to(adapters.state_offset.options());
   if (doo_b.defined()) g.doutput_offset = per_slot(doo_b, oo).to(adapters.output_offset.options());
   if (dis_b.defined()) g.dinitial_state = per_slot(dis_b, is).to(adapters.initial_state.options());

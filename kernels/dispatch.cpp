@@ -1,5 +1,6 @@
 // The device dispatch of the kernel interface (forward and backward): CPU tensors go to the fast CPU
-// backend, CUDA tensors to the CUDA kernels when they were compiled in.
+// backend, CUDA tensors to the CUDA kernels when they were compiled in. A scan's arguments are
+// checked here, once, for whichever backend runs it (CheckedScan).
 #include <ATen/ATen.h>
 
 #include "kernels/ssm_backward.h"
@@ -45,35 +46,22 @@ void causal_conv1d_step(const at::Tensor& x, const at::Tensor& weight, const at:
   unsupported("causal_conv1d_step", x);
 }
 
-void selective_scan_prefill(const at::Tensor& x, const at::Tensor& delta_in,
-                            const at::Tensor& delta_bias, const at::Tensor& A, const at::Tensor& Bm,
-                            const at::Tensor& Cm, const at::Tensor& Dskip, const at::Tensor& z,
-                            const at::Tensor& lengths, const LayerAdapters& adapters,
-                            LayerCache& cache, bool resume, at::Tensor& out) {
-  if (x.device().is_cpu())
-    return cpu::selective_scan_prefill(x, delta_in, delta_bias, A, Bm, Cm, Dskip, z, lengths,
-                                       adapters, cache, resume, out);
+void selective_scan_prefill(const ScanArgs& args, LayerCache& cache, bool resume, at::Tensor& out) {
+  const CheckedScan scan = CheckedScan::prefill(args, cache);
+  if (args.x.device().is_cpu()) return cpu::selective_scan_prefill(scan, cache, resume, out);
 #ifdef STATETUNE_WITH_CUDA
-  if (x.device().is_cuda())
-    return cuda::selective_scan_prefill(x, delta_in, delta_bias, A, Bm, Cm, Dskip, z, lengths,
-                                        adapters, cache, resume, out);
+  if (args.x.device().is_cuda()) return cuda::selective_scan_prefill(scan, cache, resume, out);
 #endif
-  unsupported("selective_scan_prefill", x);
+  unsupported("selective_scan_prefill", args.x);
 }
 
-void selective_scan_step(const at::Tensor& x, const at::Tensor& delta_in,
-                         const at::Tensor& delta_bias, const at::Tensor& A, const at::Tensor& Bm,
-                         const at::Tensor& Cm, const at::Tensor& Dskip, const at::Tensor& z,
-                         const LayerAdapters& adapters, LayerCache& cache, at::Tensor& out) {
-  if (x.device().is_cpu())
-    return cpu::selective_scan_step(x, delta_in, delta_bias, A, Bm, Cm, Dskip, z, adapters, cache,
-                                    out);
+void selective_scan_step(const ScanArgs& args, LayerCache& cache, at::Tensor& out) {
+  const CheckedScan scan = CheckedScan::step(args, cache);
+  if (args.x.device().is_cpu()) return cpu::selective_scan_step(scan, cache, out);
 #ifdef STATETUNE_WITH_CUDA
-  if (x.device().is_cuda())
-    return cuda::selective_scan_step(x, delta_in, delta_bias, A, Bm, Cm, Dskip, z, adapters, cache,
-                                     out);
+  if (args.x.device().is_cuda()) return cuda::selective_scan_step(scan, cache, out);
 #endif
-  unsupported("selective_scan_step", x);
+  unsupported("selective_scan_step", args.x);
 }
 
 #ifdef STATETUNE_WITH_CUDA
@@ -88,19 +76,13 @@ bool use_cuda_backward(const at::Tensor& x) {
 }  // namespace
 #endif
 
-ScanGrads selective_scan_backward(const at::Tensor& x, const at::Tensor& delta_in,
-                                  const at::Tensor& delta_bias, const at::Tensor& A,
-                                  const at::Tensor& Bm, const at::Tensor& Cm,
-                                  const at::Tensor& Dskip, const at::Tensor& z,
-                                  const at::Tensor& lengths, const LayerAdapters& adapters,
-                                  const at::Tensor& grad_out, const ScanBackwardOptions& options) {
+ScanGrads selective_scan_backward(const ScanArgs& args, const at::Tensor& grad_out,
+                                  const ScanBackwardOptions& options) {
+  const CheckedScan scan = CheckedScan::backward(args, grad_out);
 #ifdef STATETUNE_WITH_CUDA
-  if (use_cuda_backward(x))
-    return cuda::selective_scan_backward(x, delta_in, delta_bias, A, Bm, Cm, Dskip, z, lengths,
-                                         adapters, grad_out, options);
+  if (use_cuda_backward(args.x)) return cuda::selective_scan_backward(scan, grad_out, options);
 #endif
-  return cpu::selective_scan_backward(x, delta_in, delta_bias, A, Bm, Cm, Dskip, z, lengths,
-                                      adapters, grad_out, options);
+  return cpu::selective_scan_backward(scan, grad_out, options);
 }
 
 ConvGrads causal_conv1d_backward(const at::Tensor& x, const at::Tensor& weight,

@@ -83,19 +83,17 @@ void causal_conv1d_step(const at::Tensor& x, const at::Tensor& weight, const at:
   cache.conv_state.index_copy_(0, rows, window.narrow(2, 1, window.size(2) - 1).contiguous());
 }
 
-void selective_scan_prefill(const at::Tensor& x, const at::Tensor& delta_in,
-                            const at::Tensor& delta_bias, const at::Tensor& A, const at::Tensor& Bm,
-                            const at::Tensor& Cm, const at::Tensor& Dskip, const at::Tensor& z,
-                            const at::Tensor& lengths, const LayerAdapters& adapters,
-                            LayerCache& cache, bool resume, at::Tensor& out) {
-  TORCH_CHECK(x.dim() == 3, "scan prefill: x must be [B, L, D]");
-  const int64_t B = x.size(0), L = x.size(1), D = x.size(2), N = A.size(1);
-  check_lengths(lengths, B, L);
+void selective_scan_prefill(const CheckedScan& scan, LayerCache& cache, bool resume,
+                            at::Tensor& out) {
+  const ScanArgs& a = scan.args;
+  const at::Tensor &x = a.x, &lengths = a.lengths;
+  const LayerAdapters& adapters = a.adapters;
+  const int64_t B = scan.B, L = scan.L, D = scan.D, N = scan.N;
   const at::Tensor rows = cache.rows.to(at::kLong);
   const at::Tensor slots = slot_index(adapters, B, x.device());
-  const at::Tensor xf = f32(x), zf = f32(z), Bf = f32(Bm), Cf = f32(Cm), Af = f32(A);
-  at::Tensor delta_pre = f32(delta_in);
-  if (delta_bias.defined()) delta_pre = delta_pre + f32(delta_bias);
+  const at::Tensor xf = f32(x), zf = f32(a.z), Bf = f32(a.Bm), Cf = f32(a.Cm), Af = f32(a.A);
+  at::Tensor delta_pre = f32(a.delta_in);
+  if (a.delta_bias.defined()) delta_pre = delta_pre + f32(a.delta_bias);
   const at::Tensor delta = at::softplus(delta_pre, /*beta=*/1, /*threshold=*/20);  // [B, L, D]
 
   at::Tensor h;
@@ -124,7 +122,7 @@ void selective_scan_prefill(const at::Tensor& x, const at::Tensor& delta_in,
     h = at::where(valid.view({B, 1, 1}), h_new, h);
     at::Tensor read = so.defined() ? h + so : h;
     at::Tensor y = (read * Cf.select(1, t).unsqueeze(1)).sum(2);  // [B, D]
-    if (Dskip.defined()) y = y + f32(Dskip) * xt;
+    if (a.Dskip.defined()) y = y + f32(a.Dskip) * xt;
     if (oo.defined()) y = y + oo;
     at::Tensor o = y * at::silu(zf.select(1, t));
     o = at::where(valid.view({B, 1}), o, at::zeros_like(o));
@@ -133,28 +131,26 @@ void selective_scan_prefill(const at::Tensor& x, const at::Tensor& delta_in,
   cache.ssm_state.index_copy_(0, rows, h);
 }
 
-void selective_scan_step(const at::Tensor& x, const at::Tensor& delta_in,
-                         const at::Tensor& delta_bias, const at::Tensor& A, const at::Tensor& Bm,
-                         const at::Tensor& Cm, const at::Tensor& Dskip, const at::Tensor& z,
-                         const LayerAdapters& adapters, LayerCache& cache, at::Tensor& out) {
-  TORCH_CHECK(x.dim() == 2, "scan step: x must be [B, D]");
-  const int64_t B = x.size(0), D = x.size(1);
+void selective_scan_step(const CheckedScan& scan, LayerCache& cache, at::Tensor& out) {
+  const ScanArgs& a = scan.args;
+  const LayerAdapters& adapters = a.adapters;
+  const int64_t B = scan.B, D = scan.D;
   const at::Tensor rows = cache.rows.to(at::kLong);
-  const at::Tensor slots = slot_index(adapters, B, x.device());
-  const at::Tensor xt = f32(x);
-  at::Tensor delta_pre = f32(delta_in);
-  if (delta_bias.defined()) delta_pre = delta_pre + f32(delta_bias);
+  const at::Tensor slots = slot_index(adapters, B, a.x.device());
+  const at::Tensor xt = f32(a.x);
+  at::Tensor delta_pre = f32(a.delta_in);
+  if (a.delta_bias.defined()) delta_pre = delta_pre + f32(a.delta_bias);
   const at::Tensor dt = at::softplus(delta_pre, 1, 20);  // [B, D]
   at::Tensor h = cache.ssm_state.index_select(0, rows);  // [B, D, N]
-  h = at::exp(dt.unsqueeze(2) * f32(A).unsqueeze(0)) * h +
-      (dt * xt).unsqueeze(2) * f32(Bm).unsqueeze(1);
+  h = at::exp(dt.unsqueeze(2) * f32(a.A).unsqueeze(0)) * h +
+      (dt * xt).unsqueeze(2) * f32(a.Bm).unsqueeze(1);
   at::Tensor read = h;
   if (adapters.state_offset.defined()) read = h + adapters.state_offset.index_select(0, slots);
-  at::Tensor y = (read * f32(Cm).unsqueeze(1)).sum(2);
-  if (Dskip.defined()) y = y + f32(Dskip) * xt;
+  at::Tensor y = (read * f32(a.Cm).unsqueeze(1)).sum(2);
+  if (a.Dskip.defined()) y = y + f32(a.Dskip) * xt;
   if (adapters.output_offset.defined()) y = y + adapters.output_offset.index_select(0, slots);
-  prepare_out(out, {B, D}, x);
-  out.copy_(y * at::silu(f32(z)));
+  prepare_out(out, {B, D}, a.x);
+  out.copy_(y * at::silu(f32(a.z)));
   cache.ssm_state.index_copy_(0, rows, h);
 }
 

@@ -44,12 +44,7 @@ struct ScanBackwardOptions {
 
 // Inputs as for selective_scan_prefill (resume = false); grad_out: [B, L, D], the gradient of `out`.
 // fp32 and bf16 activations compute in fp32; fp64 inputs compute in fp64 (for gradient checks).
-ScanGrads selective_scan_backward(const at::Tensor& x, const at::Tensor& delta_in,
-                                  const at::Tensor& delta_bias, const at::Tensor& A,
-                                  const at::Tensor& Bm, const at::Tensor& Cm,
-                                  const at::Tensor& Dskip, const at::Tensor& z,
-                                  const at::Tensor& lengths, const LayerAdapters& adapters,
-                                  const at::Tensor& grad_out,
+ScanGrads selective_scan_backward(const ScanArgs& args, const at::Tensor& grad_out,
                                   const ScanBackwardOptions& options = {});
 
 // Backward of causal_conv1d_prefill (resume = false: the inputs before t = 0 are zeros):
@@ -68,12 +63,9 @@ namespace cpu {
 ConvGrads causal_conv1d_backward(const at::Tensor& x, const at::Tensor& weight,
                                  const at::Tensor& bias, const at::Tensor& lengths,
                                  const at::Tensor& grad_out, bool need_weight_grads);
-ScanGrads selective_scan_backward(const at::Tensor& x, const at::Tensor& delta_in,
-                                  const at::Tensor& delta_bias, const at::Tensor& A,
-                                  const at::Tensor& Bm, const at::Tensor& Cm,
-                                  const at::Tensor& Dskip, const at::Tensor& z,
-                                  const at::Tensor& lengths, const LayerAdapters& adapters,
-                                  const at::Tensor& grad_out, const ScanBackwardOptions& options);
+// scan: CheckedScan::backward(args, grad_out).
+ScanGrads selective_scan_backward(const CheckedScan& scan, const at::Tensor& grad_out,
+                                  const ScanBackwardOptions& options);
 }  // namespace cpu
 
 }  // namespace statetune::kernels

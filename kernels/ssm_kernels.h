@@ -56,6 +56,46 @@ void causal_conv1d_step(const at::Tensor& x, const at::Tensor& weight, const at:
                         LayerCache& cache, at::Tensor& out);
 
 // ---------------------------------------------------------------------------------------------
+// The tensors of one selective-scan call (prefill, decode step or backward), named once.
+//   x, delta_in, z: [B, L, D] (prefill, backward) or [B, D] (step), all in x's dtype;
+//   Bm, Cm: [B, L, N] or [B, N], x's dtype; A: [D, N]; Dskip, delta_bias: [D] or undefined;
+//   lengths: [B] int64, prefill and backward only (the step has no padding).
+// Every tensor lives on x's device, except that the index tensors (lengths, adapters.slots, cache
+// rows) may also live on the CPU: only there are their values checked (kernels/batch_indices.h).
+struct ScanArgs {
+  at::Tensor x, delta_in, delta_bias, A, Bm, Cm, Dskip, z;
+  at::Tensor lengths;
+  LayerAdapters adapters;
+};
+
+// A ScanArgs whose shapes, dtypes, devices and indices have been checked, with the sizes found:
+// what every backend (ref::, cpu::, cuda::) receives, so none of them checks the arguments again.
+// The dispatching functions below build it once per call; a test that calls a backend directly
+// builds it the same way. It refers to the ScanArgs it checked, which must outlive it.
+class CheckedScan {
+ public:
+  // Each throws c10::Error (TORCH_CHECK) naming what is wrong: a shape that does not fit, an
+  // activation in another dtype than x or on another device, a length outside [0, L], a slot
+  // outside the adapter pool, a cache row out of range or used twice, a cache that is not fp32 and
+  // contiguous inside its rows (the kernels write rows in place).
+  static CheckedScan prefill(const ScanArgs& args, const LayerCache& cache);
+  static CheckedScan step(const ScanArgs& args, const LayerCache& cache);
+  // grad_out: [B, L, D]. The backward also accepts fp64 activations (gradient checks).
+  static CheckedScan backward(const ScanArgs& args, const at::Tensor& grad_out);
+  static CheckedScan prefill(ScanArgs&&, const LayerCache&) = delete;
+  static CheckedScan step(ScanArgs&&, const LayerCache&) = delete;
+  static CheckedScan backward(ScanArgs&&, const at::Tensor&) = delete;
+
+  const ScanArgs& args;
+  // L = 1 for a step; S = the slot count of the adapter tensors, 0 when none is given.
+  const int64_t B, L, D, N, S;
+
+ private:
+  CheckedScan(const ScanArgs& a, int64_t b, int64_t l, int64_t d, int64_t n, int64_t s)
+      : args(a), B(b), L(l), D(d), N(n), S(s) {}
+  static CheckedScan check(const ScanArgs& args, bool step, bool backward);
+};
+
 // Selective scan over a whole (padded) prompt, including the gate:
 //   delta = softplus(delta_in + delta_bias)            (PyTorch softplus, threshold 20)
 //   h_0   = cache.ssm_state[rows[b]] if resume, else initial_state[slot] (or 0)
@@ -63,41 +103,26 @@ void causal_conv1d_step(const at::Tensor& x, const at::Tensor& weight, const at:
 //   y_t   = C_t . (h_t + state_offset[slot]) + Dskip*x_t + output_offset[slot]
 //   out_t = y_t * silu(z_t)
 // and stores h_{lengths[b]} into cache.ssm_state[rows[b]].
-//   x, delta_in, z: [B, L, D]; A: [D, N]; Bm, Cm: [B, L, N]; Dskip, delta_bias: [D];
-//   lengths: [B] int64 (CPU); out: [B, L, D] (resized if needed, so callers can reuse it).
-void selective_scan_prefill(const at::Tensor& x, const at::Tensor& delta_in,
-                            const at::Tensor& delta_bias, const at::Tensor& A, const at::Tensor& Bm,
-                            const at::Tensor& Cm, const at::Tensor& Dskip, const at::Tensor& z,
-                            const at::Tensor& lengths, const LayerAdapters& adapters,
-                            LayerCache& cache, bool resume, at::Tensor& out);
+// out: [B, L, D] (resized if needed, so callers can reuse it).
+void selective_scan_prefill(const ScanArgs& args, LayerCache& cache, bool resume, at::Tensor& out);
 
 // One decode step: the same recurrence for a single token per row, updating the cache in place.
-//   x, delta_in, z: [B, D]; Bm, Cm: [B, N]; out: [B, D]
-void selective_scan_step(const at::Tensor& x, const at::Tensor& delta_in,
-                         const at::Tensor& delta_bias, const at::Tensor& A, const at::Tensor& Bm,
-                         const at::Tensor& Cm, const at::Tensor& Dskip, const at::Tensor& z,
-                         const LayerAdapters& adapters, LayerCache& cache, at::Tensor& out);
+// out: [B, D]
+void selective_scan_step(const ScanArgs& args, LayerCache& cache, at::Tensor& out);
 
 // Whether the CUDA kernels were compiled into this build and LibTorch can hand them CUDA tensors.
 bool cuda_kernels_available();
 
-// The reference: same signatures, LibTorch ops only, one time step at a time. Slow; never used by
-// the engine except when a test or `--kernels=reference` asks for it.
+// The reference: LibTorch ops only, one time step at a time. Slow; never used by the engine: it is
+// the definition the tests compare the backends with.
 namespace ref {
 void causal_conv1d_prefill(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias,
                            const at::Tensor& lengths, LayerCache& cache, bool resume,
                            at::Tensor& out);
 void causal_conv1d_step(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias,
                         LayerCache& cache, at::Tensor& out);
-void selective_scan_prefill(const at::Tensor& x, const at::Tensor& delta_in,
-                            const at::Tensor& delta_bias, const at::Tensor& A, const at::Tensor& Bm,
-                            const at::Tensor& Cm, const at::Tensor& Dskip, const at::Tensor& z,
-                            const at::Tensor& lengths, const LayerAdapters& adapters,
-                            LayerCache& cache, bool resume, at::Tensor& out);
-void selective_scan_step(const at::Tensor& x, const at::Tensor& delta_in,
-                         const at::Tensor& delta_bias, const at::Tensor& A, const at::Tensor& Bm,
-                         const at::Tensor& Cm, const at::Tensor& Dskip, const at::Tensor& z,
-                         const LayerAdapters& adapters, LayerCache& cache, at::Tensor& out);
+void selective_scan_prefill(const CheckedScan& scan, LayerCache& cache, bool resume, at::Tensor& out);
+void selective_scan_step(const CheckedScan& scan, LayerCache& cache, at::Tensor& out);
 }  // namespace ref
 
 // The fast CPU backend (what the dispatching functions call for CPU tensors).
@@ -107,15 +132,8 @@ void causal_conv1d_prefill(const at::Tensor& x, const at::Tensor& weight, const 
                            at::Tensor& out);
 void causal_conv1d_step(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias,
                         LayerCache& cache, at::Tensor& out);
-void selective_scan_prefill(const at::Tensor& x, const at::Tensor& delta_in,
-                            const at::Tensor& delta_bias, const at::Tensor& A, const at::Tensor& Bm,
-                            const at::Tensor& Cm, const at::Tensor& Dskip, const at::Tensor& z,
-                            const at::Tensor& lengths, const LayerAdapters& adapters,
-                            LayerCache& cache, bool resume, at::Tensor& out);
-void selective_scan_step(const at::Tensor& x, const at::Tensor& delta_in,
-                         const at::Tensor& delta_bias, const at::Tensor& A, const at::Tensor& Bm,
-                         const at::Tensor& Cm, const at::Tensor& Dskip, const at::Tensor& z,
-                         const LayerAdapters& adapters, LayerCache& cache, at::Tensor& out);
+void selective_scan_prefill(const CheckedScan& scan, LayerCache& cache, bool resume, at::Tensor& out);
+void selective_scan_step(const CheckedScan& scan, LayerCache& cache, at::Tensor& out);
 }  // namespace cpu
 
 }  // namespace statetune::kernels

@@ -44,8 +44,11 @@ bool inner_contiguous(const at::Tensor& t, int inner) {
   return true;
 }
 
-// An activation on x's device in x's dtype with a unit innermost stride (views of a fused
-// projection output pass through untouched).
+// t itself when its innermost stride is 1 (views of a fused projection output pass through
+// untouched), else a contiguous copy.
+at::Tensor unit_inner(const at::Tensor& t) { return inner_contiguous(t, 1) ? t : t.contiguous(); }
+
+// An activation of the conv on x's device in x's dtype with a unit innermost stride.
 at::Tensor activation(const at::Tensor& t, const at::Tensor& x, const char* name,
                       at::IntArrayRef sizes) {
   TORCH_CHECK(t.defined(), "statetune cuda kernels: ", name, " is required");
@@ -58,45 +61,23 @@ at::Tensor activation(const at::Tensor& t, const at::Tensor& x, const char* name
   return r;
 }
 
-// An fp32 parameter on x's device, fully contiguous (small: A, Dskip, delta_bias, conv weight).
-at::Tensor param_f32(const at::Tensor& t, const at::Tensor& x, const char* name,
-                     at::IntArrayRef sizes) {
-  TORCH_CHECK(t.sizes() == sizes, "statetune cuda kernels: ", name, " has shape ", t.sizes(),
-              ", expected ", sizes);
-  TORCH_CHECK(t.device() == x.device(), "statetune cuda kernels: ", name, " is on ", t.device(),
-              ", x on ", x.device());
-  return t.to(at::kFloat).contiguous();
+// An fp32 parameter, fully contiguous (small: A, Dskip, delta_bias); CheckedScan checked its shape.
+at::Tensor param_f32(const at::Tensor& t) {
+  return t.defined() ? t.to(at::kFloat).contiguous() : t;
 }
 
-// A pool view [S, inner...] fp32; contiguous inside a slot, any slot stride.
-raw::SlotTensor slot_tensor(const at::Tensor& t, const at::Tensor& x, const char* name,
-                            at::IntArrayRef inner_sizes, at::Tensor& keep) {
+// A pool view [S, inner...] as fp32, contiguous inside a slot, any slot stride (CheckedScan checked
+// its shape and device).
+raw::SlotTensor slot_tensor(const at::Tensor& t, int inner_dims, at::Tensor& keep) {
   raw::SlotTensor s;
   if (!t.defined()) return s;
-  TORCH_CHECK(t.dim() == static_cast<int64_t>(inner_sizes.size()) + 1 &&
-                  t.sizes().slice(1) == inner_sizes,
-              "statetune cuda kernels: adapter ", name, " has shape ", t.sizes(),
-              ", expected [S, ", inner_sizes, "]");
-  TORCH_CHECK(t.device() == x.device(), "statetune cuda kernels: adapter ", name, " is on ",
-              t.device(), ", x on ", x.device());
   keep = t.scalar_type() == at::kFloat ? t : t.to(at::kFloat);
-  if (!inner_contiguous(keep, static_cast<int>(inner_sizes.size()))) keep = keep.contiguous();
+  if (!inner_contiguous(keep, inner_dims)) keep = keep.contiguous();
   s.ptr = keep.data_ptr<float>();
   // The real stride even for a one-slot pool: slot validation, not a zero stride, keeps a bad
   // slot from reading someone else's adapter.
   s.slot_stride = keep.stride(0);
   return s;
-}
-
-// S, the slot count the adapter tensors agree on (0 when none is given).
-int64_t pool_slots(std::initializer_list<const at::Tensor*> pools) {
-  int64_t S = 0;
-  for (const at::Tensor* t : pools) {
-    if (!t->defined()) continue;
-    TORCH_CHECK(S == 0 || S == t->size(0), "statetune cuda kernels: adapter tensors disagree on S");
-    S = t->size(0);
-  }
-  return S;
 }
 
 // Cache tensors are updated in place: they must already be fp32 on x's device, contiguous in a row.
@@ -129,13 +110,9 @@ at::Tensor rows_on_device(const at::Tensor& rows, const at::Tensor& x, int64_t b
   return rows.to(x.device(), at::kLong).contiguous();
 }
 
-at::Tensor slots_on_device(const at::Tensor& slots, const at::Tensor& x, int64_t batch,
-                           int64_t num_slots) {
-  if (!slots.defined()) return slots;
-  TORCH_CHECK(slots.dim() == 1 && slots.size(0) == batch, "statetune cuda kernels: slots must be [B]");
-  // Without an adapter tensor no slot is read, so there is nothing to check a slot against.
-  if (num_slots > 0) check_slots_on_host(slots, num_slots, "statetune cuda kernels");
-  return slots.to(x.device(), at::kInt).contiguous();
+// An index tensor [B] on x's device (CheckedScan checked it where it was on the host).
+at::Tensor index_on_device(const at::Tensor& t, const at::Tensor& x, at::ScalarType dtype) {
+  return t.defined() ? t.to(x.device(), dtype).contiguous() : t;
 }
 
 at::Tensor lengths_on_device(const at::Tensor& lengths, const at::Tensor& x, int64_t batch,
@@ -182,48 +159,46 @@ void check_x(const at::Tensor& x, int64_t dims, const char* what) {
               " dims, got ", x.sizes());
 }
 
+// The kernels' limits (CheckedScan has checked everything else).
+void check_scan_limits(const CheckedScan& scan) {
+  TORCH_CHECK(scan.N <= raw::kMaxDState, "statetune cuda kernels: d_state ", scan.N,
+              " is outside [1, ", raw::kMaxDState, "]");
+  TORCH_CHECK(scan.B <= 65535, "statetune cuda kernels: batch ", scan.B, " is too large");
+  TORCH_CHECK(scan.L <= INT32_MAX, "statetune cuda kernels: sequence too long");
+}
+
+// A scan's inputs in the layouts the kernels take, kept alive for the launch.
 struct ScanInputs {
-  at::Tensor x, delta, z, Bm, Cm, A, Dskip, delta_bias, slots, rows;
+  at::Tensor x, delta, z, Bm, Cm, A, Dskip, delta_bias, slots, rows, lengths;
   at::Tensor so, oo, is;  // adapter tensors kept alive when converted
   raw::ScanParams p;
 };
 
-// What prefill and step share; `lead` is {B, L} for prefill, {B} for the step.
-void fill_scan(ScanInputs& in, const at::Tensor& x, const at::Tensor& delta_in,
-               const at::Tensor& delta_bias, const at::Tensor& A, const at::Tensor& Bm,
-               const at::Tensor& Cm, const at::Tensor& Dskip, const at::Tensor& z,
-               const LayerAdapters& adapters, LayerCache& cache, at::IntArrayRef lead) {
-  const int64_t batch = x.size(0);
-  const int64_t D = x.size(-1);
-  TORCH_CHECK(A.dim() == 2 && A.size(0) == D, "statetune cuda kernels: A must be [D, N]");
-  const int64_t N = A.size(1);
-  TORCH_CHECK(N >= 1 && N <= raw::kMaxDState, "statetune cuda kernels: d_state ", N,
-              " is outside [1, ", raw::kMaxDState, "]");
-  TORCH_CHECK(batch <= 65535, "statetune cuda kernels: batch ", batch, " is too large");
-  std::vector<int64_t> act(lead.begin(), lead.end()), bc(lead.begin(), lead.end());
-  act.push_back(D);
-  bc.push_back(N);
-  in.x = activation(x, x, "x", act);
-  in.delta = activation(delta_in, x, "delta", act);
-  in.z = activation(z, x, "z", act);
-  in.Bm = activation(Bm, x, "B", bc);
-  in.Cm = activation(Cm, x, "C", bc);
-  in.A = param_f32(A, x, "A", {D, N});
-  if (Dskip.defined()) in.Dskip = param_f32(Dskip, x, "D", {D});
-  if (delta_bias.defined()) in.delta_bias = param_f32(delta_bias, x, "delta_bias", {D});
+// What prefill and step share (prefill adds lengths and, unless resuming, initial_state).
+void fill_scan(ScanInputs& in, const CheckedScan& scan, LayerCache& cache, bool with_initial_state) {
+  const ScanArgs& a = scan.args;
+  check_scan_limits(scan);
+  in.x = unit_inner(a.x);
+  in.delta = unit_inner(a.delta_in);
+  in.z = unit_inner(a.z);
+  in.Bm = unit_inner(a.Bm);
+  in.Cm = unit_inner(a.Cm);
+  in.A = param_f32(a.A);
+  in.Dskip = param_f32(a.Dskip);
+  in.delta_bias = param_f32(a.delta_bias);
 
   raw::ScanParams& p = in.p;
-  p.dtype = act_dtype(x);
-  p.batch = static_cast<int>(batch);
-  p.dim = static_cast<int>(D);
-  p.dstate = static_cast<int>(N);
-  const bool prefill = lead.size() == 2;
+  p.dtype = act_dtype(a.x);
+  p.batch = static_cast<int>(scan.B);
+  p.dim = static_cast<int>(scan.D);
+  p.dstate = static_cast<int>(scan.N);
+  const bool prefill = a.x.dim() == 3;
   auto act_view = [prefill](const at::Tensor& t) {
-    raw::ActTensor a;
-    a.ptr = t.data_ptr();
-    a.batch_stride = t.stride(0);
-    a.time_stride = prefill ? t.stride(1) : 0;
-    return a;
+    raw::ActTensor v;
+    v.ptr = t.data_ptr();
+    v.batch_stride = t.stride(0);
+    v.time_stride = prefill ? t.stride(1) : 0;
+    return v;
   };
   p.x = act_view(in.x);
   p.delta = act_view(in.delta);
@@ -233,19 +208,23 @@ void fill_scan(ScanInputs& in, const at::Tensor& x, const at::Tensor& delta_in,
   p.A = in.A.data_ptr<float>();
   p.Dskip = in.Dskip.defined() ? in.Dskip.data_ptr<float>() : nullptr;
   p.delta_bias = in.delta_bias.defined() ? in.delta_bias.data_ptr<float>() : nullptr;
-  p.state_offset = slot_tensor(adapters.state_offset, x, "state_offset", {D, N}, in.so);
-  p.output_offset = slot_tensor(adapters.output_offset, x, "output_offset", {D}, in.oo);
-  p.ssm_state = cache_tensor(cache.ssm_state, x, "ssm_state", {D, N}, &p.ssm_state_row_stride);
+  p.state_offset = slot_tensor(a.adapters.state_offset, 2, in.so);
+  p.output_offset = slot_tensor(a.adapters.output_offset, 1, in.oo);
+  if (with_initial_state) p.initial_state = slot_tensor(a.adapters.initial_state, 2, in.is);
+  p.ssm_state = cache.ssm_state.data_ptr<float>();
+  p.ssm_state_row_stride = cache.ssm_state.stride(0);
   p.num_rows = cache.ssm_state.size(0);
-  in.rows = rows_on_device(cache.rows, x, batch, p.num_rows);
+  in.rows = index_on_device(cache.rows, a.x, at::kLong);
   p.rows = in.rows.data_ptr<int64_t>();
-}
-
-// The slots, once every adapter tensor of the call is known (prefill adds initial_state).
-void fill_slots(ScanInputs& in, const at::Tensor& x, const LayerAdapters& adapters) {
-  in.p.num_slots = static_cast<int>(pool_slots({&in.so, &in.oo, &in.is}));
-  in.slots = slots_on_device(adapters.slots, x, in.p.batch, in.p.num_slots);
-  in.p.slots = in.slots.defined() ? in.slots.data_ptr<int32_t>() : nullptr;
+  // The slot count of the tensors this call reads (a resumed prefill does not read initial_state).
+  p.num_slots = in.so.defined() || in.oo.defined() || in.is.defined() ? static_cast<int>(scan.S) : 0;
+  in.slots = index_on_device(a.adapters.slots, a.x, at::kInt);
+  p.slots = in.slots.defined() ? in.slots.data_ptr<int32_t>() : nullptr;
+  if (prefill) {
+    in.lengths = index_on_device(a.lengths, a.x, at::kLong);
+    p.lengths = in.lengths.data_ptr<int64_t>();
+    p.seqlen = static_cast<int>(scan.L);
+  }
 }
 
 struct ConvInputs {
@@ -336,26 +315,15 @@ void causal_conv1d_step(const at::Tensor& x, const at::Tensor& weight, const at:
   finish_out(out, o);
 }
 
-void selective_scan_prefill(const at::Tensor& x, const at::Tensor& delta_in,
-                            const at::Tensor& delta_bias, const at::Tensor& A, const at::Tensor& Bm,
-                            const at::Tensor& Cm, const at::Tensor& Dskip, const at::Tensor& z,
-                            const at::Tensor& lengths, const LayerAdapters& adapters,
-                            LayerCache& cache, bool resume, at::Tensor& out) {
+void selective_scan_prefill(const CheckedScan& scan, LayerCache& cache, bool resume,
+                            at::Tensor& out) {
+  const at::Tensor& x = scan.args.x;
   check_x(x, 3, "selective_scan_prefill");
-  act_dtype(x);
   const c10::cuda::CUDAGuard guard(x.device());
-  const int64_t B = x.size(0), L = x.size(1), D = x.size(2);
-  TORCH_CHECK(L <= INT32_MAX, "statetune cuda kernels: sequence too long");
   ScanInputs in;
-  fill_scan(in, x, delta_in, delta_bias, A, Bm, Cm, Dskip, z, adapters, cache, {B, L});
-  const int64_t N = in.p.dstate;
-  if (!resume) in.p.initial_state = slot_tensor(adapters.initial_state, x, "initial_state", {D, N}, in.is);
-  fill_slots(in, x, adapters);
-  const at::Tensor len = lengths_on_device(lengths, x, B, L);
-  prepare_out(out, {B, L, D}, x);
+  fill_scan(in, scan, cache, /*with_initial_state=*/!resume);
+  prepare_out(out, {scan.B, scan.L, scan.D}, x);
   at::Tensor o = writable_out(out);
-  in.p.seqlen = static_cast<int>(L);
-  in.p.lengths = len.data_ptr<int64_t>();
   in.p.resume = resume;
   in.p.out.ptr = o.data_ptr();
   in.p.out.batch_stride = o.stride(0);
@@ -364,17 +332,13 @@ void selective_scan_prefill(const at::Tensor& x, const at::Tensor& delta_in,
   finish_out(out, o);
 }
 
-void selective_scan_step(const at::Tensor& x, const at::Tensor& delta_in,
-                         const at::Tensor& delta_bias, const at::Tensor& A, const at::Tensor& Bm,
-                         const at::Tensor& Cm, const at::Tensor& Dskip, const at::Tensor& z,
-                         const LayerAdapters& adapters, LayerCache& cache, at::Tensor& out) {
+void selective_scan_step(const CheckedScan& scan, LayerCache& cache, at::Tensor& out) {
+  const at::Tensor& x = scan.args.x;
   check_x(x, 2, "selective_scan_step");
-  act_dtype(x);
   const c10::cuda::CUDAGuard guard(x.device());
   ScanInputs in;
-  fill_scan(in, x, delta_in, delta_bias, A, Bm, Cm, Dskip, z, adapters, cache, {x.size(0)});
-  fill_slots(in, x, adapters);
-  prepare_out(out, {x.size(0), x.size(1)}, x);
+  fill_scan(in, scan, cache, /*with_initial_state=*/false);
+  prepare_out(out, {scan.B, scan.D}, x);
   at::Tensor o = writable_out(out);
   in.p.out.ptr = o.data_ptr();
   in.p.out.batch_stride = o.stride(0);
@@ -397,43 +361,29 @@ float* f32_or_null(const at::Tensor& t) { return t.defined() ? t.data_ptr<float>
 
 }  // namespace
 
-ScanGrads selective_scan_backward(const at::Tensor& x, const at::Tensor& delta_in,
-                                  const at::Tensor& delta_bias, const at::Tensor& A,
-                                  const at::Tensor& Bm, const at::Tensor& Cm,
-                                  const at::Tensor& Dskip, const at::Tensor& z,
-                                  const at::Tensor& lengths, const LayerAdapters& adapters,
-                                  const at::Tensor& grad_out, const ScanBackwardOptions& options) {
+ScanGrads selective_scan_backward(const CheckedScan& scan, const at::Tensor& grad_out,
+                                  const ScanBackwardOptions& options) {
+  const ScanArgs& a = scan.args;
+  const LayerAdapters& adapters = a.adapters;
+  const at::Tensor& x = a.x;
   check_x(x, 3, "selective_scan_backward");
   act_dtype(x);
   const c10::cuda::CUDAGuard guard(x.device());
-  const int64_t B = x.size(0), L = x.size(1), D = x.size(2);
-  TORCH_CHECK(L <= INT32_MAX, "statetune cuda kernels: sequence too long");
-  TORCH_CHECK(B <= 65535, "statetune cuda kernels: batch ", B, " is too large");
-  TORCH_CHECK(A.dim() == 2 && A.size(0) == D, "statetune cuda kernels: A must be [D, N]");
-  const int64_t N = A.size(1);
-  TORCH_CHECK(N >= 1 && N <= raw::kMaxDState, "statetune cuda kernels: d_state ", N,
-              " is outside [1, ", raw::kMaxDState, "]");
+  check_scan_limits(scan);
+  const int64_t B = scan.B, L = scan.L, D = scan.D, N = scan.N, S = scan.S;
   TORCH_CHECK(options.chunk >= 1 && options.chunk <= INT32_MAX,
               "statetune cuda kernels: backward chunk must be positive");
 
-  const at::Tensor xa = activation(x, x, "x", {B, L, D});
-  const at::Tensor da = activation(delta_in, x, "delta", {B, L, D});
-  const at::Tensor za = activation(z, x, "z", {B, L, D});
-  const at::Tensor ga = activation(grad_out, x, "grad_out", {B, L, D});
-  const at::Tensor Ba = activation(Bm, x, "B", {B, L, N});
-  const at::Tensor Ca = activation(Cm, x, "C", {B, L, N});
-  const at::Tensor Af = param_f32(A, x, "A", {D, N});
-  const at::Tensor Df = Dskip.defined() ? param_f32(Dskip, x, "D", {D}) : at::Tensor();
-  const at::Tensor dbf =
-      delta_bias.defined() ? param_f32(delta_bias, x, "delta_bias", {D}) : at::Tensor();
-  const at::Tensor len = lengths_on_device(lengths, x, B, L);
+  const at::Tensor xa = unit_inner(x), da = unit_inner(a.delta_in), za = unit_inner(a.z),
+                   ga = unit_inner(grad_out.to(x.scalar_type())), Ba = unit_inner(a.Bm), Ca = unit_inner(a.Cm);
+  const at::Tensor Af = param_f32(a.A), Df = param_f32(a.Dskip), dbf = param_f32(a.delta_bias);
+  const at::Tensor len = index_on_device(a.lengths, x, at::kLong);
   at::Tensor so, oo, is;
   raw::ScanBackwardParams p;
-  p.state_offset = slot_tensor(adapters.state_offset, x, "state_offset", {D, N}, so);
-  p.output_offset = slot_tensor(adapters.output_offset, x, "output_offset", {D}, oo);
-  p.initial_state = slot_tensor(adapters.initial_state, x, "initial_state", {D, N}, is);
-  const int64_t S = pool_slots({&so, &oo, &is});
-  const at::Tensor slots = slots_on_device(adapters.slots, x, B, S);
+  p.state_offset = slot_tensor(adapters.state_offset, 2, so);
+  p.output_offset = slot_tensor(adapters.output_offset, 1, oo);
+  p.initial_state = slot_tensor(adapters.initial_state, 2, is);
+  const at::Tensor slots = index_on_device(adapters.slots, x, at::kInt);
 
   const auto f32 = x.options().dtype(at::kFloat);
   ScanGrads g;
@@ -482,13 +432,13 @@ ScanGrads selective_scan_backward(const at::Tensor& x, const at::Tensor& delta_i
   p.workspace = workspace.numel() > 0 ? workspace.data_ptr<float>() : nullptr;
   C10_CUDA_CHECK(raw::selective_scan_backward(p, stream_of(x)));
 
-  g.ddelta_in = g.ddelta_in.to(delta_in.options());
-  g.dz = g.dz.to(z.options());
-  g.dBm = dBm.to(Bm.options());
-  g.dCm = dCm.to(Cm.options());
-  if (dA.defined()) g.dA = dA.to(A.options());
-  if (ddb.defined()) g.ddelta_bias = ddb.reshape(delta_bias.sizes()).to(delta_bias.options());
-  if (dDs.defined()) g.dDskip = dDs.reshape(Dskip.sizes()).to(Dskip.options());
+  g.ddelta_in = g.ddelta_in.to(a.delta_in.options());
+  g.dz = g.dz.to(a.z.options());
+  g.dBm = dBm.to(a.Bm.options());
+  g.dCm = dCm.to(a.Cm.options());
+  if (dA.defined()) g.dA = dA.to(a.A.options());
+  if (ddb.defined()) g.ddelta_bias = ddb.to(a.delta_bias.options());
+  if (dDs.defined()) g.dDskip = dDs.to(a.Dskip.options());
   if (dso.defined()) g.dstate_offset = dso.to(adapters.state_offset.options());
   if (doo.defined()) g.doutput_offset = doo.to(adapters.output_offset.options());
   if (dis.defined()) g.dinitial_state = dis.to(adapters.initial_state.options());

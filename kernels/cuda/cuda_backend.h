@@ -17,22 +17,11 @@ void causal_conv1d_prefill(const at::Tensor& x, const at::Tensor& weight, const 
                            at::Tensor& out);
 void causal_conv1d_step(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias,
                         LayerCache& cache, at::Tensor& out);
-void selective_scan_prefill(const at::Tensor& x, const at::Tensor& delta_in,
-                            const at::Tensor& delta_bias, const at::Tensor& A, const at::Tensor& Bm,
-                            const at::Tensor& Cm, const at::Tensor& Dskip, const at::Tensor& z,
-                            const at::Tensor& lengths, const LayerAdapters& adapters,
-                            LayerCache& cache, bool resume, at::Tensor& out);
-void selective_scan_step(const at::Tensor& x, const at::Tensor& delta_in,
-                         const at::Tensor& delta_bias, const at::Tensor& A, const at::Tensor& Bm,
-                         const at::Tensor& Cm, const at::Tensor& Dskip, const at::Tensor& z,
-                         const LayerAdapters& adapters, LayerCache& cache, at::Tensor& out);
+void selective_scan_prefill(const CheckedScan& scan, LayerCache& cache, bool resume, at::Tensor& out);
+void selective_scan_step(const CheckedScan& scan, LayerCache& cache, at::Tensor& out);
 
-ScanGrads selective_scan_backward(const at::Tensor& x, const at::Tensor& delta_in,
-                                  const at::Tensor& delta_bias, const at::Tensor& A,
-                                  const at::Tensor& Bm, const at::Tensor& Cm,
-                                  const at::Tensor& Dskip, const at::Tensor& z,
-                                  const at::Tensor& lengths, const LayerAdapters& adapters,
-                                  const at::Tensor& grad_out, const ScanBackwardOptions& options);
+ScanGrads selective_scan_backward(const CheckedScan& scan, const at::Tensor& grad_out,
+                                  const ScanBackwardOptions& options);
 ConvGrads causal_conv1d_backward(const at::Tensor& x, const at::Tensor& weight,
                                  const at::Tensor& bias, const at::Tensor& lengths,
                                  const at::Tensor& grad_out, bool need_weight_grads);

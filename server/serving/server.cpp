@@ -319,8 +319,16 @@ class AdaptersService final : public v1::Adapters::Service {
 
   // The largest upload accepted: --max-upload-bytes, and never more than a valid adapter file for the
   // served base can be, so an oversized upload is refused from its header, before its bytes arrive.
-  int64_t upload_limit(const Backend& b) const {
-    return std::min<int64_t>(s_.options.max_upload_bytes, b.store->max_file_bytes());
+  // An adapter larger than --max-upload-bytes or than any valid adapter file for this base model is
+  // refused from its header, before its bytes are read.
+  Status check_upload_size(const Backend& b, uint64_t total_bytes) const {
+    const auto limit = static_cast<uint64_t>(std::min<int64_t>(s_.options.max_upload_bytes, b.store->max_file_bytes()));
+    if (total_bytes == 0) return Status(StatusCode::INVALID_ARGUMENT, "header.total_bytes is 0");
+    if (total_bytes <= limit) return Status::OK;
+    return Status(StatusCode::RESOURCE_EXHAUSTED,
+                  "the adapter is " + std::to_string(total_bytes) + " bytes; the limit is " + std::to_string(limit) +
+                      " (--max-upload-bytes " + std::to_string(s_.options.max_upload_bytes) +
+                      ", largest adapter file for this base model " + std::to_string(b.store->max_file_bytes()) + ")");
   }
 
   Status upload(ServerContext* ctx, grpc::ServerReader<v1::UploadAdapterRequest>* reader, v1::AdapterInfo* reply,
@@ -333,55 +341,31 @@ class AdaptersService final : public v1::Adapters::Service {
     std::string refusal;
     auto slot = s_.uploads->admit(call.tenant_label(), ctx, &refusal);
     if (!slot) return Status(StatusCode::RESOURCE_EXHAUSTED, refusal);
-    const auto idle = [&] {
-      return Status(StatusCode::CANCELLED, fmt::format("the upload sent nothing for {:g} s (--upload-idle-seconds)",
-                                                       s_.uploads->limits().idle_timeout.count() / 1000.0));
-    };
     v1::UploadAdapterRequest msg;
-    if (!reader->Read(&msg)) {
-      if (slot->idle_cancelled()) return idle();
-      return Status(StatusCode::INVALID_ARGUMENT, "the first upload message must carry `header`");
-    }
-    slot->touch();
-    if (!msg.has_header()) return Status(StatusCode::INVALID_ARGUMENT, "the first upload message must carry `header`");
+    const Status no_header(StatusCode::INVALID_ARGUMENT, "the first upload message must carry `header`");
+    if (!slot->read(reader, &msg)) return slot->idle_cancelled() ? slot->idle_status() : no_header;
+    if (!msg.has_header()) return no_header;
     const v1::UploadHeader header = msg.header();
     if (Status st = s_.scope(call.principal, header.tenant(), tenant); !st.ok()) return st;
     engine::validate_name("adapter", header.name());
-    const uint64_t limit = static_cast<uint64_t>(upload_limit(*b));
-    if (header.total_bytes() == 0) return Status(StatusCode::INVALID_ARGUMENT, "header.total_bytes is 0");
-    if (header.total_bytes() > limit) {
-      return Status(StatusCode::RESOURCE_EXHAUSTED,
-                    "the adapter is " + std::to_string(header.total_bytes()) + " bytes; the limit is " +
-                        std::to_string(limit) + " (--max-upload-bytes " + std::to_string(s_.options.max_upload_bytes) +
-                        ", largest adapter file for this base model " + std::to_string(b->store->max_file_bytes()) + ")");
-    }
+    if (Status st = check_upload_size(*b, header.total_bytes()); !st.ok()) return st;
     // Bad chunks, sizes and hashes throw std::invalid_argument (INVALID_ARGUMENT).
     common::UploadAssembler assembler(header.total_bytes(), kMaxUploadChunk);  // at most the limit above
-    while (true) {
-      assembler.add(msg.data());
-      if (!reader->Read(&msg)) break;
-      slot->touch();
-    }
-    if (slot->idle_cancelled()) return idle();
-    slot->received_all();  // still counted while it is stored: the bytes stay in memory until then
+    if (!slot->receive(reader, msg, assembler)) return slot->idle_status();
     const std::string data = assembler.finish(header.sha256(), /*sha256_required=*/true);
     const auto received = Clock::now();
     // Validate, store, make current, pre-warm (AdapterRegistry). A rejected file throws
     // std::invalid_argument (INVALID_ARGUMENT), a quota AdapterQuotaExceeded (RESOURCE_EXHAUSTED), an
     // unreachable database AdapterStorageUnavailable (UNAVAILABLE); RpcRunner maps them.
     const engine::AdapterUpload up = b->adapters->upload(tenant, header.name(), data);
-    const std::string& version = up.version;
-    const auto done = Clock::now();
     auto ms = [](Clock::time_point a, Clock::time_point b) { return std::chrono::duration<double, std::milli>(b - a).count(); };
     common::log_event(spdlog::level::info, "adapter.uploaded",
-                      {{"tenant", tenant}, {"adapter", header.name()}, {"version", version},
-                       {"bytes", data.size()}, {"warmed", up.warmed},
-                       {"receive_ms", ms(t0, received)}, {"store_ms", up.store_ms},
-                       {"warm_ms", up.warm_ms},
-                       {"seconds", std::chrono::duration<double>(done - t0).count()}});
+                      {{"tenant", tenant}, {"adapter", header.name()}, {"version", up.version},
+                       {"bytes", data.size()}, {"warmed", up.warmed}, {"receive_ms", ms(t0, received)},
+                       {"store_ms", up.store_ms}, {"warm_ms", up.warm_ms}, {"seconds", ms(t0, Clock::now()) / 1000}});
     Status st = fill_info(*b, tenant, header.name(), /*all_versions=*/true, reply);
     // The version this upload created, not whichever a concurrent upload of the name made current.
-    if (st.ok()) reply->set_current_version(version);
+    if (st.ok()) reply->set_current_version(up.version);
     return st;
   }
 

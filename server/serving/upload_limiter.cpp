@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include <fmt/format.h>
+
 namespace statetune::serving {
 using Clock = std::chrono::steady_clock;
 
@@ -28,6 +30,12 @@ void UploadLimiter::Slot::received_all() {
 bool UploadLimiter::Slot::idle_cancelled() const {
   std::lock_guard<std::mutex> lock(owner_.mu_);
   return idle_cancelled_;
+}
+
+grpc::Status UploadLimiter::Slot::idle_status() const {
+  return grpc::Status(grpc::StatusCode::CANCELLED,
+                      fmt::format("the upload sent nothing for {:g} s (--upload-idle-seconds)",
+                                  owner_.limits_.idle_timeout.count() / 1000.0));
 }
 
 UploadLimiter::UploadLimiter(UploadLimits limits) : limits_(limits), watchdog_([this] { watch(); }) {}

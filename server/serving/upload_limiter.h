@@ -5,6 +5,7 @@
 #pragma once
 
 #include <grpcpp/grpcpp.h>
+#include <grpcpp/support/sync_stream.h>
 
 #include <chrono>
 #include <condition_variable>
@@ -15,6 +16,8 @@
 #include <set>
 #include <string>
 #include <thread>
+
+#include "server/common/upload_assembler.h"
 
 namespace statetune::serving {
 
@@ -40,6 +43,30 @@ class UploadLimiter {
     void received_all();
     // True once the limiter cancelled the stream for sending nothing.
     bool idle_cancelled() const;
+    // What the handler answers then: CANCELLED, naming the idle limit.
+    grpc::Status idle_status() const;
+
+    // Reads the next message, restarting the idle clock when one arrives; false at the end of the
+    // stream (or when the limiter cancelled it: see idle_cancelled()).
+    template <class Request>
+    bool read(grpc::ServerReaderInterface<Request>* reader, Request* msg) {
+      if (!reader->Read(msg)) return false;
+      touch();
+      return true;
+    }
+    // Feeds the data of `msg` (already read) and of every later message to `assembler`, which
+    // throws std::invalid_argument on what the header did not announce; then stops the idle clock
+    // (received_all). False when the stream ended because the limiter cancelled it.
+    template <class Request>
+    bool receive(grpc::ServerReaderInterface<Request>* reader, Request& msg,
+                 common::UploadAssembler& assembler) {
+      do {
+        assembler.add(msg.data());
+      } while (read(reader, &msg));
+      if (idle_cancelled()) return false;
+      received_all();  // still counted while it is stored: the bytes stay in memory until then
+      return true;
+    }
 
    private:
     friend class UploadLimiter;

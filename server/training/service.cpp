@@ -213,7 +213,7 @@ struct TrainService::Impl final : public v1::Training::Service {
       result("invalid");
       throw;  // run_rpc answers INVALID_ARGUMENT with the reason
     }
-    to_proto(core->store_dataset(tenant, header.name(), bytes, header.sha256()), reply);
+    to_proto(core->store_dataset(tenant, header.name(), bytes, assembler.sha256()), reply);
     return Status::OK;
   }
 

@@ -39,10 +39,11 @@ class TrainingCore {
   // Refuses an upload before its bytes are received: a bad name (std::invalid_argument), `total_bytes`
   // above --max-dataset-bytes or the tenant's storage (kResourceExhausted).
   void check_upload(const std::string& tenant, const std::string& name, uint64_t total_bytes);
-  // Validates (name, size, sha256 when given, every line), stores the file durably and records it.
-  // A failed write leaves no file and no record.
+  // Validates (name, size, every line), stores the file durably and records it. `sha256`: the
+  // bytes' digest when the caller already computed it (the gRPC upload checks the header's against
+  // it as the chunks arrive), empty to compute it here. A failed write leaves no file and no record.
   DatasetRecord store_dataset(const std::string& tenant, const std::string& name, const std::string& bytes,
-                              const std::string& expected_sha256);
+                              const std::string& sha256);
   DatasetRecord dataset(const std::string& tenant, const std::string& id);  // kNotFound
   // kFailedPrecondition while a queued or running job uses it.
   void delete_dataset(const std::string& tenant, const std::string& id);

@@ -71,7 +71,7 @@ struct ScanCall {
     lc.ssm_state = cache;
     lc.rows = rows;
     try {
-      selective_scan_prefill(x, delta, dbias, A, Bm, Cm, Dskip, z, lengths, ad, lc, false, out);
+      selective_scan_prefill({x, delta, dbias, A, Bm, Cm, Dskip, z, lengths, ad}, lc, false, out);
     } catch (const c10::Error& e) {
       return e.what_without_backtrace();
     }

@@ -33,22 +33,27 @@ void conv_step(Impl i, const at::Tensor& x, const at::Tensor& w, const at::Tenso
 // One layer's scan inputs in the engine's layout.
 struct ScanInputs {
   at::Tensor x, delta_in, delta_bias, A, Bm, Cm, Dskip, z;
+  ScanArgs args(const at::Tensor& lengths, const LayerAdapters& ad) const {
+    return ScanArgs{x, delta_in, delta_bias, A, Bm, Cm, Dskip, z, lengths, ad};
+  }
 };
 
+// The backends are called as the dispatch calls them: with the arguments checked once.
 void scan_prefill(Impl i, const ScanInputs& in, const at::Tensor& lengths, const LayerAdapters& ad,
                   LayerCache& c, bool resume, at::Tensor& out) {
-  auto f = i == Impl::kRef   ? &ref::selective_scan_prefill
-           : i == Impl::kCpu ? &cpu::selective_scan_prefill
-                             : &selective_scan_prefill;
-  f(in.x, in.delta_in, in.delta_bias, in.A, in.Bm, in.Cm, in.Dskip, in.z, lengths, ad, c, resume,
-    out);
+  const ScanArgs args = in.args(lengths, ad);
+  if (i == Impl::kDispatch) return selective_scan_prefill(args, c, resume, out);
+  const CheckedScan scan = CheckedScan::prefill(args, c);
+  if (i == Impl::kRef) return ref::selective_scan_prefill(scan, c, resume, out);
+  cpu::selective_scan_prefill(scan, c, resume, out);
 }
 void scan_step(Impl i, const ScanInputs& in, const LayerAdapters& ad, LayerCache& c,
                at::Tensor& out) {
-  auto f = i == Impl::kRef   ? &ref::selective_scan_step
-           : i == Impl::kCpu ? &cpu::selective_scan_step
-                             : &selective_scan_step;
-  f(in.x, in.delta_in, in.delta_bias, in.A, in.Bm, in.Cm, in.Dskip, in.z, ad, c, out);
+  const ScanArgs args = in.args(at::Tensor(), ad);
+  if (i == Impl::kDispatch) return selective_scan_step(args, c, out);
+  const CheckedScan scan = CheckedScan::step(args, c);
+  if (i == Impl::kRef) return ref::selective_scan_step(scan, c, out);
+  cpu::selective_scan_step(scan, c, out);
 }
 
 at::TensorOptions f32() { return at::TensorOptions().dtype(at::kFloat); }
@@ -313,15 +318,11 @@ TEST(CpuKernels, ContiguousCacheAndReusedOutput) {
   const LayerAdapters ad = adapters_of(p, 15);
   CacheCopy c(p, p.rows);
   at::Tensor out = at::empty({1}, f32());
-  cpu::selective_scan_prefill(p.scan.x, p.scan.delta_in, p.scan.delta_bias, p.scan.A, p.scan.Bm,
-                              p.scan.Cm, p.scan.Dskip, p.scan.z, p.lengths, ad, c.cache, false,
-                              out);
+  scan_prefill(Impl::kCpu, p.scan, p.lengths, ad, c.cache, false, out);
   ASSERT_EQ(out.sizes(), p.scan.x.sizes());
   const void* ptr = out.data_ptr();
   CacheCopy c2(p, p.rows);
-  cpu::selective_scan_prefill(p.scan.x, p.scan.delta_in, p.scan.delta_bias, p.scan.A, p.scan.Bm,
-                              p.scan.Cm, p.scan.Dskip, p.scan.z, p.lengths, ad, c2.cache, false,
-                              out);
+  scan_prefill(Impl::kCpu, p.scan, p.lengths, ad, c2.cache, false, out);
   EXPECT_EQ(out.data_ptr(), ptr);
 }
 
@@ -482,6 +483,50 @@ TEST(Kernels, RejectsBadLengthsAndReportsNoCuda) {
 #ifndef STATETUNE_WITH_CUDA
   EXPECT_FALSE(cuda_kernels_available());
 #endif
+}
+
+// CheckedScan is the one place a scan's arguments are checked, for every backend: a shape, dtype
+// or pool that does not fit is refused there, with the sizes it found when everything fits.
+TEST(Kernels, CheckedScanRefusesWhatDoesNotFitAndReportsTheSizes) {
+  at::manual_seed(5);
+  std::mt19937 rng(5);
+  Problem p = make_problem(rng, 2, 5, 8, 4, 3);
+  CacheCopy c(p, p.rows);
+  const LayerAdapters ad = adapters_of(p, 1 | 2 | 8);
+  const ScanArgs good = p.scan.args(p.lengths, ad);
+  const CheckedScan ok = CheckedScan::prefill(good, c.cache);
+  EXPECT_EQ(std::vector<int64_t>({ok.B, ok.L, ok.D, ok.N, ok.S}),
+            std::vector<int64_t>({2, 5, 8, 4, p.S}));
+  auto refused = [&](ScanArgs a, const std::string& what) {
+    try {
+      CheckedScan::prefill(a, c.cache);
+      ADD_FAILURE() << what << ": accepted";
+    } catch (const c10::Error& e) {
+      EXPECT_NE(std::string(e.what_without_backtrace()).find(what), std::string::npos)
+          << e.what_without_backtrace();
+    }
+  };
+  ScanArgs a = good;
+  a.Bm = a.Bm.narrow(2, 0, 3);
+  refused(a, "Bm has shape");
+  a = good;
+  a.z = a.z.to(at::kBFloat16);
+  refused(a, "z is BFloat16");
+  a = good;
+  a.Dskip = at::ones({7});
+  refused(a, "Dskip has shape");
+  a = good;
+  a.adapters.output_offset = at::zeros({p.S + 1, 8});
+  refused(a, "adapter tensors disagree on S");
+  a = good;
+  a.lengths = at::Tensor();
+  refused(a, "lengths is required");
+  // A step has no lengths and takes [B, D] activations.
+  const ScanArgs step{p.scan.x.select(1, 0), p.scan.delta_in.select(1, 0), p.scan.delta_bias,
+                      p.scan.A, p.scan.Bm.select(1, 0), p.scan.Cm.select(1, 0), p.scan.Dskip,
+                      p.scan.z.select(1, 0), at::Tensor(), ad};
+  EXPECT_EQ(CheckedScan::step(step, c.cache).L, 1);
+  EXPECT_THROW(CheckedScan::step(good, c.cache), c10::Error);
 }
 
 }  // namespace

@@ -30,6 +30,9 @@ struct ScanInputs {
   kernels::LayerAdapters adapters() const {
     return kernels::LayerAdapters{slots, state_offset, output_offset, initial_state};
   }
+  kernels::ScanArgs args() const {
+    return kernels::ScanArgs{x, delta_in, delta_bias, A, Bm, Cm, Dskip, z, lengths, adapters()};
+  }
 };
 
 const char* const kNames[] = {"x", "delta_in", "delta_bias", "A", "Bm", "Cm", "Dskip", "z",
@@ -123,8 +126,7 @@ kernels::ScanGrads kernel_grads(const ScanInputs& in, const at::Tensor& w, int64
   kernels::ScanBackwardOptions options;
   options.chunk = chunk;
   options.need_dA = need_dA;
-  return kernels::selective_scan_backward(in.x, in.delta_in, in.delta_bias, in.A, in.Bm, in.Cm,
-                                          in.Dskip, in.z, in.lengths, in.adapters(), w, options);
+  return kernels::selective_scan_backward(in.args(), w, options);
 }
 
 // max |a - b| <= atol + rtol * max |b|, elementwise worst case reported.
@@ -248,8 +250,7 @@ TEST(ScanAutograd, ForwardIsTheKernelAndGradientsReachEveryInput) {
   in.A.requires_grad_(false);  // frozen base weight: no dA is computed
   ScanAutogradOptions options;
   options.chunk = 4;
-  const at::Tensor out = selective_scan(in.x, in.delta_in, in.delta_bias, in.A, in.Bm, in.Cm,
-                                        in.Dskip, in.z, in.lengths, in.adapters(), options);
+  const at::Tensor out = selective_scan(in.args(), options);
   expect_close(out, reference_scan(in64), 1e-5, 1e-6, "out");
   (out * w64.to(at::kFloat)).sum().backward();
   const auto floats = in.floats();
@@ -276,8 +277,7 @@ TEST(ScanAutograd, Bf16ActivationsGetBf16Gradients) {
     const bool activation = t == &in.x || t == &in.delta_in || t == &in.Bm || t == &in.Cm || t == &in.z;
     if (t->defined()) *t = t->to(activation ? at::kBFloat16 : at::kFloat).detach().requires_grad_(true);
   }
-  const at::Tensor out = selective_scan(in.x, in.delta_in, in.delta_bias, in.A, in.Bm, in.Cm,
-                                        in.Dskip, in.z, in.lengths, in.adapters());
+  const at::Tensor out = selective_scan(in.args());
   EXPECT_EQ(out.scalar_type(), at::kBFloat16);
   (out.to(at::kFloat) * w64.to(at::kFloat)).sum().backward();
   const auto floats = in.floats();
@@ -292,11 +292,10 @@ TEST(ScanAutograd, GradientsFlowThroughEarlierOps) {
   const ScanInputs base = make_inputs(kMixed, at::kFloat, 8);
   const at::Tensor u = at::randn({4, 11, 13}).requires_grad_(true);
   const at::Tensor so = (base.state_offset * 0.1).requires_grad_(true);
-  kernels::LayerAdapters adapters = base.adapters();
-  adapters.state_offset = so * 2;
-  const at::Tensor x = at::tanh(u);
-  const at::Tensor out = selective_scan(x, base.delta_in, base.delta_bias, base.A, base.Bm, base.Cm,
-                                        base.Dskip, base.z, base.lengths, adapters);
+  kernels::ScanArgs args = base.args();
+  args.adapters.state_offset = so * 2;
+  args.x = at::tanh(u);
+  const at::Tensor out = selective_scan(args);
   out.pow(2).sum().backward();
 
   ScanInputs ref = base;

@@ -304,12 +304,14 @@ void RunScanCase(uint32_t seed, bool bf16, int adapters, bool resume, bool step,
   ref_cache.rows = d.rows->base();
   at::Tensor ref_out;
   if (step) {
-    ref::selective_scan_step(d.x, d.delta, d.dbias->base(), d.A->base(), d.Bm, d.Cm,
-                             d.Dskip->base(), d.z, d.HostAdapters(), ref_cache, ref_out);
+    const ScanArgs args{d.x,    d.delta, d.dbias->base(), d.A->base(),    d.Bm,
+                        d.Cm,   d.Dskip->base(), d.z, at::Tensor(), d.HostAdapters()};
+    ref::selective_scan_step(CheckedScan::step(args, ref_cache), ref_cache, ref_out);
   } else {
-    ref::selective_scan_prefill(d.x, d.delta, d.dbias->base(), d.A->base(), d.Bm, d.Cm,
-                                d.Dskip->base(), d.z, d.lengths->base(), d.HostAdapters(),
-                                ref_cache, resume, ref_out);
+    const ScanArgs args{d.x,  d.delta,         d.dbias->base(), d.A->base(),
+                        d.Bm, d.Cm,            d.Dskip->base(), d.z,
+                        d.lengths->base(),     d.HostAdapters()};
+    ref::selective_scan_prefill(CheckedScan::prefill(args, ref_cache), ref_cache, resume, ref_out);
   }
 
   const raw::ScanParams p = d.Params(step, resume);
@@ -618,8 +620,9 @@ void RunScanBackwardCase(uint32_t seed, const ScanBackwardCase& c, WorstError& w
   ScanBackwardOptions opt;
   opt.need_dA = c.need_dA;
   opt.chunk = c.chunk;
-  const ScanGrads want = cpu::selective_scan_backward(x, delta, db, A.base(), Bm, Cm, Ds, z,
-                                                      lengths.base(), ad, gout.base(), opt);
+  const ScanArgs args{x, delta, db, A.base(), Bm, Cm, Ds, z, lengths.base(), ad};
+  const ScanGrads want =
+      cpu::selective_scan_backward(CheckedScan::backward(args, gout.base()), gout.base(), opt);
 
   // Per-position gradients into one wide buffer (strided views, garbage around and in between).
   Mirror dxdz(at::full({B, L, 3 * D + 1}, kGarbage).to(act).contiguous());
@@ -855,12 +858,14 @@ TEST_F(KernelsCuda, OutOfRangeRowsAndSlotsTouchNothing) {
     ad.slots = good(ad.slots);
     at::Tensor ref_out;
     if (step) {
-      ref::selective_scan_step(good(d.x), good(d.delta), d.dbias->base(), d.A->base(), good(d.Bm),
-                               good(d.Cm), d.Dskip->base(), good(d.z), ad, ref_cache, ref_out);
+      const ScanArgs args{good(d.x),  good(d.delta), d.dbias->base(), d.A->base(), good(d.Bm),
+                          good(d.Cm), d.Dskip->base(), good(d.z), at::Tensor(), ad};
+      ref::selective_scan_step(CheckedScan::step(args, ref_cache), ref_cache, ref_out);
     } else {
-      ref::selective_scan_prefill(good(d.x), good(d.delta), d.dbias->base(), d.A->base(),
-                                  good(d.Bm), good(d.Cm), d.Dskip->base(), good(d.z),
-                                  good(d.lengths->base()), ad, ref_cache, false, ref_out);
+      const ScanArgs args{good(d.x),  good(d.delta),   d.dbias->base(), d.A->base(),
+                          good(d.Bm), good(d.Cm),      d.Dskip->base(), good(d.z),
+                          good(d.lengths->base()),     ad};
+      ref::selective_scan_prefill(CheckedScan::prefill(args, ref_cache), ref_cache, false, ref_out);
     }
     const raw::ScanParams p = d.Params(step, /*resume=*/false);
     const cudaError_t e =
@@ -1006,8 +1011,9 @@ TEST_F(KernelsCuda, Mamba28BSizedPrefillAndBackwardSmoke) {
   ref_cache.rows = at::zeros({1}, at::kLong);
   at::Tensor want;
   auto first = [](const at::Tensor& t) { return t.narrow(0, 0, 1); };
-  cpu::selective_scan_prefill(first(x), first(delta), dbias.base(), A.base(), first(Bm), first(Cm),
-                              Dskip.base(), first(z), first(len), ad, ref_cache, false, want);
+  const ScanArgs args{first(x),  first(delta), dbias.base(), A.base(), first(Bm),
+                      first(Cm), Dskip.base(),  first(z),     first(len), ad};
+  cpu::selective_scan_prefill(CheckedScan::prefill(args, ref_cache), ref_cache, false, want);
   ExpectClose(first(got), want, 1e-2, "2.8B-sized prefill, row 0 vs the CPU kernel");
   for (int64_t b = 1; b < B; ++b) {
     const int64_t lb = len[b].item<int64_t>();
@@ -1073,10 +1079,10 @@ TEST_F(KernelsCuda, Mamba28BSizedPrefillAndBackwardSmoke) {
   ScanBackwardOptions opt;
   opt.need_dA = true;
   opt.chunk = chunk;
-  const ScanGrads want_g =
-      cpu::selective_scan_backward(first(x), first(delta), dbias.base(), A.base(), first(Bm),
-                                   first(Cm), Dskip.base(), first(z), first(len), ad,
-                                   first(gout.base()), opt);
+  const ScanArgs bargs{first(x),  first(delta), dbias.base(), A.base(), first(Bm),
+                       first(Cm), Dskip.base(),  first(z),     first(len), ad};
+  const ScanGrads want_g = cpu::selective_scan_backward(
+      CheckedScan::backward(bargs, first(gout.base())), first(gout.base()), opt);
   WorstError worst;
   ExpectCloseToMax(first(same_view(g, dxdz.base(), dx_v)), want_g.dx, 1e-2, "row 0 dx", worst);
   ExpectCloseToMax(first(same_view(g, dxdz.base(), dd_v)), want_g.ddelta_in, 1e-2, "row 0 ddelta", worst);

@@ -81,23 +81,22 @@ TEST_P(KernelsCudaTorch, PrefillAndStepMatchReference) {
     const at::Tensor x = xz_d.narrow(2, 0, D), z = xz_d.narrow(2, D, D);
     const at::Tensor Bm = dbc_d.narrow(2, R, N), Cm = dbc_d.narrow(2, R + N, N);
     const at::Tensor w = to(conv_w), b = to(conv_b), A_d = to(A), Ds = to(Dskip), db = to(dbias);
+    const ScanArgs prefill{x, dt_d, db, A_d, Bm, Cm, Ds, z, lengths, ad};
+    const ScanArgs step{x.select(1, 3),  dt_d.select(1, 3), db, A_d, Bm.select(1, 3),
+                        Cm.select(1, 3), Ds, z.select(1, 3), at::Tensor(), ad};
     if (reference) {
       ref::causal_conv1d_prefill(x, w, b, lengths, cache, false, r.conv_out);
-      ref::selective_scan_prefill(x, dt_d, db, A_d, Bm, Cm, Ds, z, lengths, ad, cache,
-                                  false, r.scan_out);
+      ref::selective_scan_prefill(CheckedScan::prefill(prefill, cache), cache, false, r.scan_out);
       ref::causal_conv1d_step(x.select(1, 3), w, b, cache, r.conv_step);
-      ref::selective_scan_step(x.select(1, 3), dt_d.select(1, 3), db, A_d, Bm.select(1, 3),
-                               Cm.select(1, 3), Ds, z.select(1, 3), ad, cache, r.scan_step);
+      ref::selective_scan_step(CheckedScan::step(step, cache), cache, r.scan_step);
     } else {
       r.conv_out = at::empty({B, L, D}, x.options());  // reused: must not be re-allocated
       const void* conv_ptr = r.conv_out.data_ptr();
       causal_conv1d_prefill(x, w, b, lengths, cache, false, r.conv_out);
       EXPECT_EQ(r.conv_out.data_ptr(), conv_ptr);
-      selective_scan_prefill(x, dt_d, db, A_d, Bm, Cm, Ds, z, lengths, ad, cache, false,
-                             r.scan_out);
+      selective_scan_prefill(prefill, cache, false, r.scan_out);
       causal_conv1d_step(x.select(1, 3), w, b, cache, r.conv_step);
-      selective_scan_step(x.select(1, 3), dt_d.select(1, 3), db, A_d, Bm.select(1, 3),
-                          Cm.select(1, 3), Ds, z.select(1, 3), ad, cache, r.scan_step);
+      selective_scan_step(step, cache, r.scan_step);
     }
     return r;
   };
@@ -159,8 +158,9 @@ TEST_P(KernelsCudaTorch, BackwardMatchesCpuBackward) {
     opt.need_dA = true;
     opt.chunk = 8;
     // The dispatching entry points: CUDA tensors must reach the CUDA backward.
-    ScanGrads sg = selective_scan_backward(x, to(dt), to(dbias), to(A), Bm, Cm, to(Dskip), z,
-                                           lengths, ad, to(gout), opt);
+    ScanGrads sg = selective_scan_backward({x, to(dt), to(dbias), to(A), Bm, Cm, to(Dskip), z,
+                                            lengths, ad},
+                                           to(gout), opt);
     ConvGrads cg = causal_conv1d_backward(x, to(conv_w), to(conv_b), lengths, to(gout), true);
     return std::make_pair(sg, cg);
   };
@@ -222,8 +222,8 @@ TEST_P(KernelsCudaTorch, BadIndicesFailBeforeAnythingIsWritten) {
     const at::Tensor ssm_before = cache.ssm_state.clone(), conv_before = cache.conv_state.clone();
     at::Tensor out = at::full({b, l, d}, 7.0, dev);
     try {
-      selective_scan_prefill(x, delta, at::Tensor(), A, Bm, Cm, at::Tensor(), z, lengths, ad, cache,
-                             false, out);
+      selective_scan_prefill({x, delta, at::Tensor(), A, Bm, Cm, at::Tensor(), z, lengths, ad},
+                             cache, false, out);
       ADD_FAILURE() << c.expect << ": accepted";
     } catch (const c10::Error& e) {
       EXPECT_NE(std::string(e.what_without_backtrace()).find(c.expect), std::string::npos)

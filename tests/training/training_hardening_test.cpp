@@ -23,6 +23,7 @@
 #include "client/statetune_client.h"
 #include "client/training_client.h"
 #include "server/common/status_codes.h"
+#include "server/engine/util/sha256.h"
 #include "tests/support/loopback_http.h"
 #include "tests/support/serving_fixture.h"
 #include "tests/support/service_process.h"
@@ -211,8 +212,8 @@ TEST_F(TrainingHardeningTest, HostileInputsGetPreciseBoundedStatusesThatAreLogge
       << st.error_message().substr(0, 500);
   ++invalid_uploads;
 
-  // total_bytes 2^64-1 in the header (a raw stub: the client library always sends the real size).
-  {
+  // Headers the client library never sends, through a raw stub: one message, then the answer.
+  auto raw_upload = [&train](const v1::UploadDatasetRequest& msg) {
     auto channel = grpc::CreateChannel("127.0.0.1:" + std::to_string(train.port()),
                                        grpc::InsecureChannelCredentials());
     auto stub = v1::Training::NewStub(channel);
@@ -220,13 +221,42 @@ TEST_F(TrainingHardeningTest, HostileInputsGetPreciseBoundedStatusesThatAreLogge
     ctx.AddMetadata("authorization", std::string("Bearer ") + kAcmeKey);
     v1::DatasetInfo reply;
     auto writer = stub->UploadDataset(&ctx, &reply);
+    writer->Write(msg);
+    writer->WritesDone();
+    return writer->Finish();
+  };
+  // total_bytes 2^64-1 in the header (the client library always sends the real size).
+  {
     v1::UploadDatasetRequest header;
     header.mutable_header()->set_name("max-size");
     header.mutable_header()->set_total_bytes(std::numeric_limits<uint64_t>::max());
-    writer->Write(header);
-    writer->WritesDone();
-    st = writer->Finish();
+    st = raw_upload(header);
     EXPECT_EQ(st.error_code(), StatusCode::RESOURCE_EXHAUSTED) << st.error_message();
+  }
+
+  // A header sha256 that is not the data's: refused, nothing stored.
+  {
+    const std::string text = dataset_text(8);
+    v1::UploadDatasetRequest msg;
+    msg.mutable_header()->set_name("wrong-sha");
+    msg.mutable_header()->set_total_bytes(text.size());
+    msg.mutable_header()->set_sha256(engine::Sha256::hex(text + "x"));
+    msg.set_data(text);
+    st = raw_upload(msg);
+    EXPECT_EQ(st.error_code(), StatusCode::INVALID_ARGUMENT) << st.error_message();
+    EXPECT_NE(st.error_message().find("sha256 mismatch"), std::string::npos) << st.error_message();
+    ++invalid_uploads;
+    v1::ListDatasetsResponse list;
+    ASSERT_TRUE(c.list_datasets(&list).ok());
+    for (const auto& d : list.datasets()) EXPECT_NE(d.name(), "wrong-sha");
+  }
+
+  // A stored data set records the digest its bytes have (computed once, as the chunks arrived).
+  {
+    const std::string text = dataset_text(8);
+    v1::DatasetInfo info;
+    ASSERT_TRUE(c.upload_dataset("digest", text, &info, /*chunk_bytes=*/100).ok());
+    EXPECT_EQ(info.sha256(), engine::Sha256::hex(text));
   }
 
   // A uint64 seed at or above 2^63 is a valid seed.

@@ -291,6 +291,88 @@ at::Tensor slots_for(const at::Tensor& slots, int64_t B, const AdapterPoolView& 
 
 }  // namespace
 
+// How one forward's tokens reach a layer's conv and scan: a padded [B, L] prompt (prefill, L > 0)
+// or one token per row (decode, L = 0). Everything else a layer does is row-wise over its
+// B * max(L, 1) tokens, so prefill and decode run the same layer body.
+struct MambaModel::LayerBatch {
+  int64_t B = 0, L = 0;
+  at::Tensor lengths;  // [B] on the device (prefill)
+  bool resume = false;  // prefill: continue from the cached states
+  at::Tensor rows, slots;  // on the device
+  const AdapterPoolView* adapters = nullptr;
+  StateCache* cache = nullptr;
+
+  bool decode() const { return L == 0; }
+  int64_t tokens() const { return decode() ? B : B * L; }
+  // The [B, L, width] (prefill) or [B, width] (decode) view of a [tokens, width] workspace tensor.
+  at::Tensor per_row(const at::Tensor& t, int64_t width) const {
+    return decode() ? t : t.view({B, L, width});
+  }
+  at::DimVector per_row_shape(int64_t width) const {
+    return decode() ? at::DimVector{B, width} : at::DimVector{B, L, width};
+  }
+};
+
+// The fp32 residual stream [T, M] for token ids [T] (on the device).
+at::Tensor& MambaModel::embed(const at::Tensor& tokens) {
+  Workspace& ws = *workspace_;
+  const int64_t T = tokens.size(0), M = config_.d_model;
+  const at::Device dev = options_.device;
+  at::Tensor& hidden = fit(ws.hidden, {T, M}, at::TensorOptions().dtype(at::kFloat).device(dev));
+  if (options_.dtype != at::kFloat) {
+    at::index_select_out(fit(ws.emb, {T, M}, at::TensorOptions().dtype(options_.dtype).device(dev)),
+                         weights_->embedding, 0, tokens);
+    hidden.copy_(ws.emb);
+  } else {
+    at::index_select_out(hidden, weights_->embedding, 0, tokens);
+  }
+  return hidden;
+}
+
+void MambaModel::mamba_layer(int64_t i, const LayerBatch& batch, at::Tensor& hidden) {
+  const MambaConfig& c = config_;
+  const LayerWeights& l = weights_->layers[static_cast<size_t>(i)];
+  Workspace& ws = *workspace_;
+  const int64_t T = batch.tokens(), M = c.d_model, D = c.d_inner, N = c.d_state, R = c.dt_rank;
+  const at::TensorOptions compute = at::TensorOptions().dtype(options_.dtype).device(options_.device);
+  const bool bf16 = options_.dtype != at::kFloat;
+  rmsnorm(hidden, l.norm, c.norm_eps, fit(ws.normed, {T, M}, compute));
+  linear_out(fit(ws.x, {T, D}, compute), ws.normed, l.in_x, l.in_x_b);
+  linear_out(fit(ws.z, {T, D}, compute), ws.normed, l.in_z, l.in_z_b);
+  kernels::LayerCache lc{batch.cache->conv.select(0, i), batch.cache->ssm.select(0, i), batch.rows};
+  at::Tensor& xc = fit(ws.xc, batch.per_row_shape(D), compute);
+  if (batch.decode()) {
+    kernels::causal_conv1d_step(ws.x, l.conv_w, l.conv_b, lc, xc);
+  } else {
+    kernels::causal_conv1d_prefill(ws.x.view({batch.B, batch.L, D}), l.conv_w, l.conv_b,
+                                   batch.lengths, lc, batch.resume, xc);
+  }
+  const at::Tensor xc2 = batch.decode() ? xc : xc.reshape({T, D});
+  at::mm_out(fit(ws.dt, {T, R}, compute), xc2, l.x_dt.t());
+  at::mm_out(fit(ws.Bm, {T, N}, compute), xc2, l.x_B.t());
+  at::mm_out(fit(ws.Cm, {T, N}, compute), xc2, l.x_C.t());
+  at::mm_out(fit(ws.delta, {T, D}, compute), ws.dt, l.dt_w.t());
+  at::Tensor& y = fit(ws.y, batch.per_row_shape(D), compute);
+  const kernels::ScanArgs scan{/*x=*/xc, /*delta_in=*/batch.per_row(ws.delta, D),
+                               /*delta_bias=*/l.dt_b, /*A=*/l.A, /*Bm=*/batch.per_row(ws.Bm, N),
+                               /*Cm=*/batch.per_row(ws.Cm, N), /*Dskip=*/l.Dskip,
+                               /*z=*/batch.per_row(ws.z, D), /*lengths=*/batch.lengths,
+                               /*adapters=*/batch.adapters->layer(i, batch.slots)};
+  if (batch.decode()) {
+    kernels::selective_scan_step(scan, lc, y);
+  } else {
+    kernels::selective_scan_prefill(scan, lc, batch.resume, y);
+  }
+  const at::Tensor y2 = batch.decode() ? y : y.reshape({T, D});
+  if (bf16) {
+    linear_out(fit(ws.o, {T, M}, compute), y2, l.out_w, l.out_b);
+    hidden.add_(ws.o);
+  } else {
+    hidden.addmm_(y2, l.out_w.t());
+    if (l.out_b.defined()) hidden.add_(l.out_b);
+  }
+}
+
 at::Tensor MambaModel::prefill(const at::Tensor& tokens, const at::Tensor& lengths, const at::Tensor& rows,
                                const at::Tensor& slots, const AdapterPoolView& adapters, StateCache& cache,
                                bool resume, bool all_positions) {
@@ -301,7 +383,7 @@ at::Tensor MambaModel::prefill(const at::Tensor& tokens, const at::Tensor& lengt
     throw std::invalid_argument("prefill: tokens must be [B, L] int64");
   }
   const int64_t B = tokens.size(0), L = tokens.size(1), T = B * L;
-  const int64_t M = c.d_model, D = c.d_inner, N = c.d_state, R = c.dt_rank, V = c.vocab_size;
+  const int64_t M = c.d_model, V = c.vocab_size;
   if (B == 0 || L == 0) throw std::invalid_argument("prefill: empty batch");
   if (!lengths.defined() || lengths.dim() != 1 || lengths.size(0) != B ||
       lengths.scalar_type() != at::kLong || !lengths.device().is_cpu()) {
@@ -334,39 +416,11 @@ at::Tensor MambaModel::prefill(const at::Tensor& tokens, const at::Tensor& lengt
   // Validated above; on the device once per forward, not copied again by every layer's kernels.
   const at::Tensor len_dev = len.to(dev);
 
-  at::Tensor& hidden = fit(ws.hidden, {T, M}, fp32);
-  if (bf16) {
-    at::index_select_out(fit(ws.emb, {T, M}, compute), W.embedding, 0, tok);
-    hidden.copy_(ws.emb);
-  } else {
-    at::index_select_out(hidden, W.embedding, 0, tok);
-  }
-  for (int64_t i = 0; i < c.n_layer; ++i) {
-    const LayerWeights& l = W.layers[static_cast<size_t>(i)];
-    rmsnorm(hidden, l.norm, c.norm_eps, fit(ws.normed, {T, M}, compute));
-    linear_out(fit(ws.x, {T, D}, compute), ws.normed, l.in_x, l.in_x_b);
-    linear_out(fit(ws.z, {T, D}, compute), ws.normed, l.in_z, l.in_z_b);
-    kernels::LayerCache lc{cache.conv.select(0, i), cache.ssm.select(0, i), rows_dev};
-    at::Tensor xc = fit(ws.xc, {B, L, D}, compute);
-    kernels::causal_conv1d_prefill(ws.x.view({B, L, D}), l.conv_w, l.conv_b, len_dev, lc, resume, xc);
-    const at::Tensor xc2 = xc.reshape({T, D});
-    at::mm_out(fit(ws.dt, {T, R}, compute), xc2, l.x_dt.t());
-    at::mm_out(fit(ws.Bm, {T, N}, compute), xc2, l.x_B.t());
-    at::mm_out(fit(ws.Cm, {T, N}, compute), xc2, l.x_C.t());
-    at::mm_out(fit(ws.delta, {T, D}, compute), ws.dt, l.dt_w.t());
-    at::Tensor y = fit(ws.y, {B, L, D}, compute);
-    kernels::selective_scan_prefill(xc, ws.delta.view({B, L, D}), l.dt_b, l.A, ws.Bm.view({B, L, N}),
-                                    ws.Cm.view({B, L, N}), l.Dskip, ws.z.view({B, L, D}), len_dev,
-                                    adapters.layer(i, slot_dev), lc, resume, y);
-    const at::Tensor y2 = y.reshape({T, D});
-    if (bf16) {
-      linear_out(fit(ws.o, {T, M}, compute), y2, l.out_w, l.out_b);
-      hidden.add_(ws.o);
-    } else {
-      hidden.addmm_(y2, l.out_w.t());
-      if (l.out_b.defined()) hidden.add_(l.out_b);
-    }
-  }
+  at::Tensor& hidden = embed(tok);
+  LayerBatch batch;
+  batch.B = B, batch.L = L, batch.lengths = len_dev, batch.resume = resume;
+  batch.rows = rows_dev, batch.slots = slot_dev, batch.adapters = &adapters, batch.cache = &cache;
+  for (int64_t i = 0; i < c.n_layer; ++i) mamba_layer(i, batch, hidden);
 
   if (all_positions) {
     at::Tensor normed = fit(ws.normed, {T, M}, compute);
@@ -398,7 +452,7 @@ at::Tensor MambaModel::decode(const at::Tensor& tokens, const at::Tensor& rows, 
     throw std::invalid_argument("decode: tokens must be [B] int64");
   }
   const int64_t B = tokens.size(0);
-  const int64_t M = c.d_model, D = c.d_inner, N = c.d_state, R = c.dt_rank, V = c.vocab_size;
+  const int64_t M = c.d_model, V = c.vocab_size;
   if (B == 0) throw std::invalid_argument("decode: empty batch");
   check_rows(rows, B, cache, "decode");
   const at::Device dev = options_.device;
@@ -419,36 +473,11 @@ at::Tensor MambaModel::decode(const at::Tensor& tokens, const at::Tensor& rows, 
   const at::Tensor rows_dev = rows.device() == dev ? rows : rows.to(dev);
   const at::Tensor slot_dev = slots_for(slots, B, adapters, dev, "decode");
 
-  at::Tensor& hidden = fit(ws.hidden, {B, M}, fp32);
-  if (bf16) {
-    at::index_select_out(fit(ws.emb, {B, M}, compute), W.embedding, 0, tok);
-    hidden.copy_(ws.emb);
-  } else {
-    at::index_select_out(hidden, W.embedding, 0, tok);
-  }
-  for (int64_t i = 0; i < c.n_layer; ++i) {
-    const LayerWeights& l = W.layers[static_cast<size_t>(i)];
-    rmsnorm(hidden, l.norm, c.norm_eps, fit(ws.normed, {B, M}, compute));
-    linear_out(fit(ws.x, {B, D}, compute), ws.normed, l.in_x, l.in_x_b);
-    linear_out(fit(ws.z, {B, D}, compute), ws.normed, l.in_z, l.in_z_b);
-    kernels::LayerCache lc{cache.conv.select(0, i), cache.ssm.select(0, i), rows_dev};
-    at::Tensor& xc = fit(ws.xc, {B, D}, compute);
-    kernels::causal_conv1d_step(ws.x, l.conv_w, l.conv_b, lc, xc);
-    at::mm_out(fit(ws.dt, {B, R}, compute), xc, l.x_dt.t());
-    at::mm_out(fit(ws.Bm, {B, N}, compute), xc, l.x_B.t());
-    at::mm_out(fit(ws.Cm, {B, N}, compute), xc, l.x_C.t());
-    at::mm_out(fit(ws.delta, {B, D}, compute), ws.dt, l.dt_w.t());
-    at::Tensor& y = fit(ws.y, {B, D}, compute);
-    kernels::selective_scan_step(xc, ws.delta, l.dt_b, l.A, ws.Bm, ws.Cm, l.Dskip, ws.z,
-                                 adapters.layer(i, slot_dev), lc, y);
-    if (bf16) {
-      linear_out(fit(ws.o, {B, M}, compute), y, l.out_w, l.out_b);
-      hidden.add_(ws.o);
-    } else {
-      hidden.addmm_(y, l.out_w.t());
-      if (l.out_b.defined()) hidden.add_(l.out_b);
-    }
-  }
+  at::Tensor& hidden = embed(tok);
+  LayerBatch batch;
+  batch.B = B, batch.rows = rows_dev, batch.slots = slot_dev, batch.adapters = &adapters;
+  batch.cache = &cache;
+  for (int64_t i = 0; i < c.n_layer; ++i) mamba_layer(i, batch, hidden);
   at::Tensor& normed = fit(ws.normed, {B, M}, compute);
   rmsnorm(hidden, W.norm_f, c.norm_eps, normed);
   at::Tensor fresh;

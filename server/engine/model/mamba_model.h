@@ -82,6 +82,12 @@ class MambaModel {
   MambaModel() = default;
   struct Weights;
   struct Workspace;
+  struct LayerBatch;
+  // The parts of a forward that prefill and decode share: the embedding lookup into the fp32
+  // residual stream, and one Mamba layer (norm, in_proj, conv, x_proj, dt_proj, scan, out_proj,
+  // residual add) over the batch's tokens.
+  at::Tensor& embed(const at::Tensor& tokens);
+  void mamba_layer(int64_t i, const LayerBatch& batch, at::Tensor& hidden);
   MambaConfig config_;
   ModelFingerprint fingerprint_;
   LoadOptions options_;

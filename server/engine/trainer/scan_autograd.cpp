@@ -17,6 +17,15 @@ enum Input : size_t {
   kLengths, kSlots, kNumTensorInputs
 };
 
+// The scan's arguments from the autograd inputs, in Input order.
+kernels::ScanArgs args_of(const variable_list& in) {
+  return kernels::ScanArgs{in[kX],     in[kDeltaIn], in[kDeltaBias], in[kA],
+                           in[kBm],    in[kCm],      in[kDskip],     in[kZ],
+                           in[kLengths],
+                           kernels::LayerAdapters{in[kSlots], in[kStateOffset], in[kOutputOffset],
+                                                  in[kInitialState]}};
+}
+
 class SelectiveScanFunction : public torch::autograd::Function<SelectiveScanFunction> {
  public:
   static at::Tensor forward(AutogradContext* ctx, at::Tensor x, at::Tensor delta_in,
@@ -24,17 +33,16 @@ class SelectiveScanFunction : public torch::autograd::Function<SelectiveScanFunc
                             at::Tensor Dskip, at::Tensor z, at::Tensor state_offset,
                             at::Tensor output_offset, at::Tensor initial_state, at::Tensor lengths,
                             at::Tensor slots, int64_t chunk) {
-    TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kBFloat16,
-                "selective_scan: activations must be fp32 or bf16, got ", x.scalar_type());
-    const int64_t B = x.size(0), D = x.size(2), N = A.size(1);
-    kernels::LayerAdapters adapters{slots, state_offset, output_offset, initial_state};
+    const kernels::ScanArgs args = args_of({x, delta_in, delta_bias, A, Bm, Cm, Dskip, z,
+                                            state_offset, output_offset, initial_state, lengths,
+                                            slots});
+    const int64_t B = x.size(0), D = x.size(-1), N = A.size(-1);
     // A scratch cache: training never resumes, and the final state is not needed.
     kernels::LayerCache cache;
     cache.ssm_state = at::empty({B, D, N}, x.options().dtype(at::kFloat));
     cache.rows = at::arange(B, x.options().dtype(at::kLong));
     at::Tensor out;
-    kernels::selective_scan_prefill(x, delta_in, delta_bias, A, Bm, Cm, Dskip, z, lengths, adapters,
-                                    cache, /*resume=*/false, out);
+    kernels::selective_scan_prefill(args, cache, /*resume=*/false, out);
     ctx->save_for_backward({x, delta_in, delta_bias, A, Bm, Cm, Dskip, z, state_offset,
                             output_offset, initial_state, lengths, slots});
     ctx->saved_data["chunk"] = chunk;
@@ -46,14 +54,11 @@ class SelectiveScanFunction : public torch::autograd::Function<SelectiveScanFunc
     const at::Tensor& grad_out = grad_outputs[0];
     if (!grad_out.defined()) return grads;
     const variable_list saved = ctx->get_saved_variables();
-    kernels::LayerAdapters adapters{saved[kSlots], saved[kStateOffset], saved[kOutputOffset],
-                                    saved[kInitialState]};
     kernels::ScanBackwardOptions options;
     options.need_dA = ctx->needs_input_grad(kA);
     options.chunk = ctx->saved_data["chunk"].toInt();
-    kernels::ScanGrads g = kernels::selective_scan_backward(
-        saved[kX], saved[kDeltaIn], saved[kDeltaBias], saved[kA], saved[kBm], saved[kCm],
-        saved[kDskip], saved[kZ], saved[kLengths], adapters, grad_out.contiguous(), options);
+    kernels::ScanGrads g =
+        kernels::selective_scan_backward(args_of(saved), grad_out.contiguous(), options);
     grads[kX] = g.dx;
     grads[kDeltaIn] = g.ddelta_in;
     grads[kDeltaBias] = g.ddelta_bias;
@@ -108,14 +113,11 @@ at::Tensor causal_conv1d(const at::Tensor& x, const at::Tensor& weight, const at
   return CausalConv1dFunction::apply(x, weight, bias, lengths);
 }
 
-at::Tensor selective_scan(const at::Tensor& x, const at::Tensor& delta_in,
-                          const at::Tensor& delta_bias, const at::Tensor& A, const at::Tensor& Bm,
-                          const at::Tensor& Cm, const at::Tensor& Dskip, const at::Tensor& z,
-                          const at::Tensor& lengths, const kernels::LayerAdapters& adapters,
-                          const ScanAutogradOptions& options) {
-  return SelectiveScanFunction::apply(x, delta_in, delta_bias, A, Bm, Cm, Dskip, z,
-                                      adapters.state_offset, adapters.output_offset,
-                                      adapters.initial_state, lengths, adapters.slots,
+at::Tensor selective_scan(const kernels::ScanArgs& args, const ScanAutogradOptions& options) {
+  const kernels::LayerAdapters& ad = args.adapters;
+  return SelectiveScanFunction::apply(args.x, args.delta_in, args.delta_bias, args.A, args.Bm,
+                                      args.Cm, args.Dskip, args.z, ad.state_offset,
+                                      ad.output_offset, ad.initial_state, args.lengths, ad.slots,
                                       options.chunk);
 }
 

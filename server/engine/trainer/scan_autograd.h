@@ -16,18 +16,14 @@ struct ScanAutogradOptions {
   int64_t chunk = 64;  // time steps between the backward's state checkpoints
 };
 
-// out = selective_scan_prefill(...) with gradients flowing to every floating input that requires
-// them: x, delta_in, delta_bias, A, Bm, Cm, Dskip, z and the adapter tensors in `adapters`
-// (state_offset [S, D, N], output_offset [S, D], initial_state [S, D, N]; gradients summed over the
-// rows that read each slot). Any of delta_bias, Dskip and the adapter tensors may be undefined.
-// lengths: [B] int64 (right padding; padding positions output 0 and get zero gradients).
-// Activations fp32 or bf16 (computed in fp32, as the kernels' contract says); for fp64 gradient
-// checks call kernels::selective_scan_backward directly.
-at::Tensor selective_scan(const at::Tensor& x, const at::Tensor& delta_in,
-                          const at::Tensor& delta_bias, const at::Tensor& A, const at::Tensor& Bm,
-                          const at::Tensor& Cm, const at::Tensor& Dskip, const at::Tensor& z,
-                          const at::Tensor& lengths, const kernels::LayerAdapters& adapters,
-                          const ScanAutogradOptions& options = {});
+// out = selective_scan_prefill(args, ...) with gradients flowing to every floating input that
+// requires them: x, delta_in, delta_bias, A, Bm, Cm, Dskip, z and the adapter tensors in
+// args.adapters (state_offset [S, D, N], output_offset [S, D], initial_state [S, D, N]; gradients
+// summed over the rows that read each slot). Any of delta_bias, Dskip and the adapter tensors may be
+// undefined. args.lengths: [B] int64 (right padding; padding positions output 0 and get zero
+// gradients). Activations fp32 or bf16 (computed in fp32, as the kernels' contract says); for fp64
+// gradient checks call kernels::selective_scan_backward directly.
+at::Tensor selective_scan(const kernels::ScanArgs& args, const ScanAutogradOptions& options = {});
 
 // out = causal_conv1d_prefill(x, ...) (SiLU included, no resume: zeros before t = 0) with
 // gradients for x and, where they require them, weight [D, K] and bias [D] (undefined bias: none).

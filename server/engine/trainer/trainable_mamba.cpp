@@ -134,7 +134,9 @@ at::Tensor TrainableMamba::hidden(const at::Tensor& tokens, const at::Tensor& le
     ad.initial_state = adapter.initial_state.defined() ? one_slot(adapter.initial_state, i) : zero_dn;
     ScanAutogradOptions so;
     so.chunk = scan_chunk_;
-    const at::Tensor y = selective_scan(xc, delta, l.dt_b, l.A, Bm, Cm, l.Dskip, z, len_dev, ad, so);
+    const at::Tensor y = selective_scan({/*x=*/xc, /*delta_in=*/delta, /*delta_bias=*/l.dt_b,
+                                         /*A=*/l.A, Bm, Cm, l.Dskip, z, len_dev, ad},
+                                        so);
     at::Tensor o = linear(y.reshape({T, D}), l.out_w, l.out_b);
     h = h + (o.scalar_type() == at::kFloat ? o : o.to(at::kFloat));
   }
