@@ -6,6 +6,8 @@
 #include <stdexcept>
 #include <string>
 
+#include "server/common/http_bind.h"
+
 namespace statetune::common {
 
 void add_metrics_route(httplib::Server& server, std::shared_ptr<prometheus::Registry> registry) {
@@ -37,7 +39,7 @@ MetricsServer::MetricsServer(const std::string& bind_address)
   s.set_error_handler([](const httplib::Request&, httplib::Response& res) {
     res.set_content(res.status == 404 ? "only /metrics is served here\n" : "GET /metrics\n", "text/plain");
   });
-  port_ = std::stoi(port) == 0 ? s.bind_to_any_port(host) : (s.bind_to_port(host, std::stoi(port)) ? std::stoi(port) : -1);
+  port_ = bind_http_server(s, host, std::stoi(port));
   if (port_ <= 0) {
     port_ = 0;
     throw std::runtime_error("cannot serve metrics on " + bind_address +

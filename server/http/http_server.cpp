@@ -2,6 +2,7 @@
 
 #include <stdexcept>
 
+#include "server/common/http_bind.h"
 #include "server/common/logging.h"
 #include "server/http/api_error.h"
 
@@ -116,11 +117,7 @@ void HttpServer::start() {
   std::string host;
   int port = 0;
   split_host_port(options_.listen, host, port);
-  if (port == 0) {
-    port_ = server_->bind_to_any_port(host);
-  } else {
-    port_ = server_->bind_to_port(host, port) ? port : -1;
-  }
+  port_ = common::bind_http_server(*server_, host, port);
   if (port_ <= 0) {
     port_ = 0;
     throw std::runtime_error("cannot listen for HTTP on " + options_.listen + " (choose another --http-listen)");
