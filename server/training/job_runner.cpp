@@ -121,6 +121,56 @@ std::vector<engine::trainer::TextExample> load_examples(const fs::path& path) {
 
 }  // namespace
 
+struct ExampleSplit {
+  std::vector<engine::trainer::TextExample> train, validation;
+};
+
+namespace {
+
+// A job's training and validation examples: the validation data set, or the split's share of the
+// training one. Throws std::runtime_error when a data set is gone or the split leaves nothing.
+ExampleSplit load_job_examples(JobStore& store, const JobRecord& job, const JobParams& p) {
+  ExampleSplit out;
+  auto ds = store.dataset(job.tenant, p.dataset_id);
+  if (!ds) throw std::runtime_error("data set " + p.dataset_id + " no longer exists");
+  out.train = load_examples(store.dataset_file(*ds));
+  if (!p.validation_dataset_id.empty()) {
+    auto vds = store.dataset(job.tenant, p.validation_dataset_id);
+    if (!vds) throw std::runtime_error("validation data set " + p.validation_dataset_id + " no longer exists");
+    out.validation = load_examples(store.dataset_file(*vds));
+  } else if (p.validation_split > 0) {
+    const size_t held = std::max<size_t>(1, static_cast<size_t>(p.validation_split * out.train.size()));
+    if (held >= out.train.size()) throw std::runtime_error("validation_split leaves no training examples");
+    out.validation.assign(out.train.end() - static_cast<std::ptrdiff_t>(held), out.train.end());
+    out.train.resize(out.train.size() - held);
+  }
+  return out;
+}
+
+// The trainer's settings for job `job_id` with parameters `p` (the runner's defaults where the job
+// names none); checkpoints under data-dir/checkpoints/<job id>.
+engine::trainer::TrainerOptions trainer_options(const JobParams& p, const RunnerOptions& options,
+                                                const std::string& job_id) {
+  engine::trainer::TrainerOptions o;
+  o.methods = p.methods;
+  if (p.learning_rate > 0) o.lr_state_offset = o.lr_output_offset = o.lr_initial_state = p.learning_rate;
+  o.epochs = p.epochs;
+  o.batch_size = p.batch_size;
+  o.max_steps = p.max_steps;
+  o.max_length = p.max_length;
+  o.warmup_steps = p.warmup_steps;
+  o.eval_every = p.eval_every;
+  o.seed = p.seed;
+  o.early_stopping_patience = p.early_stopping_patience;
+  o.checkpoint_dir = (options.data_dir / "checkpoints" / job_id).string();
+  o.checkpoint_every = p.checkpoint_every > 0 ? p.checkpoint_every : options.checkpoint_every;
+  o.log_every = std::max<int64_t>(1, options.log_every);
+  o.adapter_name = p.adapter_name;
+  return o;
+}
+
+}  // namespace
+
 JobRunner::JobRunner(JobStore& store, JobLeases* leases, EventBus& bus, const engine::MambaModel& model,
                      const engine::Tokenizer& tokenizer, PublishFn publish, RunnerOptions options,
                      TrainingMetrics* metrics)
@@ -383,6 +433,8 @@ void JobRunner::lose_lease(const JobRecord& job, const std::string& why) {
                     {{"job", job.id}, {"epoch", job.lease_epoch}, {"reason", why}});
 }
 
+// One job from claim to end: parse, load the examples, train (checkpoints and progress as events),
+// then store and publish the adapter. Each step that ends the job records why and returns.
 void JobRunner::run(JobRecord job) {
   JobParams p;
   try {
@@ -401,46 +453,14 @@ void JobRunner::run(JobRecord job) {
                 ? "resuming from the last checkpoint (resume " + std::to_string(job.resumes) + ")"
                 : "started");
 
-  std::vector<engine::trainer::TextExample> train, validation;
+  ExampleSplit examples;
   try {
-    auto ds = store_.dataset(job.tenant, p.dataset_id);
-    if (!ds) throw std::runtime_error("data set " + p.dataset_id + " no longer exists");
-    train = load_examples(store_.dataset_file(*ds));
-    if (!p.validation_dataset_id.empty()) {
-      auto vds = store_.dataset(job.tenant, p.validation_dataset_id);
-      if (!vds)
-        throw std::runtime_error("validation data set " + p.validation_dataset_id +
-                                 " no longer exists");
-      validation = load_examples(store_.dataset_file(*vds));
-    } else if (p.validation_split > 0) {
-      const size_t held =
-          std::max<size_t>(1, static_cast<size_t>(p.validation_split * train.size()));
-      if (held >= train.size())
-        throw std::runtime_error("validation_split leaves no training examples");
-      validation.assign(train.end() - static_cast<std::ptrdiff_t>(held), train.end());
-      train.resize(train.size() - held);
-    }
+    examples = load_job_examples(store_, job, p);
   } catch (const std::exception& e) {
     fail(job, "FAILED_PRECONDITION", e.what());
     return;
   }
-
-  engine::trainer::TrainerOptions o;
-  o.methods = p.methods;
-  if (p.learning_rate > 0)
-    o.lr_state_offset = o.lr_output_offset = o.lr_initial_state = p.learning_rate;
-  o.epochs = p.epochs;
-  o.batch_size = p.batch_size;
-  o.max_steps = p.max_steps;
-  o.max_length = p.max_length;
-  o.warmup_steps = p.warmup_steps;
-  o.eval_every = p.eval_every;
-  o.seed = p.seed;
-  o.early_stopping_patience = p.early_stopping_patience;
-  o.checkpoint_dir = (options_.data_dir / "checkpoints" / job.id).string();
-  o.checkpoint_every = p.checkpoint_every > 0 ? p.checkpoint_every : options_.checkpoint_every;
-  o.log_every = std::max<int64_t>(1, options_.log_every);
-  o.adapter_name = p.adapter_name;
+  const engine::trainer::TrainerOptions o = trainer_options(p, options_, job.id);
   fs::create_directories(o.checkpoint_dir);
   if (leases_) {
     // Whichever worker ran the job before: its last checkpoint is in the database.
@@ -452,60 +472,8 @@ void JobRunner::run(JobRecord job) {
     }
   }
 
-  auto last_step_time = std::chrono::steady_clock::now();
-  int64_t last_step = -1;
-  double last_val_accuracy = 0;  // of the last validation, for the checkpoint events
-  auto progress = [&](const engine::trainer::TrainProgress& pr) {
-    using Kind = engine::trainer::TrainProgress::Kind;
-    if (pr.kind == Kind::kStep) {
-      const auto now = std::chrono::steady_clock::now();
-      if (metrics_) {
-        if (last_step >= 0 && pr.step > last_step) {
-          metrics_->step_time.Observe(std::chrono::duration<double>(now - last_step_time).count() /
-                                      static_cast<double>(pr.step - last_step));
-        }
-        metrics_->tokens_per_second.Set(pr.tokens_per_s);
-        metrics_->steps.Increment();
-      }
-      last_step_time = now;
-      last_step = pr.step;
-      job.step = pr.step;
-      job.total_steps = pr.total_steps;
-      job.train_loss = pr.loss;
-      store_.append_progress(job, "step",
-                             {{"step", pr.step},
-                              {"total_steps", pr.total_steps},
-                              {"epoch", pr.epoch},
-                              {"loss", pr.loss},
-                              {"learning_rate", pr.lr},
-                              {"tokens_per_second", pr.tokens_per_s},
-                              {"eta_seconds", pr.eta_s},
-                              {"elapsed_seconds", pr.elapsed_s}});
-      bus_.notify();
-    } else if (pr.kind == Kind::kValidation) {
-      job.val_loss = pr.val_loss;
-      last_val_accuracy = pr.val_token_accuracy;
-      if (metrics_) metrics_->validation_loss.Add({{"job", job.id}}).Set(pr.val_loss);
-      store_.append_progress(job, "eval",
-                             {{"step", pr.step},
-                              {"val_loss", pr.val_loss},
-                              {"val_token_accuracy", pr.val_token_accuracy},
-                              {"improved", pr.improved}});
-      bus_.notify();
-    } else if (pr.kind == Kind::kCheckpoint) {
-      // Shared mode: stored in the database first, so that the event names a checkpoint any worker
-      // can resume from.
-      if (leases_) leases_->save_checkpoint(job, o.checkpoint_dir);
-      // An event like the others, so every job store has the checkpoints (GET .../checkpoints).
-      store_.append_progress(job, "checkpoint",
-                             {{"step", pr.step},
-                              {"train_loss", pr.loss},
-                              {"val_loss", job.val_loss},
-                              {"val_token_accuracy", last_val_accuracy}});
-      bus_.notify();
-    }
-  };
-
+  ProgressMarks marks;
+  auto progress = [&](const engine::trainer::TrainProgress& pr) { record_progress(job, pr, o.checkpoint_dir, marks); };
   // The running job's gauges describe it only while it runs.
   auto clear_gauges = [&] {
     if (!metrics_) return;
@@ -515,7 +483,7 @@ void JobRunner::run(JobRecord job) {
   engine::trainer::TrainResult result;
   try {
     engine::trainer::AdapterTrainer trainer(model_, tokenizer_, o);
-    result = trainer.train(train, validation, progress, &cancel_, /*resume=*/true);
+    result = trainer.train(examples.train, examples.validation, progress, &cancel_, /*resume=*/true);
   } catch (const LeaseLost&) {
     clear_gauges();
     throw;
@@ -530,24 +498,87 @@ void JobRunner::run(JobRecord job) {
   }
   clear_gauges();
   if (result.cancelled) {
-    if (lease_lost_) return;  // another worker runs the job now
-    if (user_cancelled_) {
-      set_state(job, JobState::kCancelled, "cancelled at step " + std::to_string(job.step));
-      fs::remove_all(o.checkpoint_dir);
-    } else if (leases_) {
-      // This worker is stopping: the checkpoint it just wrote goes to the database and the job back
-      // to the queue, so another worker resumes it now rather than when the lease expires.
-      leases_->save_checkpoint(job, o.checkpoint_dir);
-      ++job.resumes;
-      set_state(job, JobState::kQueued,
-                "the worker stopped at step " + std::to_string(job.step) +
-                    "; the job resumes from its last checkpoint");
-      fs::remove_all(o.checkpoint_dir);
-    }
-    // Otherwise the service is stopping: the job stays running and resumes after the restart.
+    end_stopped_job(job, o.checkpoint_dir);
     return;
   }
+  publish_trained(job, p, result, examples, o.checkpoint_dir);
+}
 
+void JobRunner::record_progress(JobRecord& job, const engine::trainer::TrainProgress& pr,
+                                const std::string& checkpoint_dir, ProgressMarks& marks) {
+  using Kind = engine::trainer::TrainProgress::Kind;
+  if (pr.kind == Kind::kStep) {
+    const auto now = std::chrono::steady_clock::now();
+    if (metrics_) {
+      if (marks.last_step >= 0 && pr.step > marks.last_step) {
+        metrics_->step_time.Observe(std::chrono::duration<double>(now - marks.last_step_time).count() /
+                                    static_cast<double>(pr.step - marks.last_step));
+      }
+      metrics_->tokens_per_second.Set(pr.tokens_per_s);
+      metrics_->steps.Increment();
+    }
+    marks.last_step_time = now;
+    marks.last_step = pr.step;
+    job.step = pr.step;
+    job.total_steps = pr.total_steps;
+    job.train_loss = pr.loss;
+    store_.append_progress(job, "step",
+                           {{"step", pr.step},
+                            {"total_steps", pr.total_steps},
+                            {"epoch", pr.epoch},
+                            {"loss", pr.loss},
+                            {"learning_rate", pr.lr},
+                            {"tokens_per_second", pr.tokens_per_s},
+                            {"eta_seconds", pr.eta_s},
+                            {"elapsed_seconds", pr.elapsed_s}});
+    bus_.notify();
+  } else if (pr.kind == Kind::kValidation) {
+    job.val_loss = pr.val_loss;
+    marks.last_val_accuracy = pr.val_token_accuracy;
+    if (metrics_) metrics_->validation_loss.Add({{"job", job.id}}).Set(pr.val_loss);
+    store_.append_progress(job, "eval",
+                           {{"step", pr.step},
+                            {"val_loss", pr.val_loss},
+                            {"val_token_accuracy", pr.val_token_accuracy},
+                            {"improved", pr.improved}});
+    bus_.notify();
+  } else if (pr.kind == Kind::kCheckpoint) {
+    // Shared mode: stored in the database first, so that the event names a checkpoint any worker
+    // can resume from.
+    if (leases_) leases_->save_checkpoint(job, checkpoint_dir);
+    // An event like the others, so every job store has the checkpoints (GET .../checkpoints).
+    store_.append_progress(job, "checkpoint",
+                           {{"step", pr.step},
+                            {"train_loss", pr.loss},
+                            {"val_loss", job.val_loss},
+                            {"val_token_accuracy", marks.last_val_accuracy}});
+    bus_.notify();
+  }
+}
+
+// The trainer stopped early: the tenant cancelled, this worker lost its lease or is stopping.
+void JobRunner::end_stopped_job(JobRecord& job, const std::string& checkpoint_dir) {
+  if (lease_lost_) return;  // another worker runs the job now
+  if (user_cancelled_) {
+    set_state(job, JobState::kCancelled, "cancelled at step " + std::to_string(job.step));
+    fs::remove_all(checkpoint_dir);
+  } else if (leases_) {
+    // This worker is stopping: the checkpoint it just wrote goes to the database and the job back
+    // to the queue, so another worker resumes it now rather than when the lease expires.
+    leases_->save_checkpoint(job, checkpoint_dir);
+    ++job.resumes;
+    set_state(job, JobState::kQueued,
+              "the worker stopped at step " + std::to_string(job.step) +
+                  "; the job resumes from its last checkpoint");
+    fs::remove_all(checkpoint_dir);
+  }
+  // Otherwise the service is stopping: the job stays running and resumes after the restart.
+}
+
+// Stores the trained adapter, then publishes it: the job ends succeeded, or failed when publishing
+// cannot succeed, or stays running when the service stops meanwhile (it publishes after the restart).
+void JobRunner::publish_trained(JobRecord& job, const JobParams& p, engine::trainer::TrainResult& result,
+                                const ExampleSplit& examples, const std::string& checkpoint_dir) {
   // Evaluation results go with the adapter (serving exposes the `eval` object as eval_metrics).
   nlohmann::json eval = {{"final_train_loss", result.final_train_loss}, {"steps", result.steps}};
   if (!result.validations.empty()) {
@@ -562,8 +593,8 @@ void JobRunner::run(JobRecord job) {
   adapter.extra_metadata["job"] = {{"job_id", job.id},
                                    {"dataset_id", p.dataset_id},
                                    {"request", job.spec},
-                                   {"examples", train.size()},
-                                   {"validation_examples", validation.size()},
+                                   {"examples", examples.train.size()},
+                                   {"validation_examples", examples.validation.size()},
                                    {"early_stopped", result.early_stopped},
                                    {"best_step", result.best_step}};
   const fs::path out = options_.data_dir / "outputs" / job.tenant / (job.id + ".safetensors");
@@ -602,7 +633,7 @@ void JobRunner::run(JobRecord job) {
   if (interrupted) {
     if (user_cancelled_) {
       set_state(job, JobState::kCancelled, "cancelled while publishing");
-      fs::remove_all(o.checkpoint_dir);
+      fs::remove_all(checkpoint_dir);
     }
     return;  // the service is stopping: the job stays running and publishes after the restart
   }
@@ -621,9 +652,8 @@ void JobRunner::run(JobRecord job) {
     job.adapter_version = version;
     set_state(job, JobState::kSucceeded, message);
   }
-  fs::remove_all(o.checkpoint_dir);
+  fs::remove_all(checkpoint_dir);
 }
-
 std::string JobRunner::publish_with_retry(JobRecord& job, const std::function<std::string()>& attempt_publish,
                                           std::string& error, bool& interrupted) {
   const auto deadline = std::chrono::steady_clock::now() + options_.publish_retry_for;

@@ -41,6 +41,10 @@ namespace statetune::engine {
 class MambaModel;
 class Tokenizer;
 }  // namespace statetune::engine
+namespace statetune::engine::trainer {
+struct TrainProgress;
+struct TrainResult;
+}  // namespace statetune::engine::trainer
 
 namespace statetune::training {
 
@@ -91,6 +95,9 @@ class PublishError : public std::runtime_error {
 using PublishFn = std::function<std::string(const std::string& tenant, const std::string& name,
                                             const std::filesystem::path& file)>;
 
+// A job's training and validation examples (defined in job_runner.cpp).
+struct ExampleSplit;
+
 struct RunnerOptions {
   std::filesystem::path data_dir;  // datasets/, checkpoints/, outputs/ live here
   int64_t checkpoint_every = 10;   // default steps between checkpoints
@@ -130,6 +137,18 @@ class JobRunner {
   // waiting a while. Sets running_id_ and the cancel flags under mu_.
   std::optional<JobRecord> next_job(std::unique_lock<std::mutex>& lock);
   void run(JobRecord job);
+  // Where the steps of the running job were, for the step-time histogram and checkpoint events.
+  struct ProgressMarks {
+    std::chrono::steady_clock::time_point last_step_time = std::chrono::steady_clock::now();
+    int64_t last_step = -1;
+    double last_val_accuracy = 0;  // of the last validation
+  };
+  // A trainer step, validation or checkpoint -> the job's columns, its events and the metrics.
+  void record_progress(JobRecord& job, const engine::trainer::TrainProgress& pr, const std::string& checkpoint_dir,
+                       ProgressMarks& marks);
+  void end_stopped_job(JobRecord& job, const std::string& checkpoint_dir);
+  void publish_trained(JobRecord& job, const JobParams& p, engine::trainer::TrainResult& result,
+                       const ExampleSplit& examples, const std::string& checkpoint_dir);
   // Shared mode: renews `job`'s lease until the job ends (heartbeat_stop_).
   void keep_lease(const JobRecord& job);
   void lose_lease(const JobRecord& job, const std::string& why);
