@@ -40,4 +40,26 @@ ServiceOptions read_service_flags(const FlagSet& flags) {
   return o;
 }
 
+void add_database_flags(FlagSet& flags, const std::string& what_is_shared) {
+  flags.add("database", "", "shared mode: PostgreSQL URL (postgresql://user@host:port/db) holding " + what_is_shared);
+  flags.add("database-password-file", "", "file whose first line is the --database password");
+  flags.add("database-pool-size", "4", "connections to --database for requests");
+  flags.add("database-start-seconds", "60",
+            "at start, how long to retry an unreachable --database (each failed try logged) before exiting");
+}
+
+DatabaseFlags read_database_flags(const FlagSet& flags) {
+  DatabaseFlags d;
+  d.url = flags.str("database");
+  d.password_file = flags.str("database-password-file");
+  d.pool_size = flags.integer("database-pool-size");
+  if (d.pool_size < 1) throw std::invalid_argument("--database-pool-size must be >= 1");
+  const double start_seconds = flags.number("database-start-seconds");
+  if (!(start_seconds >= 0 && start_seconds <= 86400)) {
+    throw std::invalid_argument("--database-start-seconds must be between 0 and 86400");
+  }
+  d.start_timeout = std::chrono::milliseconds(static_cast<int64_t>(start_seconds * 1000));
+  return d;
+}
+
 }  // namespace statetune::common

@@ -3,6 +3,8 @@
 // adds only its own flags after these.
 #pragma once
 
+#include <chrono>
+#include <cstdint>
 #include <filesystem>
 #include <string>
 
@@ -31,5 +33,21 @@ void add_service_flags(FlagSet& flags, const std::string& default_listen, const 
 // The values of those flags; `model` stays as given (empty: the caller's default). Throws
 // std::invalid_argument naming the flag when --tenants-file is missing or TLS has only one half.
 ServiceOptions read_service_flags(const FlagSet& flags);
+
+// The shared mode's PostgreSQL (shared/docs/scale-out.md), the same four flags on both services.
+// `url` empty: the embedded mode. The URL is never logged (only its password-free description is).
+struct DatabaseFlags {
+  std::string url;
+  std::string password_file;  // its first line is the password
+  int64_t pool_size = 4;      // connections for requests
+  // How long start-up retries an unreachable database (migrations, first read) before failing.
+  std::chrono::milliseconds start_timeout{std::chrono::seconds(60)};
+};
+
+// Declares --database (`what_is_shared`: what the database holds, for the help text),
+// --database-password-file, --database-pool-size and --database-start-seconds.
+void add_database_flags(FlagSet& flags, const std::string& what_is_shared);
+// Their values; throws std::invalid_argument naming the flag that is out of range.
+DatabaseFlags read_database_flags(const FlagSet& flags);
 
 }  // namespace statetune::common

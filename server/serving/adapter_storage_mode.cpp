@@ -16,12 +16,12 @@ std::unique_ptr<engine::AdapterStorage> open_adapter_storage(const ServerOptions
   quota.tenant_adapters = o.tenant_adapters;
   quota.versions_per_adapter = o.adapter_versions;
   quota.prune_old_versions = o.prune_adapter_versions;
-  if (o.database_url.empty()) return std::make_unique<engine::AdapterStore>(o.adapters_dir, base, quota);
+  if (o.database.url.empty()) return std::make_unique<engine::AdapterStore>(o.adapters_dir, base, quota);
 
   storage::DatabaseOptions dbo;
-  dbo.url = o.database_url;
-  dbo.password_file = o.database_password_file;
-  dbo.pool_size = static_cast<int>(o.database_pool_size);
+  dbo.url = o.database.url;
+  dbo.password_file = o.database.password_file;
+  dbo.pool_size = static_cast<int>(o.database.pool_size);
   auto db = std::make_shared<storage::Database>(dbo);
   try {
     storage::PgAdapterStoreOptions so;
@@ -29,7 +29,7 @@ std::unique_ptr<engine::AdapterStorage> open_adapter_storage(const ServerOptions
     so.quota = quota;
     int applied = 0;
     std::unique_ptr<storage::PgAdapterStore> store;
-    storage::retry_while_unavailable(*db, "migrating and reading the adapters", o.database_start_timeout, [&] {
+    storage::retry_while_unavailable(*db, "migrating and reading the adapters", o.database.start_timeout, [&] {
       applied += db->migrate(storage::statetune_migrations());
       try {
         store = std::make_unique<storage::PgAdapterStore>(db, base, so);

@@ -12,13 +12,9 @@ int main(int argc, char** argv) {
   common::FlagSet flags("statetune-serve", "Serve a Mamba model with per-tenant adapters over gRPC.");
   common::add_service_flags(flags, "127.0.0.1:50051", "127.0.0.1:9090");
   flags.add("adapters-dir", "adapters", "adapter store folder (created if missing; reloaded on restart)");
-  flags.add("database", "",
-            "shared mode: PostgreSQL URL (postgresql://user@host:port/db) holding every replica's adapters; "
-            "--adapters-dir then only caches their bytes (default: the local adapter store)");
-  flags.add("database-password-file", "", "file whose first line is the --database password");
-  flags.add("database-pool-size", "4", "connections to --database for requests");
-  flags.add("database-start-seconds", "60",
-            "at start, how long to retry an unreachable --database (each failed try logged) before exiting");
+  common::add_database_flags(flags,
+                             "every replica's adapters; --adapters-dir then only caches their bytes (default: the "
+                             "local adapter store)");
   flags.add("max-batch", "32", "most requests decoded together");
   flags.add("queue-size", "64", "most waiting requests; beyond it Generate answers RESOURCE_EXHAUSTED");
   flags.add("max-prefill-tokens", "4096", "padded prompt tokens prefilled together per step");
@@ -39,15 +35,7 @@ int main(int argc, char** argv) {
     serving::ServerOptions o;
     o.service = std::move(service);
     o.adapters_dir = flags.str("adapters-dir");
-    o.database_url = flags.str("database");
-    o.database_password_file = flags.str("database-password-file");
-    o.database_pool_size = flags.integer("database-pool-size");
-    if (o.database_pool_size < 1) throw std::invalid_argument("--database-pool-size must be >= 1");
-    const double start_seconds = flags.number("database-start-seconds");
-    if (!(start_seconds >= 0 && start_seconds <= 86400)) {
-      throw std::invalid_argument("--database-start-seconds must be between 0 and 86400");
-    }
-    o.database_start_timeout = std::chrono::milliseconds(static_cast<int64_t>(start_seconds * 1000));
+    o.database = common::read_database_flags(flags);
     o.max_batch = flags.integer("max-batch");
     o.queue_size = flags.integer("queue-size");
     o.max_prefill_tokens = flags.integer("max-prefill-tokens");

@@ -23,14 +23,10 @@ namespace statetune::serving {
 
 struct ServerOptions {
   common::ServiceOptions service;  // listen, metrics, model, tenants, TLS, device, ready file
-  std::filesystem::path adapters_dir = "adapters";  // the store; with `database_url`, the bytes cache
-  // Shared mode (shared/docs/scale-out.md): adapters in this PostgreSQL database, shared by every
-  // replica. Empty: the local folder store. Never logged (only its password-free description is).
-  std::string database_url;
-  std::string database_password_file;
-  int64_t database_pool_size = 4;
-  // How long start-up retries an unreachable database (migrations, first read) before failing.
-  std::chrono::milliseconds database_start_timeout{60000};
+  std::filesystem::path adapters_dir = "adapters";  // the store; with a database, the bytes cache
+  // Shared mode: adapters in this PostgreSQL database, shared by every replica. No URL: the local
+  // folder store.
+  common::DatabaseFlags database;
   int64_t max_batch = 32;
   int64_t queue_size = 64;
   int64_t max_prefill_tokens = 4096;

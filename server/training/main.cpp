@@ -18,13 +18,9 @@ int main(int argc, char** argv) {
             "jobs.db, data sets, checkpoints and trained adapters (created if missing)");
   flags.add("serving-addr", "127.0.0.1:50051",
             "statetune-serve address trained adapters are published to (embedded mode)");
-  flags.add("database", "",
-            "shared mode: PostgreSQL URL (postgresql://user@host:port/db) holding every replica's data sets, "
-            "jobs and checkpoints; trained adapters are published into it (default: SQLite in --data-dir)");
-  flags.add("database-password-file", "", "file whose first line is the --database password");
-  flags.add("database-pool-size", "4", "connections to --database for requests");
-  flags.add("database-start-seconds", "60",
-            "at start, how long to retry an unreachable --database (each failed try logged) before exiting");
+  common::add_database_flags(flags,
+                             "every replica's data sets, jobs and checkpoints; trained adapters are published into "
+                             "it (default: SQLite in --data-dir)");
   flags.add("lease-seconds", "30",
             "shared mode: how long a worker's claim on a job holds without renewal (renewed every third of it); "
             "a dead worker's job is resumed by another about this long after");
@@ -50,15 +46,7 @@ int main(int argc, char** argv) {
     o.data_dir = flags.str("data-dir");
     o.serving_addr = flags.str("serving-addr");
     o.serving_admin_key = flags.str("serving-admin-key");
-    o.database_url = flags.str("database");
-    o.database_password_file = flags.str("database-password-file");
-    o.database_pool_size = flags.integer("database-pool-size");
-    if (o.database_pool_size < 1) throw std::invalid_argument("--database-pool-size must be >= 1");
-    const double start_s = flags.number("database-start-seconds");
-    if (!(start_s >= 0 && start_s <= 86400)) {
-      throw std::invalid_argument("--database-start-seconds must be between 0 and 86400");
-    }
-    o.database_start_timeout = std::chrono::milliseconds(static_cast<int64_t>(start_s * 1000));
+    o.database = common::read_database_flags(flags);
     const double lease_s = flags.number("lease-seconds");
     if (!(lease_s >= 0.3 && lease_s <= 3600)) throw std::invalid_argument("--lease-seconds must be in [0.3, 3600]");
     o.lease = std::chrono::milliseconds(static_cast<int64_t>(lease_s * 1000));

@@ -130,14 +130,14 @@ std::string worker_id() {
 std::unique_ptr<JobStore> open_shared_store(const TrainServiceOptions& o, const engine::ModelFingerprint& base,
                                             JobStore::BadRecordFn bad_record, storage::PgJobStore** shared) {
   storage::DatabaseOptions dbo;
-  dbo.url = o.database_url;
-  dbo.password_file = o.database_password_file;
-  dbo.pool_size = static_cast<int>(o.database_pool_size);
+  dbo.url = o.database.url;
+  dbo.password_file = o.database.password_file;
+  dbo.pool_size = static_cast<int>(o.database.pool_size);
   auto db = std::make_shared<storage::Database>(dbo);
   int applied = 0;
   try {
     // A worker that starts before its database (a rollout, a failover) waits for it.
-    storage::retry_while_unavailable(*db, "migrating the job database", o.database_start_timeout,
+    storage::retry_while_unavailable(*db, "migrating the job database", o.database.start_timeout,
                                      [&] { applied += db->migrate(storage::statetune_migrations()); });
   } catch (const std::exception& e) {
     throw std::runtime_error("the job database " + db->describe() + ": " + storage::safe_message(e));
@@ -373,7 +373,7 @@ void TrainService::start() {
     common::log_event(spdlog::level::err, "store.bad_record",
                       {{"table", table}, {"id", id}, {"error", error}});
   };
-  if (o.database_url.empty()) {
+  if (o.database.url.empty()) {
     b.store = std::make_unique<SqliteJobStore>(o.data_dir / "jobs.db", bad_record);
   } else {
     b.store = open_shared_store(o, b.model->fingerprint(), bad_record, &b.shared_store);

@@ -51,10 +51,7 @@ struct TrainServiceOptions {
   // How long a finished job retries publishing while statetune-serve is unavailable.
   std::chrono::milliseconds publish_retry_for{std::chrono::minutes(10)};
   // Shared mode: jobs, data sets, checkpoints and outputs in this PostgreSQL database.
-  std::string database_url;
-  std::string database_password_file;
-  int64_t database_pool_size = 4;
-  std::chrono::milliseconds database_start_timeout{std::chrono::seconds(60)};  // retrying at start
+  common::DatabaseFlags database;  // no URL: SQLite in data_dir
   std::chrono::milliseconds lease{std::chrono::seconds(30)};  // a claimed job's lease
   engine::AdapterQuota adapter_quota;  // statetune-serve's, checked when a job publishes
 };

@@ -8,6 +8,7 @@
 #include <thread>
 
 #include "server/common/config.h"
+#include "server/common/service_options.h"
 
 namespace statetune::common {
 namespace {
@@ -48,6 +49,34 @@ TEST(FlagSet, BadValuesAndUnknownFlagsAreRefusedByName) {
     FAIL() << "a non-integer was accepted";
   } catch (const std::invalid_argument& e) {
     EXPECT_NE(std::string(e.what()).find("max-batch"), std::string::npos) << e.what();
+  }
+}
+
+// Both services declare the shared mode's database flags through one function: same names, same
+// checks.
+TEST(DatabaseFlags, ReadWithTheirDefaultsAndRefusedOutOfRangeByName) {
+  FlagSet f("prog", "a test program", "STATETUNE_TEST_");
+  add_database_flags(f, "everything");
+  const char* argv[] = {"prog", "--database", "postgresql://u@h/db", "--database-start-seconds", "2.5"};
+  ASSERT_TRUE(f.parse(5, argv));
+  const DatabaseFlags d = read_database_flags(f);
+  EXPECT_EQ(d.url, "postgresql://u@h/db");
+  EXPECT_EQ(d.pool_size, 4);
+  EXPECT_EQ(d.start_timeout, std::chrono::milliseconds(2500));
+  for (const char* bad : {"--database-pool-size=0", "--database-start-seconds=-1", "--database-start-seconds=nan"}) {
+    FlagSet g("prog", "a test program", "STATETUNE_TEST_");
+    add_database_flags(g, "everything");
+    const std::string arg = bad;
+    const std::string flag = arg.substr(0, arg.find('=')), value = arg.substr(arg.find('=') + 1);
+    const std::string name = flag.substr(2);
+    const char* args[] = {"prog", flag.c_str(), value.c_str()};
+    ASSERT_TRUE(g.parse(3, args));
+    try {
+      read_database_flags(g);
+      FAIL() << bad << " was accepted";
+    } catch (const std::invalid_argument& e) {
+      EXPECT_NE(std::string(e.what()).find(name), std::string::npos) << e.what();
+    }
   }
 }
 
