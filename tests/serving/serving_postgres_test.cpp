@@ -250,6 +250,37 @@ TEST_F(TwoReplicasTest, ADatabaseOutageKeepsKnownAdaptersServingAndRefusesWrites
       << metric(a_, "statetune_adapter_storage_unavailable_total");
 }
 
+// Only one replica loses the database (its role may no longer log in and its sessions, the LISTEN one
+// too, are ended) while another uploads: it misses that NOTIFY, keeps serving what it knew, and once it
+// is back its resync after reconnecting finds the version it missed.
+TEST_F(TwoReplicasTest, AReplicaCutOffFromTheDatabaseCatchesUpWithWhatItMissed) {
+  const std::string role = "replica_c_" + db_name_;  // roles are per server, databases per test
+  pg_->psql("CREATE ROLE " + role + " LOGIN SUPERUSER PASSWORD '" + pg_->password() + "'");
+  std::vector<std::string> c_flags = flags("c");
+  std::replace(c_flags.begin(), c_flags.end(), url_, pg_->url(db_name_, role));
+  std::filesystem::create_directories(work_ / "c");
+  test_support::ServingProcess c_process;
+  ASSERT_NO_FATAL_FAILURE(c_process.start(work_ / "c", c_flags));
+  client::Client a(a_.options(kAcmeKey)), c(c_process.options(kAcmeKey));
+  ASSERT_EQ(upload(a, "missed", files_[0]), "1");
+  ASSERT_TRUE(wait_until([&] { return served(c, "missed") == "1"; }));
+  const auto listening = [&] {
+    return test_support::metric_value(test_support::http_get(c_process.metrics_port(), "/metrics"),
+                                      "statetune_adapter_storage_listening");
+  };
+
+  pg_->psql("ALTER ROLE " + role + " NOLOGIN");
+  pg_->psql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '" + role + "'");
+  ASSERT_TRUE(wait_until([&] { return listening() == 0; })) << "C never noticed it lost the database";
+  ASSERT_EQ(upload(a, "missed", files_[1]), "2");
+  EXPECT_EQ(served(c, "missed"), "1") << "C stopped serving the version it knew";
+
+  pg_->psql("ALTER ROLE " + role + " LOGIN");
+  EXPECT_TRUE(wait_until([&] { return served(c, "missed") == "2"; }))
+      << "C never caught up with the upload it missed:\n" << c_process.log();
+  EXPECT_TRUE(wait_until([&] { return listening() == 1; })) << "C does not listen again";
+}
+
 TEST_F(TwoReplicasTest, AResolverTargetSpreadsCallsOverBothReplicas) {
   client::ClientOptions o = a_.options(kAcmeKey);
   o.address = "ipv4:127.0.0.1:" + std::to_string(a_.port()) + ",127.0.0.1:" + std::to_string(b_.port());
