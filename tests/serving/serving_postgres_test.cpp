@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <mutex>
 #include <set>
 #include <thread>
@@ -220,9 +221,13 @@ TEST_F(TwoReplicasTest, ADatabaseOutageKeepsKnownAdaptersServingAndRefusesWrites
 
   pg_->stop();
   StatusCode code = StatusCode::OK;
-  for (int i = 0; i < 5; ++i) {
+  // Generation traffic on both replicas through at least 5 s of the outage (issue 13's acceptance).
+  const auto outage_end = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  int generations = 0;
+  while (std::chrono::steady_clock::now() < outage_end || generations < 10) {
     EXPECT_EQ(served(a, "known", &code), "1") << "generation failed during the outage: " << code;
     EXPECT_EQ(served(b, "known", &code), "1") << "generation failed during the outage: " << code;
+    generations += 2;
   }
   EXPECT_EQ(upload(a, "known", files_[1], &code), "");
   EXPECT_EQ(code, StatusCode::UNAVAILABLE);
