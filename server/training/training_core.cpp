@@ -122,6 +122,11 @@ DatasetRecord TrainingCore::store_dataset(const std::string& tenant, const std::
       throw;
     }
   } catch (const TrainingError&) {
+    throw;  // counted where it was thrown
+  } catch (const engine::EngineError& e) {
+    // The shared mode checks the tenant's storage again inside the inserting transaction (another
+    // replica may have stored a data set since the check above).
+    count_upload(e.kind() == engine::ErrorKind::kResourceExhausted ? "quota" : "error");
     throw;
   } catch (...) {
     count_upload("error");

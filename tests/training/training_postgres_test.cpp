@@ -105,11 +105,12 @@ TEST_F(SharedTrainingTest, KillNineOfTheRunningWorkerResumesOnTheOtherAndPublish
 
   TrainingClient via_survivor(survivor.options(kAcmeKey));
   std::vector<v1::JobEvent> events;
-  std::chrono::steady_clock::time_point resumed_at{};
+  std::chrono::steady_clock::time_point resumed_at{}, finished_at{};
   const auto st = via_survivor.watch_job(job.id(), 0, [&](const v1::JobEvent& e) {
     if (e.state_change().find("resuming") != std::string::npos && resumed_at == decltype(resumed_at){}) {
       resumed_at = std::chrono::steady_clock::now();
     }
+    if (e.state() == v1::JOB_STATE_SUCCEEDED) finished_at = std::chrono::steady_clock::now();
     events.push_back(e);
     return true;
   });
@@ -146,7 +147,12 @@ TEST_F(SharedTrainingTest, KillNineOfTheRunningWorkerResumesOnTheOtherAndPublish
       << "exactly one version published";
   const std::string m = test_support::http_get(survivor.metrics_port(), "/metrics");
   EXPECT_EQ(test_support::metric_value(m, "statetune_train_jobs_resumed_total"), 1) << m;
-  EXPECT_GT(test_support::metric_value(m, "statetune_train_lease_renewals_total"), 0) << m;
+  // The survivor renews every third of the lease; on a fast machine its part of the job can end sooner.
+  const double survivor_run_s = std::chrono::duration<double>(finished_at - resumed_at).count();
+  if (survivor_run_s > kLeaseSeconds / 3.0 + 0.5) {
+    EXPECT_GT(test_support::metric_value(m, "statetune_train_lease_renewals_total"), 0)
+        << "the survivor ran the job " << survivor_run_s << " s without renewing its lease\n" << m;
+  }
 
   // Serving serves it, without hearing from either worker.
   client::Client serving(serve_.options(kAcmeKey));
