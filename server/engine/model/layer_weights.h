@@ -20,9 +20,12 @@ namespace statetune::engine {
 // in the model's compute dtype, "fp32" ones stay fp32 whatever it is (see WeightPrecision).
 struct LayerWeights {
   at::Tensor norm;            // [M] fp32
+  at::Tensor in_proj;         // [2D, M] compute: one GEMM gives x and z side by side
+  at::Tensor in_proj_b;       // [2D] compute, or undefined (config.proj_bias)
   at::Tensor in_x, in_z;      // [D, M] compute (the two halves of in_proj)
   at::Tensor in_x_b, in_z_b;  // [D] compute, or undefined (config.proj_bias)
   at::Tensor conv_w, conv_b;  // [D, K] fp32, [D] fp32 or undefined (config.conv_bias)
+  at::Tensor x_proj;          // [R + 2N, D] compute: one GEMM gives dt, B and C side by side
   at::Tensor x_dt, x_B, x_C;  // [R, D], [N, D], [N, D] compute (the three parts of x_proj)
   at::Tensor dt_w;            // [D, R] compute
   at::Tensor dt_b;            // [D] fp32 (the scan's delta_bias)

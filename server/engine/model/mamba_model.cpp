@@ -86,8 +86,9 @@ struct MambaModel::Workspace {
   at::Tensor hidden;       // [T, M] fp32: the residual stream
   at::Tensor normed;       // [T, M] compute
   at::Tensor emb;          // [T, M] compute (bf16 embedding lookups)
-  at::Tensor x, z, xc;     // [T, D] compute (xc: after conv + silu)
-  at::Tensor dt, Bm, Cm;   // [T, R], [T, N], [T, N]
+  at::Tensor xz;           // [T, 2D] compute: in_proj's output, x and z side by side (one GEMM)
+  at::Tensor xc;           // [T, D] compute: x after conv + silu
+  at::Tensor dbc;          // [T, R + 2N] compute: x_proj's output, dt, B and C side by side
   at::Tensor delta;        // [T, D]
   at::Tensor y;            // [T, D] scan output
   at::Tensor o;            // [T, M] out_proj (bf16 path)
@@ -98,6 +99,8 @@ struct MambaModel::Workspace {
 };
 
 MambaModel::~MambaModel() = default;
+
+std::shared_ptr<MambaModel::Workspace> MambaModel::new_workspace() { return std::make_shared<Workspace>(); }
 
 const LayerWeights& MambaModel::layer_weights(int64_t i) const {
   if (i < 0 || i >= config_.n_layer) throw std::out_of_range("MambaModel::layer_weights: no layer " + std::to_string(i));
@@ -138,11 +141,14 @@ std::map<std::string, at::Tensor> MambaModel::weight_views() const {
 }
 
 // ---------------------------------------------------------------------------------------------
-StateCache::StateCache(const MambaConfig& config, int64_t capacity, at::Device device) {
+StateCache::StateCache(const MambaConfig& config, int64_t capacity, at::Device device, int64_t scratch_rows)
+    : capacity_(capacity) {
   if (capacity <= 0) throw std::invalid_argument("StateCache: capacity must be positive");
+  if (scratch_rows < 0) throw std::invalid_argument("StateCache: scratch_rows must not be negative");
   const auto opts = at::TensorOptions().dtype(at::kFloat).device(device);
-  conv = at::zeros({config.n_layer, capacity, config.d_inner, config.d_conv - 1}, opts);
-  ssm = at::zeros({config.n_layer, capacity, config.d_inner, config.d_state}, opts);
+  const int64_t C = capacity + scratch_rows;
+  conv = at::zeros({config.n_layer, C, config.d_inner, config.d_conv - 1}, opts);
+  ssm = at::zeros({config.n_layer, C, config.d_inner, config.d_state}, opts);
 }
 
 int64_t StateCache::bytes_per_sequence(const MambaConfig& c) {
@@ -241,7 +247,7 @@ std::unique_ptr<MambaModel> MambaModel::load(const std::filesystem::path& dir, c
   };
   for (int64_t i = 0; i < c.n_layer; ++i) w->layers.push_back(split_layer_weights(c, i, fetch));
   model->weights_ = std::move(w);
-  model->workspace_ = std::make_unique<Workspace>();
+  model->workspace_ = new_workspace();
   // Hashed under the Hugging Face names, so both spellings of one model share a fingerprint.
   std::map<std::string, std::string> rename;
   if (prefix_emb != "backbone.embeddings.weight") rename[prefix_emb] = "backbone.embeddings.weight";
@@ -273,9 +279,8 @@ int64_t pool_slots(const AdapterPoolView& adapters) {
   return 0;
 }
 
-at::Tensor slots_for(const at::Tensor& slots, int64_t B, const AdapterPoolView& adapters,
-                     at::Device device, const char* what) {
-  if (!slots.defined()) return slots;
+void check_slots(const at::Tensor& slots, int64_t B, const AdapterPoolView& adapters, const char* what) {
+  if (!slots.defined()) return;
   if (slots.dim() != 1 || slots.size(0) != B) {
     throw std::invalid_argument(std::string(what) + ": slots must be [B] int32");
   }
@@ -285,7 +290,11 @@ at::Tensor slots_for(const at::Tensor& slots, int64_t B, const AdapterPoolView& 
     const std::string bad = kernels::describe_bad_slots(sc.data_ptr<int32_t>(), B, S);
     if (!bad.empty()) throw std::invalid_argument(std::string(what) + ": " + bad);
   }
-  if (slots.scalar_type() == at::kInt && slots.device() == device) return slots;
+}
+
+// Checked slots as int32 on the device (undefined stays undefined: every row on the base model).
+at::Tensor slots_on(const at::Tensor& slots, at::Device device) {
+  if (!slots.defined() || (slots.scalar_type() == at::kInt && slots.device() == device)) return slots;
   return slots.to(device, at::kInt);
 }
 
@@ -314,8 +323,7 @@ struct MambaModel::LayerBatch {
 };
 
 // The fp32 residual stream [T, M] for token ids [T] (on the device).
-at::Tensor& MambaModel::embed(const at::Tensor& tokens) {
-  Workspace& ws = *workspace_;
+at::Tensor& MambaModel::embed(const at::Tensor& tokens, Workspace& ws) {
   const int64_t T = tokens.size(0), M = config_.d_model;
   const at::Device dev = options_.device;
   at::Tensor& hidden = fit(ws.hidden, {T, M}, at::TensorOptions().dtype(at::kFloat).device(dev));
@@ -329,34 +337,35 @@ at::Tensor& MambaModel::embed(const at::Tensor& tokens) {
   return hidden;
 }
 
-void MambaModel::mamba_layer(int64_t i, const LayerBatch& batch, at::Tensor& hidden) {
+void MambaModel::mamba_layer(int64_t i, const LayerBatch& batch, Workspace& ws, at::Tensor& hidden) {
   const MambaConfig& c = config_;
   const LayerWeights& l = weights_->layers[static_cast<size_t>(i)];
-  Workspace& ws = *workspace_;
   const int64_t T = batch.tokens(), M = c.d_model, D = c.d_inner, N = c.d_state, R = c.dt_rank;
   const at::TensorOptions compute = at::TensorOptions().dtype(options_.dtype).device(options_.device);
   const bool bf16 = options_.dtype != at::kFloat;
   rmsnorm(hidden, l.norm, c.norm_eps, fit(ws.normed, {T, M}, compute));
-  linear_out(fit(ws.x, {T, D}, compute), ws.normed, l.in_x, l.in_x_b);
-  linear_out(fit(ws.z, {T, D}, compute), ws.normed, l.in_z, l.in_z_b);
+  // One GEMM for in_proj and one for x_proj: the kernels and dt_proj read the parts as strided
+  // views (unit inner stride), so splitting the weights costs launches, not copies, to undo.
+  linear_out(fit(ws.xz, {T, 2 * D}, compute), ws.normed, l.in_proj, l.in_proj_b);
+  const at::Tensor x = ws.xz.narrow(1, 0, D), z = ws.xz.narrow(1, D, D);
   kernels::LayerCache lc{batch.cache->conv.select(0, i), batch.cache->ssm.select(0, i), batch.rows};
   at::Tensor& xc = fit(ws.xc, batch.per_row_shape(D), compute);
   if (batch.decode()) {
-    kernels::causal_conv1d_step(ws.x, l.conv_w, l.conv_b, lc, xc);
+    kernels::causal_conv1d_step(x, l.conv_w, l.conv_b, lc, xc);
   } else {
-    kernels::causal_conv1d_prefill(ws.x.view({batch.B, batch.L, D}), l.conv_w, l.conv_b,
+    kernels::causal_conv1d_prefill(x.view({batch.B, batch.L, D}), l.conv_w, l.conv_b,
                                    batch.lengths, lc, batch.resume, xc);
   }
-  const at::Tensor xc2 = batch.decode() ? xc : xc.reshape({T, D});
-  at::mm_out(fit(ws.dt, {T, R}, compute), xc2, l.x_dt.t());
-  at::mm_out(fit(ws.Bm, {T, N}, compute), xc2, l.x_B.t());
-  at::mm_out(fit(ws.Cm, {T, N}, compute), xc2, l.x_C.t());
-  at::mm_out(fit(ws.delta, {T, D}, compute), ws.dt, l.dt_w.t());
+  const at::Tensor xc2 = batch.decode() ? xc : xc.view({T, D});
+  at::mm_out(fit(ws.dbc, {T, R + 2 * N}, compute), xc2, l.x_proj.t());
+  const at::Tensor dt = ws.dbc.narrow(1, 0, R), Bm = ws.dbc.narrow(1, R, N),
+                   Cm = ws.dbc.narrow(1, R + N, N);
+  at::mm_out(fit(ws.delta, {T, D}, compute), dt, l.dt_w.t());
   at::Tensor& y = fit(ws.y, batch.per_row_shape(D), compute);
   const kernels::ScanArgs scan{/*x=*/xc, /*delta_in=*/batch.per_row(ws.delta, D),
-                               /*delta_bias=*/l.dt_b, /*A=*/l.A, /*Bm=*/batch.per_row(ws.Bm, N),
-                               /*Cm=*/batch.per_row(ws.Cm, N), /*Dskip=*/l.Dskip,
-                               /*z=*/batch.per_row(ws.z, D), /*lengths=*/batch.lengths,
+                               /*delta_bias=*/l.dt_b, /*A=*/l.A, /*Bm=*/batch.per_row(Bm, N),
+                               /*Cm=*/batch.per_row(Cm, N), /*Dskip=*/l.Dskip,
+                               /*z=*/batch.per_row(z, D), /*lengths=*/batch.lengths,
                                /*adapters=*/batch.adapters->layer(i, batch.slots)};
   if (batch.decode()) {
     kernels::selective_scan_step(scan, lc, y);
@@ -412,15 +421,16 @@ at::Tensor MambaModel::prefill(const at::Tensor& tokens, const at::Tensor& lengt
   const bool bf16 = options_.dtype != at::kFloat;
   const at::Tensor tok = tokens.to(dev).reshape({T});
   const at::Tensor rows_dev = rows.to(dev);
-  const at::Tensor slot_dev = slots_for(slots, B, adapters, dev, "prefill");
+  check_slots(slots, B, adapters, "prefill");
+  const at::Tensor slot_dev = slots_on(slots, dev);
   // Validated above; on the device once per forward, not copied again by every layer's kernels.
   const at::Tensor len_dev = len.to(dev);
 
-  at::Tensor& hidden = embed(tok);
+  at::Tensor& hidden = embed(tok, ws);
   LayerBatch batch;
   batch.B = B, batch.L = L, batch.lengths = len_dev, batch.resume = resume;
   batch.rows = rows_dev, batch.slots = slot_dev, batch.adapters = &adapters, batch.cache = &cache;
-  for (int64_t i = 0; i < c.n_layer; ++i) mamba_layer(i, batch, hidden);
+  for (int64_t i = 0; i < c.n_layer; ++i) mamba_layer(i, batch, ws, hidden);
 
   if (all_positions) {
     at::Tensor normed = fit(ws.normed, {T, M}, compute);
@@ -443,19 +453,14 @@ at::Tensor MambaModel::prefill(const at::Tensor& tokens, const at::Tensor& lengt
   return logits;
 }
 
-at::Tensor MambaModel::decode(const at::Tensor& tokens, const at::Tensor& rows, const at::Tensor& slots,
-                              const AdapterPoolView& adapters, StateCache& cache, at::Tensor* logits_out) {
-  const MambaConfig& c = config_;
-  const Weights& W = *weights_;
-  Workspace& ws = *workspace_;
+void MambaModel::check_decode_inputs(const at::Tensor& tokens, const at::Tensor& rows, const at::Tensor& slots,
+                                     const AdapterPoolView& adapters, const StateCache& cache) const {
   if (!tokens.defined() || tokens.dim() != 1 || tokens.scalar_type() != at::kLong) {
     throw std::invalid_argument("decode: tokens must be [B] int64");
   }
-  const int64_t B = tokens.size(0);
-  const int64_t M = c.d_model, V = c.vocab_size;
+  const int64_t B = tokens.size(0), V = config_.vocab_size;
   if (B == 0) throw std::invalid_argument("decode: empty batch");
   check_rows(rows, B, cache, "decode");
-  const at::Device dev = options_.device;
   if (tokens.device().is_cpu()) {
     const at::Tensor t = tokens.contiguous();
     for (int64_t b = 0; b < B; ++b) {
@@ -466,30 +471,44 @@ at::Tensor MambaModel::decode(const at::Tensor& tokens, const at::Tensor& rows, 
       }
     }
   }
-  const at::TensorOptions compute = at::TensorOptions().dtype(options_.dtype).device(dev);
-  const at::TensorOptions fp32 = at::TensorOptions().dtype(at::kFloat).device(dev);
-  const bool bf16 = options_.dtype != at::kFloat;
+  check_slots(slots, B, adapters, "decode");
+}
+
+at::Tensor MambaModel::decode(const at::Tensor& tokens, const at::Tensor& rows, const at::Tensor& slots,
+                              const AdapterPoolView& adapters, StateCache& cache, at::Tensor* logits_out) {
+  check_decode_inputs(tokens, rows, slots, adapters, cache);
+  const int64_t B = tokens.size(0);
+  const at::Device dev = options_.device;
   const at::Tensor tok = tokens.device() == dev ? tokens : tokens.to(dev);
   const at::Tensor rows_dev = rows.device() == dev ? rows : rows.to(dev);
-  const at::Tensor slot_dev = slots_for(slots, B, adapters, dev, "decode");
-
-  at::Tensor& hidden = embed(tok);
-  LayerBatch batch;
-  batch.B = B, batch.rows = rows_dev, batch.slots = slot_dev, batch.adapters = &adapters;
-  batch.cache = &cache;
-  for (int64_t i = 0; i < c.n_layer; ++i) mamba_layer(i, batch, hidden);
-  at::Tensor& normed = fit(ws.normed, {B, M}, compute);
-  rmsnorm(hidden, W.norm_f, c.norm_eps, normed);
+  const at::Tensor slot_dev = slots_on(slots, dev);
   at::Tensor fresh;
   at::Tensor& logits = logits_out != nullptr ? *logits_out : fresh;
-  fit(logits, {B, V}, fp32);
-  if (bf16) {
+  fit(logits, {B, config_.vocab_size}, at::TensorOptions().dtype(at::kFloat).device(dev));
+  decode_into(tok, rows_dev, slot_dev, adapters, cache, *workspace_, logits);
+  return logits;
+}
+
+void MambaModel::decode_into(const at::Tensor& tokens, const at::Tensor& rows, const at::Tensor& slots,
+                             const AdapterPoolView& adapters, StateCache& cache, Workspace& ws,
+                             at::Tensor& logits) {
+  const MambaConfig& c = config_;
+  const Weights& W = *weights_;
+  const int64_t B = tokens.size(0), M = c.d_model, V = c.vocab_size;
+  const at::TensorOptions compute = at::TensorOptions().dtype(options_.dtype).device(options_.device);
+  at::Tensor& hidden = embed(tokens, ws);
+  LayerBatch batch;
+  batch.B = B, batch.rows = rows, batch.slots = slots, batch.adapters = &adapters;
+  batch.cache = &cache;
+  for (int64_t i = 0; i < c.n_layer; ++i) mamba_layer(i, batch, ws, hidden);
+  at::Tensor& normed = fit(ws.normed, {B, M}, compute);
+  rmsnorm(hidden, W.norm_f, c.norm_eps, normed);
+  if (options_.dtype != at::kFloat) {
     at::mm_out(fit(ws.logits_c, {B, V}, compute), normed, W.lm_head.t());
     logits.copy_(ws.logits_c);
   } else {
     at::mm_out(logits, normed, W.lm_head.t());
   }
-  return logits;
 }
 
 }  // namespace statetune::engine

@@ -26,15 +26,22 @@ struct LoadOptions {
 
 // The recurrent state of up to `capacity` sequences (one cache row each). Prefill with resume=false
 // (re)initialises a row, so rows need no clearing between sequences.
+// `scratch_rows` more rows follow the sequences' ones (rows capacity .. capacity + scratch_rows - 1):
+// the padding rows of a bucketed decode step write there (BucketedDecoder), never into a sequence's
+// row. Callers' row indices are checked against capacity(), so no request can name a scratch row.
 class StateCache {
  public:
-  StateCache(const MambaConfig& config, int64_t capacity, at::Device device);
-  int64_t capacity() const { return ssm.size(1); }
+  StateCache(const MambaConfig& config, int64_t capacity, at::Device device, int64_t scratch_rows = 0);
+  int64_t capacity() const { return capacity_; }
+  int64_t scratch_rows() const { return ssm.size(1) - capacity_; }
   // Bytes of state one sequence costs (conv + ssm, all layers).
   static int64_t bytes_per_sequence(const MambaConfig& config);
 
-  at::Tensor conv;  // [n_layer, C, D, K-1] fp32
+  at::Tensor conv;  // [n_layer, C, D, K-1] fp32, C = capacity + scratch rows
   at::Tensor ssm;   // [n_layer, C, D, N] fp32
+
+ private:
+  int64_t capacity_ = 0;
 };
 
 class MambaModel {
@@ -64,6 +71,27 @@ class MambaModel {
                     const AdapterPoolView& adapters, StateCache& cache,
                     at::Tensor* logits_out = nullptr);
 
+  // What decode() checks of its inputs (throws std::invalid_argument naming the problem): tokens
+  // [B] int64 with ids in [0, V) (checked when on the CPU), rows [B] int64 in [0, cache.capacity())
+  // and unique, slots undefined or [B] in the adapter pool (values checked when on the CPU).
+  void check_decode_inputs(const at::Tensor& tokens, const at::Tensor& rows, const at::Tensor& slots,
+                           const AdapterPoolView& adapters, const StateCache& cache) const;
+
+  // The reusable buffers of one forward. decode() and prefill() use the model's own; a caller that
+  // keeps tensors' addresses fixed across calls (a captured CUDA graph) owns one per batch size.
+  struct Workspace;
+  static std::shared_ptr<Workspace> new_workspace();
+
+  // The decode step alone, on buffers the caller owns: what a CUDA graph captures (BucketedDecoder).
+  // tokens, rows: [B] int64, slots: [B] int32 (slot 0 = the base model), logits: [B, V] fp32, all
+  // already on the model's device. Nothing is checked or copied from the host and nothing is
+  // synchronised; once `ws` has run at this B, nothing is allocated, so every tensor read or written
+  // keeps its address from call to call. The caller guarantees what decode() checks: token ids in
+  // [0, V), rows in the cache and unique, slots in the pool.
+  void decode_into(const at::Tensor& tokens, const at::Tensor& rows, const at::Tensor& slots,
+                   const AdapterPoolView& adapters, StateCache& cache, Workspace& ws,
+                   at::Tensor& logits);
+
   // Read-only views of the loaded weights (shared storage, never copies), for code that recomputes
   // the same forward with other ops (the adapter trainer's differentiable forward). Keys:
   //   "embedding" [V, M], "lm_head" [V, M] (the embedding when tied), "norm_f" [M] fp32, and per layer
@@ -81,18 +109,17 @@ class MambaModel {
  private:
   MambaModel() = default;
   struct Weights;
-  struct Workspace;
   struct LayerBatch;
   // The parts of a forward that prefill and decode share: the embedding lookup into the fp32
   // residual stream, and one Mamba layer (norm, in_proj, conv, x_proj, dt_proj, scan, out_proj,
   // residual add) over the batch's tokens.
-  at::Tensor& embed(const at::Tensor& tokens);
-  void mamba_layer(int64_t i, const LayerBatch& batch, at::Tensor& hidden);
+  at::Tensor& embed(const at::Tensor& tokens, Workspace& ws);
+  void mamba_layer(int64_t i, const LayerBatch& batch, Workspace& ws, at::Tensor& hidden);
   MambaConfig config_;
   ModelFingerprint fingerprint_;
   LoadOptions options_;
   std::unique_ptr<Weights> weights_;
-  std::unique_ptr<Workspace> workspace_;
+  std::shared_ptr<Workspace> workspace_;
 };
 
 }  // namespace statetune::engine
