@@ -9,9 +9,10 @@
 #   deps       GoogleTest from the carried prefix's sources, built with this machine's compiler
 #   configure  engine-only build against the PyTorch LibTorch, sm_90 + -lineinfo
 #   build      only the CUDA test targets and statetune-engine (-j16)
-#   test       kernels_cuda_test, kernels_cuda_torch_test (CUDA_LAUNCH_BLOCKING=1)
+#   test       kernels_cuda_test, kernels_cuda_torch_test (CUDA_LAUNCH_BLOCKING=1), model_cuda_test
+#              (the model on the device vs the CPU model; decode replayed as CUDA graphs vs direct)
 #   sanitize   compute-sanitizer memcheck / racecheck / synccheck / initcheck on focused filters
-#   bench      statetune-engine bench --device cuda at batch 1, 16, 64
+#   bench      statetune-engine bench --device cuda at batch 1, 16, 64 (decode direct vs CUDA graphs too)
 #   parity     logits of the CUDA engine vs the CPU engine vs transformers' MambaForCausalLM
 #
 # Usage (repository root): scripts/gpu/run_on_gpu.sh [OUT]        (default: $OUT or gpu-out)
@@ -40,6 +41,7 @@ SANITIZER=$(command -v compute-sanitizer || ls "$(dirname "$NVCC")/compute-sanit
 ENGINE=$BUILD/server/engine/tools/statetune-engine
 KTEST=$BUILD/tests/kernels_cuda/kernels_cuda_test
 TTEST=$BUILD/tests/kernels_cuda/kernels_cuda_torch_test
+MTEST=$BUILD/tests/model/model_cuda_test
 # Stage time limits are sized for the 16-core GPU machine; a slower machine (the CI check) scales them.
 SCALE=${STATETUNE_GPU_TIMEOUT_SCALE:-1}
 LAUNCHER=""
@@ -88,12 +90,15 @@ if want configure; then
 fi
 
 if want build; then
-  step build 480 cmake --build "$BUILD" -j "$JOBS" --target kernels_cuda_test kernels_cuda_torch_test statetune-engine
+  step build 480 cmake --build "$BUILD" -j "$JOBS" --target kernels_cuda_test kernels_cuda_torch_test model_cuda_test statetune-engine
 fi
 
 if want test; then
   step test-kernels 300 env CUDA_LAUNCH_BLOCKING=1 "$KTEST" --gtest_brief=0
   step test-torch-glue 180 env CUDA_LAUNCH_BLOCKING=1 "$TTEST"
+  # Not under CUDA_LAUNCH_BLOCKING: graph capture is what it checks, and blocking launches are not
+  # what serving runs.
+  step test-model-cuda 180 "$MTEST"
 fi
 
 if want sanitize; then
@@ -116,10 +121,11 @@ fi
 
 if want bench; then
   # The default 130M-class shape (random weights: speed does not depend on the values), bf16:
-  # prefill, decode with mixed adapters vs none, and a training step vs its forward.
+  # prefill, decode with mixed adapters vs none, a training step vs its forward, and the scheduler's
+  # decode step direct vs replayed as CUDA graphs (--decode-path-rounds).
   for b in 1 16 64; do
     step "bench-batch$b" 150 "$ENGINE" bench --device cuda --dtype bf16 --batch "$b" --prompt-len 512 \
-      --decode-steps 64 --rounds 3 --train-rounds 2 --json "$OUT/bench-batch$b.json"
+      --decode-steps 64 --rounds 3 --train-rounds 2 --decode-path-rounds 3 --json "$OUT/bench-batch$b.json"
   done
 fi
 

@@ -16,6 +16,9 @@ int main(int argc, char** argv) {
                              "every replica's adapters; --adapters-dir then only caches their bytes (default: the "
                              "local adapter store)");
   flags.add("max-batch", "32", "most requests decoded together");
+  flags.add("cuda-graphs", "false",
+            "replay each decode step as a CUDA graph, one per batch-size bucket (1, 2, 4, 8, then steps of 8; "
+            "--device cuda only)");
   flags.add("queue-size", "64", "most waiting requests; beyond it Generate answers RESOURCE_EXHAUSTED");
   flags.add("max-prefill-tokens", "4096", "padded prompt tokens prefilled together per step");
   flags.add("max-prompt-tokens", "2048", "longest prompt accepted");
@@ -37,6 +40,7 @@ int main(int argc, char** argv) {
     o.adapters_dir = flags.str("adapters-dir");
     o.database = common::read_database_flags(flags);
     o.max_batch = flags.integer("max-batch");
+    o.cuda_graphs = flags.boolean("cuda-graphs");
     o.queue_size = flags.integer("queue-size");
     o.max_prefill_tokens = flags.integer("max-prefill-tokens");
     o.max_prompt_tokens = flags.integer("max-prompt-tokens");

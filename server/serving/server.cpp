@@ -544,6 +544,7 @@ void ServingServer::load() {
   b->adapters = std::make_unique<engine::AdapterRegistry>(*b->store, *b->pool);
   engine::SchedulerOptions so;
   so.max_batch = o.max_batch;
+  so.decode_path = o.cuda_graphs ? engine::DecodePath::kCudaGraphs : engine::DecodePath::kDirect;
   so.max_waiting = o.queue_size;
   so.max_prefill_tokens = std::max(o.max_prefill_tokens, o.max_prompt_tokens);
   so.sample_vocab = std::min<int64_t>(b->model->config().vocab_size, static_cast<int64_t>(b->tokenizer->vocab_size()));

@@ -28,6 +28,7 @@ struct ServerOptions {
   // folder store.
   common::DatabaseFlags database;
   int64_t max_batch = 32;
+  bool cuda_graphs = false;  // decode steps as CUDA graphs (engine::DecodePath::kCudaGraphs)
   int64_t queue_size = 64;
   int64_t max_prefill_tokens = 4096;
   int64_t max_prompt_tokens = 2048;

@@ -138,6 +138,10 @@ class SchedulerTest : public ::testing::Test {
     return p;
   }
 
+  // Eight requests of different lengths, base and three adapters, greedy and seeded, submitted at
+  // once: each gets exactly the tokens it gets alone.
+  void expect_mixed_batch_matches_each_alone(const SchedulerOptions& options);
+
   static fs::path* dir_;
   static MambaModel* model_;
   static std::vector<Adapter> adapters_;
@@ -147,6 +151,26 @@ MambaModel* SchedulerTest::model_ = nullptr;
 std::vector<Adapter> SchedulerTest::adapters_;
 
 TEST_F(SchedulerTest, MixedAdaptersInOneBatchMatchEachRequestAlone) {
+  expect_mixed_batch_matches_each_alone(SchedulerOptions{});
+}
+
+// The same on the bucketed decode path (fixed buffers, batch sizes padded to buckets, padding rows
+// in scratch rows): what --cuda-graphs replays on a GPU, run eagerly here.
+TEST_F(SchedulerTest, MixedAdaptersOnTheBucketedDecodePathMatchEachRequestAlone) {
+  SchedulerOptions o;
+  o.decode_path = DecodePath::kBucketed;
+  o.max_batch = 6;  // buckets 1, 2, 4, 6: 8 requests pass through several, padded and not
+  expect_mixed_batch_matches_each_alone(o);
+}
+
+TEST_F(SchedulerTest, CudaGraphsOnACpuModelAreRefusedAtStart) {
+  AdapterPool pool = make_pool(1);
+  SchedulerOptions o;
+  o.decode_path = DecodePath::kCudaGraphs;
+  EXPECT_THROW(Scheduler(*model_, pool, o), std::invalid_argument);
+}
+
+void SchedulerTest::expect_mixed_batch_matches_each_alone(const SchedulerOptions& options) {
   const int n = 12;
   std::vector<std::vector<int64_t>> prompts;
   std::vector<int> which;
@@ -165,7 +189,7 @@ TEST_F(SchedulerTest, MixedAdaptersInOneBatchMatchEachRequestAlone) {
 
   AdapterPool pool = make_pool(4);
   std::atomic<int64_t> max_batch{0};
-  Scheduler s(*model_, pool, SchedulerOptions{}, [&](const StepInfo& info) {
+  Scheduler s(*model_, pool, options, [&](const StepInfo& info) {
     max_batch = std::max<int64_t>(max_batch, info.batch_size);
   });
   std::vector<std::unique_ptr<Outcome>> outs;

@@ -64,8 +64,15 @@ Scheduler::Scheduler(MambaModel& model, AdapterPool& pool, const SchedulerOption
       pool_(pool),
       options_(options),
       on_step_(std::move(on_step)),
-      cache_(model.config(), std::max<int64_t>(options.max_batch, 1), model.device()) {
+      cache_(model.config(), std::max<int64_t>(options.max_batch, 1), model.device(),
+             options.decode_path == DecodePath::kDirect
+                 ? 0
+                 : BucketedDecoder::scratch_rows_needed(std::max<int64_t>(options.max_batch, 1))) {
   if (options_.max_batch < 1) throw std::invalid_argument("max_batch must be >= 1");
+  if (options_.decode_path != DecodePath::kDirect) {
+    bucketed_ = std::make_unique<BucketedDecoder>(model_, cache_, options_.max_batch,
+                                                  options_.decode_path == DecodePath::kCudaGraphs);
+  }
   if (options_.max_waiting < 0) throw std::invalid_argument("max_waiting must be >= 0");
   vocab_ = model_.config().vocab_size;
   if (options_.sample_vocab > 0) vocab_ = std::min(vocab_, options_.sample_vocab);
@@ -475,9 +482,10 @@ void Scheduler::decode_step(StepInfo& info) {
   std::vector<std::pair<size_t, FinishReason>> done;
   std::string failure;
   try {
-    at::Tensor logits = model_.decode(tokens.to(device), rows.to(device),
-                                      any_adapter ? slots.to(device) : at::Tensor(), pool_.view(), cache_,
-                                      &decode_logits_);
+    at::Tensor logits =
+        bucketed_ ? bucketed_->decode(tokens, rows, any_adapter ? slots : at::Tensor(), pool_.view())
+                  : model_.decode(tokens.to(device), rows.to(device), any_adapter ? slots.to(device) : at::Tensor(),
+                                  pool_.view(), cache_, &decode_logits_);
     SampledLogits sampled = prepare_logits(logits, vocab_, greedy_rows);
     for (int64_t i = 0; i < B; ++i) {
       FinishReason reason;

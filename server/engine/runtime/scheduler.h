@@ -31,6 +31,7 @@
 #include <vector>
 
 #include "server/engine/adapters/adapter_pool.h"
+#include "server/engine/model/bucketed_decoder.h"
 #include "server/engine/model/mamba_model.h"
 #include "server/engine/runtime/sampler.h"
 #include "server/engine/util/engine_error.h"
@@ -98,6 +99,8 @@ class RequestHandle {
   std::shared_ptr<Waker> waker_;
 };
 
+enum class DecodePath { kDirect, kBucketed, kCudaGraphs };
+
 struct SchedulerOptions {
   int64_t max_batch = 32;          // running rows (= StateCache rows)
   // Requests that may wait for a free row; submit() beyond it throws QueueFull. Arrivals that free
@@ -105,6 +108,9 @@ struct SchedulerOptions {
   int64_t max_waiting = 64;
   int64_t max_prefill_tokens = 4096;  // padded tokens (rows x longest prompt) per admission batch
   int64_t sample_vocab = 0;        // sample from ids [0, sample_vocab); 0 = all logits columns
+  // How a decode step runs: straight through MambaModel::decode, or on batch-size buckets of fixed
+  // buffers (BucketedDecoder), eagerly or replayed as one CUDA graph per bucket (a CUDA model).
+  DecodePath decode_path = DecodePath::kDirect;
 };
 
 // One engine step, for metrics.
@@ -170,6 +176,7 @@ class Scheduler {
   SchedulerOptions options_;
   std::function<void(const StepInfo&)> on_step_;
   StateCache cache_;
+  std::unique_ptr<BucketedDecoder> bucketed_;  // unless decode_path is kDirect
   at::Tensor decode_logits_;  // decode_step's logits, reused step to step (MambaModel::decode logits_out)
   int64_t vocab_ = 0;
 

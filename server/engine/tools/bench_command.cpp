@@ -24,6 +24,7 @@
 #include "server/engine/model/mamba_model.h"
 #include "server/engine/model/model_init.h"
 #include "server/engine/tools/commands.h"
+#include "server/engine/tools/decode_path_bench.h"
 #include "server/engine/tools/train_step_bench.h"
 #include "server/engine/util/durable_file.h"
 
@@ -96,6 +97,7 @@ int run_bench(CliArgs& args) {
   const int64_t seed = args.integer("seed", 0);
   const std::string json_to = args.str("json", "");
   const int64_t train_rounds = args.integer("train-rounds", 3);
+  const int64_t path_rounds = args.integer("decode-path-rounds", 3);
   const int threads = apply_threads(args);
   args.finish();
 
@@ -104,6 +106,7 @@ int run_bench(CliArgs& args) {
   if (steps < 1) throw UsageError("--decode-steps must be >= 1");
   if (rounds < 1) throw UsageError("--rounds must be >= 1");
   if (train_rounds < 0) throw UsageError("--train-rounds must be >= 0");
+  if (path_rounds < 0) throw UsageError("--decode-path-rounds must be >= 0");
   if (methods.empty()) throw UsageError("--methods is empty");
   if (seed < 0) throw UsageError("--seed must be >= 0");
   const at::Device device = parse_device(device_name);
@@ -242,6 +245,13 @@ int run_bench(CliArgs& args) {
     for (size_t i = 0; i < train_fwd.size(); ++i) train_ratio.push_back(train_step[i] / train_fwd[i]);
   }
 
+  // --- decode paths: direct vs bucketed (CUDA graphs on a GPU), mixed adapters ----------------
+  DecodePathTimes paths;
+  if (path_rounds > 0) {
+    paths = measure_decode_paths(*model, mixed_view, at::tensor(slot_ids, at::TensorOptions().dtype(at::kInt)),
+                                 prompt.to(at::kCPU), steps, path_rounds);
+  }
+
   // --- report --------------------------------------------------------------------------------
   std::printf("statetune-engine bench\n");
   std::printf("  model    %s: d_model %lld, n_layer %lld, vocab %lld, d_state %lld, d_inner %lld, "
@@ -280,6 +290,16 @@ int run_bench(CliArgs& args) {
     std::printf("  forward median %.3f s, training step median %.3f s, step/forward median %.2f (min %.2f, "
                 "max %.2f)\n", tf.median, ts.median, tr.median, tr.min, tr.max);
   }
+  std::vector<double> path_ratio;
+  for (size_t i = 0; i < paths.direct_tps.size(); ++i) path_ratio.push_back(paths.bucketed_tps[i] / paths.direct_tps[i]);
+  if (!path_ratio.empty()) {
+    const Summary pd = summarize(paths.direct_tps), pg = summarize(paths.bucketed_tps), rr = summarize(path_ratio);
+    std::printf("\n  decode step as the scheduler runs it (tokens from the host, argmax back), mixed adapters, "
+                "%zu rounds:\n", path_ratio.size());
+    std::printf("  direct %.1f tokens/s, %s %.1f tokens/s (medians); %s/direct median %.4f (min %.4f, max %.4f); "
+                "max |logit difference| %.3g\n", pd.median, paths.bucketed_name.c_str(), pg.median,
+                paths.bucketed_name.c_str(), rr.median, rr.min, rr.max, paths.max_logit_difference);
+  }
   std::fflush(stdout);
 
   if (!json_to.empty()) {
@@ -310,6 +330,13 @@ int run_bench(CliArgs& args) {
     if (!train_ratio.empty()) {
       j["train_step"] = {{"forward_s", to_json(summarize(train_fwd))}, {"step_s", to_json(summarize(train_step))},
                          {"step_over_forward", to_json(summarize(train_ratio))}};
+    }
+    if (!path_ratio.empty()) {
+      j["decode_paths"] = {{"bucketed_path", paths.bucketed_name},
+                           {"direct_tokens_per_s", to_json(summarize(paths.direct_tps))},
+                           {"bucketed_tokens_per_s", to_json(summarize(paths.bucketed_tps))},
+                           {"bucketed_over_direct", to_json(summarize(path_ratio))},
+                           {"max_logit_difference", paths.max_logit_difference}};
     }
     if (json_to == "true" || json_to == "-") {
       std::printf("%s\n", j.dump(2).c_str());

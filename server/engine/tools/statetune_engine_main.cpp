@@ -116,6 +116,9 @@ process so drift cancels; plus prefill throughput (B x prompt-len tokens) for bo
   --seed S           (default 0)
   --train-rounds N   also time a state_offset training step (forward + backward) against an
                      inference forward of the same batch, N alternated rounds (default 3; 0 = skip)
+  --decode-path-rounds N   also time the scheduler's decode step straight through the model against
+                     the bucketed decoder (replayed as CUDA graphs on --device cuda, eager on the
+                     CPU), N alternated rounds with mixed adapters (default 3; 0 = skip)
   --json [FILE]      also print JSON to stdout, or write it to FILE
   --threads N        compute threads (default: hardware cores)
 )"}},
