@@ -1,10 +1,13 @@
-// The emulator's warp shuffles (cuda_emu.h) against the CUDA programming guide's description: the
-// emulated kernel tests can only be as right as these. Built into kernels_cuda_emulated_test only
-// (the kernels here are host functions that the force-included emulator runs as fibers).
+// The emulator's warp shuffles (cuda_emu.h) against the CUDA programming guide's description, and
+// the kernels' warp reduction (device_utils.cuh) on top of them: the emulated kernel tests can only
+// be as right as these. Built into kernels_cuda_emulated_test only (the kernels here are host
+// functions that the force-included emulator runs as fibers).
 #include <gtest/gtest.h>
 
 #include <string>
 #include <vector>
+
+#include "kernels/cuda/device_utils.cuh"
 
 namespace {
 
@@ -107,6 +110,50 @@ TEST(CudaEmuDeathTest, BrokenShufflesFailLoudly) {
   EXPECT_DEATH(run(BarrierAgainstShuffleKernel),
                "lane 0 of the shuffle mask .* did not arrive \\(it waits at __syncthreads\\)");
   EXPECT_DEATH(run(MaskWithoutSelfKernel), "does not name the calling lane");
+}
+
+// warp_reduce_scatter: each warp's totals land once each (atomicAdd on zeros, so a total written
+// by two lanes, or by none, shows), exactly (integer-valued floats), and warps stay apart.
+float Term(int warp, int lane, int e) {
+  return static_cast<float>((lane + 1) * (e + 3) + 1000 * warp);
+}
+
+template <int V>
+void ReduceScatterKernel(float* out) {
+  namespace detail = statetune::kernels::cuda_raw::detail;
+  const int warp = static_cast<int>(threadIdx.x / 32);
+  const unsigned lane = threadIdx.x % 32;
+  float v[V];
+  for (int e = 0; e < V; ++e) v[e] = Term(warp, static_cast<int>(lane), e);
+  detail::warp_reduce_scatter(v, lane);
+  if (detail::warp_sum_writer<V>(lane)) {
+    for (int j = 0; j < detail::warp_sum_per_lane<V>(); ++j) {
+      atomicAdd(out + warp * V + static_cast<int>(lane) * V / 32 + j, v[j]);
+    }
+  }
+}
+
+template <int V>
+void CheckReduceScatter() {
+  constexpr int kWarps = 2;
+  std::vector<float> out(kWarps * V, 0.f);
+  ::emu::launch(ReduceScatterKernel<V>, dim3(1), dim3(32 * kWarps), 0, nullptr, out.data());
+  for (int warp = 0; warp < kWarps; ++warp)
+    for (int e = 0; e < V; ++e) {
+      float want = 0.f;
+      for (int lane = 0; lane < 32; ++lane) want += Term(warp, lane, e);
+      EXPECT_EQ(out[warp * V + e], want) << "V " << V << " warp " << warp << " element " << e;
+    }
+}
+
+TEST(CudaEmu, WarpReduceScatterSumsEachValueOnce) {
+  CheckReduceScatter<1>();
+  CheckReduceScatter<2>();
+  CheckReduceScatter<8>();
+  CheckReduceScatter<16>();
+  CheckReduceScatter<32>();
+  CheckReduceScatter<64>();
+  CheckReduceScatter<128>();
 }
 
 }  // namespace
