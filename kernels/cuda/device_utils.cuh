@@ -42,6 +42,53 @@ __device__ __forceinline__ int64_t clamp_length(const int64_t* lengths, int b, i
   return len < 0 ? 0 : (len > seqlen ? seqlen : len);
 }
 
+constexpr int kWarpSize = 32;
+
+// Sums v[0 .. V) over the 32 lanes of a warp (every lane must call it: the shuffles name the full
+// warp). A butterfly in which each lane hands half of what it carries to its partner at every step
+// (reduce-scatter): V/2 + V/4 + ... shuffles in all (31 for V = 32) instead of 5 per value, and the
+// totals end up spread over the lanes, ready for one atomic per value from different lanes.
+// On return lane l holds the totals of elements (l * V) / 32 + j in v[j], j < max(V / 32, 1);
+// for V < 32, 32 / V neighbouring lanes hold the same total (warp_sum_writer picks one of them).
+template <int V, int kStage = 0>
+__device__ __forceinline__ void warp_reduce_scatter(float (&v)[V], unsigned lane) {
+  static_assert(V >= 1 && (V & (V - 1)) == 0, "V must be a power of two");
+  // Stages as template recursion, not a loop: every index below must be a compile-time constant,
+  // or v goes to local memory.
+  if constexpr (kStage < 5) {
+    constexpr int kOffset = 16 >> kStage;
+    constexpr int kCarried = V >> kStage;
+    if constexpr (kCarried > 1) {
+      constexpr int kHalf = kCarried / 2;
+      const bool upper = (lane & kOffset) != 0;  // keeps elements [kHalf, kCarried), sends the rest
+#pragma unroll
+      for (int i = 0; i < kHalf; ++i) {
+        const float send = upper ? v[i] : v[i + kHalf];
+        const float keep = upper ? v[i + kHalf] : v[i];
+        v[i] = keep + __shfl_xor_sync(0xffffffffu, send, kOffset);
+      }
+    } else {  // one value left: an ordinary butterfly sum over the remaining lane bits
+      v[0] += __shfl_xor_sync(0xffffffffu, v[0], kOffset);
+    }
+    warp_reduce_scatter<V, kStage + 1>(v, lane);
+  }
+}
+
+// The values a lane holds after warp_reduce_scatter<V>, and whether it is the one lane that
+// should write them.
+template <int V>
+constexpr int warp_sum_per_lane() {
+  return V >= kWarpSize ? V / kWarpSize : 1;
+}
+template <int V>
+__device__ __forceinline__ bool warp_sum_writer(unsigned lane) {
+  if constexpr (V >= kWarpSize) {
+    return true;
+  } else {
+    return lane % (kWarpSize / V) == 0;
+  }
+}
+
 // Whether a batch row's cache row / adapter slot lies inside what the launcher was told exists.
 // The host validates indices where it builds them; this is the last line that keeps an unchecked
 // index from touching memory of another sequence or tenant.

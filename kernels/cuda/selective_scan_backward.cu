@@ -10,13 +10,20 @@
 // every workspace access is coalesced. Entries 0 .. n_ckpt-1 are checkpoints, the next `chunk` are
 // the states of the chunk being walked.
 //
-// Sums: dB_t / dC_t (over channels) go to global fp32 with one atomicAdd per thread, step and n;
-// the per-channel sums (dA, ddelta_bias, dDskip, adapter gradients) stay in registers over the
-// whole row and are added once per thread at the end (contention: only rows sharing a channel).
+// Sums: dB_t / dC_t (over channels) are first summed over the warp's 32 channels with shuffles
+// (device_utils.cuh's warp_reduce_scatter: the 2 kN values in at most 2 kN shuffles, 31 for
+// kN = 16), then added to global fp32 with one atomicAdd per warp, step and value, issued by
+// different lanes (before: one per thread, step and n, 32 lanes on one address). The launcher's
+// blocks are whole warps of one batch row (blockIdx.y), so a warp never mixes rows; lanes past the
+// last channel stay through the backward walk and add zeros, since every lane must reach the
+// full-warp shuffles. The per-channel sums (dA, ddelta_bias, dDskip, adapter gradients) stay in
+// registers over the whole row and are added once per thread at the end (contention: only rows
+// sharing a channel).
 // Padding positions get 0 in dx / ddelta / dz and are never added to the sums.
-// Registers: a thread holds A, h, the adjoint and the dA / state_offset sums (5 x kN floats), which
-// fits for N <= 16 (Mamba's d_state); the kN = 32 / 64 instances spill some to local memory (ptxas
-// warns), which costs speed, not correctness.
+// Registers: a thread holds A, h, the adjoint and the dA / state_offset sums (5 x kN floats) and,
+// per step, the 2 x kN dB / dC terms, which fits for N <= 16 (Mamba's d_state; 184 registers at
+// kN = 16 on sm_90); the kN = 32 / 64 instances spill some to local memory (ptxas warns), which
+// costs speed, not correctness.
 #include "kernels/cuda/device_utils.cuh"
 #include "kernels/cuda/ssm_cuda_backward.cuh"
 
@@ -29,6 +36,9 @@ using detail::softplus;
 using detail::to_float;
 
 constexpr int kMaxThreads = 128;
+// block_threads_for halves kMaxThreads down to 32 at least: every block is whole warps, which the
+// warp sums of dB / dC need (all 32 lanes of each warp exist and reach the shuffles).
+static_assert(kMaxThreads % detail::kWarpSize == 0 && (kMaxThreads & (kMaxThreads - 1)) == 0);
 
 __host__ __device__ inline int64_t checkpoints(int seqlen, int chunk) {
   return (static_cast<int64_t>(seqlen) + chunk - 1) / chunk;
@@ -38,7 +48,9 @@ template <typename T, int kN>
 __global__ void __launch_bounds__(kMaxThreads) scan_backward_kernel(const ScanBackwardParams p) {
   const int b = blockIdx.y;
   const int d = blockIdx.x * blockDim.x + threadIdx.x;
-  if (d >= p.dim) return;
+  // A lane past the last channel reads and writes nothing but takes part in the warp sums.
+  const bool active = d < p.dim;
+  const unsigned lane = threadIdx.x % detail::kWarpSize;  // blockDim.x is a multiple of 32
   const int n_state = p.dstate;
   const int64_t D = p.dim;
   const int chunk = p.chunk;
@@ -46,7 +58,8 @@ __global__ void __launch_bounds__(kMaxThreads) scan_backward_kernel(const ScanBa
   const int64_t slot = p.slots != nullptr ? p.slots[b] : 0;
   const bool uses_slots = p.state_offset.ptr != nullptr || p.output_offset.ptr != nullptr ||
                           p.initial_state.ptr != nullptr;
-  if (uses_slots && !detail::index_ok(slot, p.num_slots)) return;  // nothing read, nothing written
+  // Nothing read, nothing written. The row is the block's, so its warps leave whole.
+  if (uses_slots && !detail::index_ok(slot, p.num_slots)) return;
   const int64_t dn = static_cast<int64_t>(d) * n_state;
 
   const T* xp = static_cast<const T*>(p.x.ptr) + b * p.x.batch_stride + d;
@@ -61,12 +74,13 @@ __global__ void __launch_bounds__(kMaxThreads) scan_backward_kernel(const ScanBa
   float* dB = p.dBm + static_cast<int64_t>(b) * p.seqlen * n_state;
   float* dC = p.dCm + static_cast<int64_t>(b) * p.seqlen * n_state;
 
-  for (int64_t t = len; t < p.seqlen; ++t) {
+  for (int64_t t = len; active && t < p.seqlen; ++t) {
     dxp[t * p.dx.time_stride] = from_float<T>(0.f);
     ddp[t * p.ddelta.time_stride] = from_float<T>(0.f);
     dzp[t * p.dz.time_stride] = from_float<T>(0.f);
   }
-  if (len == 0) return;  // nothing read, nothing to add (the adjoint of h_0 is 0)
+  // Nothing read, nothing to add (the adjoint of h_0 is 0). len is the row's: whole warps leave.
+  if (len == 0) return;
 
   const int64_t n_ckpt = checkpoints(p.seqlen, chunk);
   float* ws = p.workspace + static_cast<int64_t>(b) * (n_ckpt + chunk) * n_state * D + d;
@@ -78,16 +92,17 @@ __global__ void __launch_bounds__(kMaxThreads) scan_backward_kernel(const ScanBa
   const float* h_off = p.state_offset.ptr != nullptr
                            ? p.state_offset.ptr + slot * p.state_offset.slot_stride + dn
                            : nullptr;
-  const float dskip = p.Dskip != nullptr ? p.Dskip[d] : 0.f;
-  const float dbias = p.delta_bias != nullptr ? p.delta_bias[d] : 0.f;
-  const float yoff =
-      p.output_offset.ptr != nullptr ? p.output_offset.ptr[slot * p.output_offset.slot_stride + d] : 0.f;
+  const float dskip = active && p.Dskip != nullptr ? p.Dskip[d] : 0.f;
+  const float dbias = active && p.delta_bias != nullptr ? p.delta_bias[d] : 0.f;
+  const float yoff = active && p.output_offset.ptr != nullptr
+                         ? p.output_offset.ptr[slot * p.output_offset.slot_stride + d]
+                         : 0.f;
 
   // States beyond N (padding up to kN) stay exactly 0: a = 0, h = 0, B = C = 0.
   float a[kN], h[kN];
 #pragma unroll
   for (int n = 0; n < kN; ++n) {
-    const bool in = n < n_state;
+    const bool in = active && n < n_state;
     a[n] = in ? p.A[dn + n] : 0.f;
     h[n] = (in && init != nullptr) ? init[n] : 0.f;
   }
@@ -103,7 +118,7 @@ __global__ void __launch_bounds__(kMaxThreads) scan_backward_kernel(const ScanBa
   };
 
   // 1. Forward, keeping h_{t0-1} (the state before step t0) of every chunk.
-  for (int64_t t = 0; t < len; ++t) {
+  for (int64_t t = 0; active && t < len; ++t) {
     if (t % chunk == 0) {
       float* ck = ws + (t / chunk) * entry;
 #pragma unroll
@@ -126,8 +141,8 @@ __global__ void __launch_bounds__(kMaxThreads) scan_backward_kernel(const ScanBa
     const int64_t steps = (len < t0 + chunk ? len : t0 + chunk) - t0;
     const float* ck = ws + c * entry;
 #pragma unroll
-    for (int n = 0; n < kN; ++n) h[n] = n < n_state ? ck[n * D] : 0.f;
-    for (int64_t s = 0; s < steps; ++s) {
+    for (int n = 0; n < kN; ++n) h[n] = active && n < n_state ? ck[n * D] : 0.f;
+    for (int64_t s = 0; active && s < steps; ++s) {
       float* st = states + s * entry;
 #pragma unroll
       for (int n = 0; n < kN; ++n) {
@@ -138,54 +153,73 @@ __global__ void __launch_bounds__(kMaxThreads) scan_backward_kernel(const ScanBa
     // h is now h_{t0+steps-1}: the state read by the last step of the chunk.
     for (int64_t s = steps - 1; s >= 0; --s) {
       const int64_t t = t0 + s;
-      const float* st = states + s * entry;  // h_{t-1}
-
-      const float xv = to_float(xp[t * p.x.time_stride]);
-      const float din = to_float(dp[t * p.delta.time_stride]) + dbias;
-      // softplus and its derivative (sigmoid), PyTorch's threshold 20 included.
-      const float dv = softplus(din);
-      const float dsoft = din > 20.f ? 1.f : 1.f / (1.f + expf(-din));
-      const float zv = to_float(zp[t * p.z.time_stride]);
-      const float sz = 1.f / (1.f + expf(-zv));
-      const float g = to_float(gp[t * p.grad_out.time_stride]);
-      const float gy = g * zv * sz;  // gradient of y_t
-      const float dxv = dv * xv;
-      dskip_acc += gy * xv;
-      doo_acc += gy;
-
-      float y = dskip * xv + yoff;  // y_t recomputed for dz
-      float sum_delta = 0.f, sum_x = 0.f;
-      float* dBt = dB + t * n_state;
-      float* dCt = dC + t * n_state;
+      // This channel's terms of dC_t (sums[n]) and dB_t (sums[kN + n]); 0 for n >= N and in the
+      // lanes past the last channel.
+      float sums[2 * kN];
 #pragma unroll
-      for (int n = 0; n < kN; ++n) {
-        if (n >= n_state) continue;
-        const float hp = st[n * D];
-        const float cn = to_float(cp[t * p.Cm.time_stride + n]);
-        const float bn = to_float(bp[t * p.Bm.time_stride + n]);
-        const float read = h[n] + (h_off != nullptr ? h_off[n] : 0.f);
-        y += cn * read;
-        atomicAdd(dCt + n, gy * read);
-        const float g_h = gh[n] + gy * cn;  // gradient of h_t
-        const float e = expf(dv * a[n]);
-        const float pa = g_h * e * hp;  // d/d(delta*A) of exp(delta*A) * h_{t-1}
-        sum_delta += pa * a[n] + g_h * bn * xv;
-        sum_x += g_h * bn;
-        atomicAdd(dBt + n, g_h * dxv);
-        gh[n] = g_h * e;  // carried to h_{t-1}
-        dA_acc[n] += pa * dv;
-        dso_acc[n] += gy * cn;
-        h[n] = hp;  // the next (earlier) step reads h_{t-1}
+      for (int i = 0; i < 2 * kN; ++i) sums[i] = 0.f;
+      if (active) {
+        const float* st = states + s * entry;  // h_{t-1}
+
+        const float xv = to_float(xp[t * p.x.time_stride]);
+        const float din = to_float(dp[t * p.delta.time_stride]) + dbias;
+        // softplus and its derivative (sigmoid), PyTorch's threshold 20 included.
+        const float dv = softplus(din);
+        const float dsoft = din > 20.f ? 1.f : 1.f / (1.f + expf(-din));
+        const float zv = to_float(zp[t * p.z.time_stride]);
+        const float sz = 1.f / (1.f + expf(-zv));
+        const float g = to_float(gp[t * p.grad_out.time_stride]);
+        const float gy = g * zv * sz;  // gradient of y_t
+        const float dxv = dv * xv;
+        dskip_acc += gy * xv;
+        doo_acc += gy;
+
+        float y = dskip * xv + yoff;  // y_t recomputed for dz
+        float sum_delta = 0.f, sum_x = 0.f;
+#pragma unroll
+        for (int n = 0; n < kN; ++n) {
+          if (n >= n_state) continue;
+          const float hp = st[n * D];
+          const float cn = to_float(cp[t * p.Cm.time_stride + n]);
+          const float bn = to_float(bp[t * p.Bm.time_stride + n]);
+          const float read = h[n] + (h_off != nullptr ? h_off[n] : 0.f);
+          y += cn * read;
+          sums[n] = gy * read;
+          const float g_h = gh[n] + gy * cn;  // gradient of h_t
+          const float e = expf(dv * a[n]);
+          const float pa = g_h * e * hp;  // d/d(delta*A) of exp(delta*A) * h_{t-1}
+          sum_delta += pa * a[n] + g_h * bn * xv;
+          sum_x += g_h * bn;
+          sums[kN + n] = g_h * dxv;
+          gh[n] = g_h * e;  // carried to h_{t-1}
+          dA_acc[n] += pa * dv;
+          dso_acc[n] += gy * cn;
+          h[n] = hp;  // the next (earlier) step reads h_{t-1}
+        }
+        const float ddin = sum_delta * dsoft;
+        ddb_acc += ddin;
+        dzp[t * p.dz.time_stride] = from_float<T>(g * y * sz * (1.f + zv * (1.f - sz)));
+        dxp[t * p.dx.time_stride] = from_float<T>(gy * dskip + dv * sum_x);
+        ddp[t * p.ddelta.time_stride] = from_float<T>(ddin);
       }
-      const float ddin = sum_delta * dsoft;
-      ddb_acc += ddin;
-      dzp[t * p.dz.time_stride] = from_float<T>(g * y * sz * (1.f + zv * (1.f - sz)));
-      dxp[t * p.dx.time_stride] = from_float<T>(gy * dskip + dv * sum_x);
-      ddp[t * p.ddelta.time_stride] = from_float<T>(ddin);
+      // Every lane of the warp is here (len and chunk are the row's): sum over the warp's channels.
+      detail::warp_reduce_scatter(sums, lane);
+      if (detail::warp_sum_writer<2 * kN>(lane)) {
+        float* dBt = dB + t * n_state;
+        float* dCt = dC + t * n_state;
+        const int first = static_cast<int>(lane) * 2 * kN / detail::kWarpSize;
+#pragma unroll
+        for (int j = 0; j < detail::warp_sum_per_lane<2 * kN>(); ++j) {
+          const int e = first + j;  // [0, kN): dC_t, [kN, 2 kN): dB_t
+          const int n = e % kN;
+          if (n < n_state) atomicAdd((e < kN ? dCt : dBt) + n, sums[j]);
+        }
+      }
     }
   }
 
   // 3. The per-channel sums, once per thread. What is left of the adjoint is the gradient of h_0.
+  if (!active) return;
   if (p.dDskip != nullptr) atomicAdd(p.dDskip + d, dskip_acc);
   if (p.ddelta_bias != nullptr) atomicAdd(p.ddelta_bias + d, ddb_acc);
   if (p.doutput_offset != nullptr) atomicAdd(p.doutput_offset + slot * D + d, doo_acc);

@@ -756,6 +756,32 @@ TEST_F(KernelsCuda, ScanBackwardCoversEveryStateSize) {
   worst.Print("scan backward fp32, every N");
 }
 
+TEST_F(KernelsCuda, ScanBackwardWarpSumsKeepRowsApart) {
+  // dB / dC are summed over each warp's channels with shuffles before the atomics. Several rows
+  // with D not a multiple of 32 (a warp whose tail lanes have no channel; with D < 32 a mapping
+  // that packed channels of the next row into the same warp would mix rows), every register-array
+  // size, and D = 1000 at B = 8, which gets 128-thread blocks (several warps, the last one partly
+  // past D) on the emulator's 4 SMs. Row lengths differ (padding), so rows end at different steps.
+  struct Case {
+    int64_t B, L, D, N;
+  };
+  const Case cases[] = {{4, 13, 5, 16}, {3, 9, 33, 5},  {2, 11, 31, 20},
+                        {5, 6, 8, 64},  {3, 17, 40, 1}, {8, 9, 1000, 16}};
+  WorstError worst;
+  uint32_t seed = 850;
+  for (const Case& k : cases)
+    for (bool bf16 : {false, true}) {
+      ScanBackwardCase c;
+      c.s = Shape{k.B, k.L, k.D, k.N, 4, 0};
+      c.bf16 = bf16;
+      c.adapters = kStateOffset | kOutputOffset | kInitialState;
+      c.need_dA = true;
+      c.chunk = 4;
+      RunScanBackwardCase(seed++, c, worst);
+    }
+  worst.Print("scan backward, warp sums over partial warps");
+}
+
 void RunConvBackwardCase(uint32_t seed, bool bf16, WorstError& worst) {
   std::mt19937 rng(seed);
   at::manual_seed(seed);
