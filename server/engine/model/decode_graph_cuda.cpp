@@ -5,6 +5,7 @@
 #include <c10/cuda/CUDAFunctions.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
+#include <torch/version.h>
 
 #include <stdexcept>
 #include <string>
@@ -46,7 +47,13 @@ std::unique_ptr<CapturedStep> capture_step(const std::function<void()>& step, at
     step();
     side.synchronize();
     try {
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 1)
+      // Only this thread's unsafe calls (a cudaMalloc, a sync) break the capture: gRPC and HTTP
+      // threads keep running while a bucket is captured on the engine thread.
+      captured->graph().capture_begin({0, 0}, cudaStreamCaptureModeThreadLocal);
+#else
       captured->graph().capture_begin();
+#endif
       step();
       captured->graph().capture_end();
     } catch (const std::exception& e) {
