@@ -3,6 +3,7 @@
 // fast.
 #include <ATen/ATen.h>
 
+#include "kernels/rmsnorm.h"
 #include "kernels/ssm_kernels.h"
 
 namespace statetune::kernels::ref {
@@ -152,6 +153,12 @@ void selective_scan_step(const CheckedScan& scan, LayerCache& cache, at::Tensor&
   prepare_out(out, {B, D}, a.x);
   out.copy_(y * at::silu(f32(a.z)));
   cache.ssm_state.index_copy_(0, rows, h);
+}
+
+void rmsnorm(const at::Tensor& x, const at::Tensor& weight, double eps, at::Tensor& out) {
+  const at::Tensor xf = f32(x);
+  const at::Tensor ms = xf.pow(2).mean(-1, /*keepdim=*/true);
+  out.copy_(xf * at::rsqrt(ms + eps) * f32(weight));
 }
 
 }  // namespace statetune::kernels::ref

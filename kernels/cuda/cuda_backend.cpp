@@ -14,6 +14,7 @@
 #include <c10/cuda/CUDAStream.h>
 
 #include "kernels/batch_indices.h"
+#include "kernels/cuda/rmsnorm_cuda.cuh"
 #include "kernels/cuda/ssm_cuda.cuh"
 #include "kernels/cuda/ssm_cuda_backward.cuh"
 
@@ -510,6 +511,26 @@ ConvGrads causal_conv1d_backward(const at::Tensor& x, const at::Tensor& weight,
   if (dw.defined()) g.dweight = dw.to(weight.options());
   if (db.defined()) g.dbias = db.reshape(bias.sizes()).to(bias.options());
   return g;
+}
+
+// The arguments were checked by check_rmsnorm_args (kernels/rmsnorm.cpp): fp32 x and weight with
+// contiguous rows, out on x's device in fp32 or bf16.
+void rmsnorm(const at::Tensor& x, const at::Tensor& weight, double eps, at::Tensor& out) {
+  TORCH_CHECK(x.is_cuda(), "statetune cuda kernels: rmsnorm needs x on a CUDA device");
+  TORCH_CHECK(x.size(0) <= INT32_MAX, "statetune cuda kernels: rmsnorm: ", x.size(0),
+              " rows are too many for one launch");
+  const c10::cuda::CUDAGuard guard(x.device());
+  raw::RmsNormParams p;
+  p.out_dtype = out.scalar_type() == at::kBFloat16 ? raw::DType::kBFloat16 : raw::DType::kFloat32;
+  p.rows = x.size(0);
+  p.dim = x.size(1);
+  p.eps = static_cast<float>(eps);
+  p.x = x.data_ptr<float>();
+  p.x_row_stride = x.stride(0);
+  p.weight = weight.data_ptr<float>();
+  p.out = out.data_ptr();
+  p.out_row_stride = out.stride(0);
+  C10_CUDA_CHECK(raw::rmsnorm(p, stream_of(x)));
 }
 
 }  // namespace statetune::kernels::cuda

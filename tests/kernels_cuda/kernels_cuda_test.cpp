@@ -2,7 +2,8 @@
 // (statetune::kernels::ref, CPU): random shapes, strided activation views, pool views with a slot
 // stride, cache views with a row stride, mixed slots, right padding, every adapter combination,
 // fp32 and bf16; and prefill == prefix prefill + decode steps == prefix prefill + resumed prefill.
-// The backward kernels (ssm_cuda_backward.cuh) are checked against the CPU backward the same way.
+// The backward kernels (ssm_cuda_backward.cuh) are checked against the CPU backward the same way,
+// and RMSNorm (rmsnorm_cuda.cuh) against ref::rmsnorm.
 // Device memory is managed here with cudaMalloc, so the test needs no CUDA LibTorch. Without a
 // device every GPU test skips (the kernels are still compiled and linked).
 #include <ATen/ATen.h>
@@ -19,8 +20,10 @@
 #include <string>
 #include <vector>
 
+#include "kernels/cuda/rmsnorm_cuda.cuh"
 #include "kernels/cuda/ssm_cuda.cuh"
 #include "kernels/cuda/ssm_cuda_backward.cuh"
+#include "kernels/rmsnorm.h"
 #include "kernels/ssm_backward.h"
 #include "kernels/ssm_kernels.h"
 
@@ -953,6 +956,92 @@ TEST_F(KernelsCuda, LargeShapeScanMatchesReference) {
   worst.Print("scan backward, B=8 L=100 D=5120 N=16");
 }
 
+// ---------------------------------------------------------------------------------------------
+// RMSNorm. Widths 1, 64 and 100 get one-warp blocks, 300 four warps (that do not divide it) and
+// 2560 / 5120 (d_model of Mamba-2.8B and twice that) eight warps whose partial sums meet in shared
+// memory; one row (decode at B = 1) and several; x and out as row-strided views of wider tensors
+// whose other elements must stay untouched; fp32 and bf16 out.
+TEST(KernelsCudaLaunch, RmsNormBlockSizes) {
+  EXPECT_EQ(raw::rmsnorm_threads_for(1), 32);
+  EXPECT_EQ(raw::rmsnorm_threads_for(64), 32);
+  EXPECT_EQ(raw::rmsnorm_threads_for(100), 32);
+  EXPECT_EQ(raw::rmsnorm_threads_for(300), 128);
+  EXPECT_EQ(raw::rmsnorm_threads_for(2560), 256);
+  EXPECT_EQ(raw::rmsnorm_threads_for(5120), 256);
+}
+
+constexpr double kRmsEps = 1e-5;
+
+// x as [T, M + 3] rows of very different sizes (row 0 small enough that eps matters).
+at::Tensor RmsNormRows(int64_t T, int64_t M) {
+  at::Tensor x = at::randn({T, M + 3}) * at::exp(at::randn({T, 1}) * 2);
+  if (T > 1) x[0].mul_(1e-3);
+  return x;
+}
+
+void RunRmsNormCase(uint32_t seed, int64_t T, int64_t M, bool bf16) {
+  at::manual_seed(seed);
+  std::ostringstream o;
+  o << "rmsnorm T=" << T << " M=" << M << (bf16 ? " bf16" : " fp32");
+  const std::string what = o.str();
+  const at::ScalarType odt = bf16 ? at::kBFloat16 : at::kFloat;
+  Mirror x(RmsNormRows(T, M));
+  Mirror w(at::randn({M}) * 0.5 + 1.0);
+  Mirror out(at::full({T, M + 2}, 7.0, odt));
+  const at::Tensor xv = x.base().narrow(1, 1, M), ov = out.base().narrow(1, 1, M);
+
+  raw::RmsNormParams p;
+  p.out_dtype = bf16 ? raw::DType::kBFloat16 : raw::DType::kFloat32;
+  p.rows = T;
+  p.dim = M;
+  p.eps = static_cast<float>(kRmsEps);
+  p.x = x.ptr<float>(xv);
+  p.x_row_stride = xv.stride(0);
+  p.weight = w.ptr<float>(w.base());
+  p.out = out.ptr(ov);
+  p.out_row_stride = ov.stride(0);
+  const cudaError_t e = raw::rmsnorm(p, nullptr);
+  ASSERT_EQ(e, cudaSuccess) << what << ": " << cudaGetErrorString(e);
+  Sync(what);
+
+  at::Tensor want = at::empty({T, M}, odt);
+  ref::rmsnorm(xv, w.base(), kRmsEps, want);
+  const at::Tensor got = out.fetch();
+  ExpectClose(same_view(got, out.base(), ov), want, bf16 ? 1e-2 : 1e-4, what);
+  EXPECT_TRUE(got.narrow(1, 0, 1).to(at::kFloat).eq(7.0).all().item<bool>()) << what;
+  EXPECT_TRUE(got.narrow(1, M + 1, 1).to(at::kFloat).eq(7.0).all().item<bool>()) << what;
+}
+
+TEST_F(KernelsCuda, RmsNormMatchesReference) {
+  uint32_t seed = 1300;
+  for (const int64_t M : {1, 64, 100, 300, 2560, 5120})
+    for (const int64_t T : {1, 5})
+      for (const bool bf16 : {false, true}) RunRmsNormCase(seed++, T, M, bf16);
+}
+
+// out == x (fp32): every thread reads its elements again after the block's barrier, never another
+// thread's, so writing in place is safe.
+TEST_F(KernelsCuda, RmsNormInPlace) {
+  at::manual_seed(1400);
+  const int64_t T = 3, M = 2560;
+  Mirror x(RmsNormRows(T, M).narrow(1, 0, M).contiguous());
+  Mirror w(at::randn({M}));
+  raw::RmsNormParams p;
+  p.rows = T;
+  p.dim = M;
+  p.eps = static_cast<float>(kRmsEps);
+  p.x = x.ptr<float>(x.base());
+  p.x_row_stride = M;
+  p.weight = w.ptr<float>(w.base());
+  p.out = x.ptr(x.base());
+  p.out_row_stride = M;
+  ASSERT_EQ(raw::rmsnorm(p, nullptr), cudaSuccess);
+  Sync("rmsnorm in place");
+  at::Tensor want = at::empty({T, M});
+  ref::rmsnorm(x.base(), w.base(), kRmsEps, want);
+  ExpectClose(x.fetch(), want, 1e-4, "rmsnorm in place");
+}
+
 #ifdef STATETUNE_CUDA_EMULATED
 constexpr bool kEmulated = true;
 #else
@@ -1144,6 +1233,29 @@ TEST(KernelsCudaParams, RejectsUnsupportedSizes) {
   cp.width = 4;
   cp.conv_state = nullptr;
   EXPECT_EQ(raw::causal_conv1d_prefill(cp, nullptr), cudaErrorInvalidValue);
+}
+
+// Runs without a device: what the RMSNorm launcher refuses, before touching it.
+TEST(KernelsCudaParams, RmsNormRejectsBadParams) {
+  float dummy[1];
+  raw::RmsNormParams p;
+  p.rows = 1;
+  p.dim = 8;
+  p.x = dummy;
+  p.weight = dummy;
+  p.out = nullptr;
+  EXPECT_EQ(raw::rmsnorm(p, nullptr), cudaErrorInvalidValue);
+  p.out = dummy;
+  p.rows = -1;
+  EXPECT_EQ(raw::rmsnorm(p, nullptr), cudaErrorInvalidValue);
+  p.rows = int64_t{1} << 31;  // beyond grid.x
+  EXPECT_EQ(raw::rmsnorm(p, nullptr), cudaErrorInvalidValue);
+  p.rows = 1;
+  p.dim = -1;
+  EXPECT_EQ(raw::rmsnorm(p, nullptr), cudaErrorInvalidValue);
+  p.rows = 0;  // nothing to do: no launch, no error
+  p.dim = 8;
+  EXPECT_EQ(raw::rmsnorm(p, nullptr), cudaSuccess);
 }
 
 }  // namespace

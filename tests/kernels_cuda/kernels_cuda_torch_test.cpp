@@ -1,14 +1,15 @@
 // The at::Tensor path to the CUDA kernels (dispatch -> kernels/cuda/cuda_backend.cpp) against the
 // reference on the CPU: strided views, pool/cache views with layer strides, device slots/rows,
 // CPU lengths with padding, fp32 and bf16, output reuse; and the backward (dispatch -> CUDA
-// backward) against the CPU backward. Built only with a CUDA LibTorch; skips when no device is
-// visible.
+// backward) against the CPU backward; RMSNorm (dispatch -> CUDA) against its reference. Built only
+// with a CUDA LibTorch; skips when no device is visible.
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
 #include <string>
 #include <utility>
 
+#include "kernels/rmsnorm.h"
 #include "kernels/ssm_backward.h"
 #include "kernels/ssm_kernels.h"
 
@@ -263,6 +264,24 @@ TEST_P(KernelsCudaTorch, ConvWidthOneMatchesReference) {
   ref::causal_conv1d_step(x.select(1, 0), w, bias, ref_cache, want_step);
   causal_conv1d_step(x.select(1, 0).to(dev), w.to(dev), bias.to(dev), cache, got_step);
   ExpectClose(got_step, want_step, bf16 ? 1e-2 : 1e-4, "conv step, d_conv = 1");
+}
+
+// The model's use: x the fp32 residual stream (here a row-strided view), out in the compute dtype.
+TEST_P(KernelsCudaTorch, RmsNormMatchesReference) {
+  const bool bf16 = GetParam();
+  const at::ScalarType odt = bf16 ? at::kBFloat16 : at::kFloat;
+  const at::Device dev(at::kCUDA, 0);
+  at::manual_seed(41);
+  const int64_t T = 6, M = 2560;
+  const at::Tensor x_wide = at::randn({T, M + 4}), w = at::randn({M});
+  const at::Tensor x = x_wide.narrow(1, 2, M), x_dev = x_wide.to(dev).narrow(1, 2, M);
+  at::Tensor want = at::empty({T, M}, odt);
+  ref::rmsnorm(x, w, 1e-5, want);
+  at::Tensor got = at::empty({T, M}, at::TensorOptions().dtype(odt).device(dev));
+  rmsnorm(x_dev, w.to(dev), 1e-5, got);
+  ExpectClose(got, want, bf16 ? 1e-2 : 1e-4, "rmsnorm");
+  at::Tensor cpu_out = at::empty({T, M}, odt);
+  EXPECT_THROW(rmsnorm(x_dev, w.to(dev), 1e-5, cpu_out), c10::Error) << "out on another device";
 }
 
 INSTANTIATE_TEST_SUITE_P(Dtypes, KernelsCudaTorch, ::testing::Values(false, true),

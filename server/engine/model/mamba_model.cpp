@@ -1,8 +1,5 @@
 #include "server/engine/model/mamba_model.h"
 
-#include <ATen/Parallel.h>
-
-#include <cmath>
 #include <fstream>
 #include <map>
 #include <regex>
@@ -10,6 +7,7 @@
 #include <vector>
 
 #include "kernels/batch_indices.h"
+#include "kernels/rmsnorm.h"
 #include "kernels/ssm_kernels.h"
 #include "server/engine/util/durable_file.h"
 #include "server/engine/util/safetensors.h"
@@ -31,38 +29,7 @@ at::Tensor& fit(at::Tensor& t, at::IntArrayRef sizes, const at::TensorOptions& o
   return t;
 }
 
-// out[r] = x[r] * rsqrt(mean(x[r]^2) + eps) * weight, in fp32; out in its own dtype (float or bf16).
-template <typename Out>
-void rmsnorm_rows(const float* x, const float* w, Out* out, int64_t rows, int64_t M, double eps) {
-  at::parallel_for(0, rows, 16, [&](int64_t begin, int64_t end) {
-    for (int64_t r = begin; r < end; ++r) {
-      const float* xr = x + r * M;
-      Out* o = out + r * M;
-      float ss = 0.f;
-      for (int64_t i = 0; i < M; ++i) ss += xr[i] * xr[i];
-      const float scale = 1.f / std::sqrt(ss / static_cast<float>(M) + static_cast<float>(eps));
-      for (int64_t i = 0; i < M; ++i) o[i] = static_cast<Out>(xr[i] * scale * w[i]);
-    }
-  });
-}
-
-// x: [T, M] fp32 contiguous; weight [M] fp32; out: [T, M] float or bf16 (fit by the caller).
-void rmsnorm(const at::Tensor& x, const at::Tensor& weight, double eps, at::Tensor& out) {
-  const int64_t T = x.size(0), M = x.size(1);
-  if (!x.device().is_cpu()) {
-    // Other devices: the same formula in ATen ops (one fused kernel would be better there).
-    at::Tensor var = x.pow(2).mean(-1, /*keepdim=*/true);
-    out.copy_(x * at::rsqrt(var + eps) * weight);
-    return;
-  }
-  if (out.scalar_type() == at::kFloat) {
-    rmsnorm_rows(x.data_ptr<float>(), weight.data_ptr<float>(), out.data_ptr<float>(), T, M, eps);
-  } else if (out.scalar_type() == at::kBFloat16) {
-    rmsnorm_rows(x.data_ptr<float>(), weight.data_ptr<float>(), out.data_ptr<at::BFloat16>(), T, M, eps);
-  } else {
-    TORCH_CHECK(false, "rmsnorm: unsupported output dtype ", out.scalar_type());
-  }
-}
+using kernels::rmsnorm;
 
 // out = a @ w^T (+ bias); w is [out_features, in_features].
 void linear_out(at::Tensor& out, const at::Tensor& a, const at::Tensor& w, const at::Tensor& bias) {
