@@ -62,9 +62,16 @@ at::Tensor activation(const at::Tensor& t, const at::Tensor& x, const char* name
   return r;
 }
 
+// t on `device` in `dtype`, contiguous. Checked here first: Tensor::to() goes through the
+// dispatcher even when it has nothing to do, and a decode step calls this ~10 times per layer.
+at::Tensor on_as(const at::Tensor& t, at::Device device, at::ScalarType dtype) {
+  if (t.device() == device && t.scalar_type() == dtype) return t.contiguous();  // no dispatch when contiguous
+  return t.to(device, dtype).contiguous();
+}
+
 // An fp32 parameter, fully contiguous (small: A, Dskip, delta_bias); CheckedScan checked its shape.
 at::Tensor param_f32(const at::Tensor& t) {
-  return t.defined() ? t.to(at::kFloat).contiguous() : t;
+  return t.defined() ? on_as(t, t.device(), at::kFloat) : t;
 }
 
 // A pool view [S, inner...] as fp32, contiguous inside a slot, any slot stride (CheckedScan checked
@@ -108,12 +115,12 @@ at::Tensor rows_on_device(const at::Tensor& rows, const at::Tensor& x, int64_t b
   TORCH_CHECK(rows.defined(), "statetune cuda kernels: cache.rows is required");
   TORCH_CHECK(rows.dim() == 1 && rows.size(0) == batch, "statetune cuda kernels: rows must be [B]");
   check_rows_on_host(rows, capacity, "statetune cuda kernels");
-  return rows.to(x.device(), at::kLong).contiguous();
+  return on_as(rows, x.device(), at::kLong);
 }
 
 // An index tensor [B] on x's device (CheckedScan checked it where it was on the host).
 at::Tensor index_on_device(const at::Tensor& t, const at::Tensor& x, at::ScalarType dtype) {
-  return t.defined() ? t.to(x.device(), dtype).contiguous() : t;
+  return t.defined() ? on_as(t, x.device(), dtype) : t;
 }
 
 at::Tensor lengths_on_device(const at::Tensor& lengths, const at::Tensor& x, int64_t batch,
@@ -128,7 +135,7 @@ at::Tensor lengths_on_device(const at::Tensor& lengths, const at::Tensor& x, int
                   " outside [0, ", seqlen, "]");
     }
   }
-  return lengths.to(x.device(), at::kLong).contiguous();
+  return on_as(lengths, x.device(), at::kLong);
 }
 
 // `out` is re-allocated only when its shape, dtype or device does not fit, so callers can reuse it.
