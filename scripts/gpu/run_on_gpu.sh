@@ -107,13 +107,13 @@ if want sanitize; then
   else
     # Small shapes under the tools (they slow kernels 10-100x); the multi-warp shapes for racecheck
     # and synccheck, where shared memory and __syncthreads are.
-    FAST='KernelsCuda.ScanPrefillCoversEveryStateSize:KernelsCuda.ScanBackwardCoversEveryStateSize:KernelsCuda.ConvPrefillMatchesReference:KernelsCuda.ConvStepMatchesReference:KernelsCuda.ConvBackwardMatchesCpuBackward:KernelsCuda.OutOfRangeRowsAndSlotsTouchNothing'
+    FAST='KernelsCuda.ScanPrefillCoversEveryStateSize:KernelsCuda.ScanBackwardCoversEveryStateSize:KernelsCuda.ConvPrefillMatchesReference:KernelsCuda.ConvStepMatchesReference:KernelsCuda.ConvBackwardMatchesCpuBackward:KernelsCuda.OutOfRangeRowsAndSlotsTouchNothing:KernelsCuda.ScanBackwardWarpSumsKeepRowsApart:KernelsCuda.RmsNormMatchesReference'
+    # The kernels with shared memory and __syncthreads (scan prefill, RMSNorm), at multi-warp shapes.
+    SHARED='KernelsCuda.ScanPrefillCoversEveryStateSize:KernelsCuda.LargeShapeScanMatchesReference:KernelsCuda.RmsNormMatchesReference'
     step sanitize-memcheck 150 "$SANITIZER" --tool memcheck --error-exitcode 9 "$KTEST" --gtest_filter="$FAST"
     step sanitize-initcheck 120 "$SANITIZER" --tool initcheck --error-exitcode 9 "$KTEST" --gtest_filter="$FAST"
-    step sanitize-racecheck 150 "$SANITIZER" --tool racecheck --error-exitcode 9 "$KTEST" \
-      --gtest_filter='KernelsCuda.ScanPrefillCoversEveryStateSize:KernelsCuda.LargeShapeScanMatchesReference'
-    step sanitize-synccheck 120 "$SANITIZER" --tool synccheck --error-exitcode 9 "$KTEST" \
-      --gtest_filter='KernelsCuda.ScanPrefillCoversEveryStateSize:KernelsCuda.LargeShapeScanMatchesReference'
+    step sanitize-racecheck 150 "$SANITIZER" --tool racecheck --error-exitcode 9 "$KTEST" --gtest_filter="$SHARED"
+    step sanitize-synccheck 120 "$SANITIZER" --tool synccheck --error-exitcode 9 "$KTEST" --gtest_filter="$SHARED"
     step sanitize-memcheck-torch 150 env PYTORCH_NO_CUDA_MEMORY_CACHING=1 \
       "$SANITIZER" --tool memcheck --error-exitcode 9 "$TTEST"
   fi
