@@ -106,10 +106,20 @@ at::Tensor BucketedDecoder::decode(const at::Tensor& tokens, const at::Tensor& r
   if (use_graphs_ && (!b.graph || b.pool_addresses != addresses_of(adapters))) {
     // The capture's warm-up runs execute the step, advancing the rows it names: their states are
     // put back afterwards, so the replay below is this call's only effect on the cache.
+    // A failed capture puts them back too, and leaves no graph for this bucket.
     const at::Tensor conv = cache_.conv.index_select(1, b.rows), ssm = cache_.ssm.index_select(1, b.rows);
-    b.graph = capture_step([this, &b, &adapters] { run_step(b, adapters); }, model_.device());
-    cache_.conv.index_copy_(1, b.rows, conv);
-    cache_.ssm.index_copy_(1, b.rows, ssm);
+    auto restore = [&] {
+      cache_.conv.index_copy_(1, b.rows, conv);
+      cache_.ssm.index_copy_(1, b.rows, ssm);
+    };
+    b.graph.reset();
+    try {
+      b.graph = capture_step([this, &b, &adapters] { run_step(b, adapters); }, model_.device());
+    } catch (...) {
+      restore();
+      throw;
+    }
+    restore();
     b.pool_addresses = addresses_of(adapters);
     ++graphs_captured_;
   }

@@ -54,7 +54,16 @@ std::unique_ptr<CapturedStep> capture_step(const std::function<void()>& step, at
 #else
       captured->graph().capture_begin();
 #endif
-      step();
+      try {
+        step();
+      } catch (...) {
+        // End the stream's capture mode, or every later launch on this pool stream would fail.
+        try {
+          captured->graph().capture_end();
+        } catch (...) {
+        }
+        throw;
+      }
       captured->graph().capture_end();
     } catch (const std::exception& e) {
       throw std::runtime_error(std::string("capturing the decode step as a CUDA graph failed: ") + e.what());
