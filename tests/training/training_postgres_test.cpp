@@ -60,7 +60,9 @@ class SharedTrainingTest : public test_support::PostgresTest {
     auto flags = common_flags();
     flags.insert(flags.end(), {"--data-dir", (work_ / name).string(), "--lease-seconds", std::to_string(kLeaseSeconds),
                                "--checkpoint-every", "2", "--min-examples", "4", "--max-example-tokens", "64"});
-    p.start(work_, flags);
+    ASSERT_NO_FATAL_FAILURE(p.start(work_, flags));
+    // The port opens before the database is reached; until then calls are UNAVAILABLE.
+    ASSERT_NO_FATAL_FAILURE(p.wait_serving());
   }
   void start_all() {
     auto flags = common_flags();

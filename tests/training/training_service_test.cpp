@@ -125,6 +125,10 @@ class TrainingServiceTest : public ::testing::Test {
         "--max-new-tokens", "64", "--drain-seconds", "1"};
     serve_flags.insert(serve_flags.end(), database_flags_.begin(), database_flags_.end());
     ASSERT_NO_FATAL_FAILURE(serve_->start(work_, serve_flags));
+    // Listening is not ready: the model loads and (shared mode) the database is reached after the
+    // port opens, and until then every call is UNAVAILABLE. A test whose job finishes quickly asked
+    // serving too early on a loaded CI machine.
+    ASSERT_NO_FATAL_FAILURE(serve_->wait_serving());
     train_ = std::make_unique<Process>(std::string(STATETUNE_BINARY_DIR) + "/server/training/statetune-train",
                                        "train");
     ASSERT_NO_FATAL_FAILURE(start_train());
@@ -166,7 +170,8 @@ class TrainingServiceTest : public ::testing::Test {
                           "48KiB",
                           "--max-dataset-bytes",
                           "40KiB"});
-    train_->start(work_, flags);
+    ASSERT_NO_FATAL_FAILURE(train_->start(work_, flags));
+    ASSERT_NO_FATAL_FAILURE(train_->wait_serving());
   }
   static fs::path model_dir() { return *suite_ / "model"; }
   static std::string tokenizer() {
